@@ -1,0 +1,50 @@
+//! The message lifecycle, with no I/O and no policy of its own.
+//!
+//! `bus-core` owns what happens to a message between `publish` and its end
+//! (acked, dead-lettered, rejected at publish, or discarded by a configured
+//! policy) and asks its plugs for every decision:
+//!
+//! | plug | decides | default here | real one |
+//! |---|---|---|---|
+//! | [`Classifier`](bus_errors::Classifier) | category and severity | [`DefaultClassifier`](bus_errors::DefaultClassifier) | |
+//! | [`GuardProvider`] / [`Guard`] | may this handler run now | [`NoGuard`] | `bus-breaker` |
+//! | [`RecoveryPolicy`] | retry, dead-letter, escalate | [`SimpleRetry`] | `bus-recovery` |
+//! | [`DeadLetterStore`] | where failures rest | [`MemoryDeadLetters`] | `bus-dlq` |
+//! | [`ErrorSink`] | where reports are written | [`NoSink`] | `bus-logger` |
+//! | [`Observer`] | who watches | [`NoObserver`] | `bus-health` |
+//!
+//! Messages move over a [`Transport`]; [`memory::MemoryTransport`] is the
+//! embedded one.
+//!
+//! The invariant every test may check, from [`Bus::stats`]:
+//! `published = acked + dead_lettered + rejected_at_publish + discarded_by_policy`
+//! once the bus is idle or shut down.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod dlq;
+mod envelope;
+pub mod guard;
+mod handler;
+pub mod observe;
+pub mod recovery;
+pub mod time;
+mod topic;
+pub mod transport;
+
+pub use dlq::{
+    DeadLetter, DeadLetterReason, DeadLetterStore, DlqError, LetterId, MemoryDeadLetters,
+};
+pub use envelope::{AttemptRecord, Envelope, MessageId, Priority};
+pub use guard::{CircuitState, Guard, GuardProvider, NoGuard, Outcome, Permit, Rejected};
+pub use handler::{Handler, Message};
+pub use observe::{BusEvent, ErrorSink, NoObserver, NoSink, Observer, Observers};
+pub use recovery::{Decision, Failure, NoRetry, RecoveryPolicy, SimpleRetry, Success};
+pub use topic::{MAX_TOPIC_LEN, Topic, TopicError};
+pub use transport::{
+    Delivery, OverflowPolicy, PublishError, QueueDepth, Receipt, Settle, SubscribeOptions,
+    Subscription, Transport, TransportError,
+};
+
+pub use bus_errors;
+pub use bytes::Bytes;

@@ -1,0 +1,198 @@
+//! The observation plugs: [`ErrorSink`] receives every error report (the
+//! logger), [`Observer`] every lifecycle event (the health monitor). Both have
+//! no-op defaults for every method, so an implementation overrides only what
+//! it needs, and both run on the delivery thread: they must not block.
+
+use crate::{CircuitState, Topic, dlq::DeadLetterReason, dlq::DlqError};
+use bus_errors::{ErrorCategory, ErrorReport};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Receives every error report (sanitized). Must not block the caller.
+pub trait ErrorSink: Send + Sync {
+    /// Records one report.
+    fn record(&self, _report: &ErrorReport) {}
+}
+
+impl<T: ErrorSink + ?Sized> ErrorSink for Arc<T> {
+    fn record(&self, report: &ErrorReport) {
+        (**self).record(report)
+    }
+}
+
+/// A sink that records nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSink;
+
+impl ErrorSink for NoSink {}
+
+/// One thing that happened to a message or a component.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum BusEvent<'a> {
+    /// A publish call was accepted; `copies` subscriber groups got the message.
+    Published {
+        /// The topic.
+        topic: &'a Topic,
+        /// How many groups accepted a copy.
+        copies: u32,
+    },
+    /// A publish (or one group's copy) was refused; the publisher keeps it.
+    Rejected {
+        /// The topic as given.
+        topic: &'a str,
+        /// The [`PublishError::kind`](crate::PublishError::kind).
+        reason: &'static str,
+    },
+    /// A delivery succeeded.
+    Acked {
+        /// The topic.
+        topic: &'a Topic,
+        /// The subscriber.
+        component: &'a str,
+        /// From message creation to the end of the handler.
+        latency: Duration,
+        /// The handler's own run time.
+        handler_time: Duration,
+        /// Which attempt succeeded (above 1 means a retry recovered it).
+        attempt: u32,
+    },
+    /// A delivery failed (the report is also sent to the [`ErrorSink`]).
+    Failed {
+        /// The report.
+        report: &'a ErrorReport,
+    },
+    /// A retry was scheduled.
+    Retried {
+        /// The topic.
+        topic: &'a Topic,
+        /// The subscriber.
+        component: &'a str,
+        /// The attempt that failed.
+        attempt: u32,
+        /// The delay before the next one.
+        delay: Duration,
+    },
+    /// A message was stored in the dead-letter queue.
+    DeadLettered {
+        /// The topic.
+        topic: &'a Topic,
+        /// The subscriber.
+        component: &'a str,
+        /// The last failure's category.
+        category: ErrorCategory,
+        /// Why.
+        reason: &'a DeadLetterReason,
+    },
+    /// A failure was escalated to an operator (also dead-lettered).
+    Escalated {
+        /// The report.
+        report: &'a ErrorReport,
+    },
+    /// A message was discarded by a configured policy (counted).
+    Discarded {
+        /// The topic.
+        topic: &'a Topic,
+        /// The subscriber, or the group whose queue overflowed.
+        component: &'a str,
+        /// Why.
+        reason: &'a str,
+    },
+    /// A guard refused a delivery; the message waits `retry_after`.
+    Parked {
+        /// The subscriber.
+        component: &'a str,
+        /// The guard's state.
+        state: CircuitState,
+        /// The wait.
+        retry_after: Duration,
+    },
+    /// A circuit changed state.
+    CircuitTransition {
+        /// The component.
+        component: &'a str,
+        /// The old state.
+        from: CircuitState,
+        /// The new state.
+        to: CircuitState,
+    },
+    /// Writing to the dead-letter queue failed; the subscriber pauses and the
+    /// message stays queued.
+    DlqWriteFailed {
+        /// The subscriber.
+        component: &'a str,
+        /// The error.
+        error: &'a DlqError,
+    },
+    /// The dead-letter queue accepts writes again.
+    DlqRecovered {
+        /// The subscriber.
+        component: &'a str,
+    },
+}
+
+/// Sees every [`BusEvent`]. Must be cheap and must not block.
+pub trait Observer: Send + Sync {
+    /// Called for each event.
+    fn on_event(&self, _event: &BusEvent<'_>) {}
+}
+
+impl<T: Observer + ?Sized> Observer for Arc<T> {
+    fn on_event(&self, event: &BusEvent<'_>) {
+        (**self).on_event(event)
+    }
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {}
+
+/// Sends each event to several observers, in order.
+#[derive(Clone, Default)]
+pub struct Observers(Vec<Arc<dyn Observer>>);
+
+impl Observers {
+    /// An empty fan-out.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an observer.
+    pub fn push(&mut self, observer: Arc<dyn Observer>) {
+        self.0.push(observer);
+    }
+
+    /// How many observers.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Observers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observers")
+            .field("len", &self.0.len())
+            .finish()
+    }
+}
+
+impl Observer for Observers {
+    fn on_event(&self, event: &BusEvent<'_>) {
+        for o in &self.0 {
+            o.on_event(event);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn _obj_safe(_: Box<dyn Observer>, _: Box<dyn ErrorSink>) {}
+}
