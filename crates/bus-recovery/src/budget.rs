@@ -1,0 +1,234 @@
+//! A retry budget in the manner of Finagle's `RetryBudget`: within a sliding
+//! time window, retries may add at most `percent` of the successful traffic,
+//! plus a small floor (`min_retries_per_sec`) so a quiet service can still
+//! retry. A wide outage therefore sheds its excess retries into the
+//! dead-letter queue instead of multiplying the load.
+//!
+//! Deposits (one per success, on the hot path) are a load and a `fetch_add`
+//! on a time-slotted atomic counter. Withdrawals (one per retry, on the
+//! failure path) take a small mutex so the check and the withdrawal are one
+//! step: concurrent failures can never overdraw the budget.
+
+use crate::ConfigError;
+use bus_core::time::SharedClock;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How many slots the window is cut into.
+const SLOTS: usize = 10;
+/// A token, in micro-tokens.
+const TOKEN: u128 = 1_000_000;
+/// Low bits of a packed slot holding the count; the high bits hold a tag of
+/// the slot's epoch.
+const COUNT_BITS: u32 = 40;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+/// Configuration of a [`RetryBudget`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// How long deposits and withdrawals count (default 10 s).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Fraction of a token each success earns (default 0.2: retries may add
+    /// 20% to the successful traffic). In `0..=1`.
+    pub percent: f64,
+    /// Retries per second always allowed, whatever the traffic (default 10).
+    pub min_retries_per_sec: u32,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(10),
+            percent: 0.2,
+            min_retries_per_sec: 10,
+        }
+    }
+}
+
+impl BudgetConfig {
+    /// Checks the values: `percent` in `0..=1`, a window of at least 10 ms.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.percent) {
+            return Err(ConfigError::invalid(
+                "percent",
+                self.percent,
+                "a number in 0..=1",
+            ));
+        }
+        if self.window < Duration::from_millis(10) {
+            return Err(ConfigError::invalid(
+                "window",
+                self.window,
+                "at least 10ms",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The floor: retries allowed per window with no successes at all.
+    pub fn floor(&self) -> u64 {
+        let tokens = f64::from(self.min_retries_per_sec) * self.window.as_secs_f64();
+        // Truncation is intended: whole retries only.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let floor = tokens as u64;
+        floor
+    }
+}
+
+/// A time-windowed token bucket for retries; see the [module docs](self).
+///
+/// ```
+/// use bus_core::time::ManualClock;
+/// use bus_recovery::{BudgetConfig, RetryBudget};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let cfg = BudgetConfig { window: Duration::from_secs(1), percent: 0.5, min_retries_per_sec: 1 };
+/// let budget = RetryBudget::new(cfg, Arc::new(clock.clone()));
+/// budget.deposit();
+/// budget.deposit(); // two successes earn one retry, the floor one more
+/// assert!(budget.try_withdraw() && budget.try_withdraw());
+/// assert!(!budget.try_withdraw());
+/// clock.advance(Duration::from_secs(2)); // the window slid: the floor is back
+/// assert!(budget.try_withdraw());
+/// ```
+#[derive(Debug)]
+pub struct RetryBudget {
+    clock: SharedClock,
+    start: Instant,
+    slot_nanos: u64,
+    deposit_micro: u128,
+    floor_micro: u128,
+    /// Per slot: `tag << COUNT_BITS | successes`.
+    deposits: [AtomicU64; SLOTS],
+    /// Per slot: `(epoch, retries)`.
+    withdrawals: Mutex<[(u64, u64); SLOTS]>,
+}
+
+impl RetryBudget {
+    /// A budget starting now by `clock`. The configuration should have passed
+    /// [`BudgetConfig::validate`]; out-of-range values are clamped.
+    pub fn new(config: BudgetConfig, clock: SharedClock) -> Self {
+        let slot = config.window.max(Duration::from_millis(10)) / SLOTS as u32;
+        let percent = config.percent.clamp(0.0, 1.0);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let deposit_micro = (percent * 1_000_000.0).round() as u128;
+        Self {
+            start: clock.now(),
+            clock,
+            slot_nanos: u64::try_from(slot.as_nanos()).unwrap_or(u64::MAX).max(1),
+            deposit_micro,
+            floor_micro: u128::from(config.floor()) * TOKEN,
+            deposits: Default::default(),
+            withdrawals: Mutex::new([(u64::MAX, 0); SLOTS]),
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        let since = self.clock.now().saturating_duration_since(self.start);
+        u64::try_from(since.as_nanos() / u128::from(self.slot_nanos)).unwrap_or(u64::MAX)
+    }
+
+    /// The tag stored with a slot's count (never 0, so a fresh slot matches no epoch).
+    fn tag(epoch: u64) -> u64 {
+        (epoch % ((1 << (64 - COUNT_BITS)) - 1)) + 1
+    }
+
+    fn slot(epoch: u64) -> usize {
+        // SLOTS is tiny: the remainder always fits.
+        usize::try_from(epoch % SLOTS as u64).unwrap_or(0)
+    }
+
+    /// Records one success (earns `percent` of a token). Cheap: meant for
+    /// every successful delivery.
+    pub fn deposit(&self) {
+        let epoch = self.epoch();
+        let tag = Self::tag(epoch);
+        let cell = &self.deposits[Self::slot(epoch)];
+        let mut current = cell.load(Ordering::Relaxed);
+        loop {
+            if current >> COUNT_BITS == tag {
+                cell.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            // The slot holds an older epoch: restart it at 1.
+            match cell.compare_exchange_weak(
+                current,
+                (tag << COUNT_BITS) | 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    fn epochs_in_window(epoch: u64) -> impl Iterator<Item = u64> {
+        (0..SLOTS as u64).filter_map(move |back| epoch.checked_sub(back))
+    }
+
+    fn successes_in_window(&self, epoch: u64) -> u64 {
+        Self::epochs_in_window(epoch)
+            .map(|e| {
+                let packed = self.deposits[Self::slot(e)].load(Ordering::Relaxed);
+                if packed >> COUNT_BITS == Self::tag(e) {
+                    packed & COUNT_MASK
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+
+    fn balance_micro(&self, epoch: u64, slots: &[(u64, u64); SLOTS]) -> i128 {
+        let earned = self.floor_micro
+            + u128::from(self.successes_in_window(epoch)) * self.deposit_micro;
+        let spent: u64 = Self::epochs_in_window(epoch)
+            .map(|e| match slots[Self::slot(e)] {
+                (at, n) if at == e => n,
+                _ => 0,
+            })
+            .sum();
+        i128::try_from(earned).unwrap_or(i128::MAX) - i128::from(spent) * TOKEN as i128
+    }
+
+    /// Spends one token if the window holds one; `false` means the retry must
+    /// not happen.
+    pub fn try_withdraw(&self) -> bool {
+        let mut slots = self
+            .withdrawals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let epoch = self.epoch();
+        if self.balance_micro(epoch, &slots) < TOKEN as i128 {
+            return false;
+        }
+        let slot = &mut slots[Self::slot(epoch)];
+        if slot.0 == epoch {
+            slot.1 += 1;
+        } else {
+            *slot = (epoch, 1);
+        }
+        true
+    }
+
+    /// Whole retries currently available.
+    pub fn available(&self) -> u64 {
+        let slots = self
+            .withdrawals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let micro = self.balance_micro(self.epoch(), &slots).max(0);
+        u64::try_from(micro / TOKEN as i128).unwrap_or(u64::MAX)
+    }
+}
+
+#[cfg(test)]
+#[path = "budget_tests.rs"]
+mod tests;
