@@ -1,0 +1,564 @@
+//! [`CircuitBreaker`]: the atomics behind the state machine of
+//! [`state`](crate::state).
+
+use crate::config::{BreakerConfig, ConfigError, SlidingWindow};
+use crate::events::{BreakerMetrics, Listener, Listeners, Transition};
+use crate::permit::Permit;
+use crate::state::{Probes, Word};
+use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering};
+use crate::window::{Counts, Mark, Window};
+use bus_core::time::{SharedClock, system_clock};
+use bus_core::{CircuitState, Rejected};
+use std::error::Error;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Decides whether an error returned through [`CircuitBreaker::call`] counts
+/// as a failure (`false`: the call is ignored, neither success nor failure).
+pub type FailurePredicate = Arc<dyn Fn(&(dyn Error + 'static)) -> bool + Send + Sync>;
+
+/// The longest `retry_after` a full half-open breaker suggests.
+const HALF_OPEN_RETRY: Duration = Duration::from_secs(1);
+
+/// How a permitted call ended, as the breaker records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Success(Option<Duration>),
+    Failure(Option<Duration>),
+    Ignored,
+}
+
+/// A lock-free circuit breaker. See [`state`](crate::state) for the state
+/// machine and [`window`](crate::window) for what is counted when.
+///
+/// ```
+/// use bus_breaker::{BreakerConfig, CallError, CircuitBreaker};
+/// use bus_core::CircuitState;
+/// use bus_core::time::ManualClock;
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let breaker = CircuitBreaker::builder("payments")
+///     .config(BreakerConfig::builder().consecutive_failures(Some(2)).build().unwrap())
+///     .clock(Arc::new(clock.clone()))
+///     .build()
+///     .unwrap();
+/// let boom = || Err::<(), _>(std::io::Error::other("down"));
+/// assert!(matches!(breaker.call(boom), Err(CallError::Failed(_))));
+/// assert!(matches!(breaker.call(boom), Err(CallError::Failed(_))));
+/// assert_eq!(breaker.state(), CircuitState::Open);
+/// assert!(matches!(breaker.call(|| Ok::<_, std::io::Error>(1)), Err(CallError::Rejected(_))));
+///
+/// clock.advance(Duration::from_secs(60));
+/// let probe = breaker.try_acquire().unwrap();
+/// assert_eq!(breaker.state(), CircuitState::HalfOpen);
+/// probe.success();
+/// ```
+pub struct CircuitBreaker {
+    name: Arc<str>,
+    config: BreakerConfig,
+    clock: SharedClock,
+    base: Instant,
+    slow_nanos: Option<u64>,
+    state: AtomicU64,
+    probes: AtomicU64,
+    /// Open: when it may probe. Half-open: when it reopens. Nanos since `base`.
+    deadline: AtomicU64,
+    /// When the current state began. Nanos since `base`.
+    since: AtomicU64,
+    window: Window,
+    consecutive: AtomicU32,
+    trips: AtomicU64,
+    rejected: AtomicU64,
+    /// Trips without a close in between (exponential open wait).
+    transition: Mutex<u32>,
+    listeners: Listeners,
+    shared_listeners: Option<Arc<Listeners>>,
+    predicate: Option<FailurePredicate>,
+}
+
+impl std::fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("name", &self.name)
+            .field("state", &self.state())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`CircuitBreaker`].
+#[must_use = "a builder does nothing until build() is called"]
+pub struct CircuitBreakerBuilder {
+    name: Arc<str>,
+    config: BreakerConfig,
+    clock: Option<SharedClock>,
+    listeners: Vec<Listener>,
+    shared: Option<Arc<Listeners>>,
+    predicate: Option<FailurePredicate>,
+}
+
+impl std::fmt::Debug for CircuitBreakerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreakerBuilder")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CircuitBreakerBuilder {
+    /// The configuration (default: [`BreakerConfig::default`]).
+    pub fn config(mut self, config: BreakerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The clock (default: the system clock).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Which errors returned through [`CircuitBreaker::call`] count as
+    /// failures (default: all of them).
+    pub fn failure_predicate(
+        mut self,
+        predicate: impl Fn(&(dyn Error + 'static)) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.predicate = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Adds a transition listener.
+    pub fn on_transition(mut self, listener: Listener) -> Self {
+        self.listeners.push(listener);
+        self
+    }
+
+    pub(crate) fn shared_listeners(mut self, shared: Arc<Listeners>) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The breaker, closed; fails if the configuration is invalid.
+    pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
+        self.config.validate()?;
+        Ok(self.build_validated())
+    }
+
+    /// `build` for a configuration already validated.
+    pub(crate) fn build_validated(self) -> CircuitBreaker {
+        let clock = self.clock.unwrap_or_else(system_clock);
+        let base = clock.now();
+        let listeners = Listeners::default();
+        for l in self.listeners {
+            listeners.push(l);
+        }
+        CircuitBreaker {
+            name: self.name,
+            slow_nanos: self
+                .config
+                .slow_call_threshold
+                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            window: Window::new(self.config.window),
+            config: self.config,
+            clock,
+            base,
+            state: AtomicU64::new(Word::new(CircuitState::Closed, 0).pack()),
+            probes: AtomicU64::new(0),
+            deadline: AtomicU64::new(0),
+            since: AtomicU64::new(0),
+            consecutive: AtomicU32::new(0),
+            trips: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            transition: Mutex::new(0),
+            listeners,
+            shared_listeners: self.shared,
+            predicate: self.predicate,
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn rate(part: u64, of: u64) -> Option<f64> {
+    (of > 0).then(|| part as f64 * 100.0 / of as f64)
+}
+
+impl CircuitBreaker {
+    /// A builder for a breaker named `name` (the component it guards).
+    pub fn builder(name: impl Into<Arc<str>>) -> CircuitBreakerBuilder {
+        CircuitBreakerBuilder {
+            name: name.into(),
+            config: BreakerConfig::default(),
+            clock: None,
+            listeners: Vec::new(),
+            shared: None,
+            predicate: None,
+        }
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &BreakerConfig {
+        &self.config
+    }
+
+    /// The current state (one atomic load; a half-open breaker past its max
+    /// wait reports half-open until the next acquire or report reopens it).
+    pub fn state(&self) -> CircuitState {
+        Word::unpack(self.state.load(Ordering::Acquire)).kind
+    }
+
+    /// Adds a transition listener.
+    pub fn on_transition(&self, listener: Listener) {
+        self.listeners.push(listener);
+    }
+
+    pub(crate) fn now(&self) -> u64 {
+        nanos(self.clock.now().saturating_duration_since(self.base))
+    }
+
+    pub(crate) fn started(&self) -> Option<Instant> {
+        self.slow_nanos.map(|_| self.clock.now())
+    }
+
+    pub(crate) fn elapsed_since(&self, started: Option<Instant>) -> Option<Duration> {
+        started.map(|s| self.clock.now().saturating_duration_since(s))
+    }
+
+    pub(crate) fn predicate(&self) -> Option<&FailurePredicate> {
+        self.predicate.as_ref()
+    }
+
+    /// Asks to run one call. Closed: one atomic load. The permit must be
+    /// reported with [`Permit::success`], [`Permit::failure`] or
+    /// [`Permit::ignore`]; dropping it unreported counts as ignored.
+    pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
+        self.acquire()
+            .map(|(kind, generation)| Permit::new(self, kind, generation))
+    }
+
+    /// The acquire logic: the state and generation the permit belongs to.
+    pub(crate) fn acquire(&self) -> Result<(CircuitState, u64), Rejected> {
+        loop {
+            let raw = self.state.load(Ordering::Acquire);
+            let w = Word::unpack(raw);
+            match w.kind {
+                CircuitState::Open => {
+                    let now = self.now();
+                    let until = self.deadline.load(Ordering::Acquire);
+                    if now < until {
+                        return Err(self.reject(CircuitState::Open, until - now));
+                    }
+                    self.transition(Some(w), CircuitState::HalfOpen, now);
+                }
+                CircuitState::HalfOpen => {
+                    let now = self.now();
+                    let until = self.deadline.load(Ordering::Acquire);
+                    if now >= until {
+                        self.transition(Some(w), CircuitState::Open, now);
+                        continue;
+                    }
+                    if w.admitted >= self.config.permitted_calls_in_half_open {
+                        let wait = Duration::from_nanos(until - now).min(HALF_OPEN_RETRY);
+                        return Err(self.reject(CircuitState::HalfOpen, nanos(wait)));
+                    }
+                    let next = Word {
+                        admitted: w.admitted + 1,
+                        ..w
+                    };
+                    if self
+                        .state
+                        .compare_exchange(raw, next.pack(), Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        return Ok((CircuitState::HalfOpen, w.generation));
+                    }
+                }
+                CircuitState::ForcedOpen => {
+                    return Err(
+                        self.reject(CircuitState::ForcedOpen, nanos(self.config.wait_in_open))
+                    );
+                }
+                kind => return Ok((kind, w.generation)),
+            }
+        }
+    }
+
+    fn reject(&self, state: CircuitState, retry_after: u64) -> Rejected {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        Rejected {
+            state,
+            retry_after: Duration::from_nanos(retry_after),
+        }
+    }
+
+    /// Records how a call permitted in `(kind, generation)` ended.
+    pub(crate) fn finish(&self, kind: CircuitState, generation: u64, verdict: Verdict) {
+        match kind {
+            CircuitState::Closed | CircuitState::MetricsOnly => {
+                self.finish_closed(kind, generation, verdict)
+            }
+            CircuitState::HalfOpen => self.finish_probe(generation, verdict),
+            _ => {}
+        }
+    }
+
+    fn is_slow(&self, elapsed: Option<Duration>) -> bool {
+        match (self.slow_nanos, elapsed) {
+            (Some(limit), Some(e)) => nanos(e) >= limit,
+            _ => false,
+        }
+    }
+
+    fn finish_closed(&self, kind: CircuitState, generation: u64, verdict: Verdict) {
+        let w = Word::unpack(self.state.load(Ordering::Acquire));
+        if w.generation != generation {
+            return; // stale: the window it belonged to is gone
+        }
+        let mark = match verdict {
+            Verdict::Ignored => return,
+            Verdict::Success(e) if self.is_slow(e) => Mark::SlowSuccess,
+            Verdict::Success(_) => Mark::Success,
+            Verdict::Failure(e) if self.is_slow(e) => Mark::SlowFailure,
+            Verdict::Failure(_) => Mark::Failure,
+        };
+        let failed = matches!(mark, Mark::Failure | Mark::SlowFailure);
+        let consecutive = if failed {
+            self.consecutive
+                .fetch_add(1, Ordering::AcqRel)
+                .saturating_add(1)
+        } else {
+            if self.consecutive.load(Ordering::Relaxed) != 0 {
+                self.consecutive.store(0, Ordering::Release);
+            }
+            0
+        };
+        let now = if self.window.needs_time() {
+            self.now()
+        } else {
+            0
+        };
+        let dirty = self.window.record(mark, now);
+        if kind != CircuitState::Closed || !dirty {
+            return;
+        }
+        let by_run = self
+            .config
+            .consecutive_failures
+            .is_some_and(|n| consecutive >= n);
+        if by_run || self.rates_trip(self.window.counts(now)) {
+            self.transition(Some(w), CircuitState::Open, self.now());
+        }
+    }
+
+    fn rates_trip(&self, c: Counts) -> bool {
+        let minimum = match self.config.window {
+            SlidingWindow::Count { size } => self.config.minimum_calls.min(size),
+            SlidingWindow::Time { .. } => self.config.minimum_calls,
+        };
+        if c.calls == 0 || c.calls < u64::from(minimum) {
+            return false;
+        }
+        let failing = self
+            .config
+            .failure_rate_threshold
+            .is_some_and(|t| rate(c.failures, c.calls).is_some_and(|r| r >= t));
+        let slow = self.slow_nanos.is_some()
+            && rate(c.slow, c.calls).is_some_and(|r| r >= self.config.slow_call_rate_threshold);
+        failing || slow
+    }
+
+    fn finish_probe(&self, generation: u64, verdict: Verdict) {
+        let w = Word::unpack(self.state.load(Ordering::Acquire));
+        if w.kind != CircuitState::HalfOpen || w.generation != generation {
+            return; // stale probe
+        }
+        let (failed, slow) = match verdict {
+            Verdict::Ignored => return self.release(generation),
+            Verdict::Success(e) => (false, self.is_slow(e)),
+            Verdict::Failure(e) => (true, self.is_slow(e)),
+        };
+        let tag = Probes::tag_of(generation);
+        let Ok(prev) = self
+            .probes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                let mut p = Probes::unpack(cur);
+                if p.tag != tag {
+                    if (tag.wrapping_sub(p.tag) as i16) < 0 {
+                        return None; // a newer episode owns the word
+                    }
+                    p = Probes {
+                        tag,
+                        ..Probes::default()
+                    };
+                }
+                p.reported += 1;
+                p.failed += u16::from(failed);
+                p.slow += u16::from(slow);
+                Some(p.pack())
+            })
+        else {
+            return;
+        };
+        let mut p = Probes::unpack(prev);
+        if p.tag != tag {
+            p = Probes {
+                tag,
+                ..Probes::default()
+            };
+        }
+        let reported = u64::from(p.reported) + 1;
+        let now = self.now();
+        if reported < u64::from(self.config.permitted_calls_in_half_open) {
+            if now >= self.deadline.load(Ordering::Acquire) {
+                self.transition(Some(w), CircuitState::Open, now);
+            }
+            return;
+        }
+        let probes = Counts {
+            calls: reported,
+            failures: u64::from(p.failed) + u64::from(failed),
+            slow: u64::from(p.slow) + u64::from(slow),
+        };
+        let failing = match self.config.failure_rate_threshold {
+            Some(t) => rate(probes.failures, probes.calls).is_some_and(|r| r >= t),
+            None => probes.failures > 0,
+        };
+        let slow = self.slow_nanos.is_some()
+            && rate(probes.slow, probes.calls)
+                .is_some_and(|r| r >= self.config.slow_call_rate_threshold);
+        let to = if failing || slow {
+            CircuitState::Open
+        } else {
+            CircuitState::Closed
+        };
+        self.transition(Some(w), to, now);
+    }
+
+    /// Gives a half-open probe slot back (ignored or dropped probe).
+    pub(crate) fn release(&self, generation: u64) {
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |raw| {
+                let w = Word::unpack(raw);
+                (w.kind == CircuitState::HalfOpen && w.generation == generation && w.admitted > 0)
+                    .then(|| {
+                        Word {
+                            admitted: w.admitted - 1,
+                            ..w
+                        }
+                        .pack()
+                    })
+            });
+    }
+
+    /// Moves to `to`. With `expect`, only if the state is still that kind and
+    /// generation (otherwise another thread already moved it: returns false).
+    fn transition(&self, expect: Option<Word>, to: CircuitState, now: u64) -> bool {
+        let mut trips_in_row = self
+            .transition
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cur = Word::unpack(self.state.load(Ordering::Acquire));
+        if let Some(e) = expect {
+            if cur.kind != e.kind || cur.generation != e.generation {
+                return false;
+            }
+        }
+        let mut open_for = None;
+        match to {
+            CircuitState::Open => {
+                *trips_in_row = trips_in_row.saturating_add(1);
+                let wait = self.config.open_wait(*trips_in_row);
+                open_for = Some(wait);
+                self.deadline
+                    .store(now.saturating_add(nanos(wait)), Ordering::Release);
+                self.trips.fetch_add(1, Ordering::Relaxed);
+            }
+            CircuitState::HalfOpen => {
+                let max = nanos(self.config.max_wait_in_half_open);
+                self.deadline
+                    .store(now.saturating_add(max), Ordering::Release);
+            }
+            CircuitState::Closed | CircuitState::MetricsOnly => {
+                if to == CircuitState::Closed {
+                    *trips_in_row = 0;
+                }
+                self.window.reset();
+                self.consecutive.store(0, Ordering::Release);
+            }
+            _ => {}
+        }
+        self.since.store(now, Ordering::Release);
+        let next = cur.next(to);
+        // Only probe admission changes the word without the lock, and only
+        // its `admitted` field: swap is safe.
+        self.state.swap(next.pack(), Ordering::AcqRel);
+        let t = Transition {
+            component: self.name.clone(),
+            from: cur.kind,
+            to,
+            generation: next.generation,
+            open_for,
+        };
+        self.listeners.notify(&t);
+        if let Some(shared) = &self.shared_listeners {
+            shared.notify(&t);
+        }
+        true
+    }
+
+    /// Holds the breaker open until [`reset`](Self::reset) (operator).
+    pub fn force_open(&self) {
+        self.transition(None, CircuitState::ForcedOpen, self.now());
+    }
+
+    /// Lets every call through and records nothing (operator).
+    pub fn disable(&self) {
+        self.transition(None, CircuitState::Disabled, self.now());
+    }
+
+    /// Lets every call through; records outcomes but never trips (operator).
+    pub fn metrics_only(&self) {
+        self.transition(None, CircuitState::MetricsOnly, self.now());
+    }
+
+    /// Closes the breaker with an empty window, from any state (operator).
+    pub fn reset(&self) {
+        self.transition(None, CircuitState::Closed, self.now());
+    }
+
+    /// A snapshot of its state and counts.
+    pub fn metrics(&self) -> BreakerMetrics {
+        let now = self.now();
+        let w = Word::unpack(self.state.load(Ordering::Acquire));
+        let c = self.window.counts(now);
+        let since = self.since.load(Ordering::Acquire);
+        let until = self.deadline.load(Ordering::Acquire);
+        BreakerMetrics {
+            name: self.name.to_string(),
+            state: w.kind,
+            time_in_state: Duration::from_nanos(now.saturating_sub(since)),
+            calls: c.calls,
+            failed_calls: c.failures,
+            slow_calls: c.slow,
+            failure_rate: rate(c.failures, c.calls),
+            slow_call_rate: rate(c.slow, c.calls),
+            consecutive_failures: self.consecutive.load(Ordering::Acquire),
+            trips: self.trips.load(Ordering::Relaxed),
+            rejected_calls: self.rejected.load(Ordering::Relaxed),
+            retry_after: (w.kind == CircuitState::Open)
+                .then(|| Duration::from_nanos(until.saturating_sub(now))),
+        }
+    }
+}
