@@ -1,0 +1,276 @@
+//! [`SqliteDlq`]: the crash-safe store.
+
+mod filter_sql;
+mod row;
+mod schema;
+mod verify;
+mod writer;
+
+pub use verify::{BadRow, VerifyReport};
+
+use crate::config::DlqConfig;
+use crate::query::{DlqQuery, Filter};
+use crate::record::{LetterState, LetterSummary, StoredLetter, to_nanos};
+use bus_core::{DeadLetter, DeadLetterStore, DlqError, LetterId, Topic};
+use crossbeam_channel::Sender;
+use row::EncodedRow;
+use rusqlite::Connection;
+use rusqlite::types::Value;
+use schema::db_err;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+use writer::{Bounds, Job, Shared};
+
+/// A dead-letter queue in a SQLite database (WAL mode) at
+/// `<data-dir>/dlq.sqlite`.
+///
+/// [`push`](DeadLetterStore::push) returns `Ok` only once the letter is
+/// committed with the configured [`Durability`](crate::Durability).
+/// Concurrent pushes share one transaction and one fsync (group commit). After
+/// a failed commit the store is poisoned and refuses every later push with
+/// [`DlqError::Poisoned`]. Other processes (`busctl dlq`) can read and work
+/// the same file while it is open here.
+///
+/// Queries, purges and replays ([`DlqQuery`]) run on a second connection
+/// beside the writer.
+#[derive(Debug)]
+pub struct SqliteDlq {
+    path: PathBuf,
+    tx: Option<Sender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    reader: Mutex<Connection>,
+}
+
+impl SqliteDlq {
+    /// Opens the store, creating the directory and database if missing.
+    /// A file that is not a bus DLQ, or is damaged, gives
+    /// [`DlqError::Corrupt`].
+    pub fn open(config: DlqConfig) -> Result<Self, DlqError> {
+        schema::create_files(&config)?;
+        Self::open_file(config)
+    }
+
+    /// Opens an existing store; a missing database is an error (the CLI uses
+    /// this so a mistyped `--data-dir` does not create an empty DLQ).
+    pub fn open_existing(config: DlqConfig) -> Result<Self, DlqError> {
+        let path = config.db_path();
+        if !path.is_file() {
+            return Err(DlqError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no dead-letter queue at {}", path.display()),
+            )));
+        }
+        Self::open_file(config)
+    }
+
+    fn open_file(config: DlqConfig) -> Result<Self, DlqError> {
+        let path = config.db_path();
+        let mut admin = schema::connect(&path, config.durability)?;
+        schema::prepare(&mut admin, &path)?;
+        let writer_conn = schema::connect(&path, config.durability)?;
+        schema::restrict_side_files(&path)?;
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let bounds = Bounds {
+            max_letters: config.max_letters,
+            max_bytes: config.max_bytes,
+            max_batch: config.max_batch.max(1),
+        };
+        let writer_shared = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("bus-dlq-writer".into())
+            .spawn(move || writer::run(writer_conn, rx, writer_shared, bounds))?;
+        Ok(Self {
+            path,
+            tx: Some(tx),
+            writer: Some(writer),
+            shared,
+            reader: Mutex::new(admin),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Why the store refuses writes, if an earlier commit failed.
+    pub fn poisoned(&self) -> Option<String> {
+        self.shared.poison_reason()
+    }
+
+    /// Waits for pending pushes, stops the writer and closes the database.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        drop(self.tx.take());
+        if let Some(w) = self.writer.take() {
+            if w.join().is_err() {
+                tracing::error!("dead-letter writer thread panicked");
+            }
+        }
+    }
+
+    /// Runs SQLite's integrity check and decodes every row.
+    pub fn verify(&self) -> Result<VerifyReport, DlqError> {
+        verify::verify(&self.conn())
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn fail_next_commit(&self) {
+        self.shared
+            .fail_next_commit
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for SqliteDlq {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl DeadLetterStore for SqliteDlq {
+    fn push(&self, letter: &DeadLetter) -> Result<LetterId, DlqError> {
+        if let Some(why) = self.shared.poison_reason() {
+            return Err(DlqError::Poisoned(why));
+        }
+        let row = EncodedRow::from_letter(letter)?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let tx = self.tx.as_ref().ok_or(DlqError::Closed)?;
+        tx.send(Job { row, reply }).map_err(|_| DlqError::Closed)?;
+        answer.recv().map_err(|_| DlqError::Closed)?.into_result()?;
+        Ok(letter.id)
+    }
+}
+
+fn id_values(ids: &[LetterId]) -> (String, Vec<Value>) {
+    let marks = vec!["?"; ids.len()].join(", ");
+    (marks, ids.iter().map(|i| Value::Text(i.to_string())).collect())
+}
+
+impl DlqQuery for SqliteDlq {
+    fn scan(
+        &self,
+        filter: &Filter,
+        after: Option<LetterId>,
+        max: usize,
+    ) -> Result<Vec<LetterSummary>, DlqError> {
+        let (mut clause, mut params) = filter_sql::compile(filter);
+        if let Some(a) = after {
+            clause.push_str(" AND id > ?");
+            params.push(Value::Text(a.to_string()));
+        }
+        params.push(Value::Integer(i64::try_from(max).unwrap_or(i64::MAX)));
+        let sql = format!(
+            "SELECT {} FROM letters WHERE {clause} ORDER BY id LIMIT ?",
+            row::SUMMARY_COLUMNS
+        );
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params))
+            .map_err(db_err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(db_err)? {
+            out.push(row::summary_from_row(r)?);
+        }
+        Ok(out)
+    }
+
+    fn get(&self, id: LetterId) -> Result<Option<StoredLetter>, DlqError> {
+        let conn = self.conn();
+        let sql = format!("SELECT {} FROM letters WHERE id = ?", row::FULL_COLUMNS);
+        let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+        let mut rows = stmt.query([id.to_string()]).map_err(db_err)?;
+        match rows.next().map_err(db_err)? {
+            Some(r) => row::decode(r).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn count(&self, filter: &Filter) -> Result<u64, DlqError> {
+        let (clause, params) = filter_sql::compile(filter);
+        let sql = format!("SELECT count(*) FROM letters WHERE {clause}");
+        let total: i64 = self
+            .conn()
+            .query_row(&sql, rusqlite::params_from_iter(params), |r| r.get(0))
+            .map_err(db_err)?;
+        let after_offset = total.unsigned_abs().saturating_sub(filter.offset as u64);
+        Ok(filter
+            .limit
+            .map_or(after_offset, |l| after_offset.min(l as u64)))
+    }
+
+    fn set_state(
+        &self,
+        ids: &[LetterId],
+        from: &[LetterState],
+        to: LetterState,
+        replayed_at: Option<SystemTime>,
+        replay_topic: Option<&Topic>,
+    ) -> Result<usize, DlqError> {
+        if ids.is_empty() || from.is_empty() {
+            return Ok(0);
+        }
+        let (marks, mut params) = id_values(ids);
+        let states = vec!["?"; from.len()].join(", ");
+        let sql = format!(
+            "UPDATE letters SET state = ?, replayed_at = ?, replay_topic = ? \
+             WHERE id IN ({marks}) AND state IN ({states})"
+        );
+        let mut all = vec![
+            Value::Text(to.as_str().into()),
+            replayed_at.map_or(Value::Null, |t| Value::Integer(to_nanos(t))),
+            replay_topic.map_or(Value::Null, |t| Value::Text(t.as_str().into())),
+        ];
+        all.append(&mut params);
+        all.extend(from.iter().map(|s| Value::Text(s.as_str().into())));
+        self.conn()
+            .execute(&sql, rusqlite::params_from_iter(all))
+            .map_err(db_err)
+    }
+
+    fn delete(&self, ids: &[LetterId]) -> Result<usize, DlqError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let (marks, params) = id_values(ids);
+        self.conn()
+            .execute(
+                &format!("DELETE FROM letters WHERE id IN ({marks})"),
+                rusqlite::params_from_iter(params),
+            )
+            .map_err(db_err)
+    }
+
+    fn insert(&self, letters: &[StoredLetter]) -> Result<usize, DlqError> {
+        let rows = letters
+            .iter()
+            .map(EncodedRow::from_stored)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_err)?;
+        let mut n = 0;
+        {
+            let mut stmt = tx.prepare_cached(row::INSERT).map_err(db_err)?;
+            for r in &rows {
+                n += usize::from(r.insert(&mut stmt).map_err(db_err)?);
+            }
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests;

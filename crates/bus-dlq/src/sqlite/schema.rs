@@ -1,0 +1,198 @@
+//! Creating, recognising and migrating the database file.
+
+use crate::config::{DlqConfig, Durability};
+use bus_core::DlqError;
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+/// `PRAGMA application_id` of a bus DLQ: "BUSD".
+pub(crate) const APPLICATION_ID: i32 = 0x4255_5344;
+
+/// The schema version this build writes.
+pub(crate) const SCHEMA_VERSION: i32 = 1;
+
+/// Forward migrations: `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[V1];
+
+const V1: &str = r#"
+CREATE TABLE letters (
+    id               TEXT PRIMARY KEY NOT NULL,
+    message_id       TEXT NOT NULL,
+    topic            TEXT NOT NULL,
+    category         TEXT NOT NULL,
+    severity         TEXT NOT NULL,
+    reason           TEXT NOT NULL,
+    component        TEXT NOT NULL,
+    "group"          TEXT NOT NULL,
+    error_type       TEXT NOT NULL,
+    error_message    TEXT NOT NULL,
+    signature        TEXT NOT NULL,
+    first_failure_at INTEGER NOT NULL,
+    last_failure_at  INTEGER NOT NULL,
+    dead_lettered_at INTEGER NOT NULL,
+    attempts         INTEGER NOT NULL,
+    payload          BLOB NOT NULL,
+    envelope_json    TEXT NOT NULL,
+    report_json      TEXT NOT NULL,
+    history_json     TEXT NOT NULL,
+    reason_json      TEXT NOT NULL,
+    state            TEXT NOT NULL DEFAULT 'dead'
+                     CHECK (state IN ('dead', 'replay_requested', 'replayed')),
+    replayed_at      INTEGER,
+    replay_topic     TEXT,
+    row_bytes        INTEGER NOT NULL
+);
+CREATE INDEX letters_topic ON letters(topic);
+CREATE INDEX letters_category ON letters(category);
+CREATE INDEX letters_last_failure ON letters(last_failure_at);
+CREATE INDEX letters_dead_lettered ON letters(dead_lettered_at);
+CREATE INDEX letters_signature ON letters(signature);
+CREATE INDEX letters_state ON letters(state);
+CREATE TABLE totals (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    letters INTEGER NOT NULL,
+    bytes   INTEGER NOT NULL
+);
+INSERT INTO totals VALUES (1, 0, 0);
+CREATE TRIGGER letters_count_insert AFTER INSERT ON letters BEGIN
+    UPDATE totals SET letters = letters + 1, bytes = bytes + NEW.row_bytes WHERE id = 1;
+END;
+CREATE TRIGGER letters_count_delete AFTER DELETE ON letters BEGIN
+    UPDATE totals SET letters = letters - 1, bytes = bytes - OLD.row_bytes WHERE id = 1;
+END;
+"#;
+
+/// Maps a SQLite error to the DLQ's vocabulary: unreadable files are
+/// `Corrupt`, a full disk is `Io`, the rest `Other`.
+pub(crate) fn db_err(e: rusqlite::Error) -> DlqError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => {
+            DlqError::Corrupt(format!("not a bus DLQ: not a SQLite database ({e})"))
+        }
+        Some(ErrorCode::DatabaseCorrupt) => DlqError::Corrupt(format!("database is damaged: {e}")),
+        Some(ErrorCode::DiskFull) => DlqError::Io(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            e.to_string(),
+        )),
+        _ => DlqError::Other(Box::new(e)),
+    }
+}
+
+/// Creates the data directory (0700) and the database file (0600) if missing.
+pub(crate) fn create_files(config: &DlqConfig) -> Result<(), DlqError> {
+    if !config.data_dir.exists() {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(config.db_path())?;
+    Ok(())
+}
+
+/// Opens one connection on an existing file, with the durability pragmas.
+pub(crate) fn connect(path: &Path, durability: Durability) -> Result<Connection, DlqError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(db_err)?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!("PRAGMA synchronous = {sync};"))
+        .map_err(db_err)?;
+    Ok(conn)
+}
+
+/// Recognises the file, creates or migrates the schema, switches to WAL and
+/// restricts the WAL and shared-memory files to 0600.
+pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), DlqError> {
+    let app_id: i32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(db_err)?;
+    let version: i32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db_err)?;
+    let objects: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(db_err)?;
+    let fresh = app_id == 0 && version == 0 && objects == 0;
+    if !fresh && app_id != APPLICATION_ID {
+        return Err(DlqError::Corrupt(format!(
+            "not a bus DLQ: {} is a SQLite database of another application \
+             (application_id {app_id:#x}, {objects} schema objects)",
+            path.display()
+        )));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(DlqError::Corrupt(format!(
+            "{} has DLQ schema version {version}, newer than this build's {SCHEMA_VERSION}; \
+             use a newer busctl",
+            path.display()
+        )));
+    }
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(db_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(DlqError::Other(
+            format!("could not switch {} to WAL mode (got {mode})", path.display()).into(),
+        ));
+    }
+    restrict_side_files(path)?;
+    migrate(conn, version)?;
+    check_shape(conn)
+}
+
+fn migrate(conn: &mut Connection, from: i32) -> Result<(), DlqError> {
+    for (v, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(from).unwrap_or(0)) {
+        let to = v + 1;
+        let tx = conn.transaction().map_err(db_err)?;
+        // Another process may have migrated meanwhile: re-check inside the lock.
+        let now: i32 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(db_err)?;
+        if usize::try_from(now).unwrap_or(0) >= to {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(db_err)?;
+        tx.execute_batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {to};"
+        ))
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Refuses a file whose tables do not have the columns this build reads.
+fn check_shape(conn: &Connection) -> Result<(), DlqError> {
+    conn.prepare(&format!("SELECT {} FROM letters LIMIT 0", super::row::FULL_COLUMNS))
+        .and_then(|_| conn.prepare("SELECT letters, bytes FROM totals LIMIT 0").map(|_| ()))
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => db_err(e),
+            _ => DlqError::Corrupt(format!("not a bus DLQ: tables do not match the schema ({e})")),
+        })
+}
+
+/// Sets the `-wal` and `-shm` files, when present, to 0600.
+pub(crate) fn restrict_side_files(path: &Path) -> Result<(), DlqError> {
+    for suffix in ["-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let p = std::path::PathBuf::from(p);
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}

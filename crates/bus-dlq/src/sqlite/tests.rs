@@ -1,0 +1,64 @@
+use super::*;
+use crate::testutil::letter;
+
+#[test]
+fn a_failed_commit_poisons_the_store_and_it_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    let kept = letter("a", "x", 1);
+    dlq.push(&kept).unwrap();
+    dlq.fail_next_commit();
+    let lost = letter("a", "x", 2);
+    let err = dlq.push(&lost).unwrap_err();
+    assert!(matches!(err, DlqError::Poisoned(ref m) if m.contains("commit failed")), "{err}");
+    assert!(dlq.poisoned().is_some());
+    // Every later push is refused, and the letter from the failed batch was not kept.
+    assert!(matches!(dlq.push(&letter("a", "x", 3)), Err(DlqError::Poisoned(_))));
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 1);
+    assert!(dlq.get(lost.id).unwrap().is_none());
+    drop(dlq);
+    // A reopen starts clean and still has the committed letter.
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    assert!(dlq.poisoned().is_none());
+    assert!(dlq.get(kept.id).unwrap().is_some());
+    dlq.push(&letter("a", "x", 4)).unwrap();
+}
+
+#[test]
+fn bounds_refuse_with_full_and_keep_what_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path()).with_max_letters(3)).unwrap();
+    for i in 0..3 {
+        dlq.push(&letter("a", "x", i)).unwrap();
+    }
+    let err = dlq.push(&letter("a", "x", 9)).unwrap_err();
+    assert!(matches!(err, DlqError::Full(_)), "{err}");
+    assert!(dlq.poisoned().is_none());
+    // Purging makes room again.
+    assert_eq!(dlq.purge(&Filter::all().limit(1)).unwrap(), 1);
+    dlq.push(&letter("a", "x", 10)).unwrap();
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 3);
+}
+
+#[test]
+fn byte_bound_counts_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path()).with_max_bytes(20_000)).unwrap();
+    let mut big = letter("a", "x", 1);
+    big.envelope.payload = vec![7_u8; 15_000].into();
+    dlq.push(&big).unwrap();
+    let mut big2 = letter("a", "x", 2);
+    big2.envelope.payload = vec![7_u8; 15_000].into();
+    assert!(matches!(dlq.push(&big2), Err(DlqError::Full(_))));
+    dlq.push(&letter("a", "x", 3)).unwrap();
+}
+
+#[test]
+fn pushing_the_same_letter_twice_keeps_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    let l = letter("a", "x", 1);
+    assert_eq!(dlq.push(&l).unwrap(), l.id);
+    assert_eq!(dlq.push(&l).unwrap(), l.id);
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 1);
+}

@@ -1,0 +1,79 @@
+//! `verify`: SQLite's integrity check plus our own decoding of every row.
+
+use super::row;
+use super::schema::db_err;
+use bus_core::DlqError;
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+/// A row that did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BadRow {
+    /// The row's `id` column as stored (may itself be the bad part).
+    pub id: String,
+    /// What is wrong.
+    pub error: String,
+}
+
+/// What [`SqliteDlq::verify`](crate::SqliteDlq::verify) found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// The lines of `PRAGMA integrity_check` (`["ok"]` when sound).
+    pub integrity: Vec<String>,
+    /// Rows read.
+    pub rows_checked: u64,
+    /// Rows that did not decode into a letter.
+    pub bad_rows: Vec<BadRow>,
+}
+
+impl VerifyReport {
+    /// Whether both checks passed.
+    pub fn is_ok(&self) -> bool {
+        self.integrity == ["ok"] && self.bad_rows.is_empty()
+    }
+}
+
+pub(super) fn verify(conn: &Connection) -> Result<VerifyReport, DlqError> {
+    let mut report = VerifyReport::default();
+    {
+        let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(db_err)?;
+        let mut rows = stmt.query([]).map_err(db_err)?;
+        while let Some(r) = rows.next().map_err(db_err)? {
+            report
+                .integrity
+                .push(r.get::<_, String>(0).unwrap_or_else(|e| e.to_string()));
+        }
+    }
+    let sql = format!("SELECT {}, CAST(id AS TEXT) FROM letters ORDER BY rowid", row::FULL_COLUMNS);
+    let mut stmt = conn.prepare(&sql).map_err(db_err)?;
+    let mut rows = stmt.query([]).map_err(db_err)?;
+    loop {
+        let r = match rows.next() {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(e) => {
+                report.bad_rows.push(BadRow {
+                    id: String::new(),
+                    error: format!("reading rows stopped: {e}"),
+                });
+                break;
+            }
+        };
+        report.rows_checked += 1;
+        let raw_id: String = r.get(13).unwrap_or_default();
+        match row::decode(r) {
+            Ok(s) if s.signature.len() == 16 => {}
+            Ok(s) => report.bad_rows.push(BadRow {
+                id: raw_id,
+                error: format!("bad signature {:?}", s.signature),
+            }),
+            Err(e) => report.bad_rows.push(BadRow {
+                id: raw_id,
+                error: e.to_string(),
+            }),
+        }
+    }
+    Ok(report)
+}
