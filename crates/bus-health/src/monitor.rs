@@ -1,0 +1,466 @@
+//! [`HealthMonitor`]: the [`Observer`] that counts, and the status logic.
+
+use crate::AlertSink;
+use crate::alert::{AlertKind, Alerter};
+use crate::config::{ConfigError, HealthConfig};
+use crate::report::{Counts, HealthReport, HealthStatus, LatencySummary};
+use crate::window::{KINDS, Kind, Latency, SLOTS, Totals, Window, category_slot, reason_index};
+use bus_core::time::{SharedClock, system_clock};
+use bus_core::{BusEvent, CircuitState, Observer, QueueDepth};
+use bus_errors::{ErrorCategory, Severity};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Reads the subscriber queues (usually `Transport::queue_depths`).
+pub type QueueSource = Arc<dyn Fn() -> Vec<QueueDepth> + Send + Sync>;
+/// Reads the circuits (usually a breaker registry's states).
+pub type CircuitSource = Arc<dyn Fn() -> Vec<(String, CircuitState)> + Send + Sync>;
+/// Reads the age of the oldest waiting message.
+pub type AgeSource = Arc<dyn Fn() -> Option<Duration> + Send + Sync>;
+
+/// Watches the bus through [`Observer::on_event`] and judges its health.
+///
+/// Cheap to clone (an `Arc`). `on_event` takes no lock for message events
+/// (published, acked, failed, retried, dead-lettered, ...): it bumps atomic
+/// counters in a ring of time buckets. Circuit transitions and dead-letter
+/// write failures (rare) update a small map under a mutex.
+///
+/// ```
+/// use bus_core::{BusEvent, Observer, Topic};
+/// use bus_health::{HealthMonitor, HealthStatus};
+/// use std::time::Duration;
+///
+/// let monitor = HealthMonitor::new();
+/// let topic = Topic::new("orders.created").unwrap();
+/// monitor.on_event(&BusEvent::Acked {
+///     topic: &topic, component: "billing",
+///     latency: Duration::from_millis(3), handler_time: Duration::from_millis(1), attempt: 1,
+/// });
+/// let report = monitor.report();
+/// assert_eq!(report.status, HealthStatus::Healthy);
+/// assert_eq!(report.window.acked, 1);
+/// ```
+#[derive(Clone)]
+pub struct HealthMonitor {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for HealthMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthMonitor")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: HealthConfig,
+    pub(crate) clock: SharedClock,
+    started: Instant,
+    window: Window,
+    pub(crate) totals: Totals,
+    pub(crate) latency: Latency,
+    circuits: Mutex<BTreeMap<String, CircuitState>>,
+    dlq_failing: Mutex<BTreeSet<String>>,
+    queue_source: Option<QueueSource>,
+    circuit_source: Option<CircuitSource>,
+    age_source: Option<AgeSource>,
+    pub(crate) alerts: Alerter,
+    last_status: AtomicU8,
+}
+
+/// Builds a [`HealthMonitor`].
+#[must_use]
+pub struct HealthMonitorBuilder {
+    config: HealthConfig,
+    clock: SharedClock,
+    queue_source: Option<QueueSource>,
+    circuit_source: Option<CircuitSource>,
+    age_source: Option<AgeSource>,
+    sinks: Vec<Arc<dyn AlertSink>>,
+}
+
+impl std::fmt::Debug for HealthMonitorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthMonitorBuilder")
+            .field("config", &self.config)
+            .field("sinks", &self.sinks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HealthMonitorBuilder {
+    /// Uses this configuration (validated by [`build`](Self::build)).
+    pub fn with_config(mut self, config: HealthConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// Uses this clock (a `ManualClock` in tests).
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+    /// Reads queue depths from `source` on each report.
+    pub fn with_queue_source(mut self, source: QueueSource) -> Self {
+        self.queue_source = Some(source);
+        self
+    }
+    /// Reads circuit states from `source` on each report (overrides what
+    /// transition events said).
+    pub fn with_circuit_source(mut self, source: CircuitSource) -> Self {
+        self.circuit_source = Some(source);
+        self
+    }
+    /// Reads the oldest waiting message's age from `source` on each report.
+    pub fn with_oldest_age_source(mut self, source: AgeSource) -> Self {
+        self.age_source = Some(source);
+        self
+    }
+    /// Adds an alert sink. With none, alerts go to [`TracingAlertSink`](crate::TracingAlertSink).
+    pub fn with_alert_sink(mut self, sink: Arc<dyn AlertSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+    /// Validates the configuration and starts the alert thread.
+    pub fn build(self) -> Result<HealthMonitor, ConfigError> {
+        self.config.validate()?;
+        let mut sinks = self.sinks;
+        if sinks.is_empty() {
+            sinks.push(Arc::new(crate::TracingAlertSink));
+        }
+        let started = self.clock.now();
+        let inner = Arc::new_cyclic(|weak| Inner {
+            window: Window::new(started, self.config.window, self.config.buckets),
+            alerts: Alerter::start(&self.config, sinks, weak.clone()),
+            config: self.config,
+            clock: self.clock,
+            started,
+            totals: Totals::new(),
+            latency: Latency::new(),
+            circuits: Mutex::new(BTreeMap::new()),
+            dlq_failing: Mutex::new(BTreeSet::new()),
+            queue_source: self.queue_source,
+            circuit_source: self.circuit_source,
+            age_source: self.age_source,
+            last_status: AtomicU8::new(HealthStatus::Healthy.code()),
+        });
+        Ok(HealthMonitor { inner })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Default for HealthMonitor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HealthMonitor {
+    /// A monitor with the default configuration and the system clock.
+    pub fn new() -> Self {
+        Self::builder()
+            .build()
+            .unwrap_or_else(|e| unreachable!("the default config is valid: {e}"))
+    }
+
+    /// Starts a builder.
+    pub fn builder() -> HealthMonitorBuilder {
+        HealthMonitorBuilder {
+            config: HealthConfig::default(),
+            clock: system_clock(),
+            queue_source: None,
+            circuit_source: None,
+            age_source: None,
+            sinks: Vec::new(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &HealthConfig {
+        &self.inner.config
+    }
+
+    /// Computes the report now. A transition to critical raises an alert.
+    pub fn report(&self) -> HealthReport {
+        self.inner.report()
+    }
+
+    /// Waits until the alert thread has handled every alert raised so far
+    /// (for tests and shutdown). False if it did not answer within `timeout`.
+    pub fn flush_alerts(&self, timeout: Duration) -> bool {
+        self.inner.alerts.flush(timeout)
+    }
+}
+
+impl Inner {
+    fn count(&self, tick: u64, slot: usize) {
+        self.totals.add(slot);
+        self.window.add(tick, slot);
+    }
+
+    fn since_start(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.started).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn on_event(&self, event: &BusEvent<'_>) {
+        let now = self.clock.now();
+        let tick = self.window.tick(now);
+        match *event {
+            BusEvent::Published { copies, .. } => {
+                self.count(tick, Kind::Published as usize);
+                self.totals
+                    .published_copies
+                    .fetch_add(u64::from(copies), Ordering::Relaxed);
+            }
+            BusEvent::Rejected { .. } => self.count(tick, Kind::Rejected as usize),
+            BusEvent::Acked {
+                handler_time,
+                attempt,
+                ..
+            } => {
+                self.count(tick, Kind::Acked as usize);
+                if attempt > 1 {
+                    self.count(tick, Kind::Recovered as usize);
+                }
+                self.latency.record(handler_time);
+            }
+            BusEvent::Failed { report } => {
+                self.count(tick, Kind::Failed as usize);
+                self.count(tick, category_slot(report.category));
+                if report.severity == Severity::Critical {
+                    self.alerts.raise_report(
+                        self.since_start(now),
+                        AlertKind::CriticalReport,
+                        report,
+                    );
+                }
+            }
+            BusEvent::Retried { .. } => self.count(tick, Kind::Retried as usize),
+            BusEvent::DeadLettered { reason, .. } => {
+                self.count(tick, Kind::DeadLettered as usize);
+                self.totals.dlq_reasons[reason_index(reason)].fetch_add(1, Ordering::Relaxed);
+            }
+            BusEvent::Escalated { report } => {
+                self.count(tick, Kind::Escalated as usize);
+                self.alerts
+                    .raise_report(self.since_start(now), AlertKind::Escalated, report);
+            }
+            BusEvent::Discarded { .. } => self.count(tick, Kind::Discarded as usize),
+            BusEvent::Parked { .. } => self.count(tick, Kind::Parked as usize),
+            BusEvent::CircuitTransition { component, to, .. } => {
+                self.totals
+                    .circuit_transitions
+                    .fetch_add(1, Ordering::Relaxed);
+                self.set_circuit(component, to);
+                if to == CircuitState::ForcedOpen {
+                    self.alerts.raise(
+                        self.since_start(now),
+                        AlertKind::CircuitForcedOpen,
+                        None,
+                        component,
+                        format!("circuit {component} was forced open"),
+                    );
+                }
+            }
+            BusEvent::DlqWriteFailed { component, error } => {
+                self.totals
+                    .dlq_write_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                lock(&self.dlq_failing).insert(component.to_owned());
+                self.alerts.raise(
+                    self.since_start(now),
+                    AlertKind::DlqWriteFailed,
+                    None,
+                    component,
+                    format!("dead-letter queue cannot write for {component}: {error}"),
+                );
+            }
+            BusEvent::DlqRecovered { component } => {
+                lock(&self.dlq_failing).remove(component);
+            }
+            _ => {}
+        }
+    }
+
+    fn set_circuit(&self, component: &str, state: CircuitState) {
+        let mut map = lock(&self.circuits);
+        let cap = self.config.max_label_values;
+        if map.len() >= cap && !map.contains_key(component) {
+            map.insert("other".to_owned(), state);
+        } else {
+            map.insert(component.to_owned(), state);
+        }
+    }
+
+    pub(crate) fn report(&self) -> HealthReport {
+        let now = self.clock.now();
+        let w = self.window.sum(self.window.tick(now));
+        let t = self.totals.snapshot();
+        let window = counts(&w);
+        let totals = counts(&t);
+        let mut circuits = lock(&self.circuits).clone();
+        if let Some(src) = &self.circuit_source {
+            for (name, st) in src() {
+                circuits.insert(name, st);
+            }
+        }
+        let dlq_failing: Vec<String> = lock(&self.dlq_failing).iter().cloned().collect();
+        let queues = self.queue_source.as_ref().map(|s| s()).unwrap_or_default();
+        let oldest = self.age_source.as_ref().and_then(|s| s());
+        let ratio = |num: u64, den: u64| (den > 0).then(|| num as f64 / den as f64);
+        let attempts = window.acked + window.failed;
+        let success_rate = ratio(window.acked, attempts);
+        let window_secs = self.config.window.as_secs_f64();
+
+        let (status, reasons) =
+            self.judge(attempts, success_rate, &circuits, &dlq_failing, &queues);
+        let prev = self.last_status.swap(status.code(), Ordering::AcqRel);
+        if status == HealthStatus::Critical && prev != HealthStatus::Critical.code() {
+            self.alerts.raise(
+                self.since_start(now),
+                AlertKind::StatusCritical,
+                None,
+                "bus",
+                format!("health is critical: {}", reasons.join("; ")),
+            );
+        }
+
+        let lat = self.latency.read();
+        let cat_map = |v: &[u64; SLOTS]| {
+            ErrorCategory::ALL
+                .into_iter()
+                .filter_map(|c| {
+                    let n = v[category_slot(c)];
+                    (n > 0).then_some((c, n))
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        HealthReport {
+            status,
+            reasons,
+            generated_at: SystemTime::now(),
+            uptime_seconds: now.saturating_duration_since(self.started).as_secs_f64(),
+            window_seconds: window_secs,
+            success_rate,
+            delivery_success_rate: ratio(
+                window.acked,
+                window.acked + window.dead_lettered + window.discarded,
+            ),
+            error_rate_per_minute: window.failed as f64 * 60.0 / window_secs,
+            recovery_rate: ratio(window.recovered, window.recovered + window.dead_lettered),
+            categories: cat_map(&w),
+            category_totals: cat_map(&t),
+            window,
+            totals,
+            queues,
+            oldest_message_age_seconds: oldest.map(|d| d.as_secs_f64()),
+            circuits,
+            dlq_failing,
+            latency: LatencySummary {
+                count: lat.count(),
+                mean_seconds: ratio(lat.sum_nanos, lat.count()).map(|n| n / 1e9),
+                p50_seconds: lat.quantile_bound(0.5),
+                p99_seconds: lat.quantile_bound(0.99),
+            },
+            alerts_dropped: self.alerts.dropped(),
+        }
+    }
+
+    fn judge(
+        &self,
+        attempts: u64,
+        success_rate: Option<f64>,
+        circuits: &BTreeMap<String, CircuitState>,
+        dlq_failing: &[String],
+        queues: &[QueueDepth],
+    ) -> (HealthStatus, Vec<String>) {
+        let cfg = &self.config;
+        let mut status = HealthStatus::Healthy;
+        let mut reasons = Vec::new();
+        let mut raise = |to: HealthStatus, why: String| {
+            status = status.max(to);
+            reasons.push(why);
+        };
+        for (name, st) in circuits {
+            match st {
+                CircuitState::ForcedOpen => raise(
+                    HealthStatus::Critical,
+                    format!("circuit {name} is forced open"),
+                ),
+                CircuitState::Open | CircuitState::HalfOpen if cfg.open_circuit_degrades => {
+                    raise(HealthStatus::Degraded, format!("circuit {name} is {st}"))
+                }
+                _ => {}
+            }
+        }
+        if !dlq_failing.is_empty() {
+            raise(
+                HealthStatus::Critical,
+                format!(
+                    "dead-letter queue cannot write ({})",
+                    dlq_failing.join(", ")
+                ),
+            );
+        }
+        if let Some(rate) = success_rate.filter(|_| attempts >= cfg.min_samples) {
+            let pct = rate * 100.0;
+            if rate < cfg.degraded_threshold {
+                raise(
+                    HealthStatus::Critical,
+                    format!(
+                        "success rate {pct:.1}% is below {:.1}%",
+                        cfg.degraded_threshold * 100.0
+                    ),
+                );
+            } else if rate < cfg.healthy_threshold {
+                raise(
+                    HealthStatus::Degraded,
+                    format!(
+                        "success rate {pct:.1}% is below {:.1}%",
+                        cfg.healthy_threshold * 100.0
+                    ),
+                );
+            }
+        }
+        for q in queues {
+            if q.capacity > 0 && q.depth as f64 / q.capacity as f64 >= cfg.queue_fill_degraded {
+                raise(
+                    HealthStatus::Degraded,
+                    format!(
+                        "queue {}/{} is at {} of {}",
+                        q.topic, q.group, q.depth, q.capacity
+                    ),
+                );
+            }
+        }
+        (status, reasons)
+    }
+}
+
+fn counts(v: &[u64; SLOTS]) -> Counts {
+    let k = |kind: Kind| v[kind as usize];
+    debug_assert!(KINDS <= SLOTS);
+    Counts {
+        published: k(Kind::Published),
+        acked: k(Kind::Acked),
+        failed: k(Kind::Failed),
+        retried: k(Kind::Retried),
+        dead_lettered: k(Kind::DeadLettered),
+        rejected: k(Kind::Rejected),
+        discarded: k(Kind::Discarded),
+        escalated: k(Kind::Escalated),
+        recovered: k(Kind::Recovered),
+        parked: k(Kind::Parked),
+    }
+}
+
+impl Observer for HealthMonitor {
+    fn on_event(&self, event: &BusEvent<'_>) {
+        self.inner.on_event(event);
+    }
+}

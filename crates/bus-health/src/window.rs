@@ -1,0 +1,290 @@
+//! Lock-free counters: the sliding window (a ring of time buckets), the
+//! totals since start, and the handler-latency histogram.
+//!
+//! Each window cell is one `AtomicU64` holding `tick << 32 | count`, where
+//! `tick` is the bucket's start tick. An increment is a CAS loop that either
+//! bumps the count (same tick) or restarts the cell at 1 (stale tick): a stale
+//! bucket is reset lazily, per cell, with no lock and no lost increment. A
+//! writer holding an older tick than the cell never overwrites newer data.
+
+use bus_errors::ErrorCategory;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// What a cell counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub(crate) enum Kind {
+    Published = 0,
+    Acked,
+    Failed,
+    Retried,
+    DeadLettered,
+    Rejected,
+    Discarded,
+    Escalated,
+    Recovered,
+    Parked,
+}
+
+/// Number of [`Kind`]s.
+pub(crate) const KINDS: usize = 10;
+/// Kinds plus one failure cell per category.
+pub(crate) const SLOTS: usize = KINDS + ErrorCategory::ALL.len();
+
+/// The cell index of a category's failures.
+pub(crate) const fn category_slot(c: ErrorCategory) -> usize {
+    KINDS + c.index()
+}
+
+const COUNT_MASK: u64 = 0xFFFF_FFFF;
+
+#[derive(Debug)]
+struct Bucket([AtomicU64; SLOTS]);
+
+/// A ring of `n` buckets of `bucket_nanos` each.
+#[derive(Debug)]
+pub(crate) struct Window {
+    start: Instant,
+    bucket_nanos: u64,
+    buckets: Box<[Bucket]>,
+}
+
+impl Window {
+    pub(crate) fn new(start: Instant, window: Duration, buckets: u32) -> Self {
+        let n = buckets.max(1);
+        let bucket_nanos = u64::try_from((window / n).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        Self {
+            start,
+            bucket_nanos,
+            buckets: (0..n)
+                .map(|_| Bucket(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+        }
+    }
+
+    /// The bucket tick of `now`.
+    pub(crate) fn tick(&self, now: Instant) -> u64 {
+        let nanos =
+            u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
+        nanos / self.bucket_nanos
+    }
+
+    fn len(&self) -> u64 {
+        self.buckets.len() as u64
+    }
+
+    /// Adds one to `slot` in the bucket of `tick`.
+    pub(crate) fn add(&self, tick: u64, slot: usize) {
+        let idx = (tick % self.len()) as usize;
+        let cell = &self.buckets[idx].0[slot];
+        let tag = tick as u32;
+        let mut cur = cell.load(Relaxed);
+        loop {
+            let cur_tag = (cur >> 32) as u32;
+            let new = if cur_tag == tag {
+                if cur & COUNT_MASK == COUNT_MASK {
+                    return; // saturated
+                }
+                cur + 1
+            } else if (cur_tag.wrapping_sub(tag) as i32) > 0 {
+                return; // the cell already belongs to a newer bucket: this event is out of the window
+            } else {
+                (u64::from(tag) << 32) | 1
+            };
+            match cell.compare_exchange_weak(cur, new, Relaxed, Relaxed) {
+                Ok(_) => return,
+                Err(v) => cur = v,
+            }
+        }
+    }
+
+    /// Sums every slot over the buckets of the window ending at `tick`.
+    pub(crate) fn sum(&self, tick: u64) -> [u64; SLOTS] {
+        let mut out = [0u64; SLOTS];
+        let first = tick.saturating_sub(self.len() - 1);
+        for t in first..=tick {
+            let b = &self.buckets[(t % self.len()) as usize];
+            for (o, cell) in out.iter_mut().zip(b.0.iter()) {
+                let v = cell.load(Relaxed);
+                if (v >> 32) as u32 == t as u32 {
+                    *o += v & COUNT_MASK;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Monotonic counters since start (exact; the Prometheus `_total`s).
+#[derive(Debug)]
+pub(crate) struct Totals {
+    pub(crate) slots: [AtomicU64; SLOTS],
+    /// Dead letters per reason, indexed by [`reason_index`].
+    pub(crate) dlq_reasons: [AtomicU64; REASONS.len()],
+    pub(crate) published_copies: AtomicU64,
+    pub(crate) circuit_transitions: AtomicU64,
+    pub(crate) dlq_write_failures: AtomicU64,
+}
+
+/// Label values of dead-letter reasons (a custom reason counts as `other`).
+pub(crate) const REASONS: [&str; 6] = [
+    "retries_exhausted",
+    "not_retryable",
+    "retry_budget_exhausted",
+    "queue_overflow",
+    "shutdown",
+    "other",
+];
+
+pub(crate) fn reason_index(r: &bus_core::DeadLetterReason) -> usize {
+    use bus_core::DeadLetterReason as R;
+    match r {
+        R::RetriesExhausted => 0,
+        R::NotRetryable => 1,
+        R::RetryBudgetExhausted => 2,
+        R::QueueOverflow => 3,
+        R::Shutdown => 4,
+        _ => 5,
+    }
+}
+
+impl Totals {
+    pub(crate) fn new() -> Self {
+        Self {
+            slots: std::array::from_fn(|_| AtomicU64::new(0)),
+            dlq_reasons: std::array::from_fn(|_| AtomicU64::new(0)),
+            published_copies: AtomicU64::new(0),
+            circuit_transitions: AtomicU64::new(0),
+            dlq_write_failures: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn add(&self, slot: usize) {
+        self.slots[slot].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> [u64; SLOTS] {
+        std::array::from_fn(|i| self.slots[i].load(Relaxed))
+    }
+}
+
+/// Upper bounds (seconds) of the handler-latency buckets.
+pub(crate) const LATENCY_BOUNDS: [f64; 14] = [
+    0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A fixed-bucket cumulative histogram of handler run times.
+#[derive(Debug)]
+pub(crate) struct Latency {
+    bounds_nanos: [u64; LATENCY_BOUNDS.len()],
+    counts: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+/// A read of [`Latency`].
+#[derive(Debug, Clone)]
+pub(crate) struct LatencyRead {
+    /// Non-cumulative count per bucket, the last one is `+Inf`.
+    pub(crate) counts: [u64; LATENCY_BOUNDS.len() + 1],
+    pub(crate) sum_nanos: u64,
+}
+
+impl Latency {
+    pub(crate) fn new() -> Self {
+        Self {
+            bounds_nanos: LATENCY_BOUNDS.map(|s| (s * 1e9) as u64),
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn record(&self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let idx = self
+            .bounds_nanos
+            .iter()
+            .position(|&b| nanos <= b)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        self.counts[idx].fetch_add(1, Relaxed);
+        self.sum_nanos.fetch_add(nanos, Relaxed);
+    }
+
+    pub(crate) fn read(&self) -> LatencyRead {
+        LatencyRead {
+            counts: std::array::from_fn(|i| self.counts[i].load(Relaxed)),
+            sum_nanos: self.sum_nanos.load(Relaxed),
+        }
+    }
+}
+
+impl LatencyRead {
+    pub(crate) fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (`None` if empty or
+    /// in the `+Inf` bucket).
+    pub(crate) fn quantile_bound(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return LATENCY_BOUNDS.get(i).copied();
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_fall_out_of_the_window_as_ticks_advance() {
+        let t0 = Instant::now();
+        let w = Window::new(t0, Duration::from_secs(10), 10);
+        for _ in 0..3 {
+            w.add(0, 1);
+        }
+        w.add(5, 1);
+        assert_eq!(w.sum(5)[1], 4);
+        assert_eq!(w.sum(9)[1], 4);
+        assert_eq!(w.sum(10)[1], 1, "tick 0 left the window");
+        assert_eq!(w.sum(15)[1], 0);
+        // the slot of tick 0 is reused by tick 10 without leftovers
+        w.add(10, 1);
+        assert_eq!(w.sum(10)[1], 2);
+    }
+
+    #[test]
+    fn a_late_writer_never_clobbers_a_newer_bucket() {
+        let w = Window::new(Instant::now(), Duration::from_secs(4), 4);
+        w.add(8, 0);
+        w.add(4, 0); // same slot, older tick
+        assert_eq!(w.sum(8)[0], 1);
+    }
+
+    #[test]
+    fn latency_quantiles_use_bucket_bounds() {
+        let l = Latency::new();
+        for _ in 0..90 {
+            l.record(Duration::from_micros(50));
+        }
+        for _ in 0..10 {
+            l.record(Duration::from_millis(200));
+        }
+        let r = l.read();
+        assert_eq!(r.count(), 100);
+        assert_eq!(r.quantile_bound(0.5), Some(0.000_1));
+        assert_eq!(r.quantile_bound(0.99), Some(0.25));
+    }
+}
