@@ -201,6 +201,12 @@ impl Recovery {
         if !policy.retries(failure.report) {
             return give_up(note, DeadLetterReason::NotRetryable, "retry_on rejected the error");
         }
+        if policy.strategy == Strategy::FallbackCodec {
+            if let Some(used) = failure.envelope.headers.get(FALLBACK_HEADER) {
+                let why = format!("poison: still failing after fallback codec {used:?}");
+                return give_up(note, DeadLetterReason::NotRetryable, &why);
+            }
+        }
         if retries >= policy.max_retries {
             return if policy.max_retries == 0 {
                 give_up(note, DeadLetterReason::NotRetryable, "category is not retryable")
@@ -214,10 +220,6 @@ impl Recovery {
             };
         }
         let transcoded = if policy.strategy == Strategy::FallbackCodec {
-            if let Some(used) = failure.envelope.headers.get(FALLBACK_HEADER) {
-                let why = format!("poison: still failing after fallback codec {used:?}");
-                return give_up(note, DeadLetterReason::NotRetryable, &why);
-            }
             let Some(codec) = self.codecs.get(&topic) else {
                 let why = format!("poison: no fallback codec for topic {topic:?}");
                 return give_up(note, DeadLetterReason::NotRetryable, &why);
