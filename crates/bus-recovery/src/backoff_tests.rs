@@ -30,7 +30,10 @@ fn curves_follow_their_formula_and_stop_at_the_cap() {
     };
     assert_eq!(got(c, &mut rng), [500, 500, 500, 500, 500].map(ms));
     assert_eq!(got(l, &mut rng), [100, 350, 600, 800, 800].map(ms));
-    assert_eq!(got(e, &mut rng), [1_500, 3_000, 6_000, 10_000, 10_000].map(ms));
+    assert_eq!(
+        got(e, &mut rng),
+        [1_500, 3_000, 6_000, 10_000, 10_000].map(ms)
+    );
 }
 
 #[test]
@@ -97,16 +100,29 @@ fn jitter_actually_varies_the_delay() {
         let mut seen: Vec<Duration> = (0..50).map(|_| b.delay(1, None, &mut rng)).collect();
         seen.sort();
         seen.dedup();
-        assert!(seen.len() > 40, "{jitter:?} produced only {} values", seen.len());
+        assert!(
+            seen.len() > 40,
+            "{jitter:?} produced only {} values",
+            seen.len()
+        );
     }
 }
 
 #[test]
 fn a_seed_fixes_the_schedule() {
     let b = Backoff::exponential(ms(100), 2.0, ms(5_000)).with_jitter(Jitter::Decorrelated);
-    let a: Vec<_> = b.schedule(&mut fastrand::Rng::with_seed(42)).take(10).collect();
-    let again: Vec<_> = b.schedule(&mut fastrand::Rng::with_seed(42)).take(10).collect();
-    let other: Vec<_> = b.schedule(&mut fastrand::Rng::with_seed(43)).take(10).collect();
+    let a: Vec<_> = b
+        .schedule(&mut fastrand::Rng::with_seed(42))
+        .take(10)
+        .collect();
+    let again: Vec<_> = b
+        .schedule(&mut fastrand::Rng::with_seed(42))
+        .take(10)
+        .collect();
+    let other: Vec<_> = b
+        .schedule(&mut fastrand::Rng::with_seed(43))
+        .take(10)
+        .collect();
     assert_eq!(a, again);
     assert_ne!(a, other);
 }
@@ -122,9 +138,13 @@ fn validation_names_the_bad_key_and_value() {
             .validate()
             .is_err()
     );
-    let err = Backoff::linear(ms(10), ms(1), ms(5)).validate().unwrap_err();
+    let err = Backoff::linear(ms(10), ms(1), ms(5))
+        .validate()
+        .unwrap_err();
     assert_eq!(err.key(), "cap");
-    let err = Backoff::exponential(ms(10), 2.0, ms(5)).validate().unwrap_err();
+    let err = Backoff::exponential(ms(10), 2.0, ms(5))
+        .validate()
+        .unwrap_err();
     assert_eq!(err.key(), "cap");
     assert!(Backoff::exponential(ms(1), 1.0, ms(1)).validate().is_ok());
 }

@@ -60,11 +60,7 @@ impl BudgetConfig {
             ));
         }
         if self.window < Duration::from_millis(10) {
-            return Err(ConfigError::invalid(
-                "window",
-                self.window,
-                "at least 10ms",
-            ));
+            return Err(ConfigError::invalid("window", self.window, "at least 10ms"));
         }
         Ok(())
     }
@@ -79,7 +75,10 @@ impl BudgetConfig {
     }
 }
 
-/// A time-windowed token bucket for retries; see the [module docs](self).
+/// A time-windowed token bucket for retries: within `window`, retries may
+/// spend `min_retries_per_sec * window` tokens plus `percent` of a token per
+/// success. Deposits are lock-free; withdrawals take a small mutex so
+/// concurrent failures can never overdraw.
 ///
 /// ```
 /// use bus_core::time::ManualClock;
@@ -187,8 +186,8 @@ impl RetryBudget {
     }
 
     fn balance_micro(&self, epoch: u64, slots: &[(u64, u64); SLOTS]) -> i128 {
-        let earned = self.floor_micro
-            + u128::from(self.successes_in_window(epoch)) * self.deposit_micro;
+        let earned =
+            self.floor_micro + u128::from(self.successes_in_window(epoch)) * self.deposit_micro;
         let spent: u64 = Self::epochs_in_window(epoch)
             .map(|e| match slots[Self::slot(e)] {
                 (at, n) if at == e => n,

@@ -56,7 +56,11 @@ fn a_failure_burst_is_held_to_floor_plus_percent_of_successes() {
         clock.advance(Duration::from_micros(100)); // 10k events in 1 s: one window
     }
     assert_eq!(successes, 20);
-    assert_eq!(retries, 100 + 20 / 5, "floor 10/s * 10 s + 0.2 * 20 successes");
+    assert_eq!(
+        retries,
+        100 + 20 / 5,
+        "floor 10/s * 10 s + 0.2 * 20 successes"
+    );
 }
 
 #[test]
@@ -115,7 +119,10 @@ fn concurrent_failures_never_overdraw_the_budget() {
         .into_iter()
         .map(|h| h.join().unwrap())
         .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
-    assert!(ok <= 50 + deposits / 5, "{ok} retries for {deposits} successes");
+    assert!(
+        ok <= 50 + deposits / 5,
+        "{ok} retries for {deposits} successes"
+    );
     assert!(ok >= 50, "the floor was available: {ok}");
     assert_eq!(b.available(), 50 + deposits / 5 - ok);
 }

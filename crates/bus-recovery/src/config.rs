@@ -115,8 +115,7 @@ mod tests {
         assert_eq!(err.key(), "topics.orders.categories.TIMEOUT.backoff.factor");
         assert!(err.to_string().contains("0.5"), "{err}");
 
-        let cfg: RecoveryConfig =
-            serde_json::from_str(r#"{"budget":{"percent":-0.1}}"#).unwrap();
+        let cfg: RecoveryConfig = serde_json::from_str(r#"{"budget":{"percent":-0.1}}"#).unwrap();
         assert_eq!(cfg.validate().unwrap_err().key(), "budget.percent");
 
         let cfg: RecoveryConfig = serde_json::from_str(
@@ -124,7 +123,10 @@ mod tests {
                 "backoff":{"kind":"linear","base":"5s","step":"1s","cap":"1s"}}}}}"#,
         )
         .unwrap();
-        assert_eq!(cfg.validate().unwrap_err().key(), "components.billing.all.backoff.cap");
+        assert_eq!(
+            cfg.validate().unwrap_err().key(),
+            "components.billing.all.backoff.cap"
+        );
     }
 
     #[test]

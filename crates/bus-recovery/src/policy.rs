@@ -117,7 +117,10 @@ impl RetryPolicy {
     /// Adds a predicate: once any is set, only errors one of them accepts are
     /// retried; the others go straight to the `exhausted` outcome.
     #[must_use]
-    pub fn retry_on(mut self, predicate: impl Fn(&ErrorReport) -> bool + Send + Sync + 'static) -> Self {
+    pub fn retry_on(
+        mut self,
+        predicate: impl Fn(&ErrorReport) -> bool + Send + Sync + 'static,
+    ) -> Self {
         self.retry_on.push(Arc::new(predicate));
         self
     }

@@ -3,7 +3,9 @@
 use crate::budget::RetryBudget;
 use crate::codec::{FALLBACK_HEADER, FallbackCodecs};
 use crate::timeout::AdaptiveDeadlines;
-use crate::{Exhausted, Jitter, RecoveryBuilder, RecoveryConfig, RetryPolicy, ScopeConfig, Strategy};
+use crate::{
+    Exhausted, Jitter, RecoveryBuilder, RecoveryConfig, RetryPolicy, ScopeConfig, Strategy,
+};
 use bus_core::dlq::DeadLetterReason;
 use bus_core::{Decision, Failure, RecoveryPolicy, Success};
 use bus_errors::ErrorCategory;
@@ -72,7 +74,9 @@ impl Scope {
     }
 
     fn get(&self, category: ErrorCategory) -> Option<&RetryPolicy> {
-        self.by_category[category.index()].as_ref().or(self.all.as_ref())
+        self.by_category[category.index()]
+            .as_ref()
+            .or(self.all.as_ref())
     }
 }
 
@@ -126,7 +130,10 @@ impl Recovery {
         let rng = seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
         Self {
             categories,
-            topics: topics.into_iter().map(|(k, v)| (k, Scope::from_config(v))).collect(),
+            topics: topics
+                .into_iter()
+                .map(|(k, v)| (k, Scope::from_config(v)))
+                .collect(),
             components: components
                 .into_iter()
                 .map(|(k, v)| (k, Scope::from_config(v)))
@@ -181,7 +188,10 @@ impl Recovery {
             source.as_str()
         );
         if category == ErrorCategory::Timeout {
-            if let Some(d) = self.deadlines.on_timeout(failure.component, failure.elapsed) {
+            if let Some(d) = self
+                .deadlines
+                .on_timeout(failure.component, failure.elapsed)
+            {
                 let _ = write!(note, ", handler deadline now {d:?}");
             }
         }
@@ -199,7 +209,11 @@ impl Recovery {
             }
         };
         if !policy.retries(failure.report) {
-            return give_up(note, DeadLetterReason::NotRetryable, "retry_on rejected the error");
+            return give_up(
+                note,
+                DeadLetterReason::NotRetryable,
+                "retry_on rejected the error",
+            );
         }
         if policy.strategy == Strategy::FallbackCodec {
             if let Some(used) = failure.envelope.headers.get(FALLBACK_HEADER) {
@@ -209,7 +223,11 @@ impl Recovery {
         }
         if retries >= policy.max_retries {
             return if policy.max_retries == 0 {
-                give_up(note, DeadLetterReason::NotRetryable, "category is not retryable")
+                give_up(
+                    note,
+                    DeadLetterReason::NotRetryable,
+                    "category is not retryable",
+                )
             } else {
                 let reason = match category {
                     ErrorCategory::QueueOverflow => DeadLetterReason::QueueOverflow,
@@ -239,14 +257,20 @@ impl Recovery {
                 let decision = Decision::DeadLetter {
                     reason: DeadLetterReason::RetryBudgetExhausted,
                 };
-                let note = format!("{note}: {}; retries shed to protect the system", decision.describe());
+                let note = format!(
+                    "{note}: {}; retries shed to protect the system",
+                    decision.describe()
+                );
                 return Explained { decision, note };
             }
         }
         if let Some((name, bytes)) = transcoded {
             failure.envelope.payload = bytes;
             let _ = write!(note, ", payload transcoded with fallback codec {name:?}");
-            failure.envelope.headers.insert(FALLBACK_HEADER.to_owned(), name);
+            failure
+                .envelope
+                .headers
+                .insert(FALLBACK_HEADER.to_owned(), name);
         }
         let after = self.delay(policy, retries, failure);
         let decision = match policy.strategy {
@@ -289,7 +313,10 @@ impl RecoveryPolicy for Recovery {
             decision = %decision.describe(),
             "{note}"
         );
-        failure.envelope.headers.insert(NOTE_HEADER.to_owned(), note);
+        failure
+            .envelope
+            .headers
+            .insert(NOTE_HEADER.to_owned(), note);
         decision
     }
 

@@ -74,7 +74,9 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Per-component adaptive deadlines; see the [module docs](self).
+/// Per-component adaptive deadlines: a TIMEOUT grows a component's deadline
+/// by `factor` up to `cap`; every `shrink_after` successes in a row shrink it
+/// one step back toward its base. Reads and successes are lock-free.
 #[derive(Debug)]
 pub struct AdaptiveDeadlines {
     config: DeadlineConfig,
@@ -181,7 +183,11 @@ impl AdaptiveDeadlines {
 )]
 fn grow(n: u64, factor: f64) -> u64 {
     let v = (n as f64 * factor).round();
-    if v >= u64::MAX as f64 { u64::MAX } else { v as u64 }
+    if v >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        v as u64
+    }
 }
 
 #[allow(

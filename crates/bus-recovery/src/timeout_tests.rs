@@ -22,10 +22,19 @@ fn each_timeout_grows_the_deadline_by_half_up_to_the_cap() {
     let grown: Vec<_> = (0..4).map(|_| d.on_timeout("a", secs(2.0))).collect();
     assert_eq!(
         grown,
-        [Some(secs(3.0)), Some(secs(4.5)), Some(secs(6.0)), Some(secs(6.0))]
+        [
+            Some(secs(3.0)),
+            Some(secs(4.5)),
+            Some(secs(6.0)),
+            Some(secs(6.0))
+        ]
     );
     assert_eq!(d.deadline("a"), Some(secs(6.0)));
-    assert_eq!(d.deadline("b"), Some(secs(2.0)), "other components untouched");
+    assert_eq!(
+        d.deadline("b"),
+        Some(secs(2.0)),
+        "other components untouched"
+    );
 }
 
 #[test]

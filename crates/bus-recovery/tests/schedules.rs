@@ -1,5 +1,6 @@
 //! The exact schedule of every category's default policy, driven the way the
 //! pipeline drives it.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns may unwrap too
 
 mod common;
 
@@ -34,13 +35,21 @@ fn retry(n: u64) -> Decision {
 #[test]
 fn message_processing_retries_after_1s_and_2s_then_dead_letters() {
     let (r, clock) = recovery(1);
-    let t = always_fail(&r, &clock, ErrorCategory::MessageProcessing, "orders", "billing");
+    let t = always_fail(
+        &r,
+        &clock,
+        ErrorCategory::MessageProcessing,
+        "orders",
+        "billing",
+    );
     assert_eq!(
         t.decisions,
         [
             retry(1_000),
             retry(2_000),
-            Decision::DeadLetter { reason: DeadLetterReason::RetriesExhausted }
+            Decision::DeadLetter {
+                reason: DeadLetterReason::RetriesExhausted
+            }
         ]
     );
     assert_eq!(clock.elapsed(), ms(3_000), "waiting is the clock's job");
@@ -55,7 +64,9 @@ fn timeout_retries_after_1_5s_and_3s_then_dead_letters() {
         [
             retry(1_500),
             retry(3_000),
-            Decision::DeadLetter { reason: DeadLetterReason::RetriesExhausted }
+            Decision::DeadLetter {
+                reason: DeadLetterReason::RetriesExhausted
+            }
         ]
     );
 }
@@ -63,10 +74,18 @@ fn timeout_retries_after_1_5s_and_3s_then_dead_letters() {
 #[test]
 fn serialization_without_a_fallback_codec_is_poison_at_once() {
     let (r, clock) = recovery(1);
-    let t = always_fail(&r, &clock, ErrorCategory::Serialization, "orders", "billing");
+    let t = always_fail(
+        &r,
+        &clock,
+        ErrorCategory::Serialization,
+        "orders",
+        "billing",
+    );
     assert_eq!(
         t.decisions,
-        [Decision::DeadLetter { reason: DeadLetterReason::NotRetryable }]
+        [Decision::DeadLetter {
+            reason: DeadLetterReason::NotRetryable
+        }]
     );
 }
 
@@ -77,7 +96,9 @@ fn authentication_and_configuration_escalate_without_retry() {
         let t = always_fail(&r, &clock, category, "orders", "billing");
         assert_eq!(
             t.decisions,
-            [Decision::Escalate { reason: DeadLetterReason::NotRetryable }],
+            [Decision::Escalate {
+                reason: DeadLetterReason::NotRetryable
+            }],
             "{category}"
         );
         assert_eq!(clock.elapsed(), Duration::ZERO);
@@ -87,13 +108,21 @@ fn authentication_and_configuration_escalate_without_retry() {
 #[test]
 fn resource_exhaustion_retries_slowly_then_escalates() {
     let (r, clock) = recovery(1);
-    let t = always_fail(&r, &clock, ErrorCategory::ResourceExhaustion, "orders", "billing");
+    let t = always_fail(
+        &r,
+        &clock,
+        ErrorCategory::ResourceExhaustion,
+        "orders",
+        "billing",
+    );
     assert_eq!(
         t.decisions,
         [
             retry(2_000),
             retry(4_000),
-            Decision::Escalate { reason: DeadLetterReason::RetriesExhausted }
+            Decision::Escalate {
+                reason: DeadLetterReason::RetriesExhausted
+            }
         ]
     );
 }
@@ -111,12 +140,21 @@ fn connection_reconnects_three_times_with_full_jitter_then_dead_letters() {
         for (i, d) in t.decisions[..3].iter().enumerate() {
             let i = u32::try_from(i).unwrap();
             let expect = jittered.delay(i, None, &mut rng);
-            assert_eq!(*d, Decision::Reconnect { after: expect }, "seed {seed} retry {i}");
-            assert!(expect <= nominal.nominal(i), "full jitter stays under 2s * 2^{i}");
+            assert_eq!(
+                *d,
+                Decision::Reconnect { after: expect },
+                "seed {seed} retry {i}"
+            );
+            assert!(
+                expect <= nominal.nominal(i),
+                "full jitter stays under 2s * 2^{i}"
+            );
         }
         assert_eq!(
             t.decisions[3],
-            Decision::DeadLetter { reason: DeadLetterReason::RetriesExhausted }
+            Decision::DeadLetter {
+                reason: DeadLetterReason::RetriesExhausted
+            }
         );
     }
 }
@@ -125,7 +163,13 @@ fn connection_reconnects_three_times_with_full_jitter_then_dead_letters() {
 fn queue_overflow_backs_off_with_equal_jitter_then_dead_letters_as_overflow() {
     for seed in 0..50 {
         let (r, clock) = recovery(seed);
-        let t = always_fail(&r, &clock, ErrorCategory::QueueOverflow, "orders", "billing");
+        let t = always_fail(
+            &r,
+            &clock,
+            ErrorCategory::QueueOverflow,
+            "orders",
+            "billing",
+        );
         let delays: Vec<Duration> = t.decisions[..2]
             .iter()
             .map(|d| match d {
@@ -134,10 +178,15 @@ fn queue_overflow_backs_off_with_equal_jitter_then_dead_letters_as_overflow() {
             })
             .collect();
         assert!(ms(500) <= delays[0] && delays[0] <= ms(1_000), "{delays:?}");
-        assert!(ms(1_000) <= delays[1] && delays[1] <= ms(2_000), "{delays:?}");
+        assert!(
+            ms(1_000) <= delays[1] && delays[1] <= ms(2_000),
+            "{delays:?}"
+        );
         assert_eq!(
             t.decisions[2..],
-            [Decision::DeadLetter { reason: DeadLetterReason::QueueOverflow }]
+            [Decision::DeadLetter {
+                reason: DeadLetterReason::QueueOverflow
+            }]
         );
     }
 }
@@ -158,7 +207,11 @@ fn a_handler_failing_twice_then_succeeding_is_acked_after_two_retries_and_says_s
     let mut calls = 0;
     let t = deliver(&r, &clock, envelope("orders", b"{}"), "billing", |_| {
         calls += 1;
-        if calls <= 2 { Err(ErrorCategory::MessageProcessing) } else { Ok(()) }
+        if calls <= 2 {
+            Err(ErrorCategory::MessageProcessing)
+        } else {
+            Ok(())
+        }
     });
     assert!(t.acked);
     assert_eq!(t.decisions, [retry(1_000), retry(2_000)]);
@@ -170,20 +223,35 @@ fn a_handler_failing_twice_then_succeeding_is_acked_after_two_retries_and_says_s
     assert_eq!(last.retry_count, 1);
     assert_eq!(last.recovery_action.as_deref(), Some("retry in 2s"));
     let note = &t.envelope.headers[bus_recovery::NOTE_HEADER];
-    assert_eq!(note, "MESSAGE_PROCESSING attempt 2 of 3 (category policy): retry in 2s");
+    assert_eq!(
+        note,
+        "MESSAGE_PROCESSING attempt 2 of 3 (category policy): retry in 2s"
+    );
 }
 
 #[test]
 fn every_give_up_note_explains_category_attempt_and_reason() {
     let (r, clock) = recovery(1);
-    let t = always_fail(&r, &clock, ErrorCategory::ResourceExhaustion, "orders", "billing");
+    let t = always_fail(
+        &r,
+        &clock,
+        ErrorCategory::ResourceExhaustion,
+        "orders",
+        "billing",
+    );
     let note = &t.envelope.headers[bus_recovery::NOTE_HEADER];
     assert_eq!(
         note,
         "RESOURCE_EXHAUSTION attempt 3 of 3 (category policy): \
          dead-letter and escalate: retries_exhausted; all 2 retries failed"
     );
-    let t = always_fail(&r, &clock, ErrorCategory::Authentication, "orders", "billing");
+    let t = always_fail(
+        &r,
+        &clock,
+        ErrorCategory::Authentication,
+        "orders",
+        "billing",
+    );
     let note = &t.envelope.headers[bus_recovery::NOTE_HEADER];
     assert!(note.starts_with("AUTHENTICATION attempt 1 of 1"), "{note}");
     assert!(note.ends_with("category is not retryable"), "{note}");
@@ -197,7 +265,10 @@ fn the_default_policy_never_discards() {
             let t = always_fail(&r, &clock, category, "orders", "billing");
             let last = t.decisions.last().unwrap();
             assert!(
-                matches!(last, Decision::DeadLetter { .. } | Decision::Escalate { .. }),
+                matches!(
+                    last,
+                    Decision::DeadLetter { .. } | Decision::Escalate { .. }
+                ),
                 "{category}: {last:?}"
             );
         }
@@ -216,7 +287,13 @@ fn discard_happens_only_where_configured() {
         .discard_on(ErrorCategory::MessageProcessing)
         .build()
         .unwrap();
-    let t = always_fail(&r, &clock, ErrorCategory::MessageProcessing, "metrics", "sampler");
+    let t = always_fail(
+        &r,
+        &clock,
+        ErrorCategory::MessageProcessing,
+        "metrics",
+        "sampler",
+    );
     assert_eq!(t.decisions[0], retry(10));
     assert!(
         matches!(&t.decisions[1], Decision::Discard { reason } if reason.contains("MESSAGE_PROCESSING attempt 2 of 2")),
@@ -224,7 +301,10 @@ fn discard_happens_only_where_configured() {
         t.decisions[1]
     );
     let t = always_fail(&r, &clock, ErrorCategory::Timeout, "metrics", "sampler");
-    assert!(matches!(t.decisions.last(), Some(Decision::DeadLetter { .. })));
+    assert!(matches!(
+        t.decisions.last(),
+        Some(Decision::DeadLetter { .. })
+    ));
 }
 
 #[test]
@@ -235,7 +315,10 @@ fn decorrelated_jitter_grows_from_the_previous_delay_recorded_on_the_envelope() 
         .seed(3)
         .no_budget()
         .clock(Arc::new(clock.clone()))
-        .category(ErrorCategory::MessageProcessing, RetryPolicy::new(8, backoff))
+        .category(
+            ErrorCategory::MessageProcessing,
+            RetryPolicy::new(8, backoff),
+        )
         .build()
         .unwrap();
     let t = always_fail(&r, &clock, ErrorCategory::MessageProcessing, "a", "b");

@@ -1,5 +1,6 @@
 //! Budget, fallback codec, adaptive deadlines and overrides, through the
 //! `RecoveryPolicy` interface the pipeline uses.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns may unwrap too
 
 mod common;
 
@@ -51,7 +52,9 @@ fn a_total_outage_sheds_retries_beyond_the_budget_into_the_dlq() {
         }
         match first_failure(&r, ErrorCategory::MessageProcessing, "billing") {
             Decision::Retry { .. } => retries += 1,
-            Decision::DeadLetter { reason: DeadLetterReason::RetryBudgetExhausted } => shed += 1,
+            Decision::DeadLetter {
+                reason: DeadLetterReason::RetryBudgetExhausted,
+            } => shed += 1,
             other => panic!("unexpected {other:?}"),
         }
         clock.advance(Duration::from_micros(500)); // 10k failures in 5 s: one window
@@ -74,7 +77,12 @@ fn non_retryable_failures_do_not_spend_the_budget() {
     let r = budgeted(&clock);
     for _ in 0..1_000 {
         let d = first_failure(&r, ErrorCategory::Authentication, "billing");
-        assert!(matches!(d, Decision::Escalate { reason: DeadLetterReason::NotRetryable }));
+        assert!(matches!(
+            d,
+            Decision::Escalate {
+                reason: DeadLetterReason::NotRetryable
+            }
+        ));
     }
     assert_eq!(r.budget().unwrap().available(), 100);
 }
@@ -108,7 +116,10 @@ fn concurrent_failures_and_successes_keep_retries_within_the_budget() {
         .into_iter()
         .map(|h| h.join().unwrap())
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    assert!(retries <= 100 + successes / 5, "{retries} retries, {successes} successes");
+    assert!(
+        retries <= 100 + successes / 5,
+        "{retries} retries, {successes} successes"
+    );
     assert!(retries >= 100, "the floor alone allows 100: {retries}");
 }
 
@@ -132,11 +143,17 @@ fn with_codec() -> (Recovery, ManualClock) {
 #[test]
 fn a_fallback_codec_rescues_an_old_payload_once() {
     let (r, clock) = with_codec();
-    let t = deliver(&r, &clock, envelope("legacy.orders", b"v1:42"), "orders", |env| {
-        serde_json::from_slice::<serde_json::Value>(&env.payload)
-            .map(drop)
-            .map_err(|_| ErrorCategory::Serialization)
-    });
+    let t = deliver(
+        &r,
+        &clock,
+        envelope("legacy.orders", b"v1:42"),
+        "orders",
+        |env| {
+            serde_json::from_slice::<serde_json::Value>(&env.payload)
+                .map(drop)
+                .map_err(|_| ErrorCategory::Serialization)
+        },
+    );
     assert!(t.acked);
     assert_eq!(t.decisions, [Decision::Retry { after: ms(500) }]);
     assert_eq!(&t.envelope.payload[..], b"{\"id\":42}");
@@ -147,33 +164,52 @@ fn a_fallback_codec_rescues_an_old_payload_once() {
 fn a_poison_payload_reaches_the_dlq_after_one_fallback_attempt() {
     let (r, clock) = with_codec();
     let mut handler_calls = 0;
-    let t = deliver(&r, &clock, envelope("legacy.orders", b"v1:oops"), "orders", |env| {
-        handler_calls += 1;
-        serde_json::from_slice::<serde_json::Value>(&env.payload)
-            .map(drop)
-            .map_err(|_| ErrorCategory::Serialization)
-    });
+    let t = deliver(
+        &r,
+        &clock,
+        envelope("legacy.orders", b"v1:oops"),
+        "orders",
+        |env| {
+            handler_calls += 1;
+            serde_json::from_slice::<serde_json::Value>(&env.payload)
+                .map(drop)
+                .map_err(|_| ErrorCategory::Serialization)
+        },
+    );
     assert!(!t.acked);
     assert_eq!(handler_calls, 2, "the original and the transcoded payload");
     assert_eq!(
         t.decisions,
         [
             Decision::Retry { after: ms(500) },
-            Decision::DeadLetter { reason: DeadLetterReason::NotRetryable }
+            Decision::DeadLetter {
+                reason: DeadLetterReason::NotRetryable
+            }
         ]
     );
     assert_eq!(&t.envelope.payload[..], b"{\"id\":oops}");
     let note = &t.envelope.headers[bus_recovery::NOTE_HEADER];
-    assert!(note.contains("still failing after fallback codec \"v1-to-json\""), "{note}");
+    assert!(
+        note.contains("still failing after fallback codec \"v1-to-json\""),
+        "{note}"
+    );
 }
 
 #[test]
 fn a_failing_codec_dead_letters_at_once_and_leaves_the_payload_alone() {
     let (r, clock) = with_codec();
-    let t = always_fail(&r, &clock, ErrorCategory::Serialization, "legacy.orders", "orders");
+    let t = always_fail(
+        &r,
+        &clock,
+        ErrorCategory::Serialization,
+        "legacy.orders",
+        "orders",
+    );
     assert_eq!(
         t.decisions,
-        [Decision::DeadLetter { reason: DeadLetterReason::NotRetryable }]
+        [Decision::DeadLetter {
+            reason: DeadLetterReason::NotRetryable
+        }]
     );
     assert_eq!(&t.envelope.payload[..], b"{}");
     assert!(!t.envelope.headers.contains_key(FALLBACK_HEADER));
@@ -203,7 +239,11 @@ fn timeouts_grow_the_handler_deadline_and_successes_shrink_it() {
     assert_eq!(r.handler_deadline("slow"), Some(Duration::from_secs(5)));
     let note = &t.envelope.headers[bus_recovery::NOTE_HEADER];
     assert!(note.contains("handler deadline now 5s"), "{note}");
-    assert_eq!(r.handler_deadline("other"), None, "other components keep theirs");
+    assert_eq!(
+        r.handler_deadline("other"),
+        None,
+        "other components keep theirs"
+    );
     let env = envelope("orders", b"{}");
     let mut seen = Vec::new();
     for _ in 0..6 {
@@ -211,7 +251,10 @@ fn timeouts_grow_the_handler_deadline_and_successes_shrink_it() {
         seen.push(r.handler_deadline("slow").unwrap());
     }
     let s = Duration::from_secs_f64;
-    assert_eq!(seen, [5.0, 5.0 / 1.5, 5.0 / 1.5, 2.222_222_222, 2.222_222_222, 2.0].map(s));
+    assert_eq!(
+        seen,
+        [5.0, 5.0 / 1.5, 5.0 / 1.5, 2.222_222_222, 2.222_222_222, 2.0].map(s)
+    );
 }
 
 #[test]
@@ -234,11 +277,27 @@ fn the_most_specific_policy_wins() {
     };
     use ErrorCategory::{MessageProcessing as Mp, Timeout as To};
     assert_eq!(retries(Mp, "orders", "billing"), 1, "category");
-    assert_eq!(retries(Mp, "payments", "billing"), 2, "topic, all categories");
-    assert_eq!(retries(To, "payments", "billing"), 3, "topic, this category");
+    assert_eq!(
+        retries(Mp, "payments", "billing"),
+        2,
+        "topic, all categories"
+    );
+    assert_eq!(
+        retries(To, "payments", "billing"),
+        3,
+        "topic, this category"
+    );
     assert_eq!(retries(Mp, "payments", "fraud"), 4, "component beats topic");
-    assert_eq!(retries(To, "payments", "fraud"), 5, "component, this category");
-    assert_eq!(retries(To, "orders", "billing"), 2, "default TIMEOUT untouched");
+    assert_eq!(
+        retries(To, "payments", "fraud"),
+        5,
+        "component, this category"
+    );
+    assert_eq!(
+        retries(To, "orders", "billing"),
+        2,
+        "default TIMEOUT untouched"
+    );
     let t = always_fail(&r, &clock, Mp, "payments", "fraud");
     let note = &t.envelope.headers[bus_recovery::NOTE_HEADER];
     assert!(note.contains("(component policy)"), "{note}");
@@ -260,7 +319,9 @@ fn retry_on_sends_rejected_errors_straight_to_the_exhausted_outcome() {
     let t = always_fail(&r, &clock, ErrorCategory::Connection, "a", "b");
     assert_eq!(
         t.decisions,
-        [Decision::Escalate { reason: DeadLetterReason::NotRetryable }]
+        [Decision::Escalate {
+            reason: DeadLetterReason::NotRetryable
+        }]
     );
     let mut env = envelope("a", b"{}");
     let mut rep = report(ErrorCategory::Connection, &env, "b");

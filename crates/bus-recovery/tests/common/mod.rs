@@ -2,7 +2,7 @@
 //! exactly as the pipeline drives them: fail, classify, decide, record the
 //! decision on the report and in the envelope's history, `attempt += 1`,
 //! redeliver.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use bus_core::time::ManualClock;
 use bus_core::{AttemptRecord, Decision, Envelope, Failure, RecoveryPolicy, Success, Topic};
@@ -68,7 +68,11 @@ pub fn deliver(
             Decision::Retry { after } | Decision::Reconnect { after } => Some(after),
             _ => None,
         };
-        rep.record_recovery(after.is_some(), after.is_none().then_some(false), decision.describe());
+        rep.record_recovery(
+            after.is_some(),
+            after.is_none().then_some(false),
+            decision.describe(),
+        );
         env.history.push(AttemptRecord {
             attempt: env.attempt,
             at: SystemTime::now(),
@@ -98,5 +102,7 @@ pub fn always_fail(
     topic: &str,
     component: &str,
 ) -> Trace {
-    deliver(policy, clock, envelope(topic, b"{}"), component, |_| Err(category))
+    deliver(policy, clock, envelope(topic, b"{}"), component, |_| {
+        Err(category)
+    })
 }
