@@ -1,5 +1,10 @@
-//! The bus-core plug: [`CircuitBreaker`] is a [`Guard`], [`BreakerRegistry`]
-//! a [`GuardProvider`].
+//! The bus-core plug: [`BreakerGuard`] adapts a [`CircuitBreaker`] to
+//! [`Guard`], [`BreakerRegistry`] is a [`GuardProvider`].
+//!
+//! An adapter rather than `impl Guard for CircuitBreaker`: bus-core implements
+//! `Guard` for `Arc<T>`, so with the trait in scope `arc_breaker.try_acquire()`
+//! would resolve to the token-based `Guard::try_acquire` instead of the
+//! breaker's own method.
 //!
 //! The [`bus_core::Permit`] token is the breaker's state word at acquire time
 //! (state kind and generation, see [`state`](crate::state)), so a stale
@@ -14,9 +19,32 @@ use crate::state::{Word, token};
 use bus_core::{CircuitState, Guard, GuardProvider, Outcome, Permit, Rejected};
 use std::sync::Arc;
 
-impl Guard for CircuitBreaker {
+/// A [`CircuitBreaker`] as a bus-core [`Guard`].
+///
+/// A `bus_core::Permit` has no drop hook: a half-open probe permit the
+/// pipeline loses without calling [`Guard::record`] holds its slot until
+/// `max_wait_in_half_open` reopens the breaker.
+#[derive(Debug, Clone)]
+pub struct BreakerGuard {
+    breaker: Arc<CircuitBreaker>,
+}
+
+impl BreakerGuard {
+    /// Wraps `breaker`.
+    pub fn new(breaker: Arc<CircuitBreaker>) -> Self {
+        Self { breaker }
+    }
+
+    /// The breaker behind it.
+    pub fn breaker(&self) -> &Arc<CircuitBreaker> {
+        &self.breaker
+    }
+}
+
+impl Guard for BreakerGuard {
     fn try_acquire(&self) -> Result<Permit, Rejected> {
-        self.acquire()
+        self.breaker
+            .acquire()
             .map(|(kind, generation)| Permit::new(token(kind, generation)))
     }
 
@@ -24,21 +52,21 @@ impl Guard for CircuitBreaker {
         let w = Word::unpack(permit.token());
         let verdict = match outcome {
             Outcome::Success { elapsed } => Verdict::Success(Some(elapsed)),
-            Outcome::Failure { elapsed, class } if self.config().counts(class.category) => {
+            Outcome::Failure { elapsed, class } if self.breaker.config().counts(class.category) => {
                 Verdict::Failure(Some(elapsed))
             }
             _ => Verdict::Ignored,
         };
-        self.finish(w.kind, w.generation, verdict);
+        self.breaker.finish(w.kind, w.generation, verdict);
     }
 
     fn state(&self) -> CircuitState {
-        CircuitBreaker::state(self)
+        self.breaker.state()
     }
 }
 
 impl GuardProvider for BreakerRegistry {
     fn guard(&self, component: &str) -> Arc<dyn Guard> {
-        self.get(component)
+        Arc::new(BreakerGuard::new(self.get(component)))
     }
 }

@@ -56,5 +56,6 @@ pub use config::{
     SlidingWindow,
 };
 pub use events::{BreakerMetrics, Listener, Transition};
+pub use guard::BreakerGuard;
 pub use permit::{CallError, Permit};
 pub use registry::BreakerRegistry;
