@@ -135,8 +135,18 @@ mod tests {
 
     #[test]
     fn zero_sizes_are_refused() {
-        assert!(LoggerConfig::default().with_max_file_bytes(0).validate().is_err());
-        assert!(LoggerConfig::default().with_channel_capacity(0).validate().is_err());
+        assert!(
+            LoggerConfig::default()
+                .with_max_file_bytes(0)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            LoggerConfig::default()
+                .with_channel_capacity(0)
+                .validate()
+                .is_err()
+        );
         assert!(
             LoggerConfig::default()
                 .with_metrics_interval(Duration::ZERO)

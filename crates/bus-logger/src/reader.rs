@@ -34,7 +34,7 @@ pub fn log_files(dir: impl AsRef<Path>) -> Result<Vec<PathBuf>, ReadError> {
             numbered.push((n, entry.path()));
         }
     }
-    numbered.sort_by(|a, b| b.0.cmp(&a.0));
+    numbered.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     let mut files: Vec<PathBuf> = numbered.into_iter().map(|(_, p)| p).collect();
     files.extend(current);
     Ok(files)

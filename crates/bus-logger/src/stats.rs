@@ -214,9 +214,8 @@ impl State {
         let mut sev = [0u64; 4];
         let (mut known, mut succeeded) = (0u64, 0u64);
         for b in &self.buckets {
-            let live = b.minute != u64::MAX
-                && b.minute <= current
-                && current - b.minute < WINDOW_MINUTES;
+            let live =
+                b.minute != u64::MAX && b.minute <= current && current - b.minute < WINDOW_MINUTES;
             if !live {
                 continue;
             }
@@ -287,7 +286,9 @@ mod tests {
     fn history_keeps_only_the_most_recent() {
         let t0 = Instant::now();
         let mut s = State::new(t0, 3, 10);
-        let reports: Vec<_> = (0..5).map(|_| report(ErrorCategory::Timeout, "c")).collect();
+        let reports: Vec<_> = (0..5)
+            .map(|_| report(ErrorCategory::Timeout, "c"))
+            .collect();
         for r in &reports {
             s.observe(r.clone(), t0);
         }

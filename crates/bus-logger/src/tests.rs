@@ -16,8 +16,8 @@ fn report(i: usize) -> ErrorReport {
 #[test]
 fn full_channel_counts_log_dropped_and_never_blocks() {
     let dir = tempfile::tempdir().unwrap();
-    let logger = ErrorLogger::open(dir.path(), LoggerConfig::default().with_channel_capacity(4))
-        .unwrap();
+    let logger =
+        ErrorLogger::open(dir.path(), LoggerConfig::default().with_channel_capacity(4)).unwrap();
     let release = logger.pause_writer();
     let reports: Vec<_> = (0..100).map(report).collect();
     // If `record` blocked on the full channel this would never return: the
@@ -29,7 +29,11 @@ fn full_channel_counts_log_dropped_and_never_blocks() {
     let stats = logger.statistics();
     assert_eq!(stats.total, 100);
     assert_eq!(stats.log.log_dropped, 96);
-    assert_eq!(logger.history().len(), 100, "shed lines still reach the history");
+    assert_eq!(
+        logger.history().len(),
+        100,
+        "shed lines still reach the history"
+    );
 
     drop(release);
     logger.flush().unwrap();

@@ -1,4 +1,5 @@
 //! The files: reading back, errors at open and at run time, the metrics snapshot.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod support;
 
@@ -51,7 +52,10 @@ fn open_under_a_regular_file_fails_naming_the_path() {
     let err = ErrorLogger::open(file.join("data"), LoggerConfig::default()).unwrap_err();
     let want = file.join("data").join("logs");
     assert!(matches!(&err, LoggerError::CreateDir { path, .. } if *path == want));
-    assert!(err.to_string().contains(&want.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&want.display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -154,7 +158,11 @@ fn metrics_snapshot_is_written_at_most_once_per_interval() {
     }
     clock.advance(Duration::from_secs(9));
     logger.flush().unwrap();
-    assert_eq!(logger.counters().snapshots_written, 1, "not within the interval");
+    assert_eq!(
+        logger.counters().snapshots_written,
+        1,
+        "not within the interval"
+    );
     assert_eq!(snapshot(&logger).total, 1);
 
     clock.advance(Duration::from_secs(1));

@@ -1,5 +1,6 @@
 //! Size rotation: exactly `keep` rotated files plus the current one, no line
 //! lost or split while rotating under concurrent callers.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod support;
 
@@ -83,7 +84,12 @@ fn keeps_exactly_keep_rotated_files_plus_the_current_one() {
         .collect();
     assert_eq!(
         names,
-        ["errors.3.jsonl", "errors.2.jsonl", "errors.1.jsonl", "errors.jsonl"]
+        [
+            "errors.3.jsonl",
+            "errors.2.jsonl",
+            "errors.1.jsonl",
+            "errors.jsonl"
+        ]
     );
     // What is left is the newest reports, in order, with nothing missing
     // between the oldest kept one and the last.

@@ -1,4 +1,5 @@
 //! History bounds and windowed statistics, with a manual clock.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod support;
 
@@ -24,10 +25,7 @@ fn open(clock: &ManualClock, config: LoggerConfig) -> (tempfile::TempDir, ErrorL
 #[test]
 fn history_stays_at_its_bound_after_100k_reports() {
     let clock = ManualClock::new();
-    let (_dir, logger) = open(
-        &clock,
-        LoggerConfig::default().with_channel_capacity(256),
-    );
+    let (_dir, logger) = open(&clock, LoggerConfig::default().with_channel_capacity(256));
     let mut last_ids = std::collections::VecDeque::new();
     for i in 0..100_000 {
         let r = ErrorReport::new(Classification::FALLBACK, "c", format!("{i}"));
@@ -46,7 +44,11 @@ fn history_stays_at_its_bound_after_100k_reports() {
     assert_eq!(stats.history_len, 1000);
     logger.flush().unwrap();
     let c = logger.counters();
-    assert_eq!(c.lines_written + c.log_dropped, 100_000, "every report written or counted as shed");
+    assert_eq!(
+        c.lines_written + c.log_dropped,
+        100_000,
+        "every report written or counted as shed"
+    );
 }
 
 #[test]
@@ -73,7 +75,10 @@ fn reports_older_than_an_hour_leave_last_hour() {
     assert_eq!(s.last_hour_by_category.get("CONNECTION"), None);
     assert_eq!(s.last_hour_by_category.get("TIMEOUT"), Some(&1));
     assert_eq!(s.by_category.get("CONNECTION"), Some(&2));
-    assert_eq!(s.recovery_success_rate, None, "no known outcome in the window");
+    assert_eq!(
+        s.recovery_success_rate, None,
+        "no known outcome in the window"
+    );
     assert!((s.per_minute_rate - 1.0 / 60.0).abs() < 1e-9);
 
     clock.advance(Duration::from_secs(60 * 60));
@@ -124,7 +129,11 @@ fn statistics_under_concurrent_recorders_add_up() {
             std::thread::spawn(move || {
                 for i in 0..5000 {
                     let cat = ErrorCategory::ALL[(t + i) % 8];
-                    logger.record(&ErrorReport::new(Classification::of(cat), format!("w{t}"), "x"));
+                    logger.record(&ErrorReport::new(
+                        Classification::of(cat),
+                        format!("w{t}"),
+                        "x",
+                    ));
                     if i % 1000 == 0 {
                         clock.advance(Duration::from_secs(1));
                     }

@@ -1,5 +1,6 @@
 //! Every report reaches the `tracing` subscriber that was the default where
 //! the logger was opened, at a level mapped from its severity.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod support;
 

@@ -8,12 +8,16 @@ use std::path::Path;
 pub fn full_report(i: usize) -> ErrorReport {
     let cat = ErrorCategory::ALL[i % 8];
     let sev = Severity::ALL[i % 4];
-    let mut r = ErrorReport::new(Classification::new(cat, sev), format!("component-{}", i % 5), format!("failure number {i}"))
-        .with_topic(format!("orders.t{}", i % 7))
-        .with_message_id(uuid::Uuid::now_v7())
-        .with_correlation_id(format!("corr-{i}"))
-        .with_context("attempt_host", "db-1")
-        .with_attempt(1 + (i % 3) as u32);
+    let mut r = ErrorReport::new(
+        Classification::new(cat, sev),
+        format!("component-{}", i % 5),
+        format!("failure number {i}"),
+    )
+    .with_topic(format!("orders.t{}", i % 7))
+    .with_message_id(uuid::Uuid::now_v7())
+    .with_correlation_id(format!("corr-{i}"))
+    .with_context("attempt_host", "db-1")
+    .with_attempt(1 + (i % 3) as u32);
     r.error_type = "std::io::error::Error".into();
     r.source_chain = vec![format!("inner {i}")];
     r.retry_count = (i % 3) as u32;
