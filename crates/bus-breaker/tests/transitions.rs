@@ -1,4 +1,5 @@
 //! One test per transition and threshold, driven by a manual clock.
+#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
 
 use bus_breaker::{
     BreakerConfig, BreakerConfigBuilder, BreakerGuard, BreakerRegistry, CallError, CircuitBreaker,
