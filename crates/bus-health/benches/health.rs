@@ -1,1 +1,72 @@
-fn main() {}
+//! Observer overhead per event: `HealthMonitor::on_event` for Acked and
+//! Failed, single thread and with a second thread hammering the same monitor.
+//! Uses the system clock (the real cost includes reading it).
+
+use bus_core::{BusEvent, Observer, Topic};
+use bus_errors::{Classification, ErrorCategory, ErrorReport, Severity};
+use bus_health::HealthMonitor;
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+fn events(c: &mut Criterion) {
+    let monitor = HealthMonitor::new();
+    let topic = Topic::new("orders.created").unwrap_or_else(|e| panic!("{e}"));
+    let report = ErrorReport::new(
+        Classification::new(ErrorCategory::Timeout, Severity::Medium),
+        "billing",
+        "timed out",
+    );
+    let acked = BusEvent::Acked {
+        topic: &topic,
+        component: "billing",
+        latency: Duration::from_micros(800),
+        handler_time: Duration::from_micros(300),
+        attempt: 1,
+    };
+    let failed = BusEvent::Failed { report: &report };
+
+    let mut g = c.benchmark_group("on_event");
+    g.bench_function("acked/1-thread", |b| {
+        b.iter(|| monitor.on_event(black_box(&acked)))
+    });
+    g.bench_function("failed/1-thread", |b| {
+        b.iter(|| monitor.on_event(black_box(&failed)))
+    });
+
+    // A second thread keeps hitting the same counters while we measure.
+    let stop = Arc::new(AtomicBool::new(false));
+    let other = {
+        let (monitor, stop) = (monitor.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let topic = Topic::new("orders.created").unwrap_or_else(|e| panic!("{e}"));
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..1024 {
+                    monitor.on_event(&BusEvent::Acked {
+                        topic: &topic,
+                        component: "billing",
+                        latency: Duration::from_micros(800),
+                        handler_time: Duration::from_micros(300),
+                        attempt: 1,
+                    });
+                }
+            }
+        })
+    };
+    g.bench_function("acked/2-threads", |b| {
+        b.iter(|| monitor.on_event(black_box(&acked)))
+    });
+    g.bench_function("failed/2-threads", |b| {
+        b.iter(|| monitor.on_event(black_box(&failed)))
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = other.join();
+    g.finish();
+
+    c.bench_function("report", |b| b.iter(|| black_box(monitor.report())));
+}
+
+criterion_group!(benches, events);
+criterion_main!(benches);

@@ -1,0 +1,228 @@
+//! Status transitions as the window fills and drains, with a manual clock.
+
+mod support;
+
+use bus_core::Observer;
+use bus_core::time::ManualClock;
+use bus_core::{BusEvent, CircuitState, DlqError, QueueDepth};
+use bus_errors::ErrorCategory;
+use bus_health::{HealthConfig, HealthMonitor, HealthStatus};
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+
+#[test]
+fn no_traffic_is_healthy() {
+    let (m, _) = monitor(HealthConfig::default());
+    let r = m.report();
+    assert_eq!(r.status, HealthStatus::Healthy);
+    assert_eq!(r.success_rate, None);
+    assert!(r.reasons.is_empty());
+}
+
+#[test]
+fn status_goes_healthy_degraded_critical_and_recovers_when_the_window_drains() {
+    let (m, clock) = monitor(HealthConfig::default());
+    acked(&m, 100, 1);
+    assert_eq!(m.report().status, HealthStatus::Healthy);
+
+    // 100 acked, 10 failed: 90.9 % -> degraded
+    clock.advance(Duration::from_secs(10));
+    failed(&m, 10, ErrorCategory::Timeout);
+    let r = m.report();
+    assert_eq!(r.status, HealthStatus::Degraded, "{:?}", r.reasons);
+    assert!((r.success_rate.unwrap() - 100.0 / 110.0).abs() < 1e-9);
+    assert!(r.reasons[0].contains("below 95.0%"), "{:?}", r.reasons);
+
+    // 100 acked, 40 failed: 71 % -> critical
+    clock.advance(Duration::from_secs(10));
+    failed(&m, 30, ErrorCategory::Connection);
+    let r = m.report();
+    assert_eq!(r.status, HealthStatus::Critical);
+    assert_eq!(r.window.failed, 40);
+    assert_eq!(r.categories.get(&ErrorCategory::Timeout), Some(&10));
+    assert_eq!(r.categories.get(&ErrorCategory::Connection), Some(&30));
+    assert!((r.error_rate_per_minute - 40.0).abs() < 1e-9);
+
+    // 45 s later the acks (t=0) have left but not the failures (t=10, t=20)
+    clock.advance(Duration::from_secs(45));
+    let r = m.report();
+    assert_eq!(r.window.acked, 0);
+    assert_eq!(r.window.failed, 40);
+    assert_eq!(r.status, HealthStatus::Critical);
+
+    // after a whole window with no traffic, healthy again; totals remain
+    clock.advance(Duration::from_secs(60));
+    let r = m.report();
+    assert_eq!(r.status, HealthStatus::Healthy, "{:?}", r.reasons);
+    assert_eq!(r.window.failed, 0);
+    assert_eq!(r.totals.acked, 100);
+    assert_eq!(r.totals.failed, 40);
+    assert_eq!(r.category_totals.get(&ErrorCategory::Connection), Some(&30));
+}
+
+#[test]
+fn fresh_successes_restore_health_within_the_window() {
+    let (m, clock) = monitor(HealthConfig::default());
+    failed(&m, 50, ErrorCategory::Timeout);
+    acked(&m, 50, 1);
+    assert_eq!(m.report().status, HealthStatus::Critical);
+    clock.advance(Duration::from_secs(61));
+    acked(&m, 100, 1);
+    assert_eq!(m.report().status, HealthStatus::Healthy);
+}
+
+#[test]
+fn thresholds_and_min_samples_are_configurable() {
+    let mut cfg = HealthConfig::default();
+    cfg.healthy_threshold = 0.5;
+    cfg.degraded_threshold = 0.2;
+    cfg.min_samples = 10;
+    let (m, _) = monitor(cfg);
+    failed(&m, 5, ErrorCategory::Timeout);
+    assert_eq!(
+        m.report().status,
+        HealthStatus::Healthy,
+        "5 samples are below min_samples"
+    );
+    acked(&m, 5, 1);
+    assert_eq!(
+        m.report().status,
+        HealthStatus::Healthy,
+        "50 % meets the 0.5 threshold"
+    );
+    failed(&m, 1, ErrorCategory::Timeout);
+    assert_eq!(m.report().status, HealthStatus::Degraded);
+}
+
+#[test]
+fn forced_open_circuit_is_critical_until_it_closes() {
+    let (m, _) = monitor(HealthConfig::default());
+    acked(&m, 1000, 1);
+    circuit(
+        &m,
+        "billing",
+        CircuitState::Closed,
+        CircuitState::ForcedOpen,
+    );
+    let r = m.report();
+    assert_eq!(r.status, HealthStatus::Critical);
+    assert_eq!(r.circuits.get("billing"), Some(&CircuitState::ForcedOpen));
+    assert!(r.reasons.iter().any(|x| x.contains("forced open")));
+    circuit(&m, "billing", CircuitState::ForcedOpen, CircuitState::Open);
+    assert_eq!(
+        m.report().status,
+        HealthStatus::Degraded,
+        "an open circuit degrades"
+    );
+    circuit(&m, "billing", CircuitState::Open, CircuitState::Closed);
+    assert_eq!(m.report().status, HealthStatus::Healthy);
+}
+
+#[test]
+fn dlq_write_failure_is_critical_until_recovered() {
+    let (m, clock) = monitor(HealthConfig::default());
+    let err = DlqError::Full("disk".into());
+    m.on_event(&BusEvent::DlqWriteFailed {
+        component: "billing",
+        error: &err,
+    });
+    // not a window thing: it stays critical however long it lasts
+    clock.advance(Duration::from_secs(600));
+    let r = m.report();
+    assert_eq!(r.status, HealthStatus::Critical);
+    assert_eq!(r.dlq_failing, vec!["billing".to_owned()]);
+    m.on_event(&BusEvent::DlqRecovered {
+        component: "billing",
+    });
+    assert_eq!(m.report().status, HealthStatus::Healthy);
+}
+
+#[test]
+fn recovery_rate_counts_retried_acks_against_dead_letters() {
+    let (m, _) = monitor(HealthConfig::default());
+    acked(&m, 3, 2);
+    acked(&m, 5, 1);
+    dead_lettered(&m, 1, bus_core::DeadLetterReason::RetriesExhausted);
+    let r = m.report();
+    assert_eq!(r.window.recovered, 3);
+    assert_eq!(r.recovery_rate, Some(0.75));
+    assert_eq!(r.delivery_success_rate, Some(8.0 / 9.0));
+    assert_eq!(r.latency.count, 8);
+    assert_eq!(r.latency.p50_seconds, Some(0.000_5));
+}
+
+#[test]
+fn sources_feed_queues_circuits_and_age() {
+    let clock = ManualClock::new();
+    let m = HealthMonitor::builder()
+        .with_clock(Arc::new(clock))
+        .with_queue_source(Arc::new(|| {
+            vec![QueueDepth {
+                topic: "orders.created".into(),
+                group: "billing".into(),
+                depth: 95,
+                capacity: 100,
+            }]
+        }))
+        .with_circuit_source(Arc::new(|| {
+            vec![("shipping".to_owned(), CircuitState::HalfOpen)]
+        }))
+        .with_oldest_age_source(Arc::new(|| Some(Duration::from_secs(7))))
+        .build()
+        .unwrap();
+    let r = m.report();
+    assert_eq!(r.status, HealthStatus::Degraded);
+    assert_eq!(r.queues[0].depth, 95);
+    assert_eq!(r.circuits.get("shipping"), Some(&CircuitState::HalfOpen));
+    assert_eq!(r.oldest_message_age_seconds, Some(7.0));
+    assert_eq!(r.reasons.len(), 2, "{:?}", r.reasons);
+}
+
+#[test]
+fn every_event_kind_is_counted() {
+    let (m, _) = monitor(HealthConfig::default());
+    let t = topic();
+    m.on_event(&BusEvent::Published {
+        topic: &t,
+        copies: 3,
+    });
+    m.on_event(&BusEvent::Rejected {
+        topic: "orders.created",
+        reason: "queue_full",
+    });
+    m.on_event(&BusEvent::Retried {
+        topic: &t,
+        component: "c",
+        attempt: 1,
+        delay: Duration::from_secs(1),
+    });
+    m.on_event(&BusEvent::Discarded {
+        topic: &t,
+        component: "c",
+        reason: "lowest priority",
+    });
+    m.on_event(&BusEvent::Parked {
+        component: "c",
+        state: CircuitState::Open,
+        retry_after: Duration::from_secs(1),
+    });
+    let r = report(
+        ErrorCategory::Configuration,
+        bus_errors::Severity::High,
+        "c",
+    );
+    m.on_event(&BusEvent::Escalated { report: &r });
+    let w = m.report().window;
+    assert_eq!(
+        (
+            w.published,
+            w.rejected,
+            w.retried,
+            w.discarded,
+            w.parked,
+            w.escalated
+        ),
+        (1, 1, 1, 1, 1, 1)
+    );
+}

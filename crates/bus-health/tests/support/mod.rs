@@ -1,0 +1,84 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use bus_core::time::ManualClock;
+use bus_core::{BusEvent, CircuitState, DeadLetterReason, Observer, Topic};
+use bus_errors::{Classification, ErrorCategory, ErrorReport, Severity};
+use bus_health::{Alert, AlertSink, HealthConfig, HealthMonitor};
+use crossbeam_channel::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn topic() -> Topic {
+    Topic::new("orders.created").unwrap()
+}
+
+/// A monitor on a manual clock with a 60 s window of 60 buckets.
+pub fn monitor(config: HealthConfig) -> (HealthMonitor, ManualClock) {
+    let clock = ManualClock::new();
+    let m = HealthMonitor::builder()
+        .with_config(config)
+        .with_clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    (m, clock)
+}
+
+pub fn acked(m: &HealthMonitor, n: u64, attempt: u32) {
+    let t = topic();
+    for _ in 0..n {
+        m.on_event(&BusEvent::Acked {
+            topic: &t,
+            component: "billing",
+            latency: Duration::from_millis(2),
+            handler_time: Duration::from_micros(300),
+            attempt,
+        });
+    }
+}
+
+pub fn report(category: ErrorCategory, severity: Severity, component: &str) -> ErrorReport {
+    ErrorReport::new(Classification::new(category, severity), component, "boom")
+        .with_topic("orders.created")
+}
+
+pub fn failed(m: &HealthMonitor, n: u64, category: ErrorCategory) {
+    let r = report(category, Severity::Medium, "billing");
+    for _ in 0..n {
+        m.on_event(&BusEvent::Failed { report: &r });
+    }
+}
+
+pub fn dead_lettered(m: &HealthMonitor, n: u64, reason: DeadLetterReason) {
+    let t = topic();
+    for _ in 0..n {
+        m.on_event(&BusEvent::DeadLettered {
+            topic: &t,
+            component: "billing",
+            category: ErrorCategory::Timeout,
+            reason: &reason,
+        });
+    }
+}
+
+pub fn circuit(m: &HealthMonitor, component: &str, from: CircuitState, to: CircuitState) {
+    m.on_event(&BusEvent::CircuitTransition {
+        component,
+        from,
+        to,
+    });
+}
+
+/// An alert sink that forwards to a channel.
+pub struct ChannelSink(pub Sender<Alert>);
+
+impl AlertSink for ChannelSink {
+    fn alert(&self, alert: &Alert) {
+        let _ = self.0.send(alert.clone());
+    }
+}
+
+pub fn channel_sink() -> (Arc<ChannelSink>, Receiver<Alert>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    (Arc::new(ChannelSink(tx)), rx)
+}
