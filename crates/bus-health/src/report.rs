@@ -227,7 +227,7 @@ impl HealthReport {
             let _ = writeln!(s, "oldest message    {age:.1}s");
         }
         if !self.circuits.is_empty() {
-            let _ = writeln!(s, "\n{:<32}{}", "circuit", "state");
+            let _ = writeln!(s, "\n{:<32}state", "circuit");
             for (c, st) in &self.circuits {
                 let _ = writeln!(s, "{c:<32}{st}");
             }

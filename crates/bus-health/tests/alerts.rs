@@ -1,4 +1,5 @@
 //! Alert de-duplication and rate limiting under an outage, and the sinks.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod support;
 
@@ -178,5 +179,3 @@ fn webhook_sink_posts_json_to_a_loopback_server() {
         Err(bus_health::AlertError::BadUrl(_))
     ));
 }
-
-use std::io::Read as _;

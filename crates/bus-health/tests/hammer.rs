@@ -1,4 +1,5 @@
 //! Many delivery threads calling on_event at once keep exact counts.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod support;
 

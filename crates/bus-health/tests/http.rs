@@ -1,4 +1,5 @@
 //! A real TCP client against the endpoint.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 #![cfg(feature = "http")]
 
 mod support;

@@ -1,4 +1,5 @@
 //! The OpenMetrics output parses and carries the monitor's numbers.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod support;
 

@@ -1,4 +1,5 @@
 //! The snapshot file and the table `busctl health` prints.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod support;
 

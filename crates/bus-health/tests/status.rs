@@ -1,4 +1,5 @@
 //! Status transitions as the window fills and drains, with a manual clock.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod support;
 

@@ -1,5 +1,5 @@
 //! Shared helpers for the integration tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use bus_core::time::ManualClock;
 use bus_core::{BusEvent, CircuitState, DeadLetterReason, Observer, Topic};
