@@ -9,7 +9,7 @@
 //! no read timeout; a slow client ties up one of its workers, never this
 //! server's loop or the bus.
 
-use crate::metrics::OPENMETRICS_CONTENT_TYPE;
+use crate::metrics::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
 use crate::monitor::HealthMonitor;
 use crate::report::HealthStatus;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -210,8 +210,16 @@ fn handle(request: Request, monitor: &HealthMonitor, options: &HttpOptions) -> s
             request.respond(r)
         }
         "/metrics" => {
-            let r = Response::from_string(monitor.render_metrics())
-                .with_header(header("Content-Type", OPENMETRICS_CONTENT_TYPE));
+            // OpenMetrics when the scraper asks for it, else Prometheus text 0.0.4.
+            let openmetrics = request.headers().iter().any(|h| {
+                h.field.equiv("Accept") && h.value.as_str().contains("application/openmetrics-text")
+            });
+            let (body, content_type) = if openmetrics {
+                (monitor.render_metrics(), OPENMETRICS_CONTENT_TYPE)
+            } else {
+                (monitor.render_metrics_text(), PROMETHEUS_TEXT_CONTENT_TYPE)
+            };
+            let r = Response::from_string(body).with_header(header("Content-Type", content_type));
             request.respond(r)
         }
         _ => request.respond(text(404, "not found; try /healthz or /metrics\n")),

@@ -28,6 +28,9 @@ const CIRCUIT_STATES: [CircuitState; 6] = [
     CircuitState::MetricsOnly,
 ];
 
+/// The content type of [`HealthMonitor::render_metrics_text`]'s output.
+pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// A `prometheus-client` [`Collector`] over a [`HealthMonitor`]; register it
 /// in your own [`Registry`] to expose the bus next to your metrics.
 #[derive(Clone)]
@@ -60,6 +63,62 @@ impl HealthMonitor {
         }
         out
     }
+
+    /// The same metrics in the classic Prometheus text format 0.0.4 (served
+    /// as [`PROMETHEUS_TEXT_CONTENT_TYPE`]), for scrapers and tools such as
+    /// `promtool check metrics` that do not speak OpenMetrics. Converted
+    /// from the OpenMetrics encoding: counter families are named with their
+    /// `_total` suffix, `# UNIT` and `# EOF` lines are dropped.
+    pub fn render_metrics_text(&self) -> String {
+        openmetrics_to_prometheus(&self.render_metrics())
+    }
+}
+
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut pending_help: Option<&str> = None;
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            if let Some(h) = pending_help.replace(line) {
+                out.push_str(h);
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let rename = kind == "counter" && !name.ends_with("_total");
+            if let Some(h) = pending_help.take() {
+                if rename {
+                    let help = h
+                        .strip_prefix("# HELP ")
+                        .and_then(|r| r.strip_prefix(name))
+                        .unwrap_or("");
+                    out.push_str(&format!("# HELP {name}_total{help}\n"));
+                } else {
+                    out.push_str(h);
+                    out.push('\n');
+                }
+            }
+            if rename {
+                out.push_str(&format!("# TYPE {name}_total counter\n"));
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(h) = pending_help.take() {
+            out.push_str(h);
+            out.push('\n');
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 fn counter(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> std::fmt::Result {

@@ -5,7 +5,9 @@
 mod support;
 
 use bus_core::CircuitState;
-use bus_health::{HealthConfig, HealthServer, HttpError, OPENMETRICS_CONTENT_TYPE};
+use bus_health::{
+    HealthConfig, HealthServer, HttpError, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE,
+};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -59,8 +61,15 @@ fn metrics_404_405_and_413() {
     let addr = server.local_addr();
     let (code, body) = get(addr, "/metrics");
     assert_eq!(code, 200);
-    assert!(body.contains(OPENMETRICS_CONTENT_TYPE), "{body}");
+    assert!(body.contains(PROMETHEUS_TEXT_CONTENT_TYPE), "{body}");
     assert!(body.contains("bus_messages_acked_total 4"), "{body}");
+    let (code, body) = send(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text; version=1.0.0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(code, 200);
+    assert!(body.contains(OPENMETRICS_CONTENT_TYPE), "{body}");
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
     assert_eq!(get(addr, "/nope").0, 404);
     let (code, body) = send(
         addr,

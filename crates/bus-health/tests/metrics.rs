@@ -90,7 +90,28 @@ fn metrics_parse_and_match_the_counters() {
         "{text}"
     );
     assert!(text.contains("bus_handler_duration_seconds_count 7"));
-    promtool_check(&text);
+
+    // the classic text format carries the same samples and passes promtool
+    let classic = m.render_metrics_text();
+    assert!(
+        !classic.contains("# EOF") && !classic.contains("# UNIT"),
+        "{classic}"
+    );
+    assert!(
+        classic.contains("# TYPE bus_messages_acked_total counter\n"),
+        "{classic}"
+    );
+    assert!(
+        classic.contains("# HELP bus_messages_acked_total Deliveries acknowledged.\n"),
+        "{classic}"
+    );
+    let c = parse(&classic);
+    assert_eq!(c.samples.len(), s.samples.len());
+    assert_eq!(
+        value(&c, "bus_handler_failures_total", &[("category", "TIMEOUT")]),
+        3.0
+    );
+    promtool_check(&classic);
 }
 
 #[test]
