@@ -107,7 +107,29 @@ impl Writer {
             shared,
         };
         w.reopen()?;
+        w.remove_beyond_keep();
         Ok(w)
+    }
+
+    /// Removes rotated files numbered above `keep` (left by a run configured
+    /// to keep more), so exactly `keep` rotated files can exist.
+    fn remove_beyond_keep(&mut self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let n = name
+                .to_str()
+                .and_then(|s| s.strip_prefix("errors."))
+                .and_then(|s| s.strip_suffix(".jsonl"))
+                .and_then(|s| s.parse::<usize>().ok());
+            if n.is_some_and(|n| n > self.keep) {
+                if let Err(e) = fs::remove_file(entry.path()) {
+                    self.complain(&e, "cannot remove an old rotated error log");
+                }
+            }
+        }
     }
 
     fn path(&self, n: usize) -> PathBuf {

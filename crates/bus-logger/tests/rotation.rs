@@ -159,3 +159,26 @@ fn reopening_appends_and_rotates_the_existing_file() {
         assert!(std::fs::metadata(f).unwrap().len() <= 4096);
     }
 }
+
+#[test]
+fn reopening_with_a_smaller_keep_removes_the_excess_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |keep| {
+        LoggerConfig::default()
+            .with_max_file_bytes(1024)
+            .with_keep_files(keep)
+    };
+    {
+        let logger = ErrorLogger::open(dir.path(), config(8)).unwrap();
+        (0..100).for_each(|i| logger.record(&full_report(i)));
+    }
+    assert_eq!(log_files(dir.path()).unwrap().len(), 9);
+    let logger = ErrorLogger::open(dir.path(), config(2)).unwrap();
+    let names: Vec<_> = log_files(dir.path())
+        .unwrap()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["errors.2.jsonl", "errors.1.jsonl", "errors.jsonl"]);
+    drop(logger);
+}
