@@ -2,17 +2,19 @@
 //!
 //! What is counted when (the closed-state fast path depends on it):
 //!
-//! - **Count-based** (last N calls). Failures and slow calls are written to a
-//!   shared ring of N one-byte slots, with the window's totals packed in one
-//!   atomic word. While the ring holds no failure and no slow call, a fast
-//!   success is only added to this thread's *stripe* (a counter on its own
-//!   cache line): in such a window every call is a success, so only their
-//!   number matters. The next time something is written to the ring (a
-//!   failure, a slow call, or a success while the ring is dirty), the pending
-//!   stripe successes are first folded into the ring, oldest first, so every
-//!   outcome is counted exactly once and a failure is always preceded by every
-//!   success that completed before it. Successes that complete concurrently
-//!   with a failure may land on either side of it.
+//! - **Count-based** (last N calls). Outcomes are written to a shared ring of
+//!   N one-byte slots, with the window's totals packed in one atomic word.
+//!   While the ring holds no failure and no slow call, a fast success is only
+//!   added to this thread's *stripe* (a counter on its own cache line): in
+//!   such a window every call is a success, so only their number matters.
+//!   Once the stripes hold enough successes to fill the ring they are folded
+//!   into it, and from then on a fast success into a ring full of successes
+//!   writes nothing at all (the window is unchanged by it). The next time
+//!   something else is written (a failure, a slow call, or a success while
+//!   the ring is dirty), pending stripe successes are folded in first, so
+//!   every outcome is counted exactly once and a failure is always preceded by
+//!   every success that completed before it. Successes that complete
+//!   concurrently with a failure may land on either side of it.
 //! - **Time-based** (last T). The window is split into buckets of `T / B`
 //!   (`B = min(T in s, 60)`, at least 1). Fast successes go to per-thread
 //!   stripes of buckets, failures and slow calls to shared buckets; the
@@ -70,16 +72,18 @@ pub(crate) struct Counts {
 const FIELD: u32 = 21;
 const MASK: u64 = (1 << FIELD) - 1;
 
+/// True values never exceed `MAX_WINDOW_CALLS < 2^20`; a field at or above
+/// 2^20 is a transient negative (see `CountWindow::push`) and reads as 0.
 fn unpack(word: u64) -> Counts {
+    let field = |shift: u32| {
+        let v = (word >> shift) & MASK;
+        if v >= 1 << (FIELD - 1) { 0 } else { v }
+    };
     Counts {
-        calls: word & MASK,
-        failures: (word >> FIELD) & MASK,
-        slow: (word >> (2 * FIELD)) & MASK,
+        calls: field(0),
+        failures: field(FIELD),
+        slow: field(2 * FIELD),
     }
-}
-
-fn pack(c: Counts) -> u64 {
-    c.calls | (c.failures << FIELD) | (c.slow << (2 * FIELD))
 }
 
 /// Per-thread counters, each on its own pair of cache lines.
@@ -217,10 +221,20 @@ impl CountWindow {
 
     fn record(&self, mark: Mark) -> bool {
         if mark == Mark::Success {
-            let t = unpack(self.totals.load(Ordering::Acquire));
-            if t.failures == 0 && t.slow == 0 {
-                // Clean ring: only this thread's own line is written.
-                self.stripes.mine(0).fetch_add(1, Ordering::Release);
+            let raw = self.totals.load(Ordering::Acquire);
+            let t = unpack(raw);
+            if raw == t.calls && t.failures == 0 && t.slow == 0 {
+                if t.calls == self.slots.len() as u64 {
+                    // A ring full of successes stays so: nothing to write.
+                    return false;
+                }
+                // Clean ring, not yet full: only this thread's own line is
+                // written. Once this stripe alone could fill the ring, fold,
+                // which fills it: from then on clean successes write nothing.
+                let mine = self.stripes.mine(0).fetch_add(1, Ordering::AcqRel) + 1;
+                if mine >= self.slots.len() as u64 {
+                    self.fold();
+                }
                 return false;
             }
         }
@@ -260,25 +274,31 @@ impl CountWindow {
     fn push(&self, mark: Mark, n: usize) {
         let len = self.slots.len();
         let start = self.head.fetch_add(n, Ordering::AcqRel);
+        let (mut calls, mut failures, mut slow) = (0u64, 0u64, 0u64);
         for i in 0..n {
             let idx = start.wrapping_add(i) % len;
-            let old = Mark::from_code(self.slots[idx].swap(mark.code(), Ordering::AcqRel));
-            let _ = self
-                .totals
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
-                    let mut c = unpack(word);
-                    match old {
-                        None => c.calls += 1,
-                        Some(o) => {
-                            c.failures = c.failures.saturating_sub(u64::from(o.failed()));
-                            c.slow = c.slow.saturating_sub(u64::from(o.slow()));
-                        }
-                    }
-                    c.failures += u64::from(mark.failed());
-                    c.slow += u64::from(mark.slow());
-                    Some(pack(c))
-                });
+            match Mark::from_code(self.slots[idx].swap(mark.code(), Ordering::AcqRel)) {
+                None => calls += 1,
+                Some(o) => {
+                    failures = failures.wrapping_sub(u64::from(o.failed()));
+                    slow = slow.wrapping_sub(u64::from(o.slow()));
+                }
+            }
+            failures = failures.wrapping_add(u64::from(mark.failed()));
+            slow = slow.wrapping_add(u64::from(mark.slow()));
         }
+        // Each field is updated modulo 2^21, without carry into its
+        // neighbour: a slot's removal may land before its addition (another
+        // thread overwrote it in between), making a field briefly "negative";
+        // `unpack` reads such a transient as 0, and the sum stays exact.
+        let _ = self
+            .totals
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                let field = |shift: u32, delta: u64| {
+                    (((word >> shift) & MASK).wrapping_add(delta) & MASK) << shift
+                };
+                Some(field(0, calls) | field(FIELD, failures) | field(2 * FIELD, slow))
+            });
     }
 
     fn counts(&self) -> Counts {
