@@ -115,8 +115,8 @@ impl DlqQuery for MemoryDlq {
         let mut map = self.lock();
         let mut n = 0;
         for l in letters {
-            if !map.contains_key(&l.letter.id) {
-                map.insert(l.letter.id, l.clone());
+            if let std::collections::btree_map::Entry::Vacant(e) = map.entry(l.letter.id) {
+                e.insert(l.clone());
                 n += 1;
             }
         }

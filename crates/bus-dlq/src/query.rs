@@ -378,8 +378,13 @@ pub trait DlqQuery {
         let ids = ids_of(self, filter)?;
         let mut n = 0;
         for chunk in ids.chunks(PAGE) {
-            n += self.set_state(chunk, &[LetterState::Dead], LetterState::ReplayRequested, None, target)?
-                as u64;
+            n += self.set_state(
+                chunk,
+                &[LetterState::Dead],
+                LetterState::ReplayRequested,
+                None,
+                target,
+            )? as u64;
         }
         Ok(n)
     }

@@ -213,8 +213,14 @@ mod tests {
         for s in LetterState::ALL {
             assert_eq!(s.as_str().parse::<LetterState>().unwrap(), s);
         }
-        assert_eq!("Replay-Requested".parse::<LetterState>().unwrap(), LetterState::ReplayRequested);
-        assert!(matches!("gone".parse::<LetterState>(), Err(UnknownState(_))));
+        assert_eq!(
+            "Replay-Requested".parse::<LetterState>().unwrap(),
+            LetterState::ReplayRequested
+        );
+        assert!(matches!(
+            "gone".parse::<LetterState>(),
+            Err(UnknownState(_))
+        ));
     }
 
     #[test]

@@ -46,7 +46,13 @@ pub(crate) fn replay<Q: DlqQuery + ?Sized>(
         match publish(replay_envelope(&stored.letter, to)) {
             Ok(()) => {
                 let from = [LetterState::Dead, LetterState::ReplayRequested];
-                match q.set_state(&[id], &from, LetterState::Replayed, Some(SystemTime::now()), None) {
+                match q.set_state(
+                    &[id],
+                    &from,
+                    LetterState::Replayed,
+                    Some(SystemTime::now()),
+                    None,
+                ) {
                     Ok(_) => report.replayed.push(id),
                     Err(e) => report.unmarked.push((id, e.to_string())),
                 }

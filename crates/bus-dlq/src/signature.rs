@@ -52,9 +52,9 @@ fn flush_token(token: &mut String, out: &mut String) {
 fn normalize_part(part: &str, out: &mut String) {
     let is_hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
     let lower = part.to_ascii_lowercase();
-    if lower.strip_prefix("0x").is_some_and(is_hex) {
-        out.push_str("<hex>");
-    } else if part.len() >= 8 && is_hex(part) && part.bytes().any(|b| b.is_ascii_digit()) {
+    let prefixed_hex = lower.strip_prefix("0x").is_some_and(is_hex);
+    let long_hex = part.len() >= 8 && is_hex(part) && part.bytes().any(|b| b.is_ascii_digit());
+    if prefixed_hex || long_hex {
         out.push_str("<hex>");
     } else {
         let mut in_digits = false;
@@ -145,7 +145,10 @@ mod tests {
 
     #[test]
     fn normalizes_hex_and_keeps_words() {
-        assert_eq!(normalize_message("deadbeef12 at v2-api"), "<hex> at v<n>-api");
+        assert_eq!(
+            normalize_message("deadbeef12 at v2-api"),
+            "<hex> at v<n>-api"
+        );
         assert_eq!(normalize_message("bad request"), "bad request");
         assert_eq!(normalize_message("éé 7"), "éé <n>");
     }

@@ -1,4 +1,6 @@
 //! `busctl dlq ...` through `cli::run`, output parsed.
+// Test helpers live outside #[test] fns; PublishError (bus-core) is large by design.
+#![allow(clippy::unwrap_used, clippy::result_large_err)]
 
 mod common;
 
@@ -31,8 +33,13 @@ fn seeded() -> (tempfile::TempDir, String, SqliteDlq) {
     let dir = tempfile::tempdir().unwrap();
     let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
     for i in 0..6 {
-        let (topic, cat) = if i < 4 { ("orders", ErrorCategory::Timeout) } else { ("billing", ErrorCategory::Connection) };
-        dlq.push(&common::letter(topic, cat, "svc", &format!("failed {i}"))).unwrap();
+        let (topic, cat) = if i < 4 {
+            ("orders", ErrorCategory::Timeout)
+        } else {
+            ("billing", ErrorCategory::Connection)
+        };
+        dlq.push(&common::letter(topic, cat, "svc", &format!("failed {i}")))
+            .unwrap();
     }
     let d = dir.path().to_str().unwrap().to_owned();
     (dir, d, dlq)
@@ -43,13 +50,40 @@ fn list_filters_and_prints_json_and_text() {
     let (_t, d, _dlq) = seeded();
     let all = json(&["list", "--data-dir", &d, "--json"]);
     assert_eq!(all.as_array().unwrap().len(), 6);
-    let orders = json(&["list", "--data-dir", &d, "--json", "--topic", "orders", "--limit", "3"]);
+    let orders = json(&[
+        "list",
+        "--data-dir",
+        &d,
+        "--json",
+        "--topic",
+        "orders",
+        "--limit",
+        "3",
+    ]);
     assert_eq!(orders.as_array().unwrap().len(), 3);
-    assert!(orders.as_array().unwrap().iter().all(|l| l["topic"] == "orders"));
-    let conn = json(&["list", "--data-dir", &d, "--json", "--category", "connection", "--since", "1h"]);
+    assert!(
+        orders
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["topic"] == "orders")
+    );
+    let conn = json(&[
+        "list",
+        "--data-dir",
+        &d,
+        "--json",
+        "--category",
+        "connection",
+        "--since",
+        "1h",
+    ]);
     assert_eq!(conn.as_array().unwrap().len(), 2);
     let text = exec(&["list", "--data-dir", &d, "--text", "FAILED 5"]).unwrap();
-    assert!(text.contains("1 letters") && text.contains("failed 5"), "{text}");
+    assert!(
+        text.contains("1 letters") && text.contains("failed 5"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -58,7 +92,11 @@ fn show_stats_groups_verify() {
     let id = dlq.list(&Filter::all()).unwrap()[0].id.to_string();
     let shown = json(&["show", "--data-dir", &d, "--json", &id]);
     assert_eq!(shown["letter"]["id"], id.as_str());
-    assert!(exec(&["show", "--data-dir", &d, &id]).unwrap().contains("payload"));
+    assert!(
+        exec(&["show", "--data-dir", &d, &id])
+            .unwrap()
+            .contains("payload")
+    );
     let stats = json(&["stats", "--data-dir", &d, "--json"]);
     assert_eq!(stats["total"], 6);
     assert_eq!(stats["by_topic"]["orders"], 4);
@@ -74,30 +112,76 @@ fn show_stats_groups_verify() {
 #[test]
 fn replay_requests_and_dry_run_changes_nothing() {
     let (_t, d, dlq) = seeded();
-    let dry = json(&["replay", "--data-dir", &d, "--json", "--topic", "orders", "--dry-run"]);
+    let dry = json(&[
+        "replay",
+        "--data-dir",
+        &d,
+        "--json",
+        "--topic",
+        "orders",
+        "--dry-run",
+    ]);
     assert_eq!(dry["selected"].as_array().unwrap().len(), 4);
     assert_eq!(dry["marked"], 0);
-    assert_eq!(dlq.count(&Filter::all().state(LetterState::ReplayRequested)).unwrap(), 0);
-    let text = exec(&["replay", "--data-dir", &d, "--topic", "orders", "--to", "orders.retry"]).unwrap();
-    assert!(text.contains("requested replay of 4 letters to orders.retry") && text.contains("running bus"), "{text}");
+    assert_eq!(
+        dlq.count(&Filter::all().state(LetterState::ReplayRequested))
+            .unwrap(),
+        0
+    );
+    let text = exec(&[
+        "replay",
+        "--data-dir",
+        &d,
+        "--topic",
+        "orders",
+        "--to",
+        "orders.retry",
+    ])
+    .unwrap();
+    assert!(
+        text.contains("requested replay of 4 letters to orders.retry")
+            && text.contains("running bus"),
+        "{text}"
+    );
     let taken = dlq.take_replay_requests(10).unwrap();
     assert_eq!(taken.len(), 4);
-    assert!(taken.iter().all(|t| t.replay_topic.as_ref().map(|t| t.as_str()) == Some("orders.retry")));
+    assert!(
+        taken
+            .iter()
+            .all(|t| t.replay_topic.as_ref().map(|t| t.as_str()) == Some("orders.retry"))
+    );
 }
 
 #[test]
 fn purge_needs_a_filter_or_all_and_honours_dry_run() {
     let (_t, d, dlq) = seeded();
-    assert!(matches!(exec(&["purge", "--data-dir", &d]), Err(CliError::Usage(_))));
-    let dry = json(&["purge", "--data-dir", &d, "--json", "--topic", "billing", "--dry-run"]);
+    assert!(matches!(
+        exec(&["purge", "--data-dir", &d]),
+        Err(CliError::Usage(_))
+    ));
+    let dry = json(&[
+        "purge",
+        "--data-dir",
+        &d,
+        "--json",
+        "--topic",
+        "billing",
+        "--dry-run",
+    ]);
     assert_eq!(dry["selected"].as_array().unwrap().len(), 2);
     assert_eq!(dlq.count(&Filter::all()).unwrap(), 6);
     let done = json(&["purge", "--data-dir", &d, "--json", "--topic", "billing"]);
     assert_eq!(done["deleted"], 2);
     assert_eq!(dlq.count(&Filter::all()).unwrap(), 4);
     // Nothing is older than a day yet.
-    assert_eq!(json(&["purge", "--data-dir", &d, "--json", "--older-than", "1d"])["deleted"], 0);
-    assert_eq!(json(&["purge", "--data-dir", &d, "--json", "--all"])["deleted"], 4);
+    assert_eq!(
+        json(&["purge", "--data-dir", &d, "--json", "--older-than", "1d"])["deleted"],
+        0
+    );
+    assert_eq!(
+        json(&["purge", "--data-dir", &d, "--json", "--all"])["deleted"],
+        4
+    );
 }
 
 #[test]
@@ -130,9 +214,12 @@ fn verify_fails_on_a_damaged_row() {
     let (t, d, dlq) = seeded();
     let id = dlq.list(&Filter::all()).unwrap()[0].id.to_string();
     let c = rusqlite::Connection::open(t.path().join("dlq.sqlite")).unwrap();
-    c.execute("UPDATE letters SET envelope_json = 'x' WHERE id = ?", [&id]).unwrap();
+    c.execute("UPDATE letters SET envelope_json = 'x' WHERE id = ?", [&id])
+        .unwrap();
     let mut out = Vec::new();
-    let cmd = Busctl::try_parse_from(["dlq", "verify", "--data-dir", &d]).unwrap().cmd;
+    let cmd = Busctl::try_parse_from(["dlq", "verify", "--data-dir", &d])
+        .unwrap()
+        .cmd;
     assert!(matches!(run(cmd, &mut out), Err(CliError::VerifyFailed(1))));
     assert!(String::from_utf8(out).unwrap().contains(&id));
 }

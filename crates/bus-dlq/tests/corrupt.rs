@@ -1,4 +1,6 @@
 //! Corrupt and foreign files give a clear error, never a panic.
+// Test helpers live outside #[test] fns; PublishError (bus-core) is large by design.
+#![allow(clippy::unwrap_used, clippy::result_large_err)]
 
 mod common;
 
@@ -12,9 +14,16 @@ fn open(dir: &Path) -> Result<SqliteDlq, DlqError> {
 #[test]
 fn a_text_file_is_not_a_dlq() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("dlq.sqlite"), "hello, this is a text file\n".repeat(200)).unwrap();
+    std::fs::write(
+        dir.path().join("dlq.sqlite"),
+        "hello, this is a text file\n".repeat(200),
+    )
+    .unwrap();
     let err = open(dir.path()).unwrap_err();
-    assert!(matches!(err, DlqError::Corrupt(ref m) if m.contains("not a bus DLQ")), "{err}");
+    assert!(
+        matches!(err, DlqError::Corrupt(ref m) if m.contains("not a bus DLQ")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -25,10 +34,15 @@ fn another_applications_database_is_not_a_dlq() {
     other.execute_batch("CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users VALUES (1, 'a');").unwrap();
     drop(other);
     let err = open(dir.path()).unwrap_err();
-    assert!(matches!(err, DlqError::Corrupt(ref m) if m.contains("another application")), "{err}");
+    assert!(
+        matches!(err, DlqError::Corrupt(ref m) if m.contains("another application")),
+        "{err}"
+    );
     // And it was left untouched.
     let other = rusqlite::Connection::open(&path).unwrap();
-    let n: i64 = other.query_row("SELECT count(*) FROM users", [], |r| r.get(0)).unwrap();
+    let n: i64 = other
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n, 1);
 }
 
@@ -40,7 +54,10 @@ fn a_newer_schema_is_refused_with_a_clear_message() {
     c.execute_batch("PRAGMA user_version = 99").unwrap();
     drop(c);
     let err = open(dir.path()).unwrap_err();
-    assert!(matches!(err, DlqError::Corrupt(ref m) if m.contains("newer")), "{err}");
+    assert!(
+        matches!(err, DlqError::Corrupt(ref m) if m.contains("newer")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -51,7 +68,10 @@ fn a_dlq_with_a_missing_table_is_refused() {
     c.execute_batch("DROP TABLE letters").unwrap();
     drop(c);
     let err = open(dir.path()).unwrap_err();
-    assert!(matches!(err, DlqError::Corrupt(ref m) if m.contains("schema")), "{err}");
+    assert!(
+        matches!(err, DlqError::Corrupt(ref m) if m.contains("schema")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -63,14 +83,22 @@ fn a_row_tampered_with_is_reported_by_verify() {
     dlq.push(&good).unwrap();
     dlq.push(&bad).unwrap();
     let c = rusqlite::Connection::open(dir.path().join("dlq.sqlite")).unwrap();
-    c.execute("UPDATE letters SET report_json = '{broken' WHERE id = ?", [bad.id.to_string()]).unwrap();
+    c.execute(
+        "UPDATE letters SET report_json = '{broken' WHERE id = ?",
+        [bad.id.to_string()],
+    )
+    .unwrap();
     drop(c);
     let report = dlq.verify().unwrap();
     assert!(!report.is_ok());
     assert_eq!(report.rows_checked, 2);
     assert_eq!(report.bad_rows.len(), 1);
     assert_eq!(report.bad_rows[0].id, bad.id.to_string());
-    assert!(report.bad_rows[0].error.contains("report_json"), "{:?}", report.bad_rows);
+    assert!(
+        report.bad_rows[0].error.contains("report_json"),
+        "{:?}",
+        report.bad_rows
+    );
     assert!(matches!(dlq.get(bad.id), Err(DlqError::Corrupt(_))));
     assert!(dlq.get(good.id).unwrap().is_some());
 }
@@ -98,20 +126,40 @@ fn exercise(dir: &Path) -> &'static str {
     let _ = dlq.stats();
     let _ = dlq.groups(&Filter::all());
     let _ = dlq.push(&common::rich_letter(1000));
-    if verified { "opened, verified" } else { "opened, problems found" }
+    if verified {
+        "opened, verified"
+    } else {
+        "opened, problems found"
+    }
 }
 
 #[test]
 fn truncated_files_never_panic() {
     let bytes = pristine();
     let mut outcomes = std::collections::BTreeMap::new();
-    for cut in [0, 1, 50, 99, 100, 101, 512, 4096, bytes.len() / 2, bytes.len() - 1] {
+    for cut in [
+        0,
+        1,
+        50,
+        99,
+        100,
+        101,
+        512,
+        4096,
+        bytes.len() / 2,
+        bytes.len() - 1,
+    ] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("dlq.sqlite"), &bytes[..cut]).unwrap();
         *outcomes.entry(exercise(dir.path())).or_insert(0) += 1;
     }
     // A file cut inside its header cannot be mistaken for a sound DLQ.
-    assert!(outcomes.keys().any(|k| k.starts_with("refused") || k.ends_with("problems found")), "{outcomes:?}");
+    assert!(
+        outcomes
+            .keys()
+            .any(|k| k.starts_with("refused") || k.ends_with("problems found")),
+        "{outcomes:?}"
+    );
 }
 
 #[test]
@@ -133,5 +181,8 @@ fn random_damage_never_panics_seeded_fuzz() {
         *outcomes.entry(exercise(dir.path())).or_insert(0) += 1;
     }
     // The damage must actually be seen in some runs.
-    assert!(outcomes.keys().any(|k| *k != "opened, verified"), "{outcomes:?}");
+    assert!(
+        outcomes.keys().any(|k| *k != "opened, verified"),
+        "{outcomes:?}"
+    );
 }

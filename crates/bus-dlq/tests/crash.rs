@@ -5,6 +5,9 @@
 //! letter is there. Many iterations on the same database, so recovery after
 //! recovery is exercised too.
 
+// A harness = false target is not cfg(test): allow unwrap as every test does.
+#![allow(clippy::unwrap_used)]
+
 use bus_core::{DeadLetter, DeadLetterReason, Envelope, Topic};
 use bus_dlq::{DeadLetterStore, DlqConfig, DlqQuery, Durability, Filter, LetterId, SqliteDlq};
 use bus_errors::{Classification, ErrorCategory, ErrorReport};
@@ -32,9 +35,22 @@ fn child(dir: &str) -> ! {
             let dlq = &dlq;
             s.spawn(move || {
                 for i in 0_u64.. {
-                    let env = Envelope::new(Topic::new("crash.test").unwrap(), vec![t as u8; 512 + (i % 700) as usize]);
-                    let report = ErrorReport::new(Classification::of(ErrorCategory::Timeout), "crash", format!("push {i}"));
-                    let l = DeadLetter::new(env, report, DeadLetterReason::RetriesExhausted, "crash", "g");
+                    let env = Envelope::new(
+                        Topic::new("crash.test").unwrap(),
+                        vec![t as u8; 512 + (i % 700) as usize],
+                    );
+                    let report = ErrorReport::new(
+                        Classification::of(ErrorCategory::Timeout),
+                        "crash",
+                        format!("push {i}"),
+                    );
+                    let l = DeadLetter::new(
+                        env,
+                        report,
+                        DeadLetterReason::RetriesExhausted,
+                        "crash",
+                        "g",
+                    );
                     let id = dlq.push(&l).unwrap_or_else(|e| panic!("child push: {e}"));
                     // One write per line, after the push returned Ok.
                     let line = format!("{id}\n");
@@ -52,7 +68,10 @@ fn parent() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let seed = std::env::var("BUS_DLQ_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_u64);
+    let seed = std::env::var("BUS_DLQ_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_u64);
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut acked: BTreeSet<LetterId> = BTreeSet::new();
     let mut iterations_with_acks = 0;
@@ -89,8 +108,16 @@ fn parent() {
         let dlq = SqliteDlq::open(DlqConfig::new(dir.path()))
             .unwrap_or_else(|e| panic!("iteration {iteration} (seed {seed}): reopen failed: {e}"));
         let report = dlq.verify().unwrap();
-        assert!(report.is_ok(), "iteration {iteration} (seed {seed}): verify: {report:?}");
-        let stored: BTreeSet<LetterId> = dlq.list(&Filter::all()).unwrap().into_iter().map(|l| l.id).collect();
+        assert!(
+            report.is_ok(),
+            "iteration {iteration} (seed {seed}): verify: {report:?}"
+        );
+        let stored: BTreeSet<LetterId> = dlq
+            .list(&Filter::all())
+            .unwrap()
+            .into_iter()
+            .map(|l| l.id)
+            .collect();
         let missing: Vec<_> = acked.difference(&stored).collect();
         assert!(
             missing.is_empty(),
@@ -100,7 +127,10 @@ fn parent() {
         );
         dlq.close();
     }
-    assert!(iterations_with_acks >= ITERATIONS / 2, "children acknowledged too little: {iterations_with_acks} of {ITERATIONS}");
+    assert!(
+        iterations_with_acks >= ITERATIONS / 2,
+        "children acknowledged too little: {iterations_with_acks} of {ITERATIONS}"
+    );
     println!(
         "crash test: {ITERATIONS} SIGKILLs (seed {seed}), {} acknowledged letters all present and verified, {:.1?}",
         acked.len(),

@@ -1,8 +1,12 @@
 //! Every field survives the store, a reopen, and export/import.
+// Test helpers live outside #[test] fns; PublishError (bus-core) is large by design.
+#![allow(clippy::unwrap_used, clippy::result_large_err)]
 
 mod common;
 
-use bus_dlq::{DeadLetterStore, DlqConfig, DlqQuery, Durability, Filter, LetterState, MemoryDlq, SqliteDlq};
+use bus_dlq::{
+    DeadLetterStore, DlqConfig, DlqQuery, Durability, Filter, LetterState, MemoryDlq, SqliteDlq,
+};
 use common::rich_letter;
 use std::os::unix::fs::PermissionsExt;
 
@@ -21,7 +25,10 @@ fn every_field_round_trips_through_sqlite_and_memory() {
         assert_eq!(back.signature, bus_dlq::letter_signature(&l));
         assert_eq!(memory.get(l.id).unwrap().unwrap(), back);
     }
-    assert_eq!(sqlite.list(&Filter::all()).unwrap(), memory.list(&Filter::all()).unwrap());
+    assert_eq!(
+        sqlite.list(&Filter::all()).unwrap(),
+        memory.list(&Filter::all()).unwrap()
+    );
 }
 
 #[test]
@@ -29,11 +36,13 @@ fn letters_survive_a_clean_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let letters: Vec<_> = (0..50).map(rich_letter).collect();
     {
-        let dlq = SqliteDlq::open(DlqConfig::new(dir.path()).with_durability(Durability::Normal)).unwrap();
+        let dlq = SqliteDlq::open(DlqConfig::new(dir.path()).with_durability(Durability::Normal))
+            .unwrap();
         for l in &letters {
             dlq.push(l).unwrap();
         }
-        dlq.request_replay(&Filter::all().ids([letters[0].id]), None).unwrap();
+        dlq.request_replay(&Filter::all().ids([letters[0].id]), None)
+            .unwrap();
         dlq.close();
     }
     let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
@@ -41,7 +50,10 @@ fn letters_survive_a_clean_reopen() {
     for l in &letters {
         assert_eq!(&dlq.get(l.id).unwrap().unwrap().letter, l);
     }
-    assert_eq!(dlq.get(letters[0].id).unwrap().unwrap().state, LetterState::ReplayRequested);
+    assert_eq!(
+        dlq.get(letters[0].id).unwrap().unwrap().state,
+        LetterState::ReplayRequested
+    );
     let report = dlq.verify().unwrap();
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.rows_checked, 50);
@@ -57,7 +69,10 @@ fn files_are_private_to_the_owner() {
         let meta = std::fs::metadata(data.join(name)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
     }
-    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
 }
 
 #[test]
@@ -107,6 +122,11 @@ impl<T: DlqQuery> Q for T {
 #[test]
 fn import_of_a_bad_line_is_a_clear_error() {
     let dlq = MemoryDlq::new();
-    let err = dlq.import_jsonl(&mut &b"{\"not\":\"a letter\"}\n"[..]).unwrap_err();
-    assert!(matches!(err, bus_dlq::DlqError::Corrupt(ref m) if m.contains("line 1")), "{err}");
+    let err = dlq
+        .import_jsonl(&mut &b"{\"not\":\"a letter\"}\n"[..])
+        .unwrap_err();
+    assert!(
+        matches!(err, bus_dlq::DlqError::Corrupt(ref m) if m.contains("line 1")),
+        "{err}"
+    );
 }

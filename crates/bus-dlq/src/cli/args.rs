@@ -72,7 +72,9 @@ fn parse_time(arg: &str, value: &str, now: SystemTime) -> Result<SystemTime, Cli
 impl FilterArgs {
     /// The filter these arguments describe; ages count back from `now`.
     pub fn to_filter(&self, now: SystemTime) -> Result<Filter, CliError> {
-        let mut f = Filter::all().ids(self.ids.iter().copied()).offset(self.offset);
+        let mut f = Filter::all()
+            .ids(self.ids.iter().copied())
+            .offset(self.offset);
         f.topic.clone_from(&self.topic);
         f.category = self.category;
         f.component.clone_from(&self.component);
@@ -80,8 +82,16 @@ impl FilterArgs {
         f.signature.clone_from(&self.signature);
         f.state = self.state;
         f.limit = self.limit;
-        f.since = self.since.as_deref().map(|v| parse_time("since", v, now)).transpose()?;
-        f.until = self.until.as_deref().map(|v| parse_time("until", v, now)).transpose()?;
+        f.since = self
+            .since
+            .as_deref()
+            .map(|v| parse_time("since", v, now))
+            .transpose()?;
+        f.until = self
+            .until
+            .as_deref()
+            .map(|v| parse_time("until", v, now))
+            .transpose()?;
         Ok(f)
     }
 }

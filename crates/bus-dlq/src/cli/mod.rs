@@ -181,13 +181,31 @@ pub fn run(cmd: DlqCommand, out: &mut dyn Write) -> Result<(), CliError> {
                 render::groups(out, &groups)
             }
         }
-        DlqCommand::Replay { store, filter, to, dry_run } => {
+        DlqCommand::Replay {
+            store,
+            filter,
+            to,
+            dry_run,
+        } => {
             let target = to
                 .map(|t| Topic::new(&t).map_err(|e| CliError::Usage(format!("--to: {e}"))))
                 .transpose()?;
-            replay(out, &store, &filter.to_filter(now)?, target.as_ref(), dry_run)
+            replay(
+                out,
+                &store,
+                &filter.to_filter(now)?,
+                target.as_ref(),
+                dry_run,
+            )
         }
-        DlqCommand::Purge { store, filter, older_than, replayed_older_than, all, dry_run } => {
+        DlqCommand::Purge {
+            store,
+            filter,
+            older_than,
+            replayed_older_than,
+            all,
+            dry_run,
+        } => {
             let mut f = filter.to_filter(now)?;
             if let Some(age) = older_than {
                 f.until = Some(now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH));
@@ -225,7 +243,11 @@ pub fn run(cmd: DlqCommand, out: &mut dyn Write) -> Result<(), CliError> {
                 )),
             }
         }
-        DlqCommand::Export { store, filter, output } => {
+        DlqCommand::Export {
+            store,
+            filter,
+            output,
+        } => {
             let dlq = open(&store)?;
             let f = filter.to_filter(now)?;
             let Some(path) = output else {
@@ -238,7 +260,13 @@ pub fn run(cmd: DlqCommand, out: &mut dyn Write) -> Result<(), CliError> {
             let n = dlq.export_jsonl(&f, &mut bar.wrap_write(&mut file))?;
             file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             bar.finish_and_clear();
-            summary(out, &store, "exported", n, &format!("to {}", path.display()))
+            summary(
+                out,
+                &store,
+                "exported",
+                n,
+                &format!("to {}", path.display()),
+            )
         }
         DlqCommand::Import { store, input } => {
             let dlq = SqliteDlq::open(DlqConfig::new(&store.data_dir))?;
@@ -261,7 +289,13 @@ pub fn run(cmd: DlqCommand, out: &mut dyn Write) -> Result<(), CliError> {
     }
 }
 
-fn summary(out: &mut dyn Write, store: &StoreArgs, verb: &str, n: u64, rest: &str) -> Result<(), CliError> {
+fn summary(
+    out: &mut dyn Write,
+    store: &StoreArgs,
+    verb: &str,
+    n: u64,
+    rest: &str,
+) -> Result<(), CliError> {
     if store.json {
         json(out, &serde_json::json!({ verb: n }))
     } else {
@@ -289,8 +323,13 @@ fn replay(
     if !dry_run {
         let bar = progress(ids.len() as u64);
         for chunk in ids.chunks(256) {
-            marked += dlq.set_state(chunk, &[LetterState::Dead], LetterState::ReplayRequested, None, target)?
-                as u64;
+            marked += dlq.set_state(
+                chunk,
+                &[LetterState::Dead],
+                LetterState::ReplayRequested,
+                None,
+                target,
+            )? as u64;
             bar.inc(chunk.len() as u64);
         }
         bar.finish_and_clear();
@@ -308,7 +347,11 @@ fn replay(
         );
     }
     if dry_run {
-        writeln!(out, "dry run: would request replay of {} letters", ids.len())?;
+        writeln!(
+            out,
+            "dry run: would request replay of {} letters",
+            ids.len()
+        )?;
         render::list(out, &letters)?;
     } else {
         writeln!(
@@ -321,7 +364,12 @@ fn replay(
     Ok(())
 }
 
-fn purge(out: &mut dyn Write, store: &StoreArgs, filter: &Filter, dry_run: bool) -> Result<(), CliError> {
+fn purge(
+    out: &mut dyn Write,
+    store: &StoreArgs,
+    filter: &Filter,
+    dry_run: bool,
+) -> Result<(), CliError> {
     let dlq = open(store)?;
     let letters = dlq.list(filter)?;
     let mut deleted = 0_u64;
@@ -336,7 +384,10 @@ fn purge(out: &mut dyn Write, store: &StoreArgs, filter: &Filter, dry_run: bool)
     }
     if store.json {
         let ids: Vec<_> = letters.iter().map(|l| l.id).collect();
-        return json(out, &serde_json::json!({ "dry_run": dry_run, "selected": ids, "deleted": deleted }));
+        return json(
+            out,
+            &serde_json::json!({ "dry_run": dry_run, "selected": ids, "deleted": deleted }),
+        );
     }
     if dry_run {
         writeln!(out, "dry run: would delete {} letters", letters.len())?;

@@ -47,19 +47,40 @@ pub(super) fn show(out: &mut dyn Write, s: &StoredLetter) -> Result<(), CliError
     let e = &l.envelope;
     let r = &l.report;
     writeln!(out, "letter      {}", l.id)?;
-    writeln!(out, "state       {}{}", s.state, s.replayed_at.map(|t| format!(" at {}", time(t))).unwrap_or_default())?;
+    writeln!(
+        out,
+        "state       {}{}",
+        s.state,
+        s.replayed_at
+            .map(|t| format!(" at {}", time(t)))
+            .unwrap_or_default()
+    )?;
     writeln!(out, "reason      {}", l.reason)?;
     writeln!(out, "component   {} (group {})", l.component, l.group)?;
     writeln!(out, "dead at     {}", time(l.dead_lettered_at))?;
     writeln!(out, "signature   {}", s.signature)?;
-    writeln!(out, "message     {} on {} (attempt {}, priority {})", e.id, e.topic, e.attempt, e.priority.as_str())?;
+    writeln!(
+        out,
+        "message     {} on {} (attempt {}, priority {})",
+        e.id,
+        e.topic,
+        e.attempt,
+        e.priority.as_str()
+    )?;
     if let Some(c) = &e.correlation_id {
         writeln!(out, "correlation {c}")?;
     }
     for (k, v) in &e.headers {
         writeln!(out, "header      {k}: {v}")?;
     }
-    writeln!(out, "error       [{} / {}] {}: {}", r.category.as_str(), r.severity.as_str(), r.error_type, r.message)?;
+    writeln!(
+        out,
+        "error       [{} / {}] {}: {}",
+        r.category.as_str(),
+        r.severity.as_str(),
+        r.error_type,
+        r.message
+    )?;
     for cause in &r.source_chain {
         writeln!(out, "  caused by {cause}")?;
     }
@@ -67,17 +88,35 @@ pub(super) fn show(out: &mut dyn Write, s: &StoredLetter) -> Result<(), CliError
         writeln!(
             out,
             "attempt {:>3} {} {} [{}] {}: {} -> {}",
-            h.attempt, time(h.at), h.component, h.category.as_str(), h.error_type, h.message, h.decision
+            h.attempt,
+            time(h.at),
+            h.component,
+            h.category.as_str(),
+            h.error_type,
+            h.message,
+            h.decision
         )?;
     }
     let text = String::from_utf8_lossy(&e.payload);
-    writeln!(out, "payload     {} bytes{}", e.payload.len(), e.content_type.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())?;
+    writeln!(
+        out,
+        "payload     {} bytes{}",
+        e.payload.len(),
+        e.content_type
+            .as_ref()
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default()
+    )?;
     writeln!(out, "{}", clip(&text, 2000))?;
     Ok(())
 }
 
 pub(super) fn groups(out: &mut dyn Write, groups: &[FailureGroup]) -> Result<(), CliError> {
-    writeln!(out, "{:<16}  {:>6}  {:<20}  {:<20}  {:<16}  SAMPLE", "SIGNATURE", "COUNT", "FIRST", "LAST", "COMPONENT")?;
+    writeln!(
+        out,
+        "{:<16}  {:>6}  {:<20}  {:<20}  {:<16}  SAMPLE",
+        "SIGNATURE", "COUNT", "FIRST", "LAST", "COMPONENT"
+    )?;
     for g in groups {
         writeln!(
             out,
@@ -96,8 +135,17 @@ pub(super) fn groups(out: &mut dyn Write, groups: &[FailureGroup]) -> Result<(),
 }
 
 pub(super) fn stats(out: &mut dyn Write, s: &Stats) -> Result<(), CliError> {
-    writeln!(out, "{} letters, {} payload bytes", s.total, s.payload_bytes)?;
-    for (title, map) in [("state", &s.by_state), ("category", &s.by_category), ("reason", &s.by_reason), ("topic", &s.by_topic)] {
+    writeln!(
+        out,
+        "{} letters, {} payload bytes",
+        s.total, s.payload_bytes
+    )?;
+    for (title, map) in [
+        ("state", &s.by_state),
+        ("category", &s.by_category),
+        ("reason", &s.by_reason),
+        ("topic", &s.by_topic),
+    ] {
         writeln!(out, "by {title}:")?;
         for (k, v) in map {
             writeln!(out, "  {k:<32} {v}")?;
@@ -108,7 +156,12 @@ pub(super) fn stats(out: &mut dyn Write, s: &Stats) -> Result<(), CliError> {
 
 pub(super) fn verify(out: &mut dyn Write, r: &VerifyReport) -> Result<(), CliError> {
     writeln!(out, "integrity check: {}", r.integrity.join("; "))?;
-    writeln!(out, "rows checked: {}, bad rows: {}", r.rows_checked, r.bad_rows.len())?;
+    writeln!(
+        out,
+        "rows checked: {}, bad rows: {}",
+        r.rows_checked,
+        r.bad_rows.len()
+    )?;
     for b in &r.bad_rows {
         writeln!(out, "  {}: {}", b.id, b.error)?;
     }

@@ -116,6 +116,37 @@ impl SqliteDlq {
         }
     }
 
+    /// Pushes several letters at once: they join the same group commit, so a
+    /// single caller can fill a batch. One result per letter, in order; each
+    /// `Ok` means that letter is committed (a bound may refuse some).
+    pub fn push_many(&self, letters: &[DeadLetter]) -> Vec<Result<LetterId, DlqError>> {
+        if let Some(why) = self.shared.poison_reason() {
+            return letters
+                .iter()
+                .map(|_| Err(DlqError::Poisoned(why.clone())))
+                .collect();
+        }
+        type Waiting = Result<(LetterId, crossbeam_channel::Receiver<writer::Outcome>), DlqError>;
+        let waiting: Vec<Waiting> = letters
+            .iter()
+            .map(|letter| {
+                let row = EncodedRow::from_letter(letter)?;
+                let (reply, answer) = crossbeam_channel::bounded(1);
+                let tx = self.tx.as_ref().ok_or(DlqError::Closed)?;
+                tx.send(Job { row, reply }).map_err(|_| DlqError::Closed)?;
+                Ok((letter.id, answer))
+            })
+            .collect();
+        waiting
+            .into_iter()
+            .map(|w| {
+                let (id, answer) = w?;
+                answer.recv().map_err(|_| DlqError::Closed)?.into_result()?;
+                Ok(id)
+            })
+            .collect()
+    }
+
     /// Runs SQLite's integrity check and decodes every row.
     pub fn verify(&self) -> Result<VerifyReport, DlqError> {
         verify::verify(&self.conn())
@@ -155,7 +186,10 @@ impl DeadLetterStore for SqliteDlq {
 
 fn id_values(ids: &[LetterId]) -> (String, Vec<Value>) {
     let marks = vec!["?"; ids.len()].join(", ");
-    (marks, ids.iter().map(|i| Value::Text(i.to_string())).collect())
+    (
+        marks,
+        ids.iter().map(|i| Value::Text(i.to_string())).collect(),
+    )
 }
 
 impl DlqQuery for SqliteDlq {

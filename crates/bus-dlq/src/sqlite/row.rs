@@ -1,6 +1,8 @@
 //! One letter as a database row, and back.
 
-use crate::record::{LetterState, LetterSummary, StoredLetter, first_failure_at, from_nanos, to_nanos};
+use crate::record::{
+    LetterState, LetterSummary, StoredLetter, first_failure_at, from_nanos, to_nanos,
+};
 use bus_core::{AttemptRecord, Bytes, DeadLetter, DeadLetterReason, DlqError, Envelope, Topic};
 use bus_errors::ErrorReport;
 use rusqlite::{Row as SqlRow, params};
@@ -59,12 +61,24 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, DlqError> {
 impl EncodedRow {
     /// Encodes a freshly pushed letter.
     pub(crate) fn from_letter(letter: &DeadLetter) -> Result<Self, DlqError> {
-        Self::encode(letter, crate::record::letter_signature(letter), LetterState::Dead, None, None)
+        Self::encode(
+            letter,
+            crate::record::letter_signature(letter),
+            LetterState::Dead,
+            None,
+            None,
+        )
     }
 
     /// Encodes a stored letter as it is (import).
     pub(crate) fn from_stored(s: &StoredLetter) -> Result<Self, DlqError> {
-        Self::encode(&s.letter, s.signature.clone(), s.state, s.replayed_at, s.replay_topic.as_ref())
+        Self::encode(
+            &s.letter,
+            s.signature.clone(),
+            s.state,
+            s.replayed_at,
+            s.replay_topic.as_ref(),
+        )
     }
 
     fn encode(
@@ -82,8 +96,8 @@ impl EncodedRow {
         let report_json = json(&letter.report)?;
         let reason_json = json(&letter.reason)?;
         let payload = letter.envelope.payload.clone();
-        let bytes = (payload.len() + envelope_json.len() + history_json.len() + report_json.len())
-            as u64;
+        let bytes =
+            (payload.len() + envelope_json.len() + history_json.len() + report_json.len()) as u64;
         Ok(Self {
             id: letter.id.to_string(),
             message_id: letter.envelope.id.to_string(),
@@ -152,7 +166,11 @@ fn col<T: rusqlite::types::FromSql>(r: &SqlRow<'_>, i: usize, what: &str) -> Res
     r.get(i).map_err(|e| bad(what, e))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(r: &SqlRow<'_>, i: usize, what: &str) -> Result<T, DlqError> {
+fn parse<T: serde::de::DeserializeOwned>(
+    r: &SqlRow<'_>,
+    i: usize,
+    what: &str,
+) -> Result<T, DlqError> {
     let text: String = col(r, i, what)?;
     serde_json::from_str(&text).map_err(|e| bad(what, e))
 }

@@ -145,7 +145,11 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), DlqError
         .map_err(db_err)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(DlqError::Other(
-            format!("could not switch {} to WAL mode (got {mode})", path.display()).into(),
+            format!(
+                "could not switch {} to WAL mode (got {mode})",
+                path.display()
+            )
+            .into(),
         ));
     }
     restrict_side_files(path)?;
@@ -154,7 +158,11 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), DlqError
 }
 
 fn migrate(conn: &mut Connection, from: i32) -> Result<(), DlqError> {
-    for (v, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(from).unwrap_or(0)) {
+    for (v, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(from).unwrap_or(0))
+    {
         let to = v + 1;
         let tx = conn.transaction().map_err(db_err)?;
         // Another process may have migrated meanwhile: re-check inside the lock.
@@ -176,12 +184,20 @@ fn migrate(conn: &mut Connection, from: i32) -> Result<(), DlqError> {
 
 /// Refuses a file whose tables do not have the columns this build reads.
 fn check_shape(conn: &Connection) -> Result<(), DlqError> {
-    conn.prepare(&format!("SELECT {} FROM letters LIMIT 0", super::row::FULL_COLUMNS))
-        .and_then(|_| conn.prepare("SELECT letters, bytes FROM totals LIMIT 0").map(|_| ()))
-        .map_err(|e| match e.sqlite_error_code() {
-            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => db_err(e),
-            _ => DlqError::Corrupt(format!("not a bus DLQ: tables do not match the schema ({e})")),
-        })
+    conn.prepare(&format!(
+        "SELECT {} FROM letters LIMIT 0",
+        super::row::FULL_COLUMNS
+    ))
+    .and_then(|_| {
+        conn.prepare("SELECT letters, bytes FROM totals LIMIT 0")
+            .map(|_| ())
+    })
+    .map_err(|e| match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => db_err(e),
+        _ => DlqError::Corrupt(format!(
+            "not a bus DLQ: tables do not match the schema ({e})"
+        )),
+    })
 }
 
 /// Sets the `-wal` and `-shm` files, when present, to 0600.

@@ -10,10 +10,16 @@ fn a_failed_commit_poisons_the_store_and_it_says_so() {
     dlq.fail_next_commit();
     let lost = letter("a", "x", 2);
     let err = dlq.push(&lost).unwrap_err();
-    assert!(matches!(err, DlqError::Poisoned(ref m) if m.contains("commit failed")), "{err}");
+    assert!(
+        matches!(err, DlqError::Poisoned(ref m) if m.contains("commit failed")),
+        "{err}"
+    );
     assert!(dlq.poisoned().is_some());
     // Every later push is refused, and the letter from the failed batch was not kept.
-    assert!(matches!(dlq.push(&letter("a", "x", 3)), Err(DlqError::Poisoned(_))));
+    assert!(matches!(
+        dlq.push(&letter("a", "x", 3)),
+        Err(DlqError::Poisoned(_))
+    ));
     assert_eq!(dlq.count(&Filter::all()).unwrap(), 1);
     assert!(dlq.get(lost.id).unwrap().is_none());
     drop(dlq);
@@ -61,4 +67,27 @@ fn pushing_the_same_letter_twice_keeps_one() {
     assert_eq!(dlq.push(&l).unwrap(), l.id);
     assert_eq!(dlq.push(&l).unwrap(), l.id);
     assert_eq!(dlq.count(&Filter::all()).unwrap(), 1);
+}
+
+#[test]
+fn push_many_commits_every_letter_and_reports_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(
+        DlqConfig::new(dir.path())
+            .with_max_letters(70)
+            .with_max_batch(16),
+    )
+    .unwrap();
+    let letters: Vec<_> = (0..80).map(|i| letter("a", "x", i)).collect();
+    let results = dlq.push_many(&letters);
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 70);
+    assert!(
+        results[70..]
+            .iter()
+            .all(|r| matches!(r, Err(DlqError::Full(_))))
+    );
+    for (l, r) in letters.iter().zip(&results).take(70) {
+        assert_eq!(r.as_ref().unwrap(), &l.id);
+        assert!(dlq.get(l.id).unwrap().is_some());
+    }
 }

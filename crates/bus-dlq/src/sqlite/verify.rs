@@ -46,7 +46,10 @@ pub(super) fn verify(conn: &Connection) -> Result<VerifyReport, DlqError> {
                 .push(r.get::<_, String>(0).unwrap_or_else(|e| e.to_string()));
         }
     }
-    let sql = format!("SELECT {}, CAST(id AS TEXT) FROM letters ORDER BY rowid", row::FULL_COLUMNS);
+    let sql = format!(
+        "SELECT {}, CAST(id AS TEXT) FROM letters ORDER BY rowid",
+        row::FULL_COLUMNS
+    );
     let mut stmt = conn.prepare(&sql).map_err(db_err)?;
     let mut rows = stmt.query([]).map_err(db_err)?;
     loop {

@@ -97,7 +97,12 @@ pub(crate) fn run(mut conn: Connection, rx: Receiver<Job>, shared: Arc<Shared>, 
     }
 }
 
-fn commit_batch(conn: &mut Connection, batch: &[Job], shared: &Shared, bounds: Bounds) -> Vec<Outcome> {
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &[Job],
+    shared: &Shared,
+    bounds: Bounds,
+) -> Vec<Outcome> {
     match insert_all(conn, batch, bounds) {
         Err(e) => {
             // Nothing was committed: the pushers keep their messages and the
@@ -131,7 +136,11 @@ fn commit_batch(conn: &mut Connection, batch: &[Job], shared: &Shared, bounds: B
 
 type Inserted<'c> = (Vec<Outcome>, rusqlite::Transaction<'c>);
 
-fn insert_all<'c>(conn: &'c mut Connection, batch: &[Job], bounds: Bounds) -> rusqlite::Result<Inserted<'c>> {
+fn insert_all<'c>(
+    conn: &'c mut Connection,
+    batch: &[Job],
+    bounds: Bounds,
+) -> rusqlite::Result<Inserted<'c>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let (mut letters, mut bytes): (i64, i64) =
         tx.query_row("SELECT letters, bytes FROM totals WHERE id = 1", [], |r| {

@@ -11,12 +11,15 @@ pub(crate) fn rich_letter(seed: u64) -> DeadLetter {
     let mut rng = fastrand::Rng::with_seed(seed);
     let payload: Vec<u8> = (0..rng.usize(0..2048)).map(|_| rng.u8(..)).collect();
     let t0 = UNIX_EPOCH + Duration::new(1_700_000_000 + seed, 123_456_789);
-    let mut env = Envelope::new(Topic::new(&format!("orders.t{}", seed % 3)).unwrap(), payload)
-        .with_priority(Priority::High)
-        .with_header("tenant", "acme")
-        .with_header("trace", format!("{seed:x}"))
-        .with_correlation_id(format!("req-{seed}"))
-        .with_content_type("application/octet-stream");
+    let mut env = Envelope::new(
+        Topic::new(&format!("orders.t{}", seed % 3)).unwrap(),
+        payload,
+    )
+    .with_priority(Priority::High)
+    .with_header("tenant", "acme")
+    .with_header("trace", format!("{seed:x}"))
+    .with_correlation_id(format!("req-{seed}"))
+    .with_content_type("application/octet-stream");
     env.created_at = t0;
     env.attempt = 3;
     for a in 1..=2 {
@@ -59,11 +62,22 @@ pub(crate) fn rich_letter(seed: u64) -> DeadLetter {
 }
 
 /// A plain letter: topic, category, component and message chosen by the caller.
-pub(crate) fn letter(topic: &str, category: ErrorCategory, component: &str, message: &str) -> DeadLetter {
+pub(crate) fn letter(
+    topic: &str,
+    category: ErrorCategory,
+    component: &str,
+    message: &str,
+) -> DeadLetter {
     let env = Envelope::new(Topic::new(topic).unwrap(), message.as_bytes().to_vec());
     let mut report = ErrorReport::new(Classification::of(category), component, message);
     report.error_type = format!("{category:?}Error");
-    DeadLetter::new(env, report, DeadLetterReason::RetriesExhausted, component, "g")
+    DeadLetter::new(
+        env,
+        report,
+        DeadLetterReason::RetriesExhausted,
+        component,
+        "g",
+    )
 }
 
 /// A letter dead-lettered at `at`.
