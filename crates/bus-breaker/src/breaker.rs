@@ -227,10 +227,12 @@ impl CircuitBreaker {
         nanos(self.clock.now().saturating_duration_since(self.base))
     }
 
+    #[inline]
     pub(crate) fn started(&self) -> Option<Instant> {
         self.slow_nanos.map(|_| self.clock.now())
     }
 
+    #[inline]
     pub(crate) fn elapsed_since(&self, started: Option<Instant>) -> Option<Duration> {
         started.map(|s| self.clock.now().saturating_duration_since(s))
     }
@@ -242,7 +244,12 @@ impl CircuitBreaker {
     /// Asks to run one call. Closed: one atomic load. The permit must be
     /// reported with [`Permit::success`], [`Permit::failure`] or
     /// [`Permit::ignore`]; dropping it unreported counts as ignored.
+    #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
+        let w = Word::unpack(self.state.load(Ordering::Acquire));
+        if w.kind == CircuitState::Closed {
+            return Ok(Permit::new(self, CircuitState::Closed, w.generation));
+        }
         self.acquire()
             .map(|(kind, generation)| Permit::new(self, kind, generation))
     }
@@ -303,6 +310,7 @@ impl CircuitBreaker {
     }
 
     /// Records how a call permitted in `(kind, generation)` ended.
+    #[inline]
     pub(crate) fn finish(&self, kind: CircuitState, generation: u64, verdict: Verdict) {
         match kind {
             CircuitState::Closed | CircuitState::MetricsOnly => {

@@ -24,6 +24,7 @@ pub struct Permit<'a> {
 }
 
 impl<'a> Permit<'a> {
+    #[inline]
     pub(crate) fn new(breaker: &'a CircuitBreaker, kind: CircuitState, generation: u64) -> Self {
         Self {
             breaker,
@@ -40,6 +41,7 @@ impl<'a> Permit<'a> {
         self.kind
     }
 
+    #[inline]
     fn finish(mut self, verdict: impl FnOnce(Option<Duration>) -> Verdict) {
         self.done = true;
         let elapsed = self.breaker.elapsed_since(self.started);
@@ -48,6 +50,7 @@ impl<'a> Permit<'a> {
     }
 
     /// The call succeeded (it is slow if it ran at least the slow-call threshold).
+    #[inline]
     pub fn success(self) {
         self.finish(Verdict::Success);
     }
