@@ -65,6 +65,16 @@ fn events(c: &mut Criterion) {
     let _ = other.join();
     g.finish();
 
+    // The same with a manual clock: the counting alone, without the cost of
+    // reading the system clock (Instant::now) on every event.
+    let manual = HealthMonitor::builder()
+        .with_clock(Arc::new(bus_core::time::ManualClock::new()))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.bench_function("on_event/acked/manual-clock", |b| {
+        b.iter(|| manual.on_event(black_box(&acked)))
+    });
+
     c.bench_function("report", |b| b.iter(|| black_box(monitor.report())));
 }
 
