@@ -22,16 +22,22 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod bus;
 pub mod dlq;
 mod envelope;
 pub mod guard;
 mod handler;
+pub mod memory;
 pub mod observe;
 pub mod recovery;
 pub mod time;
 mod topic;
 pub mod transport;
 
+pub use bus::{
+    Bus, BusBuilder, BusConfig, BusStats, ShutdownReport, SubscribeError, SubscriberBuilder,
+    SubscriptionHandle, Unrouted,
+};
 pub use dlq::{
     DeadLetter, DeadLetterReason, DeadLetterStore, DlqError, LetterId, MemoryDeadLetters,
 };

@@ -1,0 +1,103 @@
+//! The bus's ledger: live counters that account for every message.
+
+use crossbeam_utils::CachePadded;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A snapshot of the bus's counters.
+///
+/// The unit is a *delivery*: one copy of a message for one subscriber group
+/// (with one group per topic, a delivery is a message). A publish refused
+/// before reaching any group counts once, in `published` and
+/// `rejected_at_publish`.
+///
+/// Once the bus is idle or shut down:
+/// `published = acked + dead_lettered + rejected_at_publish + discarded_by_policy + returned_at_shutdown`,
+/// where `returned_at_shutdown` is zero unless the dead-letter store refused
+/// writes during shutdown (those messages are handed back in the
+/// [`ShutdownReport`](crate::ShutdownReport)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BusStats {
+    /// Every publish call, accepted or not (times the groups reached).
+    pub published: u64,
+    /// Deliveries a handler completed.
+    pub acked: u64,
+    /// Deliveries stored in the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Publishes refused (the publisher kept the message).
+    pub rejected_at_publish: u64,
+    /// Deliveries discarded by a configured policy (each logged).
+    pub discarded_by_policy: u64,
+    /// Deliveries handed back at shutdown because the DLQ refused them.
+    pub returned_at_shutdown: u64,
+    /// Handler failures (each one classified and reported).
+    pub failed: u64,
+    /// Of which, caught panics.
+    pub panics: u64,
+    /// Retries scheduled.
+    pub retried: u64,
+    /// Deliveries a guard refused and parked for later (not failures).
+    pub parked: u64,
+    /// Dead-letter writes that failed (the message stayed queued).
+    pub dlq_write_failures: u64,
+}
+
+impl BusStats {
+    /// Deliveries that reached an end: acked, dead-lettered, rejected,
+    /// discarded or returned.
+    pub fn settled(&self) -> u64 {
+        self.acked
+            + self.dead_lettered
+            + self.rejected_at_publish
+            + self.discarded_by_policy
+            + self.returned_at_shutdown
+    }
+
+    /// Deliveries not yet at an end (queued, in a handler, waiting to retry).
+    /// Zero once the bus is idle.
+    pub fn in_flight(&self) -> u64 {
+        self.published.saturating_sub(self.settled())
+    }
+
+    /// Whether the no-loss invariant holds exactly (only meaningful once idle).
+    pub fn invariant_holds(&self) -> bool {
+        self.published == self.settled()
+    }
+}
+
+macro_rules! counters {
+    ($($name:ident),* $(,)?) => {
+        /// Live counters, each on its own cache line.
+        #[derive(Debug, Default)]
+        pub(crate) struct Counters { $(pub(crate) $name: CachePadded<AtomicU64>,)* }
+
+        impl Counters {
+            pub(crate) fn snapshot(&self) -> BusStats {
+                BusStats { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters!(
+    published,
+    acked,
+    dead_lettered,
+    rejected_at_publish,
+    discarded_by_policy,
+    returned_at_shutdown,
+    failed,
+    panics,
+    retried,
+    parked,
+    dlq_write_failures,
+);
+
+pub(crate) fn add(c: &CachePadded<AtomicU64>, n: u64) {
+    c.fetch_add(n, Relaxed);
+}
+
+pub(crate) fn inc(c: &CachePadded<AtomicU64>) {
+    c.fetch_add(1, Relaxed);
+}

@@ -1,0 +1,267 @@
+//! The delivery pipeline, run by each worker thread: guard, handler (panics
+//! caught), classify, report, observe, decide, settle. Written once for every
+//! transport.
+
+use super::Shared;
+use super::stats::inc;
+use crate::dlq::DeadLetter;
+use crate::guard::{Guard, Outcome};
+use crate::observe::BusEvent;
+use crate::recovery::{Decision, Failure, Success};
+use crate::{AttemptRecord, Delivery, Handler, Message, Subscription, TransportError};
+use bus_errors::{ErrorContext, ErrorReport, HandlerError, PanicError};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+pub(super) struct Worker {
+    pub(super) shared: Arc<Shared>,
+    pub(super) sub: Box<dyn Subscription>,
+    pub(super) handler: Arc<dyn Handler>,
+    pub(super) guard: Arc<dyn Guard>,
+    pub(super) component: Arc<str>,
+    pub(super) group: Arc<str>,
+    pub(super) subscriber: Arc<super::Subscriber>,
+}
+
+/// Pushes a letter, tracking the store's health. On failure the letter is
+/// handed back so the caller can keep the message.
+pub(super) fn store_letter(shared: &Shared, letter: &DeadLetter) -> Result<(), Box<DeadLetter>> {
+    match shared.plugs.dlq.push(letter) {
+        Ok(_) => {
+            inc(&shared.counters.dead_lettered);
+            if shared.dlq_failing.swap(false, Ordering::AcqRel) {
+                shared.event(&BusEvent::DlqRecovered {
+                    component: &letter.component,
+                });
+            }
+            shared.event(&BusEvent::DeadLettered {
+                topic: &letter.envelope.topic,
+                component: &letter.component,
+                category: letter.report.category,
+                reason: &letter.reason,
+            });
+            Ok(())
+        }
+        Err(error) => {
+            inc(&shared.counters.dlq_write_failures);
+            shared.dlq_failing.store(true, Ordering::Release);
+            tracing::error!(%error, message_id = %letter.envelope.id, "dead-letter store refused a write; the message stays queued");
+            shared.event(&BusEvent::DlqWriteFailed {
+                component: &letter.component,
+                error: &error,
+            });
+            Err(Box::new(letter.clone()))
+        }
+    }
+}
+
+impl Worker {
+    pub(super) fn run(mut self) {
+        let poll = self.shared.config.poll_interval;
+        while !self.subscriber.stop.load(Ordering::Acquire) {
+            match self.sub.next(poll) {
+                Ok(Some(delivery)) => {
+                    // The pipeline does not panic, but plugs are user code: a
+                    // panicking plug must not kill the worker. The delivery,
+                    // dropped while unwinding, is redelivered (never lost).
+                    if catch_unwind(AssertUnwindSafe(|| self.process(delivery))).is_err() {
+                        tracing::error!(component = %self.component, "a bus plug panicked; the delivery will be redelivered");
+                        self.pause(poll);
+                    }
+                }
+                Ok(None) => {}
+                Err(TransportError::Closed) => break,
+                Err(error) => {
+                    tracing::warn!(%error, component = %self.component, "transport error while receiving");
+                    self.pause(poll);
+                }
+            }
+        }
+    }
+
+    // A paused worker waits without taking messages; stop ends the wait early.
+    fn pause(&self, d: Duration) {
+        let until = std::time::Instant::now() + d;
+        while !self.subscriber.stop.load(Ordering::Acquire) {
+            let now = std::time::Instant::now();
+            if now >= until {
+                break;
+            }
+            std::thread::park_timeout((until - now).min(Duration::from_millis(10)));
+        }
+    }
+
+    fn process(&self, delivery: Delivery) {
+        let s = &*self.shared;
+        let permit = match self.guard.try_acquire() {
+            Ok(p) => p,
+            Err(rejected) => {
+                // An open breaker parks the message; it is not a failure.
+                inc(&s.counters.parked);
+                s.event(&BusEvent::Parked {
+                    component: &self.component,
+                    state: rejected.state,
+                    retry_after: rejected.retry_after,
+                });
+                delivery.nak(rejected.retry_after.max(Duration::from_millis(1)));
+                return;
+            }
+        };
+        let deadline = s.plugs.recovery.handler_deadline(&self.component);
+        let started = s.plugs.clock.now();
+        let result = {
+            let msg = Message::new(delivery.envelope(), &self.component, deadline);
+            catch_unwind(AssertUnwindSafe(|| self.handler.handle(&msg)))
+        };
+        let elapsed = s.plugs.clock.now().saturating_duration_since(started);
+        let (error, panicked) = match result {
+            Ok(Ok(())) => {
+                self.guard.record(permit, Outcome::Success { elapsed });
+                let env = delivery.envelope();
+                s.plugs
+                    .recovery
+                    .on_success(&Success::new(env, &self.component, elapsed));
+                let latency = SystemTime::now()
+                    .duration_since(env.created_at)
+                    .unwrap_or_default();
+                s.event(&BusEvent::Acked {
+                    topic: &env.topic,
+                    component: &self.component,
+                    latency,
+                    handler_time: elapsed,
+                    attempt: env.attempt,
+                });
+                delivery.ack();
+                inc(&s.counters.acked);
+                return;
+            }
+            Ok(Err(e)) => (e, false),
+            Err(payload) => (
+                HandlerError::from(PanicError::from_payload(&*payload)),
+                true,
+            ),
+        };
+        self.fail(delivery, permit, &error, panicked, elapsed);
+    }
+
+    fn fail(
+        &self,
+        mut delivery: Delivery,
+        permit: crate::Permit,
+        error: &HandlerError,
+        panicked: bool,
+        elapsed: Duration,
+    ) {
+        let s = &*self.shared;
+        inc(&s.counters.failed);
+        if panicked {
+            inc(&s.counters.panics);
+        }
+        let env = delivery.envelope();
+        let ctx = ErrorContext::new(&self.component)
+            .with_topic(env.topic.as_str())
+            .with_attempt(env.attempt);
+        let class = s.plugs.classifier.classify(error.as_error(), &ctx);
+        self.guard
+            .record(permit, Outcome::Failure { elapsed, class });
+
+        let mut report = ErrorReport::from_error(error, class, &*self.component)
+            .with_topic(env.topic.as_str())
+            .with_message_id(env.id)
+            .with_attempt(env.attempt);
+        if let Some(c) = &env.correlation_id {
+            report.correlation_id = Some(c.clone());
+        }
+        report.retry_count = env.retries();
+        s.config.sanitizer.sanitize(&mut report);
+
+        let decision = s.plugs.recovery.decide(&mut Failure::new(
+            &report,
+            delivery.envelope_mut(),
+            &self.component,
+            elapsed,
+        ));
+        let (attempted, successful) = match decision {
+            Decision::Retry { .. } | Decision::Reconnect { .. } => (true, None),
+            _ => (report.retry_count > 0, Some(false)),
+        };
+        report.record_recovery(attempted, successful, decision.describe());
+        s.plugs.sink.record(&report);
+        s.event(&BusEvent::Failed { report: &report });
+
+        let env = delivery.envelope_mut();
+        env.history.push(AttemptRecord {
+            attempt: env.attempt,
+            at: report.timestamp,
+            component: self.component.to_string(),
+            category: report.category,
+            severity: report.severity,
+            error_type: report.error_type.clone(),
+            message: report.message.clone(),
+            decision: decision.describe(),
+        });
+
+        match decision {
+            Decision::Retry { after } | Decision::Reconnect { after } => {
+                if matches!(decision, Decision::Reconnect { .. })
+                    && let Err(e) = s.transport.reconnect()
+                {
+                    tracing::warn!(error = %e, component = %self.component, "reconnect failed; retrying anyway");
+                }
+                let env = delivery.envelope_mut();
+                let failed_attempt = env.attempt;
+                env.attempt += 1;
+                inc(&s.counters.retried);
+                s.event(&BusEvent::Retried {
+                    topic: &delivery.envelope().topic,
+                    component: &self.component,
+                    attempt: failed_attempt,
+                    delay: after,
+                });
+                delivery.nak(after);
+            }
+            Decision::DeadLetter { ref reason } | Decision::Escalate { ref reason } => {
+                let escalate = matches!(decision, Decision::Escalate { .. });
+                let letter = DeadLetter::new(
+                    delivery.envelope().clone(),
+                    report,
+                    reason.clone(),
+                    &*self.component,
+                    &*self.group,
+                );
+                match store_letter(s, &letter) {
+                    Ok(()) => {
+                        if escalate {
+                            tracing::error!(message_id = %letter.envelope.id, component = %self.component, category = %letter.report.category, escalated = true, "failure escalated");
+                            s.event(&BusEvent::Escalated {
+                                report: &letter.report,
+                            });
+                        }
+                        delivery.term();
+                    }
+                    Err(_) => {
+                        // Keep the message: undo this attempt's record, redeliver
+                        // after a pause, and pause this worker meanwhile.
+                        delivery.envelope_mut().history.pop();
+                        let wait = s.config.dlq_retry_delay;
+                        delivery.nak(wait);
+                        self.pause(wait);
+                    }
+                }
+            }
+            Decision::Discard { reason } => {
+                let env = delivery.envelope();
+                tracing::warn!(message_id = %env.id, topic = %env.topic, component = %self.component, %reason, "message discarded by recovery policy");
+                inc(&s.counters.discarded_by_policy);
+                s.event(&BusEvent::Discarded {
+                    topic: &env.topic,
+                    component: &self.component,
+                    reason: &reason,
+                });
+                delivery.term();
+            }
+        }
+    }
+}

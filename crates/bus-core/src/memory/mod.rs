@@ -1,0 +1,308 @@
+//! The embedded transport: in-process, bounded, with priority lanes,
+//! consumer groups and a timer for delayed redeliveries.
+
+mod queue;
+mod timer;
+
+use crate::time::{SharedClock, system_clock};
+use crate::{
+    Delivery, Envelope, PublishError, QueueDepth, Receipt, SubscribeOptions, Subscription, Topic,
+    Transport, TransportError,
+};
+use arc_swap::ArcSwap;
+use queue::{GroupQueue, GroupSettler};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use timer::TimerHandle;
+
+struct Group {
+    queue: Arc<GroupQueue>,
+    settler: Arc<GroupSettler>,
+}
+
+/// The in-process [`Transport`]: the embedded default.
+///
+/// Each consumer group of a topic has its own bounded queue with four
+/// priority lanes; members of a group compete for its messages, and every
+/// group gets a copy of every message. A group's queue outlives its members,
+/// so a subscriber that closes and comes back finds what was published
+/// meanwhile. A publish either reaches every group of the topic or none
+/// (then the publisher gets the message back in the error). Delayed naks wait
+/// on one timer thread.
+///
+/// ```
+/// use bus_core::memory::MemoryTransport;
+/// use bus_core::{Envelope, SubscribeOptions, Topic, Transport};
+/// use std::time::Duration;
+///
+/// let transport = MemoryTransport::new();
+/// let topic = Topic::new("orders").unwrap();
+/// let mut sub = transport.subscribe(&topic, &SubscribeOptions::group("billing")).unwrap();
+/// transport.publish(Envelope::new(topic, &b"hi"[..]), Duration::from_secs(1)).unwrap();
+/// let delivery = sub.next(Duration::from_secs(1)).unwrap().unwrap();
+/// assert_eq!(&delivery.envelope().payload[..], b"hi");
+/// delivery.ack();
+/// ```
+pub struct MemoryTransport {
+    // Copy-on-write routing table: publishers read it without a lock;
+    // subscribing (rare) swaps in a new one.
+    routes: ArcSwap<HashMap<Topic, Arc<Vec<Arc<Group>>>>>,
+    subscribe_lock: Mutex<()>,
+    timer: TimerHandle,
+    timer_thread: Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for MemoryTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryTransport")
+            .field("topics", &self.routes.load().len())
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Default for MemoryTransport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryTransport {
+    /// A transport on the system clock.
+    ///
+    /// # Panics
+    /// If the timer thread cannot be spawned (the OS is out of threads).
+    pub fn new() -> Self {
+        Self::with_clock(system_clock())
+    }
+
+    /// A transport whose delayed redeliveries follow `clock` (use a
+    /// [`ManualClock`](crate::time::ManualClock) in tests).
+    ///
+    /// # Panics
+    /// If the timer thread cannot be spawned.
+    pub fn with_clock(clock: SharedClock) -> Self {
+        Self::try_with_clock(clock)
+            .unwrap_or_else(|e| panic!("cannot spawn the bus timer thread: {e}"))
+    }
+
+    /// Like [`with_clock`](Self::with_clock), returning an error instead of panicking.
+    pub fn try_with_clock(clock: SharedClock) -> std::io::Result<Self> {
+        let (timer, join) = timer::spawn(clock)?;
+        Ok(Self {
+            routes: ArcSwap::from_pointee(HashMap::new()),
+            subscribe_lock: Mutex::new(()),
+            timer,
+            timer_thread: Mutex::new(Some(join)),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn group(
+        &self,
+        topic: &Topic,
+        options: &SubscribeOptions,
+    ) -> Result<Arc<Group>, TransportError> {
+        if options.group.is_empty() {
+            return Err(TransportError::InvalidOptions("group name is empty".into()));
+        }
+        if options.capacity == 0 {
+            return Err(TransportError::InvalidOptions(
+                "capacity must be at least 1".into(),
+            ));
+        }
+        let _guard = self
+            .subscribe_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let routes = self.routes.load();
+        if let Some(existing) = routes
+            .get(topic)
+            .and_then(|gs| gs.iter().find(|g| *g.queue.name == *options.group))
+        {
+            return Ok(Arc::clone(existing));
+        }
+        let queue = Arc::new(GroupQueue::new(
+            topic.clone(),
+            &options.group,
+            options.capacity,
+            options.overflow,
+        ));
+        let settler = Arc::new(GroupSettler {
+            group: Arc::clone(&queue),
+            timer: self.timer.clone(),
+        });
+        let group = Arc::new(Group { queue, settler });
+        let mut next: HashMap<_, _> = (**routes).clone();
+        let mut groups: Vec<Arc<Group>> =
+            next.get(topic).map(|g| (**g).clone()).unwrap_or_default();
+        groups.push(Arc::clone(&group));
+        next.insert(topic.clone(), Arc::new(groups));
+        self.routes.store(Arc::new(next));
+        Ok(group)
+    }
+}
+
+impl Transport for MemoryTransport {
+    fn publish(&self, envelope: Envelope, timeout: Duration) -> Result<Receipt, PublishError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PublishError::Closed { envelope });
+        }
+        let routes = self.routes.load();
+        let Some(groups) = routes.get(&envelope.topic).filter(|g| !g.is_empty()) else {
+            return Err(PublishError::NoSubscribers { envelope });
+        };
+
+        // Phase 1: reserve room in every group, so the publish is all or nothing.
+        enum Slot {
+            Reserved,
+            Evicted(Envelope),
+            Spill,
+            Discard,
+        }
+        let mut slots: Vec<Slot> = Vec::with_capacity(groups.len());
+        for g in groups.iter() {
+            let slot = match g.queue.reserve(envelope.priority, timeout) {
+                Ok(None) => Slot::Reserved,
+                Ok(Some(victim)) => Slot::Evicted(victim),
+                Err(()) => match g.queue.overflow {
+                    crate::OverflowPolicy::DeadLetter => Slot::Spill,
+                    crate::OverflowPolicy::DiscardLowest => Slot::Discard,
+                    _ => {
+                        // Refused: give back what was reserved and hand the message back.
+                        for (prev, s) in groups.iter().zip(slots) {
+                            match s {
+                                Slot::Reserved => prev.queue.unreserve(),
+                                // The evicted message cannot be un-evicted into its
+                                // old place; re-enqueue it (it keeps its slot).
+                                Slot::Evicted(victim) => prev.queue.push_reserved(victim),
+                                Slot::Spill | Slot::Discard => {}
+                            }
+                        }
+                        return Err(PublishError::QueueFull {
+                            envelope,
+                            group: g.queue.name.to_string(),
+                            accepted_copies: 0,
+                        });
+                    }
+                },
+            };
+            slots.push(slot);
+        }
+
+        // Phase 2: hand out copies (the last group gets the original).
+        let mut receipt = Receipt {
+            copies: u32::try_from(groups.len()).unwrap_or(u32::MAX),
+            ..Receipt::default()
+        };
+        let last = groups.len() - 1;
+        let mut original = Some(envelope);
+        for (i, (g, slot)) in groups.iter().zip(slots).enumerate() {
+            let copy = if i == last {
+                original.take()
+            } else {
+                original.clone()
+            };
+            let Some(copy) = copy else { break };
+            let name = Arc::clone(&g.queue.name);
+            match slot {
+                Slot::Reserved => g.queue.push_reserved(copy),
+                Slot::Evicted(victim) => {
+                    g.queue.push_reserved(copy);
+                    receipt.discarded.push((name, victim));
+                }
+                Slot::Spill => receipt.spilled.push((name, copy)),
+                Slot::Discard => receipt.discarded.push((name, copy)),
+            }
+        }
+        Ok(receipt)
+    }
+
+    fn subscribe(
+        &self,
+        topic: &Topic,
+        options: &SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>, TransportError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(TransportError::Closed);
+        }
+        let group = self.group(topic, options)?;
+        Ok(Box::new(MemorySubscription { group }))
+    }
+
+    fn queue_depths(&self) -> Vec<QueueDepth> {
+        let routes = self.routes.load();
+        let mut out: Vec<QueueDepth> = routes
+            .values()
+            .flat_map(|gs| gs.iter())
+            .map(|g| QueueDepth {
+                topic: g.queue.topic.to_string(),
+                group: g.queue.name.to_string(),
+                depth: g.queue.depth(),
+                capacity: g.queue.capacity,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.topic, &a.group).cmp(&(&b.topic, &b.group)));
+        out
+    }
+
+    fn close(&self) -> Vec<(Arc<str>, Envelope)> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        let mut left = self.timer.close();
+        if let Some(join) = self
+            .timer_thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = join.join();
+        }
+        for g in self.routes.load().values().flat_map(|gs| gs.iter()) {
+            let name = &g.queue.name;
+            left.extend(g.queue.drain().into_iter().map(|e| (Arc::clone(name), e)));
+        }
+        left
+    }
+}
+
+impl Drop for MemoryTransport {
+    fn drop(&mut self) {
+        // Stop the timer thread; anything still parked is released into its
+        // queue (and dropped with it, as the owner chose not to close).
+        if let Some(join) = self
+            .timer_thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = self.timer.close();
+            let _ = join.join();
+        }
+    }
+}
+
+struct MemorySubscription {
+    group: Arc<Group>,
+}
+
+impl Subscription for MemorySubscription {
+    fn next(&mut self, timeout: Duration) -> Result<Option<Delivery>, TransportError> {
+        match self.group.queue.pop(timeout) {
+            Some(env) => {
+                let settler: Arc<dyn crate::Settle> = self.group.settler.clone();
+                Ok(Some(Delivery::new(env, 0, settler)))
+            }
+            None if self.group.queue.is_closed() => Err(TransportError::Closed),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,335 @@
+use super::*;
+use crate::time::ManualClock;
+use crate::{OverflowPolicy, Priority};
+
+const T: Duration = Duration::from_millis(200);
+const SHORT: Duration = Duration::from_millis(20);
+
+fn topic() -> Topic {
+    Topic::new("t").unwrap()
+}
+
+fn env(p: Priority, tag: &str) -> Envelope {
+    Envelope::new(topic(), tag.as_bytes().to_vec()).with_priority(p)
+}
+
+fn tag(d: &Delivery) -> String {
+    String::from_utf8(d.envelope().payload.to_vec()).unwrap()
+}
+
+/// Takes the next delivery and acks it, returning its tag.
+fn take(s: &mut Box<dyn Subscription>) -> String {
+    let d = s.next(T).unwrap().expect("a delivery");
+    let t = tag(&d);
+    d.ack();
+    t
+}
+
+fn opts(group: &str, cap: usize, overflow: OverflowPolicy) -> SubscribeOptions {
+    SubscribeOptions::group(group)
+        .with_capacity(cap)
+        .with_overflow(overflow)
+}
+
+#[test]
+fn highest_priority_is_delivered_first_and_fifo_within_a_lane() {
+    let t = MemoryTransport::new();
+    let mut s = t
+        .subscribe(&topic(), &SubscribeOptions::group("g"))
+        .unwrap();
+    for (p, name) in [
+        (Priority::Low, "l"),
+        (Priority::Normal, "n1"),
+        (Priority::Critical, "c"),
+        (Priority::Normal, "n2"),
+        (Priority::High, "h"),
+    ] {
+        t.publish(env(p, name), T).unwrap();
+    }
+    let order: Vec<String> = (0..5)
+        .map(|_| {
+            let d = s.next(T).unwrap().unwrap();
+            let n = tag(&d);
+            d.ack();
+            n
+        })
+        .collect();
+    assert_eq!(order, ["c", "h", "n1", "n2", "l"]);
+    assert!(s.next(SHORT).unwrap().is_none());
+}
+
+#[test]
+fn every_group_gets_every_message_and_members_of_a_group_share() {
+    let t = MemoryTransport::new();
+    let mut a1 = t
+        .subscribe(&topic(), &SubscribeOptions::group("a"))
+        .unwrap();
+    let mut a2 = t
+        .subscribe(&topic(), &SubscribeOptions::group("a"))
+        .unwrap();
+    let mut b = t
+        .subscribe(&topic(), &SubscribeOptions::group("b"))
+        .unwrap();
+    for i in 0..10 {
+        let r = t.publish(env(Priority::Normal, &i.to_string()), T).unwrap();
+        assert_eq!(r.copies, 2);
+    }
+    let mut got_a = Vec::new();
+    for _ in 0..5 {
+        got_a.push(take(&mut a1));
+        got_a.push(take(&mut a2));
+    }
+    got_a.sort();
+    let mut want: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    want.sort();
+    assert_eq!(got_a, want);
+    let got_b: Vec<String> = (0..10).map(|_| take(&mut b)).collect();
+    assert_eq!(got_b, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
+}
+
+#[test]
+fn publish_without_subscribers_hands_the_message_back() {
+    let t = MemoryTransport::new();
+    let e = env(Priority::Normal, "x");
+    let id = e.id;
+    let err = t.publish(e, T).unwrap_err();
+    assert!(matches!(&err, PublishError::NoSubscribers { envelope } if envelope.id == id));
+}
+
+#[test]
+fn reject_policy_refuses_at_once_and_returns_the_message() {
+    let t = MemoryTransport::new();
+    let _s = t
+        .subscribe(&topic(), &opts("g", 2, OverflowPolicy::Reject))
+        .unwrap();
+    t.publish(env(Priority::Normal, "1"), T).unwrap();
+    t.publish(env(Priority::Normal, "2"), T).unwrap();
+    let err = t.publish(env(Priority::Normal, "3"), T).unwrap_err();
+    match err {
+        PublishError::QueueFull {
+            envelope, group, ..
+        } => {
+            assert_eq!(group, "g");
+            assert_eq!(&envelope.payload[..], b"3");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(t.queue_depths()[0].depth, 2);
+}
+
+#[test]
+fn block_policy_waits_for_room_then_rejects() {
+    let t = Arc::new(MemoryTransport::new());
+    let mut s = t
+        .subscribe(
+            &topic(),
+            &opts(
+                "g",
+                1,
+                OverflowPolicy::Block {
+                    timeout: Duration::from_secs(5),
+                },
+            ),
+        )
+        .unwrap();
+    t.publish(env(Priority::Normal, "1"), T).unwrap();
+    // Full: a publish with a short timeout gives up.
+    assert!(matches!(
+        t.publish(env(Priority::Normal, "2"), SHORT),
+        Err(PublishError::QueueFull { .. })
+    ));
+    // A blocked publisher proceeds as soon as a consumer makes room.
+    let t2 = Arc::clone(&t);
+    let publisher =
+        std::thread::spawn(move || t2.publish(env(Priority::Normal, "3"), Duration::from_secs(5)));
+    let d = s.next(T).unwrap().unwrap();
+    assert_eq!(tag(&d), "1");
+    d.ack();
+    assert!(publisher.join().unwrap().is_ok());
+    assert_eq!(take(&mut s), "3");
+}
+
+#[test]
+fn dead_letter_policy_accepts_and_spills_the_copy() {
+    let t = MemoryTransport::new();
+    let _s = t
+        .subscribe(&topic(), &opts("g", 1, OverflowPolicy::DeadLetter))
+        .unwrap();
+    t.publish(env(Priority::Normal, "1"), T).unwrap();
+    let r = t.publish(env(Priority::Normal, "2"), T).unwrap();
+    assert_eq!(r.copies, 1);
+    assert_eq!(r.spilled.len(), 1);
+    assert_eq!(&r.spilled[0].1.payload[..], b"2");
+    assert_eq!(&*r.spilled[0].0, "g");
+}
+
+#[test]
+fn discard_lowest_evicts_the_oldest_lower_priority_message() {
+    let t = MemoryTransport::new();
+    let mut s = t
+        .subscribe(&topic(), &opts("g", 2, OverflowPolicy::DiscardLowest))
+        .unwrap();
+    t.publish(env(Priority::Low, "low1"), T).unwrap();
+    t.publish(env(Priority::Normal, "n"), T).unwrap();
+    let r = t.publish(env(Priority::High, "h"), T).unwrap();
+    assert_eq!(r.discarded.len(), 1);
+    assert_eq!(&r.discarded[0].1.payload[..], b"low1");
+    // The incoming message is itself discarded when nothing lower is queued.
+    let r = t.publish(env(Priority::Low, "low2"), T).unwrap();
+    assert_eq!(&r.discarded[0].1.payload[..], b"low2");
+    assert_eq!(take(&mut s), "h");
+    assert_eq!(take(&mut s), "n");
+    assert!(s.next(SHORT).unwrap().is_none());
+}
+
+#[test]
+fn a_publish_refused_by_one_group_reaches_no_group() {
+    let t = MemoryTransport::new();
+    let mut a = t
+        .subscribe(&topic(), &opts("a", 10, OverflowPolicy::Reject))
+        .unwrap();
+    let _b = t
+        .subscribe(&topic(), &opts("b", 1, OverflowPolicy::Reject))
+        .unwrap();
+    t.publish(env(Priority::Normal, "1"), T).unwrap();
+    assert!(
+        matches!(t.publish(env(Priority::Normal, "2"), T), Err(PublishError::QueueFull { ref group, .. }) if group == "b")
+    );
+    assert_eq!(take(&mut a), "1");
+    assert!(
+        a.next(SHORT).unwrap().is_none(),
+        "group a must not get the refused message"
+    );
+}
+
+#[test]
+fn nak_with_delay_waits_for_the_clock() {
+    let clock = ManualClock::new();
+    let t = MemoryTransport::with_clock(Arc::new(clock.clone()));
+    let mut s = t
+        .subscribe(&topic(), &SubscribeOptions::group("g"))
+        .unwrap();
+    t.publish(env(Priority::Normal, "x"), T).unwrap();
+    s.next(T).unwrap().unwrap().nak(Duration::from_secs(30));
+    assert_eq!(
+        t.queue_depths()[0].depth,
+        1,
+        "parked messages count in depth"
+    );
+    assert!(
+        s.next(Duration::from_millis(50)).unwrap().is_none(),
+        "redelivered before its time"
+    );
+    clock.advance(Duration::from_secs(30));
+    let d = s
+        .next(Duration::from_secs(5))
+        .unwrap()
+        .expect("redelivered after the delay");
+    assert_eq!(tag(&d), "x");
+}
+
+#[test]
+fn a_dropped_delivery_is_redelivered() {
+    let t = MemoryTransport::new();
+    let mut s = t
+        .subscribe(&topic(), &SubscribeOptions::group("g"))
+        .unwrap();
+    t.publish(env(Priority::Normal, "x"), T).unwrap();
+    drop(s.next(T).unwrap().unwrap());
+    assert_eq!(take(&mut s), "x");
+}
+
+#[test]
+fn close_returns_queued_and_parked_messages_and_refuses_more() {
+    let t = MemoryTransport::new();
+    let mut s = t
+        .subscribe(&topic(), &SubscribeOptions::group("g"))
+        .unwrap();
+    for i in 0..3 {
+        t.publish(env(Priority::Normal, &i.to_string()), T).unwrap();
+    }
+    s.next(T).unwrap().unwrap().nak(Duration::from_secs(3600));
+    let left = t.close();
+    let mut tags: Vec<String> = left
+        .iter()
+        .map(|(_, e)| String::from_utf8(e.payload.to_vec()).unwrap())
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["0", "1", "2"]);
+    assert!(matches!(
+        t.publish(env(Priority::Normal, "late"), T),
+        Err(PublishError::Closed { .. })
+    ));
+    assert!(matches!(s.next(SHORT), Err(TransportError::Closed)));
+}
+
+#[test]
+fn a_group_keeps_its_messages_while_no_member_is_subscribed() {
+    let t = MemoryTransport::new();
+    drop(
+        t.subscribe(&topic(), &SubscribeOptions::group("g"))
+            .unwrap(),
+    );
+    t.publish(env(Priority::Normal, "kept"), T).unwrap();
+    let mut again = t
+        .subscribe(&topic(), &SubscribeOptions::group("g"))
+        .unwrap();
+    assert_eq!(take(&mut again), "kept");
+}
+
+#[test]
+fn many_publishers_and_consumers_lose_nothing() {
+    let t = Arc::new(MemoryTransport::new());
+    let subs: Vec<_> = (0..3)
+        .map(|_| {
+            t.subscribe(
+                &topic(),
+                &opts(
+                    "g",
+                    64,
+                    OverflowPolicy::Block {
+                        timeout: Duration::from_secs(10),
+                    },
+                ),
+            )
+            .unwrap()
+        })
+        .collect();
+    let publishers: Vec<_> = (0..4)
+        .map(|p| {
+            let t = Arc::clone(&t);
+            std::thread::spawn(move || {
+                for i in 0..2_000 {
+                    let prio = Priority::ALL[i % 4];
+                    t.publish(env(prio, &format!("{p}-{i}")), Duration::from_secs(10))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    let consumers: Vec<_> = subs
+        .into_iter()
+        .map(|mut s| {
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while let Ok(Some(d)) = s.next(Duration::from_millis(300)) {
+                    seen.push(tag(&d));
+                    d.ack();
+                }
+                seen
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.join().unwrap();
+    }
+    let mut all: Vec<String> = consumers
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, all.len(), "duplicates delivered");
+    assert_eq!(all.len(), 8_000);
+}
