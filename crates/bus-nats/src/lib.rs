@@ -1,0 +1,3 @@
+//! The bus over NATS JetStream.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
