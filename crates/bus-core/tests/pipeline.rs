@@ -1,0 +1,569 @@
+//! The delivery pipeline end to end on the memory transport: every failure
+//! path, and the ledger checked exactly.
+
+use bus_core::time::ManualClock;
+use bus_core::{
+    Bus, BusConfig, DeadLetterReason, Decision, Envelope, Failure, Guard, GuardProvider,
+    MemoryDeadLetters, Message, NoRetry, Outcome, OverflowPolicy, Permit, Priority, PublishError,
+    RecoveryPolicy, Rejected, SimpleRetry, Topic, TopicError, Unrouted,
+};
+use bus_errors::{ErrorCategory, HandlerError};
+use bus_test::{
+    FaultInjector, FlakyHandler, FlakyStore, RecordingObserver, Script, assert_invariant,
+    wait_until,
+};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(20);
+
+fn retry(delay_ms: u64, max_retries: u32) -> Arc<SimpleRetry> {
+    Arc::new(SimpleRetry {
+        max_retries,
+        delay: Duration::from_millis(delay_ms),
+    })
+}
+
+#[test]
+fn many_publishers_with_failing_and_panicking_handlers_account_for_every_message() {
+    let dlq = MemoryDeadLetters::new();
+    let bus = Bus::builder()
+        .recovery(retry(1, 2))
+        .dead_letters(Arc::new(dlq.clone()))
+        .build();
+    let faults = FaultInjector::new(42)
+        .transient(0.2)
+        .poison(0.05)
+        .panics(0.05);
+    for (name, workers) in [("billing", 3), ("audit", 2)] {
+        bus.subscriber(name)
+            .topic("orders")
+            .workers(workers)
+            .capacity(256)
+            .start(faults.handler())
+            .unwrap();
+    }
+    let publishers: Vec<_> = (0..4)
+        .map(|_| {
+            let bus = bus.clone();
+            std::thread::spawn(move || {
+                let mut ids = Vec::new();
+                for i in 0..1_500_u32 {
+                    ids.push(bus.publish("orders", i.to_le_bytes().to_vec()).unwrap());
+                }
+                ids
+            })
+        })
+        .collect();
+    let ids: Vec<_> = publishers
+        .into_iter()
+        .flat_map(|p| p.join().unwrap())
+        .collect();
+    let report = bus.shutdown(LONG);
+    assert!(report.drained, "not drained: {report:?}");
+    let s = report.stats;
+    assert_invariant(&s);
+    assert_eq!(s.published, 2 * 6_000, "two groups, one copy each");
+    assert_eq!(s.dead_lettered as usize, dlq.len());
+
+    // Exactly the poison and panicking messages were dead-lettered, in each group;
+    // every transient one recovered.
+    let expected_dead: usize = ids
+        .iter()
+        .filter(|id| {
+            !matches!(
+                faults.fault_for(**id),
+                bus_test::Fault::Clean | bus_test::Fault::Transient(_)
+            )
+        })
+        .count();
+    assert_eq!(dlq.len(), 2 * expected_dead);
+    assert_eq!(s.acked as usize, 2 * (ids.len() - expected_dead));
+    let panics = ids
+        .iter()
+        .filter(|id| faults.fault_for(**id) == bus_test::Fault::Panic)
+        .count();
+    assert_eq!(
+        s.panics as usize,
+        2 * panics * 3,
+        "each panicking message is tried 3 times per group"
+    );
+    for letter in dlq.letters() {
+        assert_eq!(letter.reason, DeadLetterReason::RetriesExhausted);
+        assert_eq!(
+            letter.envelope.history.len(),
+            3,
+            "history of all three attempts"
+        );
+    }
+}
+
+#[test]
+fn a_handler_failing_twice_then_succeeding_is_acked_after_exactly_two_retries() {
+    let observer = RecordingObserver::new();
+    let bus = Bus::builder()
+        .recovery(retry(1, 5))
+        .observer(observer.clone())
+        .build();
+    let handler = FlakyHandler::new(Script::fail_then_ok(2, ErrorCategory::Timeout));
+    bus.subscriber("s")
+        .topic("t")
+        .start(handler.clone())
+        .unwrap();
+    let id = bus.publish("t", &b"x"[..]).unwrap();
+    let s = bus.shutdown(LONG).stats;
+    assert_invariant(&s);
+    assert_eq!(
+        (s.acked, s.failed, s.retried, s.dead_lettered),
+        (1, 2, 2, 0)
+    );
+    assert_eq!(handler.attempts_of(id), Some(3));
+    let reports = observer.reports();
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[1].attempt, 2);
+    assert_eq!(reports[1].retry_count, 1);
+    assert!(reports[1].recovery_attempted);
+    assert_eq!(reports[1].category, ErrorCategory::Timeout);
+    assert_eq!(observer.count("retried"), 2);
+}
+
+#[test]
+fn a_panicking_handler_is_caught_classified_and_the_worker_lives_on() {
+    let dlq = MemoryDeadLetters::new();
+    let observer = RecordingObserver::new();
+    let bus = Bus::builder()
+        .recovery(Arc::new(NoRetry))
+        .dead_letters(Arc::new(dlq.clone()))
+        .observer(observer.clone())
+        .build();
+    bus.subscriber("s")
+        .topic("t")
+        .start(|m: &Message<'_>| -> Result<(), HandlerError> {
+            if &m.payload[..] == b"boom" {
+                panic!("handler exploded");
+            }
+            Ok(())
+        })
+        .unwrap();
+    bus.publish("t", &b"boom"[..]).unwrap();
+    for _ in 0..10 {
+        bus.publish("t", &b"fine"[..]).unwrap();
+    }
+    let s = bus.shutdown(LONG).stats;
+    assert_invariant(&s);
+    assert_eq!((s.acked, s.panics, s.dead_lettered), (10, 1, 1));
+    let r = &observer.reports()[0];
+    assert_eq!(r.category, ErrorCategory::MessageProcessing);
+    assert_eq!(r.severity, bus_errors::Severity::High);
+    assert!(r.message.contains("handler exploded"), "{}", r.message);
+    assert_eq!(
+        dlq.letters()[0].report.error_type,
+        "bus_errors::error::PanicError"
+    );
+}
+
+#[test]
+fn invalid_topics_and_oversized_payloads_are_refused_with_typed_errors_and_handed_back() {
+    let mut config = BusConfig::default();
+    config.max_payload_bytes = 8;
+    let bus = Bus::builder().config(config).build();
+    bus.subscriber("s")
+        .topic("t")
+        .start(|_: &Message<'_>| Ok::<(), HandlerError>(()))
+        .unwrap();
+    match bus.publish("bad topic", &b"payload"[..]) {
+        Err(PublishError::InvalidTopic {
+            source: TopicError::InvalidChar { ch: ' ', .. },
+            payload,
+            ..
+        }) => {
+            assert_eq!(&payload[..], b"payload")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match bus.publish("t", vec![7_u8; 9]) {
+        Err(PublishError::PayloadTooLarge {
+            envelope,
+            size: 9,
+            limit: 8,
+        }) => assert_eq!(envelope.payload.len(), 9),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(
+        bus.publish("t", vec![7_u8; 8]).is_ok(),
+        "the limit is inclusive"
+    );
+    let s = bus.shutdown(LONG).stats;
+    assert_invariant(&s);
+    assert_eq!((s.published, s.rejected_at_publish, s.acked), (3, 2, 1));
+}
+
+/// A handler that blocks until released, to fill queues deterministically.
+fn gate() -> (Arc<AtomicBool>, impl bus_core::Handler) {
+    let open = Arc::new(AtomicBool::new(false));
+    let o = Arc::clone(&open);
+    let h = move |_: &Message<'_>| -> Result<(), HandlerError> {
+        while !o.load(SeqCst) {
+            std::thread::park_timeout(Duration::from_millis(1));
+        }
+        Ok(())
+    };
+    (open, h)
+}
+
+#[test]
+fn a_full_queue_under_reject_refuses_the_publish_and_counts_it() {
+    let bus = Bus::builder().build();
+    let (open, h) = gate();
+    bus.subscriber("s")
+        .topic("t")
+        .capacity(2)
+        .overflow(OverflowPolicy::Reject)
+        .start(h)
+        .unwrap();
+    bus.publish("t", &b"in-handler"[..]).unwrap();
+    assert!(
+        wait_until(LONG, || bus.queue_depths()[0].depth == 0),
+        "handler took the first message"
+    );
+    bus.publish("t", &b"1"[..]).unwrap();
+    bus.publish("t", &b"2"[..]).unwrap();
+    let err = bus.publish("t", &b"3"[..]).unwrap_err();
+    assert!(matches!(&err, PublishError::QueueFull { group, .. } if group == "s"));
+    assert_eq!(&err.into_payload()[..], b"3");
+    open.store(true, SeqCst);
+    let s = bus.shutdown(LONG).stats;
+    assert_invariant(&s);
+    assert_eq!((s.acked, s.rejected_at_publish), (3, 1));
+}
+
+#[test]
+fn a_full_queue_under_block_waits_then_rejects() {
+    let mut config = BusConfig::default();
+    config.publish_timeout = Duration::from_millis(30);
+    let bus = Bus::builder().config(config).build();
+    let (open, h) = gate();
+    bus.subscriber("s")
+        .topic("t")
+        .capacity(1)
+        .overflow(OverflowPolicy::Block { timeout: LONG })
+        .start(h)
+        .unwrap();
+    bus.publish("t", &b"in-handler"[..]).unwrap();
+    assert!(wait_until(LONG, || bus.queue_depths()[0].depth == 0));
+    bus.publish("t", &b"queued"[..]).unwrap();
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        bus.publish("t", &b"late"[..]),
+        Err(PublishError::QueueFull { .. })
+    ));
+    assert!(
+        started.elapsed() >= Duration::from_millis(30),
+        "it waited the publish timeout first"
+    );
+    open.store(true, SeqCst);
+    let s = bus.shutdown(LONG).stats;
+    assert_invariant(&s);
+    assert_eq!((s.acked, s.rejected_at_publish), (2, 1));
+}
+
+#[test]
+fn a_full_queue_under_dead_letter_spills_to_the_dlq_with_a_queue_overflow_report() {
+    let dlq = MemoryDeadLetters::new();
+    let bus = Bus::builder().dead_letters(Arc::new(dlq.clone())).build();
+    let (open, h) = gate();
+    bus.subscriber("s")
+        .topic("t")
+        .capacity(1)
+        .overflow(OverflowPolicy::DeadLetter)
+        .start(h)
+        .unwrap();
+    bus.publish("t", &b"in-handler"[..]).unwrap();
+    assert!(wait_until(LONG, || bus.queue_depths()[0].depth == 0));
+    bus.publish("t", &b"queued"[..]).unwrap();
+    let spilled = bus.publish("t", &b"spilled"[..]).unwrap();
+    open.store(true, SeqCst);
+    let s = bus.shutdown(LONG).stats;
+    assert_invariant(&s);
+    assert_eq!((s.acked, s.dead_lettered), (2, 1));
+    let letter = &dlq.letters()[0];
+    assert_eq!(letter.envelope.id, spilled);
+    assert_eq!(letter.reason, DeadLetterReason::QueueOverflow);
+    assert_eq!(letter.report.category, ErrorCategory::QueueOverflow);
+}
+
+#[test]
+fn a_full_queue_under_discard_lowest_discards_and_counts_only_lower_priorities() {
+    let observer = RecordingObserver::new();
+    let bus = Bus::builder().observer(observer.clone()).build();
+    let (open, h) = gate();
+    bus.subscriber("s")
+        .topic("t")
+        .capacity(2)
+        .overflow(OverflowPolicy::DiscardLowest)
+        .start(h)
+        .unwrap();
+    let t = Topic::new("t").unwrap();
+    bus.publish("t", &b"in-handler"[..]).unwrap();
+    assert!(wait_until(LONG, || bus.queue_depths()[0].depth == 0));
+    bus.publish_envelope(Envelope::new(t.clone(), &b"low"[..]).with_priority(Priority::Low))
+        .unwrap();
+    bus.publish_envelope(Envelope::new(t.clone(), &b"normal"[..]))
+        .unwrap();
+    bus.publish_envelope(
+        Envelope::new(t.clone(), &b"critical"[..]).with_priority(Priority::Critical),
+    )
+    .unwrap();
+    open.store(true, SeqCst);
+    let s = bus.shutdown(LONG).stats;
+    assert_invariant(&s);
+    assert_eq!((s.acked, s.discarded_by_policy), (3, 1));
+    assert_eq!(observer.count("discarded"), 1);
+}
+
+#[test]
+fn unrouted_publishes_are_rejected_by_default_or_discarded_when_configured() {
+    let bus = Bus::builder().build();
+    assert!(matches!(
+        bus.publish("nobody", &b"x"[..]),
+        Err(PublishError::NoSubscribers { .. })
+    ));
+    assert_invariant(&bus.shutdown(LONG).stats);
+
+    let mut config = BusConfig::default();
+    config.unrouted = Unrouted::Discard;
+    let bus = Bus::builder().config(config).build();
+    assert!(bus.publish("nobody", &b"x"[..]).is_ok());
+    let s = bus.shutdown(LONG).stats;
+    assert_invariant(&s);
+    assert_eq!(s.discarded_by_policy, 1);
+}
+
+#[test]
+fn shutdown_dead_letters_what_could_not_be_delivered_and_leaves_nothing_unaccounted() {
+    let dlq = MemoryDeadLetters::new();
+    // Retries far in the future: at shutdown they are still waiting.
+    let bus = Bus::builder()
+        .recovery(retry(3_600_000, 3))
+        .dead_letters(Arc::new(dlq.clone()))
+        .build();
+    let h = FlakyHandler::new(Script::always_fail(ErrorCategory::Connection));
+    bus.subscriber("s").topic("t").start(h.clone()).unwrap();
+    for _ in 0..20 {
+        bus.publish("t", &b"x"[..]).unwrap();
+    }
+    assert!(wait_until(LONG, || h.calls() == 20));
+    let report = bus.shutdown(Duration::from_millis(100));
+    assert!(!report.drained);
+    assert_eq!(report.dead_lettered_at_shutdown, 20);
+    assert_invariant(&report.stats);
+    assert!(
+        dlq.letters()
+            .iter()
+            .all(|l| l.reason == DeadLetterReason::Shutdown && l.envelope.attempt == 2)
+    );
+    // After shutdown, publishing is refused and counted.
+    assert!(matches!(
+        bus.publish("t", &b"late"[..]),
+        Err(PublishError::Closed { .. })
+    ));
+}
+
+#[test]
+fn no_worker_sleeps_while_a_message_waits_to_retry() {
+    // One worker. The first message fails and waits an hour to retry; the rest
+    // must flow through the same worker meanwhile.
+    let clock = ManualClock::new();
+    let bus = Bus::builder()
+        .clock(Arc::new(clock.clone()))
+        .recovery(retry(3_600_000, 1))
+        .build();
+    let acked = Arc::new(AtomicUsize::new(0));
+    let a = Arc::clone(&acked);
+    bus.subscriber("s")
+        .topic("t")
+        .start(move |m: &Message<'_>| -> Result<(), HandlerError> {
+            if &m.payload[..] == b"slow" && m.attempt == 1 {
+                return Err(HandlerError::msg("not yet"));
+            }
+            a.fetch_add(1, SeqCst);
+            Ok(())
+        })
+        .unwrap();
+    bus.publish("t", &b"slow"[..]).unwrap();
+    for _ in 0..100 {
+        bus.publish("t", &b"fast"[..]).unwrap();
+    }
+    assert!(
+        wait_until(LONG, || acked.load(SeqCst) == 100),
+        "other messages flowed while one waited"
+    );
+    assert_eq!(bus.stats().in_flight(), 1);
+    clock.advance(Duration::from_secs(3600));
+    assert!(
+        wait_until(LONG, || acked.load(SeqCst) == 101),
+        "the waiting one was retried once its time came"
+    );
+    assert_invariant(&bus.shutdown(LONG).stats);
+}
+
+#[test]
+fn a_failing_dlq_keeps_the_message_queued_and_the_bus_reports_it() {
+    let store = FlakyStore::failing_first(2);
+    let observer = RecordingObserver::new();
+    let mut config = BusConfig::default();
+    config.dlq_retry_delay = Duration::from_millis(5);
+    let bus = Bus::builder()
+        .config(config)
+        .recovery(Arc::new(NoRetry))
+        .dead_letters(store.clone())
+        .observer(observer.clone())
+        .build();
+    bus.subscriber("s")
+        .topic("t")
+        .start(FlakyHandler::new(Script::always_fail(
+            ErrorCategory::Serialization,
+        )))
+        .unwrap();
+    let id = bus.publish("t", &b"poison"[..]).unwrap();
+    let s = bus.shutdown(LONG).stats;
+    assert_invariant(&s);
+    assert_eq!((s.dead_lettered, s.dlq_write_failures), (1, 2));
+    assert_eq!(store.inner.letters()[0].envelope.id, id);
+    assert_eq!(observer.count("dlq_failed"), 2);
+    assert_eq!(observer.count("dlq_recovered"), 1);
+    assert_eq!(
+        store.inner.letters()[0].envelope.history.len(),
+        1,
+        "failed DLQ writes leave no phantom attempts"
+    );
+}
+
+/// A guard that refuses its first `n` acquisitions.
+struct RefuseFirst(AtomicU64);
+impl Guard for RefuseFirst {
+    fn try_acquire(&self) -> Result<Permit, Rejected> {
+        if self
+            .0
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            Err(Rejected {
+                state: bus_core::CircuitState::Open,
+                retry_after: Duration::from_millis(1),
+            })
+        } else {
+            Ok(Permit::new(0))
+        }
+    }
+    fn record(&self, _: Permit, _: Outcome) {}
+}
+struct Provider(Arc<RefuseFirst>);
+impl GuardProvider for Provider {
+    fn guard(&self, _: &str) -> Arc<dyn Guard> {
+        self.0.clone()
+    }
+}
+
+#[test]
+fn a_message_meeting_an_open_guard_is_parked_not_failed() {
+    let observer = RecordingObserver::new();
+    let bus = Bus::builder()
+        .guards(Arc::new(Provider(Arc::new(RefuseFirst(AtomicU64::new(3))))))
+        .observer(observer.clone())
+        .build();
+    let h = FlakyHandler::new(Script(vec![bus_test::Step::Ok]));
+    bus.subscriber("s").topic("t").start(h.clone()).unwrap();
+    bus.publish("t", &b"x"[..]).unwrap();
+    let s = bus.shutdown(LONG).stats;
+    assert_invariant(&s);
+    assert_eq!((s.parked, s.failed, s.acked), (3, 0, 1));
+    assert_eq!(h.calls(), 1);
+    assert_eq!(observer.count("parked"), 3);
+}
+
+struct Scripted(Mutex<Vec<Decision>>);
+impl RecoveryPolicy for Scripted {
+    fn decide(&self, _: &mut Failure<'_>) -> Decision {
+        self.0.lock().unwrap().remove(0)
+    }
+}
+
+#[test]
+fn discard_and_escalate_decisions_are_counted_and_observed() {
+    let dlq = MemoryDeadLetters::new();
+    let observer = RecordingObserver::new();
+    let policy = Scripted(Mutex::new(vec![
+        Decision::Discard {
+            reason: "configured".into(),
+        },
+        Decision::Escalate {
+            reason: DeadLetterReason::NotRetryable,
+        },
+    ]));
+    let bus = Bus::builder()
+        .recovery(Arc::new(policy))
+        .dead_letters(Arc::new(dlq.clone()))
+        .observer(observer.clone())
+        .build();
+    bus.subscriber("s")
+        .topic("t")
+        .start(FlakyHandler::new(Script::always_fail(
+            ErrorCategory::Authentication,
+        )))
+        .unwrap();
+    bus.publish("t", &b"1"[..]).unwrap();
+    bus.publish("t", &b"2"[..]).unwrap();
+    let s = bus.shutdown(LONG).stats;
+    assert_invariant(&s);
+    assert_eq!((s.discarded_by_policy, s.dead_lettered), (1, 1));
+    assert_eq!(observer.count("escalated"), 1);
+    assert_eq!(dlq.letters()[0].reason, DeadLetterReason::NotRetryable);
+}
+
+#[test]
+fn reports_carry_message_identity_and_sanitized_context() {
+    let observer = RecordingObserver::new();
+    let bus = Bus::builder()
+        .recovery(Arc::new(NoRetry))
+        .observer(observer.clone())
+        .build();
+    bus.subscriber("s")
+        .topic("t")
+        .start(|_: &Message<'_>| -> Result<(), HandlerError> {
+            Err(HandlerError::msg("x".repeat(10_000)))
+        })
+        .unwrap();
+    let env = Envelope::new(Topic::new("t").unwrap(), &b"p"[..]).with_correlation_id("corr-1");
+    let id = bus.publish_envelope(env).unwrap();
+    assert_invariant(&bus.shutdown(LONG).stats);
+    let r = &observer.reports()[0];
+    assert_eq!(r.message_id, Some(id));
+    assert_eq!(r.correlation_id.as_deref(), Some("corr-1"));
+    assert_eq!(r.topic.as_deref(), Some("t"));
+    assert_eq!(r.component, "s");
+    assert!(
+        r.message.len() < 5_000,
+        "message truncated by the sanitizer"
+    );
+}
+
+#[test]
+fn closing_a_subscription_keeps_its_group_queue_for_the_next_member() {
+    let bus = Bus::builder().build();
+    let first = FlakyHandler::new(Script(vec![bus_test::Step::Ok]));
+    let handle = bus.subscriber("s").topic("t").start(first.clone()).unwrap();
+    bus.publish("t", &b"1"[..]).unwrap();
+    assert!(wait_until(LONG, || first.calls() == 1));
+    handle.close();
+    bus.publish("t", &b"2"[..]).unwrap();
+    let second = FlakyHandler::new(Script(vec![bus_test::Step::Ok]));
+    bus.subscriber("s")
+        .topic("t")
+        .start(second.clone())
+        .unwrap();
+    let s = bus.shutdown(LONG).stats;
+    assert_invariant(&s);
+    assert_eq!((first.calls(), second.calls(), s.acked), (1, 1, 2));
+}
