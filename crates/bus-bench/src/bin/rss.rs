@@ -1,0 +1,2 @@
+//! Peak RSS run (being written).
+fn main() {}
