@@ -28,6 +28,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod conformance;
+
 pub use bus_core::time::{Clock, ManualClock};
 
 use bus_core::{
