@@ -1,0 +1,430 @@
+//! [`BusBuilder`]: wires the production components around `bus-core`.
+
+use crate::config::{Config, ConfigError};
+use crate::facade::{Bus, Parts};
+use bus_core::time::{SharedClock, system_clock};
+use bus_core::{
+    DeadLetterStore, ErrorSink, GuardProvider, NoGuard, NoRetry, Observer, Observers,
+    RecoveryPolicy, Transport, memory::MemoryTransport,
+};
+use bus_errors::Classifier;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The assembled bus could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The configuration is not valid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The dead-letter queue could not be opened.
+    #[cfg(feature = "dlq")]
+    #[error("cannot open the dead-letter queue: {0}")]
+    Dlq(#[from] bus_core::DlqError),
+    /// The error log could not be opened.
+    #[cfg(feature = "logger")]
+    #[error("cannot open the error log: {0}")]
+    Logger(#[from] bus_logger::LoggerError),
+    /// The health monitor rejected its configuration.
+    #[cfg(feature = "health")]
+    #[error("health: {0}")]
+    Health(#[from] bus_health::ConfigError),
+    /// The health endpoint could not start.
+    #[cfg(feature = "http")]
+    #[error("health endpoint: {0}")]
+    Http(#[from] bus_health::HttpError),
+    /// A thread could not be spawned.
+    #[error("cannot spawn a thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// Builds a [`Bus`] with production defaults (DESIGN.md), each replaceable.
+///
+/// | plug | default | replace with |
+/// |---|---|---|
+/// | guards | a circuit breaker per subscriber ([`BreakerRegistry`](bus_breaker::BreakerRegistry)) | [`guards`](Self::guards) |
+/// | recovery | per-category retries with a budget ([`Recovery`](bus_recovery::Recovery)) | [`recovery`](Self::recovery) |
+/// | dead letters | [`SqliteDlq`](bus_dlq::SqliteDlq) at `<data-dir>/dlq.sqlite` | [`dead_letters`](Self::dead_letters) |
+/// | error sink | [`ErrorLogger`](bus_logger::ErrorLogger) at `<data-dir>/logs` | [`error_sink`](Self::error_sink) |
+/// | observers | [`HealthMonitor`](bus_health::HealthMonitor) | [`observer`](Self::observer) adds more |
+/// | classifier | [`DefaultClassifier`](bus_errors::DefaultClassifier) | [`classifier`](Self::classifier) |
+///
+/// [`enable_error_handling(false)`](Self::enable_error_handling) gives the
+/// plain bus: no breakers and [`NoRetry`] (every failure goes straight to
+/// the dead-letter queue); the invariant still holds.
+#[must_use]
+pub struct BusBuilder {
+    pub(crate) config: Config,
+    pub(crate) clock: Option<SharedClock>,
+    pub(crate) transport: Option<Arc<dyn Transport>>,
+    pub(crate) classifier: Option<Arc<dyn Classifier>>,
+    pub(crate) guards: Option<Arc<dyn GuardProvider>>,
+    pub(crate) recovery: Option<Arc<dyn RecoveryPolicy>>,
+    pub(crate) dead_letters: Option<Arc<dyn DeadLetterStore>>,
+    pub(crate) error_sink: Option<Arc<dyn ErrorSink>>,
+    pub(crate) observers: Vec<Arc<dyn Observer>>,
+    pub(crate) poll_interval: Option<Duration>,
+}
+
+impl std::fmt::Debug for BusBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusBuilder")
+            .field("config", &self.config)
+            .field("observers", &self.observers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for BusBuilder {
+    fn default() -> Self {
+        Self::from_config(Config::default())
+    }
+}
+
+impl BusBuilder {
+    /// A builder starting from `config` (validated in [`build`](Self::build)).
+    pub fn from_config(config: Config) -> Self {
+        Self {
+            config,
+            clock: None,
+            transport: None,
+            classifier: None,
+            guards: None,
+            recovery: None,
+            dead_letters: None,
+            error_sink: None,
+            observers: Vec::new(),
+            poll_interval: None,
+        }
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Edits the configuration in place.
+    pub fn configure(mut self, edit: impl FnOnce(&mut Config)) -> Self {
+        edit(&mut self.config);
+        self
+    }
+
+    /// The data directory (default `./bus-data`).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.data_dir = dir.into();
+        self
+    }
+
+    /// `false` gives the plain bus: no breakers, no retries, failures go
+    /// straight to the dead-letter queue. Plugs set explicitly still win.
+    pub fn enable_error_handling(mut self, on: bool) -> Self {
+        self.config.error_handling = on;
+        self
+    }
+
+    /// The time source for every component (default: the system clock).
+    /// Tests pass a [`ManualClock`](bus_core::time::ManualClock).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The transport (default: a [`MemoryTransport`] on the builder's clock).
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// The classifier (default: [`DefaultClassifier`](bus_errors::DefaultClassifier)).
+    pub fn classifier(mut self, classifier: Arc<dyn Classifier>) -> Self {
+        self.classifier = Some(classifier);
+        self
+    }
+
+    /// Replaces the per-subscriber circuit breakers.
+    pub fn guards(mut self, guards: Arc<dyn GuardProvider>) -> Self {
+        self.guards = Some(guards);
+        self
+    }
+
+    /// Replaces the per-category retry policy.
+    pub fn recovery(mut self, recovery: Arc<dyn RecoveryPolicy>) -> Self {
+        self.recovery = Some(recovery);
+        self
+    }
+
+    /// Replaces the SQLite dead-letter queue (then [`Bus::dlq`] is `None` and
+    /// no replay poller runs).
+    pub fn dead_letters(mut self, store: Arc<dyn DeadLetterStore>) -> Self {
+        self.dead_letters = Some(store);
+        self
+    }
+
+    /// Replaces the file error log.
+    pub fn error_sink(mut self, sink: Arc<dyn ErrorSink>) -> Self {
+        self.error_sink = Some(sink);
+        self
+    }
+
+    /// Adds an observer beside the health monitor.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
+    /// How often an idle worker checks for shutdown (default 50 ms).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = Some(interval);
+        self
+    }
+
+    /// Validates the configuration, opens the data directory's files and
+    /// starts the bus.
+    pub fn build(self) -> Result<Bus, BuildError> {
+        self.config.validate()?;
+        let cfg = &self.config;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| BuildError::DataDir {
+            path: cfg.data_dir.clone(),
+            source,
+        })?;
+        let clock = self.clock.clone().unwrap_or_else(system_clock);
+        let transport: Arc<dyn Transport> = match &self.transport {
+            Some(t) => Arc::clone(t),
+            None => Arc::new(
+                MemoryTransport::try_with_clock(Arc::clone(&clock)).map_err(BuildError::Spawn)?,
+            ),
+        };
+        let mut parts = Parts::new(cfg.data_dir.clone());
+
+        // Dead letters.
+        let dlq: Arc<dyn DeadLetterStore> = match &self.dead_letters {
+            Some(d) => Arc::clone(d),
+            None => default_dlq(cfg, &mut parts)?,
+        };
+        // Error sink.
+        let sink: Arc<dyn ErrorSink> = match &self.error_sink {
+            Some(s) => Arc::clone(s),
+            None => default_sink(cfg, &clock, &mut parts)?,
+        };
+        // Guards.
+        let guards: Arc<dyn GuardProvider> = match &self.guards {
+            Some(g) => Arc::clone(g),
+            None if cfg.error_handling => default_guards(cfg, &clock, &mut parts)?,
+            None => Arc::new(NoGuard),
+        };
+        // Recovery.
+        let recovery: Arc<dyn RecoveryPolicy> = match &self.recovery {
+            Some(r) => Arc::clone(r),
+            None if cfg.error_handling => default_recovery(cfg, &clock)?,
+            None => Arc::new(NoRetry),
+        };
+        // Observers: the health monitor first, then the caller's.
+        let mut observers = Observers::new();
+        add_health(cfg, &clock, &transport, &mut parts, &mut observers)?;
+        for o in &self.observers {
+            observers.push(Arc::clone(o));
+        }
+        let observers = Arc::new(observers);
+        forward_transitions(&parts, &observers);
+
+        let mut core_cfg = bus_core::BusConfig::default();
+        core_cfg.max_payload_bytes = cfg.max_payload_bytes;
+        core_cfg.publish_timeout = cfg.publish_timeout;
+        if let Some(p) = self.poll_interval {
+            core_cfg.poll_interval = p;
+        }
+        let mut core = bus_core::Bus::builder()
+            .transport(transport)
+            .guards(guards)
+            .recovery(recovery)
+            .dead_letters(dlq)
+            .error_sink(sink)
+            .observer(observers)
+            .clock(clock)
+            .config(core_cfg);
+        if let Some(c) = &self.classifier {
+            core = core.classifier(Arc::clone(c));
+        }
+        Bus::start(core.build(), parts, &self.config)
+    }
+}
+
+#[cfg(feature = "dlq")]
+fn default_dlq(cfg: &Config, parts: &mut Parts) -> Result<Arc<dyn DeadLetterStore>, BuildError> {
+    let mut dc = bus_dlq::DlqConfig::new(&cfg.data_dir).with_durability(cfg.dlq.durability);
+    if let Some(n) = cfg.dlq.max_letters {
+        dc = dc.with_max_letters(n);
+    }
+    if let Some(n) = cfg.dlq.max_bytes {
+        dc = dc.with_max_bytes(n);
+    }
+    let store = Arc::new(bus_dlq::SqliteDlq::open(dc)?);
+    parts.dlq = Some(Arc::clone(&store));
+    Ok(store)
+}
+
+#[cfg(not(feature = "dlq"))]
+fn default_dlq(_: &Config, _: &mut Parts) -> Result<Arc<dyn DeadLetterStore>, BuildError> {
+    Ok(Arc::new(bus_core::MemoryDeadLetters::new()))
+}
+
+#[cfg(feature = "logger")]
+fn default_sink(
+    cfg: &Config,
+    clock: &SharedClock,
+    parts: &mut Parts,
+) -> Result<Arc<dyn ErrorSink>, BuildError> {
+    let lc = bus_logger::LoggerConfig::default()
+        .with_max_file_bytes(cfg.logger.max_file_bytes)
+        .with_keep_files(cfg.logger.keep_files)
+        .with_history_len(cfg.logger.history_len)
+        .with_clock(Arc::clone(clock));
+    let logger = Arc::new(bus_logger::ErrorLogger::open(&cfg.data_dir, lc)?);
+    parts.logger = Some(Arc::clone(&logger));
+    Ok(logger)
+}
+
+#[cfg(not(feature = "logger"))]
+fn default_sink(
+    _: &Config,
+    _: &SharedClock,
+    _: &mut Parts,
+) -> Result<Arc<dyn ErrorSink>, BuildError> {
+    Ok(Arc::new(bus_core::NoSink))
+}
+
+#[cfg(feature = "breaker")]
+fn default_guards(
+    cfg: &Config,
+    clock: &SharedClock,
+    parts: &mut Parts,
+) -> Result<Arc<dyn GuardProvider>, BuildError> {
+    let registry = bus_breaker::BreakerRegistry::with_clock(cfg.breaker.clone(), Arc::clone(clock))
+        .map_err(|e| {
+            ConfigError::Invalid {
+                key: "breaker".into(),
+                value: "?".into(),
+                expected: e.to_string(),
+            }
+        })?;
+    let registry = Arc::new(registry);
+    parts.breakers = Some(Arc::clone(&registry));
+    Ok(registry)
+}
+
+#[cfg(not(feature = "breaker"))]
+fn default_guards(
+    _: &Config,
+    _: &SharedClock,
+    _: &mut Parts,
+) -> Result<Arc<dyn GuardProvider>, BuildError> {
+    Ok(Arc::new(NoGuard))
+}
+
+#[cfg(feature = "recovery")]
+fn default_recovery(
+    cfg: &Config,
+    clock: &SharedClock,
+) -> Result<Arc<dyn RecoveryPolicy>, BuildError> {
+    let r = bus_recovery::Recovery::builder()
+        .config(cfg.recovery.clone())
+        .clock(Arc::clone(clock))
+        .build()
+        .map_err(|e| match e {
+            bus_recovery::ConfigError::Invalid {
+                key,
+                value,
+                expected,
+            } => ConfigError::Invalid {
+                key: format!("recovery.{key}"),
+                value,
+                expected: expected.into(),
+            },
+            other => ConfigError::Invalid {
+                key: "recovery".into(),
+                value: "?".into(),
+                expected: other.to_string(),
+            },
+        })?;
+    Ok(Arc::new(r))
+}
+
+#[cfg(not(feature = "recovery"))]
+fn default_recovery(_: &Config, _: &SharedClock) -> Result<Arc<dyn RecoveryPolicy>, BuildError> {
+    Ok(Arc::new(bus_core::SimpleRetry::default()))
+}
+
+#[cfg(feature = "health")]
+fn add_health(
+    cfg: &Config,
+    clock: &SharedClock,
+    transport: &Arc<dyn Transport>,
+    parts: &mut Parts,
+    observers: &mut Observers,
+) -> Result<(), BuildError> {
+    let t = Arc::clone(transport);
+    let mut b = bus_health::HealthMonitor::builder()
+        .with_config(cfg.health.clone())
+        .with_clock(Arc::clone(clock))
+        .with_queue_source(Arc::new(move || t.queue_depths()));
+    #[cfg(feature = "breaker")]
+    if let Some(reg) = &parts.breakers {
+        let reg = Arc::clone(reg);
+        b = b.with_circuit_source(Arc::new(move || {
+            reg.list()
+                .into_iter()
+                .map(|(name, state, _)| (name, state))
+                .collect()
+        }));
+    }
+    let monitor = b.build()?;
+    observers.push(Arc::new(monitor.clone()));
+    parts.health = Some(monitor);
+    Ok(())
+}
+
+#[cfg(not(feature = "health"))]
+fn add_health(
+    _: &Config,
+    _: &SharedClock,
+    _: &Arc<dyn Transport>,
+    _: &mut Parts,
+    _: &mut Observers,
+) -> Result<(), BuildError> {
+    Ok(())
+}
+
+// Breaker transitions go to the observers (health) and to tracing.
+#[cfg(feature = "breaker")]
+fn forward_transitions(parts: &Parts, observers: &Arc<Observers>) {
+    if let Some(reg) = &parts.breakers {
+        let obs = Arc::clone(observers);
+        reg.on_transition(Arc::new(move |t: &bus_breaker::Transition| {
+            tracing::warn!(
+                component = %t.component,
+                from = %t.from,
+                to = %t.to,
+                open_for = ?t.open_for,
+                "circuit breaker transition"
+            );
+            obs.on_event(&bus_core::BusEvent::CircuitTransition {
+                component: &t.component,
+                from: t.from,
+                to: t.to,
+            });
+        }));
+    }
+}
+
+#[cfg(not(feature = "breaker"))]
+fn forward_transitions(_: &Parts, _: &Arc<Observers>) {}

@@ -1,0 +1,368 @@
+//! [`Config`]: every setting of an assembled bus, from a TOML or JSON file
+//! or from code, validated with errors that name the bad key and value.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./bus-data";
+
+/// Every setting of the assembled bus. Each field has a default from
+/// DESIGN.md; a file only names what it changes. Unknown keys are rejected.
+///
+/// ```
+/// let cfg = bus::Config::from_toml_str(r#"
+///     data_dir = "/var/lib/orders-bus"
+///     publish_timeout = "250ms"
+///
+///     [breaker]
+///     consecutive_failures = 3
+///     wait_in_open = "30s"
+///
+///     [dlq]
+///     durability = "normal"
+/// "#).unwrap();
+/// assert_eq!(cfg.publish_timeout, std::time::Duration::from_millis(250));
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// Where the DLQ, the error log and the health snapshot live (default `./bus-data`).
+    pub data_dir: PathBuf,
+    /// Largest payload accepted, in bytes (default 1 MiB).
+    pub max_payload_bytes: usize,
+    /// How long `publish` may wait for room in a full queue (default 1 s).
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+    /// `false` gives the plain bus: no breakers, no retries (every failure
+    /// goes straight to the dead-letter queue). Default `true`.
+    pub error_handling: bool,
+    /// How often the running bus picks up replays requested with
+    /// `busctl dlq replay` (default 1 s; zero switches the poller off).
+    #[serde(with = "humantime_serde")]
+    pub replay_poll_interval: Duration,
+    /// Default configuration of every subscriber's circuit breaker.
+    #[cfg(feature = "breaker")]
+    pub breaker: bus_breaker::BreakerConfig,
+    /// Retry policies per category, topic and subscriber, and the budget.
+    #[cfg(feature = "recovery")]
+    pub recovery: bus_recovery::RecoveryConfig,
+    /// The dead-letter queue.
+    pub dlq: DlqSection,
+    /// The error log.
+    pub logger: LoggerSection,
+    /// Health judgement.
+    #[cfg(feature = "health")]
+    pub health: bus_health::HealthConfig,
+    /// Serve `/healthz` and `/metrics` here (loopback only), if set.
+    pub http: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            max_payload_bytes: 1024 * 1024,
+            publish_timeout: Duration::from_secs(1),
+            error_handling: true,
+            replay_poll_interval: Duration::from_secs(1),
+            #[cfg(feature = "breaker")]
+            breaker: bus_breaker::BreakerConfig::default(),
+            #[cfg(feature = "recovery")]
+            recovery: bus_recovery::RecoveryConfig::default(),
+            dlq: DlqSection::default(),
+            logger: LoggerSection::default(),
+            #[cfg(feature = "health")]
+            health: bus_health::HealthConfig::default(),
+            http: None,
+        }
+    }
+}
+
+/// The `[dlq]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DlqSection {
+    /// `"full"` (fsync every commit, the default) or `"normal"` (survives a
+    /// process crash, not a power loss).
+    #[cfg(feature = "dlq")]
+    pub durability: bus_dlq::Durability,
+    /// The most letters kept; a push beyond it fails and pauses the subscriber.
+    pub max_letters: Option<u64>,
+    /// The most bytes kept.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for DlqSection {
+    fn default() -> Self {
+        Self {
+            #[cfg(feature = "dlq")]
+            durability: bus_dlq::Durability::Full,
+            max_letters: None,
+            max_bytes: None,
+        }
+    }
+}
+
+/// The `[logger]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LoggerSection {
+    /// Rotate `errors.jsonl` at this size (default 10 MiB).
+    pub max_file_bytes: u64,
+    /// Rotated files kept (default 5).
+    pub keep_files: usize,
+    /// Reports kept in memory (default 1000).
+    pub history_len: usize,
+}
+
+impl Default for LoggerSection {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 10 * 1024 * 1024,
+            keep_files: 5,
+            history_len: 1000,
+        }
+    }
+}
+
+/// A configuration could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The extension is neither `.toml` nor `.json`.
+    #[error("{path}: unknown configuration format (use a .toml or .json file)")]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The text is not valid TOML or JSON, or has an unknown key or a value
+    /// of the wrong type.
+    #[error("{origin}:{line}:{column}: {message}")]
+    Parse {
+        /// The file name, or `<toml>` / `<json>` for a string.
+        origin: String,
+        /// 1-based line of the error (0 if unknown).
+        line: usize,
+        /// 1-based column of the error (0 if unknown).
+        column: usize,
+        /// What is wrong (names the unknown key).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid value for `{key}`: {value} (expected {expected})")]
+    Invalid {
+        /// The dotted key, e.g. `breaker.failure_rate_threshold`.
+        key: String,
+        /// The value found.
+        value: String,
+        /// What would be accepted.
+        expected: String,
+    },
+}
+
+impl ConfigError {
+    /// The dotted key of an [`Invalid`](ConfigError::Invalid) value.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    fn invalid(key: impl Into<String>, value: impl ToString, expected: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a `.toml` or `.json` file (by extension) and validates it.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("toml") => parse_toml(&text, &origin),
+            Some(e) if e.eq_ignore_ascii_case("json") => parse_json(&text, &origin),
+            _ => Err(ConfigError::UnknownFormat {
+                path: path.to_owned(),
+            }),
+        }
+    }
+
+    /// Parses TOML text and validates it.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        parse_toml(text, "<toml>")
+    }
+
+    /// Parses JSON text and validates it.
+    pub fn from_json_str(text: &str) -> Result<Self, ConfigError> {
+        parse_json(text, "<json>")
+    }
+
+    /// Checks every value; the error names the first bad key and its value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "data_dir",
+                "\"\"",
+                "a directory path",
+            ));
+        }
+        if self.max_payload_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "max_payload_bytes",
+                0,
+                "at least 1 byte",
+            ));
+        }
+        if self.logger.max_file_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "logger.max_file_bytes",
+                self.logger.max_file_bytes,
+                "at least 1024 bytes",
+            ));
+        }
+        if self.dlq.max_letters == Some(0) {
+            return Err(ConfigError::invalid(
+                "dlq.max_letters",
+                0,
+                "at least 1, or absent for no bound",
+            ));
+        }
+        if self.dlq.max_bytes == Some(0) {
+            return Err(ConfigError::invalid(
+                "dlq.max_bytes",
+                0,
+                "at least 1, or absent for no bound",
+            ));
+        }
+        if let Some(addr) = &self.http {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::invalid(
+                    "http",
+                    format!("{addr:?}"),
+                    "a socket address such as 127.0.0.1:9898",
+                ));
+            }
+        }
+        #[cfg(feature = "breaker")]
+        self.validate_breaker()?;
+        #[cfg(feature = "recovery")]
+        self.recovery.validate().map_err(|e| match e {
+            bus_recovery::ConfigError::Invalid {
+                key,
+                value,
+                expected,
+            } => ConfigError::invalid(format!("recovery.{key}"), value, expected),
+            other => ConfigError::invalid("recovery", "?", other.to_string()),
+        })?;
+        #[cfg(feature = "health")]
+        self.health.validate().map_err(|e| match e {
+            bus_health::ConfigError::Invalid { key, value, reason } => {
+                ConfigError::invalid(format!("health.{key}"), value, reason)
+            }
+            other => ConfigError::invalid("health", "?", other.to_string()),
+        })?;
+        Ok(())
+    }
+
+    #[cfg(feature = "breaker")]
+    fn validate_breaker(&self) -> Result<(), ConfigError> {
+        use bus_breaker::ConfigError as B;
+        self.breaker.validate().map_err(|e| match e {
+            B::Percentage { field, value } => ConfigError::invalid(
+                format!("breaker.{field}"),
+                value,
+                "a percentage in (0, 100]",
+            ),
+            B::OutOfRange { field, reason } => {
+                let value = serde_json::to_value(&self.breaker)
+                    .ok()
+                    .and_then(|v| lookup(&v, field))
+                    .unwrap_or_else(|| "?".to_owned());
+                ConfigError::invalid(format!("breaker.{field}"), value, reason)
+            }
+            other => ConfigError::invalid("breaker", "?", other.to_string()),
+        })
+    }
+}
+
+// The value at a dotted path of a serialized section, as text.
+#[cfg(feature = "breaker")]
+fn lookup(v: &serde_json::Value, dotted: &str) -> Option<String> {
+    let mut cur = v;
+    for part in dotted.split('.') {
+        cur = cur.get(part)?;
+    }
+    Some(match cur {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+fn parse_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let cfg: Config = toml::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .span()
+            .map(|span| line_col(text, span.start))
+            .unwrap_or((0, 0));
+        ConfigError::Parse {
+            origin: origin.to_owned(),
+            line,
+            column,
+            message: e.message().to_owned(),
+        }
+    })?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn parse_json(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let cfg: Config = serde_json::from_str(text).map_err(|e| ConfigError::Parse {
+        origin: origin.to_owned(),
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    })?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("a\nbc", 3), (2, 2));
+        assert_eq!(line_col("abc", 0), (1, 1));
+    }
+}

@@ -1,0 +1,2 @@
+//! busctl (work in progress).
+fn main() {}
