@@ -19,6 +19,11 @@ pub struct Failure<'a> {
     pub component: &'a str,
     /// How long the handler ran.
     pub elapsed: Duration,
+    /// The policy's explanation of its decision (`"TIMEOUT attempt 2 of 3:
+    /// retry in 3s"`). The pipeline records it as the report's
+    /// `recovery_action` and in the attempt history; when unset,
+    /// [`Decision::describe`] is used.
+    pub note: Option<String>,
 }
 
 impl<'a> Failure<'a> {
@@ -34,6 +39,7 @@ impl<'a> Failure<'a> {
             envelope,
             component,
             elapsed,
+            note: None,
         }
     }
 

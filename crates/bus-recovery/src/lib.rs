@@ -38,8 +38,11 @@
 //! let mut env = Envelope::new(Topic::new("orders").unwrap(), &b"{}"[..]);
 //! // Default MESSAGE_PROCESSING policy: 2 retries, 1 s then 2 s, then dead-letter.
 //! let mut decisions = Vec::new();
+//! let mut note = None;
 //! loop {
-//!     let d = recovery.decide(&mut Failure::new(&report, &mut env, "billing", Duration::ZERO));
+//!     let mut failure = Failure::new(&report, &mut env, "billing", Duration::ZERO);
+//!     let d = recovery.decide(&mut failure);
+//!     note = failure.note.take(); // the pipeline records it on the report
 //!     decisions.push(d.clone());
 //!     if !matches!(d, Decision::Retry { .. }) { break; }
 //!     env.attempt += 1; // what the pipeline does before redelivery
@@ -49,7 +52,7 @@
 //!     Decision::Retry { after: Duration::from_secs(2) },
 //!     Decision::DeadLetter { reason: DeadLetterReason::RetriesExhausted },
 //! ]);
-//! assert!(env.headers["bus-recovery-note"].starts_with("MESSAGE_PROCESSING attempt 3 of 3"));
+//! assert!(note.unwrap().starts_with("MESSAGE_PROCESSING attempt 3 of 3"));
 //! # Ok::<(), bus_recovery::ConfigError>(())
 //! ```
 #![forbid(unsafe_code)]
@@ -72,7 +75,7 @@ pub use codec::{CodecFn, FALLBACK_HEADER, FallbackCodec, FallbackCodecs};
 pub use config::{RecoveryConfig, ScopeConfig};
 pub use error::ConfigError;
 pub use policy::{Exhausted, RetryPolicy, RetryPredicate, Strategy};
-pub use recovery::{DELAY_HEADER, Explained, NOTE_HEADER, PolicySource, Recovery};
+pub use recovery::{DELAY_HEADER, Explained, PolicySource, Recovery};
 pub use timeout::{AdaptiveDeadlines, DeadlineConfig};
 
 #[cfg(test)]

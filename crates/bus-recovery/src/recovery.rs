@@ -14,10 +14,6 @@ use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-/// The header holding the last decision's full explanation (category,
-/// attempt x of y, which policy, the delay or the reason), so a dead letter
-/// carries it.
-pub const NOTE_HEADER: &str = "bus-recovery-note";
 /// The header holding the last retry delay in nanoseconds (read by
 /// decorrelated jitter, which grows from the previous delay).
 pub const DELAY_HEADER: &str = "bus-retry-delay-ns";
@@ -175,7 +171,7 @@ impl Recovery {
     /// Decides like [`RecoveryPolicy::decide`] and explains why. May change
     /// the envelope: a fallback codec rewrites the payload and sets
     /// [`FALLBACK_HEADER`]; decorrelated jitter records [`DELAY_HEADER`].
-    /// (Does not set [`NOTE_HEADER`]; `decide` does.)
+    /// (Does not set [`Failure::note`](bus_core::Failure::note); `decide` does.)
     pub fn explain(&self, failure: &mut Failure<'_>) -> Explained {
         let category = failure.category();
         let topic = failure.envelope.topic.as_str().to_owned();
@@ -313,10 +309,7 @@ impl RecoveryPolicy for Recovery {
             decision = %decision.describe(),
             "{note}"
         );
-        failure
-            .envelope
-            .headers
-            .insert(NOTE_HEADER.to_owned(), note);
+        failure.note = Some(note);
         decision
     }
 

@@ -188,7 +188,7 @@ fn a_poison_payload_reaches_the_dlq_after_one_fallback_attempt() {
         ]
     );
     assert_eq!(&t.envelope.payload[..], b"{\"id\":oops}");
-    let note = &t.envelope.headers[bus_recovery::NOTE_HEADER];
+    let note = t.notes.last().unwrap();
     assert!(
         note.contains("still failing after fallback codec \"v1-to-json\""),
         "{note}"
@@ -213,7 +213,7 @@ fn a_failing_codec_dead_letters_at_once_and_leaves_the_payload_alone() {
     );
     assert_eq!(&t.envelope.payload[..], b"{}");
     assert!(!t.envelope.headers.contains_key(FALLBACK_HEADER));
-    let note = &t.envelope.headers[bus_recovery::NOTE_HEADER];
+    let note = t.notes.last().unwrap();
     assert!(note.contains("not a v1 payload"), "{note}");
 }
 
@@ -237,7 +237,7 @@ fn timeouts_grow_the_handler_deadline_and_successes_shrink_it() {
     assert_eq!(t.decisions.len(), 3);
     // 2 s -> 3 s -> 4.5 s -> 5 s (cap)
     assert_eq!(r.handler_deadline("slow"), Some(Duration::from_secs(5)));
-    let note = &t.envelope.headers[bus_recovery::NOTE_HEADER];
+    let note = t.notes.last().unwrap();
     assert!(note.contains("handler deadline now 5s"), "{note}");
     assert_eq!(
         r.handler_deadline("other"),
@@ -299,7 +299,7 @@ fn the_most_specific_policy_wins() {
         "default TIMEOUT untouched"
     );
     let t = always_fail(&r, &clock, Mp, "payments", "fraud");
-    let note = &t.envelope.headers[bus_recovery::NOTE_HEADER];
+    let note = t.notes.last().unwrap();
     assert!(note.contains("(component policy)"), "{note}");
 }
 

@@ -177,17 +177,18 @@ impl Worker {
         report.retry_count = env.retries();
         s.config.sanitizer.sanitize(&mut report);
 
-        let decision = s.plugs.recovery.decide(&mut Failure::new(
-            &report,
-            delivery.envelope_mut(),
-            &self.component,
-            elapsed,
-        ));
+        let (decision, action) = {
+            let mut failure =
+                Failure::new(&report, delivery.envelope_mut(), &self.component, elapsed);
+            let decision = s.plugs.recovery.decide(&mut failure);
+            let action = failure.note.take().unwrap_or_else(|| decision.describe());
+            (decision, action)
+        };
         let (attempted, successful) = match decision {
             Decision::Retry { .. } | Decision::Reconnect { .. } => (true, None),
             _ => (report.retry_count > 0, Some(false)),
         };
-        report.record_recovery(attempted, successful, decision.describe());
+        report.record_recovery(attempted, successful, action.clone());
         s.plugs.sink.record(&report);
         s.event(&BusEvent::Failed { report: &report });
 
@@ -200,7 +201,7 @@ impl Worker {
             severity: report.severity,
             error_type: report.error_type.clone(),
             message: report.message.clone(),
-            decision: decision.describe(),
+            decision: action,
         });
 
         match decision {

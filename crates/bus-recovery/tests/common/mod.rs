@@ -22,6 +22,8 @@ pub struct Trace {
     pub acked: bool,
     /// Total scheduled delay before the end.
     pub waited: Duration,
+    /// The policy's note for each decision (what the pipeline records).
+    pub notes: Vec<String>,
 }
 
 pub fn envelope(topic: &str, payload: &[u8]) -> Envelope {
@@ -51,6 +53,7 @@ pub fn deliver(
         envelope: env.clone(),
         acked: false,
         waited: Duration::ZERO,
+        notes: Vec::new(),
     };
     for _ in 0..1_000 {
         let category = match handler(&env) {
@@ -63,7 +66,10 @@ pub fn deliver(
         };
         let mut rep = report(category, &env, component);
         rep.retry_count = env.retries();
-        let decision = policy.decide(&mut Failure::new(&rep, &mut env, component, Duration::ZERO));
+        let mut failure = Failure::new(&rep, &mut env, component, Duration::ZERO);
+        let decision = policy.decide(&mut failure);
+        let note = failure.note.take().unwrap_or_else(|| decision.describe());
+        trace.notes.push(note.clone());
         let after = match decision {
             Decision::Retry { after } | Decision::Reconnect { after } => Some(after),
             _ => None,
@@ -71,7 +77,7 @@ pub fn deliver(
         rep.record_recovery(
             after.is_some(),
             after.is_none().then_some(false),
-            decision.describe(),
+            note.clone(),
         );
         env.history.push(AttemptRecord {
             attempt: env.attempt,
@@ -81,7 +87,7 @@ pub fn deliver(
             severity: rep.severity,
             error_type: rep.error_type.clone(),
             message: rep.message.clone(),
-            decision: decision.describe(),
+            decision: note,
         });
         trace.decisions.push(decision);
         trace.reports.push(rep);
