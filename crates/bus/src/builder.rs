@@ -310,12 +310,10 @@ fn default_guards(
     parts: &mut Parts,
 ) -> Result<Arc<dyn GuardProvider>, BuildError> {
     let registry = bus_breaker::BreakerRegistry::with_clock(cfg.breaker.clone(), Arc::clone(clock))
-        .map_err(|e| {
-            ConfigError::Invalid {
-                key: "breaker".into(),
-                value: "?".into(),
-                expected: e.to_string(),
-            }
+        .map_err(|e| ConfigError::Invalid {
+            key: "breaker".into(),
+            value: "?".into(),
+            expected: e.to_string(),
         })?;
     let registry = Arc::new(registry);
     parts.breakers = Some(Arc::clone(&registry));

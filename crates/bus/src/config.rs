@@ -222,11 +222,7 @@ impl Config {
     /// Checks every value; the error names the first bad key and its value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.data_dir.as_os_str().is_empty() {
-            return Err(ConfigError::invalid(
-                "data_dir",
-                "\"\"",
-                "a directory path",
-            ));
+            return Err(ConfigError::invalid("data_dir", "\"\"", "a directory path"));
         }
         if self.max_payload_bytes == 0 {
             return Err(ConfigError::invalid(

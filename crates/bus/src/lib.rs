@@ -83,8 +83,8 @@ pub use bus_core::{
     LetterId, MemoryDeadLetters, Message, MessageId, NoGuard, NoObserver, NoRetry, NoSink,
     Observer, Observers, Outcome, OverflowPolicy, Permit, Priority, PublishError, QueueDepth,
     Receipt, RecoveryPolicy, Rejected, ShutdownReport, SimpleRetry, SubscribeError,
-    SubscribeOptions, SubscriberBuilder, SubscriptionHandle, Success, Topic, TopicError,
-    Transport, TransportError, Unrouted,
+    SubscribeOptions, SubscriberBuilder, SubscriptionHandle, Success, Topic, TopicError, Transport,
+    TransportError, Unrouted,
 };
 pub use bus_core::{Bytes, memory, time};
 

@@ -1,8 +1,8 @@
 //! The replay poller: how `busctl dlq replay` (which only marks letters
 //! `replay_requested` in the SQLite file) reaches a running bus.
 
-use bus_dlq::{DlqQuery, SqliteDlq, replay_envelope};
 use bus_core::PublishError;
+use bus_dlq::{DlqQuery, SqliteDlq, replay_envelope};
 use crossbeam_channel::{Sender, bounded};
 use std::sync::Arc;
 use std::thread::JoinHandle;

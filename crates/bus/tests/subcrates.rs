@@ -1,0 +1,28 @@
+//! Touches every re-export of the facade so none silently disappears.
+
+#[test]
+fn every_subcrate_is_reexported() {
+    // Core items at the root.
+    let _: fn() -> bus::BusBuilder = bus::Bus::builder;
+    let topic = bus::Topic::new("a.b").unwrap();
+    let env = bus::Envelope::new(topic, bus::Bytes::from_static(b"x"));
+    assert_eq!(env.attempt, 1);
+    let _ = bus::core::memory::MemoryTransport::new();
+    let _: bus::core::BusConfig = bus::BusConfig::default();
+    let _ = bus::time::ManualClock::new();
+    // Errors.
+    assert_eq!(bus::errors::ErrorCategory::Timeout.to_string(), "TIMEOUT");
+    // Breaker.
+    let cfg = bus::breaker::BreakerConfig::default();
+    assert_eq!(cfg.consecutive_failures, Some(5));
+    // Recovery.
+    let _ = bus::recovery::RetryPolicy::for_category(bus::errors::ErrorCategory::Connection);
+    // DLQ.
+    assert_eq!(bus::dlq::DB_FILE_NAME, "dlq.sqlite");
+    let _ = bus::dlq::MemoryDlq::default();
+    // Logger.
+    assert_eq!(bus::logger::LOG_FILE, "errors.jsonl");
+    // Health (with the http feature).
+    let _ = bus::health::HealthMonitor::new();
+    let _: Option<bus::health::HttpOptions> = None;
+}
