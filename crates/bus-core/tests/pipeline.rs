@@ -486,7 +486,7 @@ fn a_message_meeting_an_open_guard_is_parked_not_failed() {
 struct Scripted(Mutex<Vec<Decision>>);
 impl RecoveryPolicy for Scripted {
     fn decide(&self, _: &mut Failure<'_>) -> Decision {
-        self.0.lock().unwrap().remove(0)
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(0)
     }
 }
 
