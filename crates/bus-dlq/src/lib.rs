@@ -12,7 +12,7 @@
 //! [`stats`](DlqQuery::stats), failures grouped by [`signature`]
 //! ([`groups`](DlqQuery::groups)), replay, purge, and JSONL export/import.
 //! With the `cli` feature, [`cli`] has the `busctl dlq ...` subcommands. The
-//! on-disk schema is described in `SCHEMA.md`.
+//! on-disk schema is described in `docs/formats.md` at the repository root.
 //!
 //! ```
 //! use bus_core::{DeadLetter, DeadLetterReason, DeadLetterStore, Envelope, Topic};
