@@ -1,4 +1,5 @@
 //! Configuration from TOML and JSON: good files load, bad ones name the key.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 use bus::{Config, ConfigError};
 use std::time::Duration;

@@ -1,4 +1,5 @@
 //! Touches every re-export of the facade so none silently disappears.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 #[test]
 fn every_subcrate_is_reexported() {

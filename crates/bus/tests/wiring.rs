@@ -1,5 +1,6 @@
 //! The assembled bus end to end: breakers, retries, SQLite DLQ, error log and
 //! health wired by `Bus::builder()`, on a manual clock and a temp data dir.
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 use bus::dlq::{DlqConfig, DlqQuery, Filter, LetterState, SqliteDlq};
 use bus::errors::ErrorCategory;
