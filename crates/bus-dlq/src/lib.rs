@@ -11,7 +11,7 @@
 //! Both stores answer the [`DlqQuery`] API: list with a [`Filter`], get,
 //! [`stats`](DlqQuery::stats), failures grouped by [`signature`]
 //! ([`groups`](DlqQuery::groups)), replay, purge, and JSONL export/import.
-//! With the `cli` feature, [`cli`] has the `busctl dlq ...` subcommands. The
+//! With the `cli` feature, `cli` has the `busctl dlq ...` subcommands. The
 //! on-disk schema is described in `docs/formats.md` at the repository root.
 //!
 //! ```
