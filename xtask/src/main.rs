@@ -113,21 +113,734 @@ fn validate(_args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The crates whose own criterion benches `cargo xtask bench` runs (each sets
+/// `[lib] bench = false`; every `benches/*.rs` target is run by name so only
+/// criterion sees `--quick`).
+const BENCH_CRATES: [&str; 6] = [
+    "bus-bench",
+    "bus-breaker",
+    "bus-recovery",
+    "bus-logger",
+    "bus-health",
+    "bus-dlq",
+];
+
+/// `cargo xtask bench [--quick]`: runs the criterion benches and the RSS run,
+/// then writes `target/bench-report.json` and `docs/benchmarks.md`.
 fn bench(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
-    let mut b = cargo();
-    b.args(["bench", "--workspace"]);
-    if quick {
-        b.args([
-            "--",
+    let started = std::time::SystemTime::now();
+    let t0 = Instant::now();
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let criterion_args: &[&str] = if quick {
+        &[
             "--quick",
             "--warm-up-time",
             "0.2",
             "--measurement-time",
             "0.5",
-        ]);
+        ]
+    } else {
+        &[]
+    };
+    let mut failures = Vec::new();
+    for krate in BENCH_CRATES {
+        let names = bench_targets(&root().join("crates").join(krate));
+        if names.is_empty() {
+            continue;
+        }
+        let mut b = cargo();
+        b.args(["bench", "-p", krate]);
+        for name in &names {
+            b.args(["--bench", name]);
+        }
+        b.arg("--").args(criterion_args);
+        if let Err(e) = step(&format!("benches of {krate}"), b) {
+            failures.push(e);
+        }
     }
-    step("criterion benches", b)
+    let messages = if quick { "10000" } else { "1000000" };
+    let rss_json = target.join("bench-rss.json");
+    let mut rss = cargo();
+    rss.args([
+        "run",
+        "--profile",
+        "bench",
+        "-p",
+        "bus-bench",
+        "--bin",
+        "rss",
+    ])
+    .args(["--", "--messages", messages, "--out"])
+    .arg(&rss_json);
+    if let Err(e) = step(&format!("peak RSS ({messages} messages)"), rss) {
+        failures.push(e);
+    }
+
+    let mut results = Vec::new();
+    bench_collect(&target.join("criterion"), started, &mut results);
+    results.sort_by(|a, b| a.id.cmp(&b.id));
+    let fresh = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .is_ok_and(|m| m >= started)
+    };
+    let latency_path = target.join("bench-latency.json");
+    let latency = fresh(&latency_path)
+        .then(|| std::fs::read_to_string(&latency_path).ok())
+        .flatten();
+    let rss = fresh(&rss_json)
+        .then(|| std::fs::read_to_string(&rss_json).ok())
+        .flatten();
+    let machine = Machine::probe(quick, load_before, t0.elapsed().as_secs_f64());
+    let ratios = bench_ratios(&results, latency.as_deref(), rss.as_deref());
+
+    let report = bench_json(
+        &machine,
+        &results,
+        &ratios,
+        latency.as_deref(),
+        rss.as_deref(),
+    );
+    let report_path = target.join("bench-report.json");
+    std::fs::write(&report_path, report)
+        .map_err(|e| format!("cannot write {}: {e}", report_path.display()))?;
+    let md = bench_markdown(
+        &machine,
+        &results,
+        &ratios,
+        latency.as_deref(),
+        rss.as_deref(),
+    );
+    let md_path = root().join("docs/benchmarks.md");
+    std::fs::create_dir_all(root().join("docs")).map_err(|e| e.to_string())?;
+    std::fs::write(&md_path, md).map_err(|e| format!("cannot write {}: {e}", md_path.display()))?;
+    eprintln!(
+        "bench: {} results, report {} and {} in {:.0}s",
+        results.len(),
+        report_path.display(),
+        md_path.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    for r in &ratios {
+        eprintln!("    {:<48} {:>12}  {}", r.name, r.shown, r.verdict());
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+/// The `benches/*.rs` targets of a crate directory, by name.
+fn bench_targets(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("benches"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            (p.extension()? == "rs").then(|| p.file_stem()?.to_str().map(str::to_owned))?
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// One criterion result (`new/estimates.json` + `new/benchmark.json`).
+#[derive(Debug)]
+struct BenchResult {
+    id: String,
+    group: String,
+    function: String,
+    mean_ns: f64,
+    median_ns: f64,
+    /// Elements (or bytes, with `unit` "B") per iteration, if declared.
+    per_iter: Option<(f64, &'static str)>,
+}
+
+impl BenchResult {
+    /// Elements (or bytes) per second.
+    fn rate(&self) -> Option<(f64, &'static str)> {
+        self.per_iter
+            .map(|(n, unit)| (n / (self.mean_ns * 1e-9), unit))
+    }
+}
+
+/// Collects every `new/estimates.json` under `dir` written since `since`.
+fn bench_collect(dir: &Path, since: std::time::SystemTime, out: &mut Vec<BenchResult>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let estimates = path.join("estimates.json");
+        if path.file_name().is_some_and(|n| n == "new") && estimates.is_file() {
+            let fresh = std::fs::metadata(&estimates)
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m >= since);
+            if !fresh {
+                continue;
+            }
+            let est = std::fs::read_to_string(&estimates).unwrap_or_default();
+            let meta = std::fs::read_to_string(path.join("benchmark.json")).unwrap_or_default();
+            let num = |outer: &str| {
+                json_field(&est, outer)
+                    .and_then(|v| json_field(v, "point_estimate"))
+                    .and_then(json_number)
+            };
+            let (Some(mean_ns), Some(id)) = (num("mean"), json_string(&meta, "full_id")) else {
+                continue;
+            };
+            let per_iter = json_field(&meta, "throughput").and_then(|t| {
+                json_field(t, "Elements")
+                    .and_then(json_number)
+                    .map(|n| (n, "elem"))
+                    .or_else(|| {
+                        json_field(t, "Bytes")
+                            .and_then(json_number)
+                            .map(|n| (n, "B"))
+                    })
+            });
+            out.push(BenchResult {
+                group: json_string(&meta, "group_id").unwrap_or_default(),
+                function: json_string(&meta, "function_id").unwrap_or_else(|| id.clone()),
+                id,
+                mean_ns,
+                median_ns: num("median").unwrap_or(mean_ns),
+                per_iter,
+            });
+        } else {
+            bench_collect(&path, since, out);
+        }
+    }
+}
+
+/// The text right after `"key":` (whitespace skipped), searching from the start.
+fn json_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!("\"{key}\"");
+    let at = text.find(&pat)? + pat.len();
+    let rest = text[at..].trim_start().strip_prefix(':')?;
+    Some(rest.trim_start())
+}
+
+fn json_number(value: &str) -> Option<f64> {
+    let end = value
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E')))
+        .unwrap_or(value.len());
+    value[..end].parse().ok()
+}
+
+fn json_string(text: &str, key: &str) -> Option<String> {
+    let v = json_field(text, key)?.strip_prefix('"')?;
+    let mut out = String::new();
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => out.push(chars.next()?),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Where and when the benches ran.
+#[derive(Debug)]
+struct Machine {
+    date: String,
+    cpu: String,
+    logical_cpus: usize,
+    memory: String,
+    kernel: String,
+    rustc: String,
+    commit: String,
+    load_before: String,
+    load_after: String,
+    quick: bool,
+    seconds: f64,
+}
+
+impl Machine {
+    fn probe(quick: bool, load_before: String, seconds: f64) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let line = |key: &str| {
+            cpuinfo
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        };
+        let mut cpu = line("model name").unwrap_or_else(|| "unknown CPU".into());
+        if let Some(mhz) = line("cpu MHz") {
+            cpu.push_str(&format!(" @ {mhz} MHz"));
+        }
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0))
+            .unwrap_or_else(|| "unknown".into());
+        let output = |cmd: &str, args: &[&str]| {
+            Command::new(cmd)
+                .args(args)
+                .current_dir(root())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_else(|| "unknown".into())
+        };
+        let first3 = |s: String| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+        Self {
+            date: output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            cpu,
+            logical_cpus: std::thread::available_parallelism().map_or(0, usize::from),
+            memory,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "unknown".into()),
+            rustc: output("rustc", &["-V"]),
+            commit: output("git", &["rev-parse", "--short", "HEAD"]),
+            load_before: first3(load_before),
+            load_after: first3(std::fs::read_to_string("/proc/loadavg").unwrap_or_default()),
+            quick,
+            seconds,
+        }
+    }
+}
+
+/// A headline ratio and its goal.
+#[derive(Debug)]
+struct Ratio {
+    name: &'static str,
+    value: f64,
+    shown: String,
+    goal: &'static str,
+    pass: Option<bool>,
+}
+
+impl Ratio {
+    fn verdict(&self) -> &'static str {
+        match self.pass {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "-",
+        }
+    }
+}
+
+fn fmt_ns(ns: f64) -> String {
+    if ns < 1e3 {
+        format!("{ns:.0} ns")
+    } else if ns < 1e6 {
+        format!("{:.2} µs", ns / 1e3)
+    } else if ns < 1e9 {
+        format!("{:.2} ms", ns / 1e6)
+    } else {
+        format!("{:.2} s", ns / 1e9)
+    }
+}
+
+fn fmt_rate(rate: f64, unit: &str) -> String {
+    if rate >= 1e6 {
+        format!("{:.2} M{unit}/s", rate / 1e6)
+    } else if rate >= 1e3 {
+        format!("{:.1} K{unit}/s", rate / 1e3)
+    } else {
+        format!("{rate:.0} {unit}/s")
+    }
+}
+
+/// The headline ratios against the issue's goals.
+fn bench_ratios(results: &[BenchResult], latency: Option<&str>, rss: Option<&str>) -> Vec<Ratio> {
+    let mean = |id: &str| results.iter().find(|r| r.id == id).map(|r| r.mean_ns);
+    let mut out = Vec::new();
+    let mut push = |name,
+                    value: Option<f64>,
+                    shown: &dyn Fn(f64) -> String,
+                    goal,
+                    pass: &dyn Fn(f64) -> Option<bool>| {
+        if let Some(v) = value {
+            out.push(Ratio {
+                name,
+                value: v,
+                shown: shown(v),
+                goal,
+                pass: pass(v),
+            });
+        }
+    };
+    let pct = |v: f64| format!("{:.1} %", v * 100.0);
+    let tput = |a: &str, b: &str| Some(mean(b)? / mean(a)?); // throughput of a relative to b
+    push(
+        "bus on / raw crossbeam, 1to1",
+        tput("throughput/1to1/bus_on", "throughput/1to1/raw_crossbeam"),
+        &pct,
+        ">= 80 %",
+        &|v| Some(v >= 0.80),
+    );
+    push(
+        "bus on / raw crossbeam, 4to1",
+        tput("throughput/4to1/bus_on", "throughput/4to1/raw_crossbeam"),
+        &pct,
+        "-",
+        &|_| None,
+    );
+    push(
+        "bus on / raw crossbeam, 1to4",
+        tput("throughput/1to4/bus_on", "throughput/1to4/raw_crossbeam"),
+        &pct,
+        "-",
+        &|_| None,
+    );
+    push(
+        "bus off / raw crossbeam, 1to1",
+        tput("throughput/1to1/bus_off", "throughput/1to1/raw_crossbeam"),
+        &pct,
+        "-",
+        &|_| None,
+    );
+    push(
+        "bus on / bus off, 1to1",
+        tput("throughput/1to1/bus_on", "throughput/1to1/bus_off"),
+        &pct,
+        ">= 95 %",
+        &|v| Some(v >= 0.95),
+    );
+    push(
+        "bus on / bus off, 4to1",
+        tput("throughput/4to1/bus_on", "throughput/4to1/bus_off"),
+        &pct,
+        ">= 95 %",
+        &|v| Some(v >= 0.95),
+    );
+    push(
+        "bus on / bus off, 1to4",
+        tput("throughput/1to4/bus_on", "throughput/1to4/bus_off"),
+        &pct,
+        ">= 95 %",
+        &|v| Some(v >= 0.95),
+    );
+    let lat = |variant: &str, field: &str| {
+        json_field(latency?, variant)
+            .and_then(|v| json_field(v, field))
+            .and_then(json_number)
+    };
+    let us = |v: f64| fmt_ns(v);
+    push(
+        "added p99 latency, bus on - raw",
+        (|| Some(lat("bus_on", "p99_ns")? - lat("raw_crossbeam", "p99_ns")?))(),
+        &us,
+        "< 10 µs",
+        &|v| Some(v < 10_000.0),
+    );
+    push(
+        "added p99 latency, bus on - bus off",
+        (|| Some(lat("bus_on", "p99_ns")? - lat("bus_off", "p99_ns")?))(),
+        &us,
+        "-",
+        &|_| None,
+    );
+    push(
+        "one failed message (memory DLQ)",
+        mean("error_path/one_failure/memory_dlq"),
+        &us,
+        "< 5 µs",
+        &|v| Some(v < 5_000.0),
+    );
+    push(
+        "one failed message (SQLite DLQ, Normal)",
+        mean("error_path/one_failure/sqlite_normal"),
+        &us,
+        "< 5 µs",
+        &|v| Some(v < 5_000.0),
+    );
+    push(
+        "bus on, 10 % failing / 0 % failing",
+        tput(
+            "error_path/throughput/bus_on_fail_10pct",
+            "error_path/throughput/bus_on_fail_0pct",
+        ),
+        &pct,
+        "-",
+        &|_| None,
+    );
+    push(
+        "bus on, 100 % failing / 0 % failing",
+        tput(
+            "error_path/throughput/bus_on_fail_100pct",
+            "error_path/throughput/bus_on_fail_0pct",
+        ),
+        &pct,
+        "-",
+        &|_| None,
+    );
+    let kib = |field: &str| json_field(rss?, field).and_then(json_number);
+    let mib = |v: f64| format!("{:.1} MiB", v / 1024.0);
+    let n = kib("messages").unwrap_or(0.0);
+    let (e_name, d_name) = if n >= 1e6 {
+        (
+            "peak RSS after 1 M errors",
+            "peak RSS after 1 M dead letters",
+        )
+    } else {
+        (
+            "peak RSS after the errors run (see messages)",
+            "peak RSS after the dead-letter run",
+        )
+    };
+    push(
+        e_name,
+        kib("after_errors_peak_kib"),
+        &mib,
+        "< 50 MiB",
+        &|v| Some(v < 50.0 * 1024.0),
+    );
+    push(
+        d_name,
+        kib("after_dead_letters_peak_kib"),
+        &mib,
+        "< 50 MiB",
+        &|v| Some(v < 50.0 * 1024.0),
+    );
+    out
+}
+
+fn bench_json(
+    m: &Machine,
+    results: &[BenchResult],
+    ratios: &[Ratio],
+    latency: Option<&str>,
+    rss: Option<&str>,
+) -> String {
+    let mut s = String::from("{\n");
+    s.push_str(&format!(
+        "  \"machine\": {{\"date\": {}, \"cpu\": {}, \"logical_cpus\": {}, \"memory\": {}, \"kernel\": {}, \"rustc\": {}, \"commit\": {}, \"load_before\": {}, \"load_after\": {}, \"quick\": {}, \"seconds\": {:.0}}},\n",
+        json_escape(&m.date), json_escape(&m.cpu), m.logical_cpus, json_escape(&m.memory),
+        json_escape(&m.kernel), json_escape(&m.rustc), json_escape(&m.commit),
+        json_escape(&m.load_before), json_escape(&m.load_after), m.quick, m.seconds
+    ));
+    s.push_str("  \"ratios\": [\n");
+    let rows: Vec<String> = ratios
+        .iter()
+        .map(|r| {
+            format!(
+                "    {{\"name\": {}, \"value\": {}, \"shown\": {}, \"goal\": {}, \"met\": {}}}",
+                json_escape(r.name),
+                r.value,
+                json_escape(&r.shown),
+                json_escape(r.goal),
+                r.pass.map_or("null".to_owned(), |p| p.to_string())
+            )
+        })
+        .collect();
+    s.push_str(&rows.join(",\n"));
+    s.push_str("\n  ],\n  \"benchmarks\": [\n");
+    let rows: Vec<String> = results
+        .iter()
+        .map(|r| {
+            let rate = r.rate().map_or("null".to_owned(), |(v, _)| format!("{v:.1}"));
+            let unit = r.per_iter.map_or("null".to_owned(), |(_, u)| json_escape(u));
+            format!(
+                "    {{\"id\": {}, \"mean_ns\": {:.1}, \"median_ns\": {:.1}, \"per_second\": {rate}, \"unit\": {unit}}}",
+                json_escape(&r.id), r.mean_ns, r.median_ns
+            )
+        })
+        .collect();
+    s.push_str(&rows.join(",\n"));
+    s.push_str("\n  ],\n");
+    s.push_str(&format!(
+        "  \"latency\": {},\n",
+        latency.map_or("null", str::trim)
+    ));
+    s.push_str(&format!(
+        "  \"rss\": {}\n}}\n",
+        rss.map_or("null", str::trim)
+    ));
+    s
+}
+
+/// The baseline a result is compared with in its group's table.
+fn bench_baseline<'a>(r: &BenchResult, group: &[&'a BenchResult]) -> Option<&'a BenchResult> {
+    let by_fn = |f: &str| group.iter().copied().find(|b| b.function == f);
+    if r.group == "error_path/throughput" {
+        let prefix = r.function.split("_fail_").next()?;
+        return by_fn(&format!("{prefix}_fail_0pct"));
+    }
+    by_fn("raw_crossbeam")
+        .or_else(|| by_fn("one_success"))
+        .or_else(|| {
+            group
+                .iter()
+                .copied()
+                .find(|b| b.function.contains("baseline"))
+        })
+}
+
+fn bench_markdown(
+    m: &Machine,
+    results: &[BenchResult],
+    ratios: &[Ratio],
+    latency: Option<&str>,
+    rss: Option<&str>,
+) -> String {
+    let mut s = String::new();
+    s.push_str("# Benchmarks\n\n");
+    s.push_str("Generated by `cargo xtask bench");
+    s.push_str(if m.quick { " --quick`" } else { "`" });
+    s.push_str(" (do not edit by hand; the method is in each bench's module docs, `crates/*/benches/*.rs`).\n");
+    s.push_str("Every ratio compares results of the same run, in the same process where it is a ratio of one bench file.\n\n");
+    s.push_str("## Machine\n\n| | |\n|---|---|\n");
+    for (k, v) in [
+        ("date", m.date.clone()),
+        ("commit", m.commit.clone()),
+        ("CPU", m.cpu.clone()),
+        ("logical CPUs (nproc)", m.logical_cpus.to_string()),
+        ("memory", m.memory.clone()),
+        ("kernel", m.kernel.clone()),
+        ("rustc", m.rustc.clone()),
+        (
+            "load average before / after",
+            format!("{} / {}", m.load_before, m.load_after),
+        ),
+        (
+            "mode",
+            if m.quick {
+                "--quick (short warm-up and measurement, fewer messages)".into()
+            } else {
+                "full".to_owned()
+            },
+        ),
+        ("wall time", format!("{:.0} s", m.seconds)),
+    ] {
+        s.push_str(&format!("| {k} | {v} |\n"));
+    }
+    s.push_str("\n## Goals\n\n| measure | result | goal | |\n|---|---:|---|---|\n");
+    for r in ratios {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            r.name,
+            r.shown,
+            r.goal,
+            r.verdict()
+        ));
+    }
+    if let Some(lat) = latency {
+        s.push_str("\n## Latency (publish to handler, paced)\n\n");
+        let interval = json_field(lat, "interval_ns")
+            .and_then(json_number)
+            .unwrap_or(0.0);
+        let n = json_field(lat, "messages")
+            .and_then(json_number)
+            .unwrap_or(0.0);
+        s.push_str(&format!(
+            "One message every {}, {n:.0} recorded messages per variant (HDR histogram).\n\n",
+            fmt_ns(interval)
+        ));
+        s.push_str("| variant | p50 | p99 | p99.9 | max | mean | p99 added vs raw |\n|---|---:|---:|---:|---:|---:|---:|\n");
+        let raw_p99 = json_field(lat, "raw_crossbeam")
+            .and_then(|v| json_field(v, "p99_ns"))
+            .and_then(json_number);
+        for variant in ["raw_crossbeam", "bus_off", "bus_on"] {
+            let Some(v) = json_field(lat, variant) else {
+                continue;
+            };
+            let f = |k: &str| json_field(v, k).and_then(json_number).unwrap_or(0.0);
+            let added = raw_p99.map_or("-".to_owned(), |r| fmt_ns(f("p99_ns") - r));
+            s.push_str(&format!(
+                "| {variant} | {} | {} | {} | {} | {} | {added} |\n",
+                fmt_ns(f("p50_ns")),
+                fmt_ns(f("p99_ns")),
+                fmt_ns(f("p999_ns")),
+                fmt_ns(f("max_ns")),
+                fmt_ns(f("mean_ns"))
+            ));
+        }
+    }
+    if let Some(rss) = rss {
+        s.push_str("\n## Memory (bus with error handling on)\n\n| measure | value |\n|---|---:|\n");
+        for (label, key, kib) in [
+            ("messages per phase", "messages", false),
+            ("peak RSS before the runs", "baseline_peak_kib", true),
+            (
+                "peak RSS after the errors phase",
+                "after_errors_peak_kib",
+                true,
+            ),
+            ("errors phase wall time (s)", "errors_seconds", false),
+            ("error logger history kept", "logger_history_len", false),
+            (
+                "peak RSS after the dead-letter phase",
+                "after_dead_letters_peak_kib",
+                true,
+            ),
+            (
+                "dead-letter phase wall time (s)",
+                "dead_letters_seconds",
+                false,
+            ),
+            ("letters on disk (SQLite)", "dlq_rows", false),
+        ] {
+            let Some(v) = json_field(rss, key).and_then(json_number) else {
+                continue;
+            };
+            let shown = if kib {
+                format!("{:.1} MiB", v / 1024.0)
+            } else {
+                format!("{v}")
+            };
+            s.push_str(&format!("| {label} | {shown} |\n"));
+        }
+    }
+    s.push_str("\n## All criterion results\n\nMean time per iteration; for throughput groups one iteration moves the stated number of messages. \"vs baseline\": throughput as a percentage of the baseline's, or time as a multiple of the baseline's.\n");
+    let mut groups: Vec<&str> = results.iter().map(|r| r.group.as_str()).collect();
+    groups.dedup();
+    for g in groups {
+        let members: Vec<&BenchResult> = results.iter().filter(|r| r.group == g).collect();
+        s.push_str(&format!(
+            "\n### {g}\n\n| benchmark | time | throughput | vs baseline |\n|---|---:|---:|---:|\n"
+        ));
+        for r in &members {
+            let rate = r.rate().map_or("-".to_owned(), |(v, u)| fmt_rate(v, u));
+            let vs = match bench_baseline(r, &members) {
+                Some(b) if b.id == r.id => "baseline".to_owned(),
+                Some(b) if r.per_iter.is_some() => {
+                    format!("{:.1} %", b.mean_ns / r.mean_ns * 100.0)
+                }
+                Some(b) => format!("{:.2}x", r.mean_ns / b.mean_ns),
+                None => "-".to_owned(),
+            };
+            s.push_str(&format!(
+                "| {} | {} | {rate} | {vs} |\n",
+                r.function,
+                fmt_ns(r.mean_ns)
+            ));
+        }
+    }
+    s
 }
 
 fn soak(_args: &[String]) -> Result<(), String> {

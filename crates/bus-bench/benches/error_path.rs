@@ -93,7 +93,8 @@ impl Pipeline {
             .with_topic(env.topic.as_str())
             .with_attempt(env.attempt);
         let class = self.classifier.classify(error.as_error(), &ctx);
-        self.guard.record(permit, Outcome::Failure { elapsed, class });
+        self.guard
+            .record(permit, Outcome::Failure { elapsed, class });
         let mut report = ErrorReport::from_error(&error, class, COMPONENT)
             .with_topic(env.topic.as_str())
             .with_message_id(env.id)

@@ -134,9 +134,7 @@ fn latency(c: &mut Criterion) {
             .unwrap();
         let publish = |p: Vec<u8>| fx.publish_payload(p);
         results.push(rec.percentiles(variant, n, &publish));
-        g.bench_function(variant, |b| {
-            b.iter_custom(|iters| rec.run(iters, &publish))
-        });
+        g.bench_function(variant, |b| b.iter_custom(|iters| rec.run(iters, &publish)));
         let stats = fx.shutdown().stats;
         assert!(stats.invariant_holds(), "{stats:?}");
     }

@@ -337,7 +337,10 @@ mod tests {
         let dlq = fx.dlq.as_ref().unwrap();
         assert_eq!(dlq.count(&Filter::all()).unwrap(), 50);
         assert_eq!(fx.logger.as_ref().unwrap().statistics().total, 50);
-        assert_eq!(fx.health.as_ref().unwrap().report().totals.dead_lettered, 50);
+        assert_eq!(
+            fx.health.as_ref().unwrap().report().totals.dead_lettered,
+            50
+        );
     }
 
     #[test]

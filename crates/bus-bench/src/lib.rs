@@ -32,7 +32,9 @@
 mod fixture;
 mod rss;
 
-pub use fixture::{BenchError, FailEvery, Fixture, OnOptions, PAYLOAD_BYTES, TOPIC, payload};
+pub use fixture::{
+    BenchError, FailEvery, Fixture, OnOptions, OnRecovery, PAYLOAD_BYTES, TOPIC, payload,
+};
 pub use rss::{ProcStatus, proc_status};
 
 /// `true` when the process was started with `--quick` (criterion's short
