@@ -44,6 +44,8 @@ use support::{publish_from, settle, subscribe};
 
 const COMPONENT: &str = "bench";
 
+type MakeFixture = fn() -> Fixture;
+
 /// The plugs of a bus with error handling on, driven by hand.
 struct Pipeline {
     guard: Arc<dyn Guard>,
@@ -203,7 +205,7 @@ fn failure_throughput(c: &mut Criterion) {
     let n = support::messages(20_000, 4_000);
     let mut g = c.benchmark_group("error_path/throughput");
     g.throughput(Throughput::Elements(n));
-    let cases: [(&str, u64, fn() -> Fixture); 6] = [
+    let cases: [(&str, u64, MakeFixture); 6] = [
         ("bus_off_fail_0pct", 0, Fixture::off),
         ("bus_off_fail_10pct", 10, Fixture::off),
         ("bus_off_fail_100pct", 1, Fixture::off),
