@@ -122,17 +122,35 @@ pub enum DlqError {
     Other(Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Called exactly once when an asynchronous push ends, with its result and
+/// the letter handed back.
+pub type PushDone = Box<dyn FnOnce(Result<LetterId, DlqError>, DeadLetter) + Send>;
+
 /// Where undeliverable messages are kept.
 pub trait DeadLetterStore: Send + Sync {
     /// Stores `letter`. Returns `Ok` only once it is durable per the store's
     /// durability setting; on `Err` nothing may be assumed stored and the bus
     /// keeps the message.
     fn push(&self, letter: &DeadLetter) -> Result<LetterId, DlqError>;
+
+    /// Stores `letter` without making the caller wait for durability: `done`
+    /// runs exactly once, possibly on another thread, after the letter is
+    /// durable (`Ok`) or refused (`Err`). The bus settles the message inside
+    /// `done`, so the guarantee is the same as [`push`](Self::push)'s, but a
+    /// store can gather letters from a few callers into one commit. The
+    /// default pushes and calls `done` on the caller's thread.
+    fn push_then(&self, letter: DeadLetter, done: PushDone) {
+        let result = self.push(&letter);
+        done(result, letter);
+    }
 }
 
 impl<T: DeadLetterStore + ?Sized> DeadLetterStore for Arc<T> {
     fn push(&self, letter: &DeadLetter) -> Result<LetterId, DlqError> {
         (**self).push(letter)
+    }
+    fn push_then(&self, letter: DeadLetter, done: PushDone) {
+        (**self).push_then(letter, done)
     }
 }
 

@@ -39,7 +39,7 @@ pub use bus::{
     SubscriptionHandle, Unrouted,
 };
 pub use dlq::{
-    DeadLetter, DeadLetterReason, DeadLetterStore, DlqError, LetterId, MemoryDeadLetters,
+    DeadLetter, DeadLetterReason, DeadLetterStore, DlqError, LetterId, MemoryDeadLetters, PushDone,
 };
 pub use envelope::{AttemptRecord, Envelope, MessageId, Priority};
 pub use guard::{CircuitState, Guard, GuardProvider, NoGuard, Outcome, Permit, Rejected};

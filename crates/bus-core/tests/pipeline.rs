@@ -486,7 +486,10 @@ fn a_message_meeting_an_open_guard_is_parked_not_failed() {
 struct Scripted(Mutex<Vec<Decision>>);
 impl RecoveryPolicy for Scripted {
     fn decide(&self, _: &mut Failure<'_>) -> Decision {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(0)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(0)
     }
 }
 
@@ -566,4 +569,45 @@ fn closing_a_subscription_keeps_its_group_queue_for_the_next_member() {
     let s = bus.shutdown(LONG).stats;
     assert_invariant(&s);
     assert_eq!((first.calls(), second.calls(), s.acked), (1, 1, 2));
+}
+
+#[test]
+fn a_refused_dead_letter_pauses_the_subscriber() {
+    // The DLQ refuses the poison message's letter: the subscriber pauses for
+    // `dlq_retry_delay` instead of racing through messages it may not be able
+    // to dead-letter either.
+    let store = FlakyStore::failing_first(1);
+    let observer = RecordingObserver::new();
+    let mut config = BusConfig::default();
+    config.dlq_retry_delay = Duration::from_millis(400);
+    let bus = Bus::builder()
+        .config(config)
+        .recovery(Arc::new(NoRetry))
+        .dead_letters(store.clone())
+        .observer(observer.clone())
+        .build();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let h = Arc::clone(&handled);
+    bus.subscriber("s")
+        .topic("t")
+        .start(move |m: &Message<'_>| -> Result<(), HandlerError> {
+            h.fetch_add(1, SeqCst);
+            if &m.payload[..] == b"poison" {
+                Err(HandlerError::msg("bad"))
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+    bus.publish("t", &b"poison"[..]).unwrap();
+    assert!(wait_until(LONG, || observer.count("dlq_failed") == 1));
+    bus.publish("t", &b"fine"[..]).unwrap();
+    // A slow machine only makes this more likely to hold; it fails if no pause happens.
+    assert!(
+        !wait_until(Duration::from_millis(150), || handled.load(SeqCst) > 1),
+        "worker did not pause"
+    );
+    let s = bus.shutdown(LONG).stats;
+    assert_invariant(&s);
+    assert_eq!((s.acked, s.dead_lettered, s.dlq_write_failures), (1, 1, 1));
 }

@@ -246,13 +246,51 @@ pub struct ShutdownReport {
 }
 
 // Shared by the bus and the handle, so whichever stops it joins the workers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Subscriber {
     stop: AtomicBool,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    // Nanoseconds after `epoch` until which the workers take no message
+    // (the DLQ refused a write); 0 when not paused. One relaxed load per
+    // message on the hot path.
+    paused_until: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for Subscriber {
+    fn default() -> Self {
+        Self {
+            stop: AtomicBool::new(false),
+            workers: Mutex::new(Vec::new()),
+            paused_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl Subscriber {
+    pub(crate) fn pause_for(&self, d: Duration) {
+        let until = self.epoch.elapsed() + d;
+        let nanos = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.paused_until.fetch_max(nanos, Ordering::AcqRel);
+    }
+
+    /// How much longer the pause lasts, if one is in force.
+    pub(crate) fn paused_for(&self) -> Option<Duration> {
+        let until = self.paused_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return None;
+        }
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if now >= until {
+            let _ =
+                self.paused_until
+                    .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Relaxed);
+            return None;
+        }
+        Some(Duration::from_nanos(until - now))
+    }
+
     fn stop_and_join(&self) {
         self.stop.store(true, Ordering::Release);
         let workers =

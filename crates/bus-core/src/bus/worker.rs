@@ -25,33 +25,43 @@ pub(super) struct Worker {
     pub(super) subscriber: Arc<super::Subscriber>,
 }
 
-/// Pushes a letter, tracking the store's health. On failure the letter is
-/// handed back so the caller can keep the message.
+/// Books a letter the store accepted.
+pub(super) fn letter_stored(shared: &Shared, letter: &DeadLetter) {
+    inc(&shared.counters.dead_lettered);
+    if shared.dlq_failing.swap(false, Ordering::AcqRel) {
+        shared.event(&BusEvent::DlqRecovered {
+            component: &letter.component,
+        });
+    }
+    shared.event(&BusEvent::DeadLettered {
+        topic: &letter.envelope.topic,
+        component: &letter.component,
+        category: letter.report.category,
+        reason: &letter.reason,
+    });
+}
+
+/// Books a letter the store refused: the store is unhealthy, the message stays.
+pub(super) fn letter_refused(shared: &Shared, letter: &DeadLetter, error: &crate::DlqError) {
+    inc(&shared.counters.dlq_write_failures);
+    shared.dlq_failing.store(true, Ordering::Release);
+    tracing::error!(%error, message_id = %letter.envelope.id, "dead-letter store refused a write; the message stays queued");
+    shared.event(&BusEvent::DlqWriteFailed {
+        component: &letter.component,
+        error,
+    });
+}
+
+/// Pushes a letter and waits for the store's answer (publish and shutdown
+/// paths). On failure the letter is handed back so the caller keeps the message.
 pub(super) fn store_letter(shared: &Shared, letter: &DeadLetter) -> Result<(), Box<DeadLetter>> {
     match shared.plugs.dlq.push(letter) {
         Ok(_) => {
-            inc(&shared.counters.dead_lettered);
-            if shared.dlq_failing.swap(false, Ordering::AcqRel) {
-                shared.event(&BusEvent::DlqRecovered {
-                    component: &letter.component,
-                });
-            }
-            shared.event(&BusEvent::DeadLettered {
-                topic: &letter.envelope.topic,
-                component: &letter.component,
-                category: letter.report.category,
-                reason: &letter.reason,
-            });
+            letter_stored(shared, letter);
             Ok(())
         }
         Err(error) => {
-            inc(&shared.counters.dlq_write_failures);
-            shared.dlq_failing.store(true, Ordering::Release);
-            tracing::error!(%error, message_id = %letter.envelope.id, "dead-letter store refused a write; the message stays queued");
-            shared.event(&BusEvent::DlqWriteFailed {
-                component: &letter.component,
-                error: &error,
-            });
+            letter_refused(shared, letter, &error);
             Err(Box::new(letter.clone()))
         }
     }
@@ -61,6 +71,10 @@ impl Worker {
     pub(super) fn run(mut self) {
         let poll = self.shared.config.poll_interval;
         while !self.subscriber.stop.load(Ordering::Acquire) {
+            if let Some(left) = self.subscriber.paused_for() {
+                self.pause(left.min(poll));
+                continue;
+            }
             match self.sub.next(poll) {
                 Ok(Some(delivery)) => {
                     // The pipeline does not panic, but plugs are user code: a
@@ -232,25 +246,37 @@ impl Worker {
                     &*self.component,
                     &*self.group,
                 );
-                match store_letter(s, &letter) {
-                    Ok(()) => {
-                        if escalate {
-                            tracing::error!(message_id = %letter.envelope.id, component = %self.component, category = %letter.report.category, escalated = true, "failure escalated");
-                            s.event(&BusEvent::Escalated {
-                                report: &letter.report,
-                            });
+                // The worker moves on while the store makes the letter durable;
+                // the delivery is settled in the callback, only once the store
+                // has answered, so a crash before then redelivers it.
+                let shared = Arc::clone(&self.shared);
+                let subscriber = Arc::clone(&self.subscriber);
+                let done = move |result: Result<crate::LetterId, crate::DlqError>,
+                                 letter: DeadLetter| {
+                    match result {
+                        Ok(_) => {
+                            letter_stored(&shared, &letter);
+                            if escalate {
+                                tracing::error!(message_id = %letter.envelope.id, component = %letter.component, category = %letter.report.category, escalated = true, "failure escalated");
+                                shared.event(&BusEvent::Escalated {
+                                    report: &letter.report,
+                                });
+                            }
+                            delivery.term();
                         }
-                        delivery.term();
+                        Err(error) => {
+                            letter_refused(&shared, &letter, &error);
+                            // Keep the message: undo this attempt's record,
+                            // redeliver after a pause, and pause the subscriber.
+                            let mut delivery = delivery;
+                            delivery.envelope_mut().history.pop();
+                            let wait = shared.config.dlq_retry_delay;
+                            delivery.nak(wait);
+                            subscriber.pause_for(wait);
+                        }
                     }
-                    Err(_) => {
-                        // Keep the message: undo this attempt's record, redeliver
-                        // after a pause, and pause this worker meanwhile.
-                        delivery.envelope_mut().history.pop();
-                        let wait = s.config.dlq_retry_delay;
-                        delivery.nak(wait);
-                        self.pause(wait);
-                    }
-                }
+                };
+                s.plugs.dlq.push_then(letter, Box::new(done));
             }
             Decision::Discard { reason } => {
                 let env = delivery.envelope();

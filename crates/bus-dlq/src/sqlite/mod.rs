@@ -11,7 +11,7 @@ pub use verify::{BadRow, VerifyReport};
 use crate::config::DlqConfig;
 use crate::query::{DlqQuery, Filter};
 use crate::record::{LetterState, LetterSummary, StoredLetter, to_nanos};
-use bus_core::{DeadLetter, DeadLetterStore, DlqError, LetterId, Topic};
+use bus_core::{DeadLetter, DeadLetterStore, DlqError, LetterId, PushDone, Topic};
 use crossbeam_channel::Sender;
 use row::EncodedRow;
 use rusqlite::Connection;
@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
-use writer::{Bounds, Job, Shared};
+use writer::{Bounds, Job, Reply, Shared};
 
 /// A dead-letter queue in a SQLite database (WAL mode) at
 /// `<data-dir>/dlq.sqlite`.
@@ -133,7 +133,11 @@ impl SqliteDlq {
                 let row = EncodedRow::from_letter(letter)?;
                 let (reply, answer) = crossbeam_channel::bounded(1);
                 let tx = self.tx.as_ref().ok_or(DlqError::Closed)?;
-                tx.send(Job { row, reply }).map_err(|_| DlqError::Closed)?;
+                tx.send(Job {
+                    row,
+                    reply: Reply::Wait(reply),
+                })
+                .map_err(|_| DlqError::Closed)?;
                 Ok((letter.id, answer))
             })
             .collect();
@@ -178,9 +182,32 @@ impl DeadLetterStore for SqliteDlq {
         let row = EncodedRow::from_letter(letter)?;
         let (reply, answer) = crossbeam_channel::bounded(1);
         let tx = self.tx.as_ref().ok_or(DlqError::Closed)?;
-        tx.send(Job { row, reply }).map_err(|_| DlqError::Closed)?;
+        tx.send(Job {
+            row,
+            reply: Reply::Wait(reply),
+        })
+        .map_err(|_| DlqError::Closed)?;
         answer.recv().map_err(|_| DlqError::Closed)?.into_result()?;
         Ok(letter.id)
+    }
+
+    fn push_then(&self, letter: DeadLetter, done: PushDone) {
+        if let Some(why) = self.shared.poison_reason() {
+            return done(Err(DlqError::Poisoned(why)), letter);
+        }
+        let row = match EncodedRow::from_letter(&letter) {
+            Ok(row) => row,
+            Err(e) => return done(Err(e), letter),
+        };
+        let Some(tx) = self.tx.as_ref() else {
+            return done(Err(DlqError::Closed), letter);
+        };
+        if let Err(unsent) = tx.send(Job {
+            row,
+            reply: Reply::Then(done, Box::new(letter)),
+        }) {
+            unsent.into_inner().reply.send(writer::Outcome::Closed);
+        }
     }
 }
 

@@ -91,3 +91,73 @@ fn push_many_commits_every_letter_and_reports_each() {
         assert!(dlq.get(l.id).unwrap().is_some());
     }
 }
+
+#[test]
+fn push_then_commits_every_letter_and_calls_back_exactly_once_each() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = Arc::new(SqliteDlq::open(DlqConfig::new(dir.path())).unwrap());
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let pushers: Vec<_> = (0..4)
+        .map(|t| {
+            let dlq = Arc::clone(&dlq);
+            let tx = tx.clone();
+            let calls = Arc::clone(&calls);
+            std::thread::spawn(move || {
+                for i in 0..250 {
+                    let tx = tx.clone();
+                    let calls = Arc::clone(&calls);
+                    dlq.push_then(
+                        letter("a", "x", t * 1000 + i),
+                        Box::new(move |r, l| {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tx.send((r.map_err(|e| e.to_string()), l.id)).unwrap();
+                        }),
+                    );
+                }
+            })
+        })
+        .collect();
+    for p in pushers {
+        p.join().unwrap();
+    }
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..1000 {
+        let (r, id) = rx.recv().unwrap();
+        assert_eq!(r, Ok(id));
+        assert!(ids.insert(id), "a callback ran twice");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1000);
+    // Each Ok meant committed: all are readable now, from this or another connection.
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 1000);
+    for id in ids {
+        assert!(dlq.get(id).unwrap().is_some());
+    }
+}
+
+#[test]
+fn push_then_on_a_poisoned_store_refuses_through_the_callback() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    dlq.fail_next_commit();
+    assert!(dlq.push(&letter("a", "x", 1)).is_err());
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let l = letter("a", "x", 2);
+    let id = l.id;
+    dlq.push_then(l, Box::new(move |r, back| tx.send((r, back.id)).unwrap()));
+    let (r, back) = rx.recv().unwrap();
+    assert!(matches!(r, Err(DlqError::Poisoned(_))));
+    assert_eq!(back, id, "the letter is handed back");
+}
+
+#[test]
+fn a_panicking_callback_does_not_kill_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    dlq.push_then(letter("a", "x", 1), Box::new(|_, _| panic!("callback bug")));
+    // The writer survives and keeps committing.
+    dlq.push(&letter("a", "x", 2)).unwrap();
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 2);
+}

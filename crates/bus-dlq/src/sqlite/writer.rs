@@ -1,14 +1,16 @@
 //! The writer thread: group commit of concurrent pushes.
 //!
 //! Each pusher encodes its row on its own thread, sends it here with a reply
-//! channel, and waits. The writer takes every row waiting (up to
+//! channel, and waits (`push`), or with a callback, and goes on (`push_then`:
+//! the bus settles the message in the callback, so a few workers can fill a
+//! large batch). The writer takes every row waiting (up to
 //! `max_batch`), inserts them in one transaction, commits once (one fsync
 //! under `Durability::Full`), and only then answers each pusher. While it
 //! commits, new rows queue up for the next batch.
 
 use super::row::{EncodedRow, INSERT};
 use super::schema::db_err;
-use bus_core::DlqError;
+use bus_core::{DeadLetter, DlqError};
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::Connection;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +23,7 @@ pub(crate) enum Outcome {
     Full(String),
     Failed(String),
     Poisoned(String),
+    Closed,
 }
 
 impl Outcome {
@@ -30,6 +33,44 @@ impl Outcome {
             Outcome::Full(m) => Err(DlqError::Full(m)),
             Outcome::Failed(m) => Err(DlqError::Other(m.into())),
             Outcome::Poisoned(m) => Err(DlqError::Poisoned(m)),
+            Outcome::Closed => Err(DlqError::Closed),
+        }
+    }
+}
+
+/// How a push hears its outcome.
+pub(crate) enum Reply {
+    /// A pusher blocked on this channel.
+    Wait(Sender<Outcome>),
+    /// Call this once committed (`push_then`): nobody waits.
+    Then(bus_core::PushDone, Box<DeadLetter>),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Wait(_) => f.write_str("Reply::Wait"),
+            Reply::Then(_, letter) => write!(f, "Reply::Then({})", letter.id),
+        }
+    }
+}
+
+impl Reply {
+    /// Delivers the outcome. A callback that panics must not kill the writer.
+    pub(crate) fn send(self, outcome: Outcome) {
+        match self {
+            // A pusher that stopped waiting is not an error here.
+            Reply::Wait(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Reply::Then(done, letter) => {
+                let id = letter.id;
+                let result = outcome.into_result().map(|()| id);
+                let call = std::panic::AssertUnwindSafe(move || done(result, *letter));
+                if std::panic::catch_unwind(call).is_err() {
+                    tracing::error!(letter = %id, "a push_then callback panicked");
+                }
+            }
         }
     }
 }
@@ -38,7 +79,7 @@ impl Outcome {
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) row: EncodedRow,
-    pub(crate) reply: Sender<Outcome>,
+    pub(crate) reply: Reply,
 }
 
 /// State shared by the store handle and its writer.
@@ -91,8 +132,7 @@ pub(crate) fn run(mut conn: Connection, rx: Receiver<Job>, shared: Arc<Shared>, 
             None => commit_batch(&mut conn, &batch, &shared, bounds),
         };
         for (job, outcome) in batch.drain(..).zip(outcomes) {
-            // A pusher that stopped waiting is not an error here.
-            let _ = job.reply.send(outcome);
+            job.reply.send(outcome);
         }
     }
 }
