@@ -1,0 +1,133 @@
+//! Runs the real `busctl` binary against a temp data directory.
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+fn busctl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_busctl"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn demo(dir: &Path) -> Value {
+    let d = dir.to_str().unwrap();
+    let (ok, out, err) = busctl(&[
+        "demo",
+        "--data-dir",
+        d,
+        "--messages",
+        "20000",
+        "--fail-rate",
+        "0.05",
+        "--poison-rate",
+        "0.01",
+        "--panic-rate",
+        "0.005",
+        "--seed",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "demo failed: {err}");
+    assert_eq!(out.lines().count(), 1, "one JSON object: {out}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn n(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+#[test]
+fn demo_summary_adds_up_and_matches_the_dlq_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = demo(dir.path());
+    let settled = n(&s, "acked")
+        + n(&s, "dead_lettered")
+        + n(&s, "rejected_at_publish")
+        + n(&s, "discarded_by_policy")
+        + n(&s, "returned_at_shutdown");
+    assert_eq!(n(&s, "published"), settled, "{s}");
+    assert_eq!(s["invariant_holds"], true);
+    assert_eq!(n(&s, "orders"), 20_000);
+    // 3 groups on orders.created, plus the burst publishes.
+    let burst = &s["burst"];
+    let rejected_orders = n(&s, "orders_rejected");
+    assert_eq!(
+        n(&s, "published"),
+        3 * (20_000 - rejected_orders) + rejected_orders + n(burst, "published"),
+        "{s}"
+    );
+    assert!(
+        n(burst, "rejected") > 0,
+        "the burst overflows the small queue"
+    );
+    assert!(n(&s, "panics") > 0 && n(&s, "retried") > 0);
+    assert!(
+        n(&s["breakers"]["inventory"], "trips") >= 1,
+        "outage opened the breaker"
+    );
+    assert!(n(&s, "parked") > 0);
+    // Poison letters are dead-lettered; transient failures and panics recovered.
+    assert!(n(&s, "dead_lettered") > 100, "{s}");
+    assert_eq!(s["dlq"]["total"].as_u64(), Some(n(&s, "dead_lettered")));
+    assert!(["healthy", "degraded", "critical"].contains(&s["health"]["status"].as_str().unwrap()));
+
+    // `busctl dlq stats --json` reads the same file.
+    let d = dir.path().to_str().unwrap();
+    let (ok, out, err) = busctl(&["dlq", "stats", "--data-dir", d, "--json"]);
+    assert!(ok, "{err}");
+    let stats: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(n(&stats, "total"), n(&s, "dead_lettered"));
+
+    let (ok, out, err) = busctl(&["dlq", "list", "--data-dir", d, "--json"]);
+    assert!(ok, "{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert!(!list.as_array().unwrap().is_empty());
+    assert_eq!(list[0]["category"], "SERIALIZATION");
+
+    // The final health snapshot, as a table and as JSON.
+    let (ok, out, err) = busctl(&["health", "--data-dir", d]);
+    assert!(ok, "{err}");
+    assert!(out.contains("status") && out.contains("inventory"), "{out}");
+    let (ok, out, _) = busctl(&["health", "--data-dir", d, "--json"]);
+    assert!(ok);
+    let h: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        h["totals"]["dead_lettered"].as_u64(),
+        Some(n(&s, "dead_lettered"))
+    );
+}
+
+#[test]
+fn same_seed_gives_the_same_poison_count() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (sa, sb) = (demo(a.path()), demo(b.path()));
+    assert_eq!(
+        sa["dlq"]["by_category"]["SERIALIZATION"],
+        sb["dlq"]["by_category"]["SERIALIZATION"]
+    );
+}
+
+#[test]
+fn bad_arguments_and_missing_snapshot_fail_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (ok, _, err) = busctl(&["demo", "--data-dir", d, "--fail-rate", "1.5"]);
+    assert!(!ok);
+    assert!(err.contains("--fail-rate"), "{err}");
+    let (ok, _, err) = busctl(&["demo", "--data-dir", d, "--transport", "carrier-pigeon"]);
+    assert!(!ok);
+    assert!(err.contains("memory"), "{err}");
+    let (ok, _, err) = busctl(&["health", "--data-dir", d]);
+    assert!(!ok);
+    assert!(err.contains("health"), "{err}");
+}
