@@ -91,7 +91,11 @@ async fn run(ctx: &Ctx, stream: &str) -> Result<(), async_nats::Error> {
             Ok(None) => return Err("advisory stream ended".into()),
             Ok(Some(m)) => m?,
         };
-        let store = ctx.dlq.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let store = ctx
+            .dlq
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let Some(store) = store else {
             // No store yet: leave the advisory for later (or another process).
             msg.ack_with(AckKind::Nak(Some(RETRY * 5))).await?;
@@ -118,7 +122,11 @@ async fn handle(
     };
     let stream = ctx.js.get_stream(&adv.stream).await?;
     let group = match stream.consumer_info(&adv.consumer).await {
-        Ok(info) => info.config.description.clone().unwrap_or_else(|| adv.consumer.clone()),
+        Ok(info) => info
+            .config
+            .description
+            .clone()
+            .unwrap_or_else(|| adv.consumer.clone()),
         Err(_) => adv.consumer.clone(),
     };
     let raw = match stream.get_raw_message(adv.stream_seq).await {

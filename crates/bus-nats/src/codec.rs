@@ -117,7 +117,9 @@ pub(crate) fn from_message(
     if let Some(id) = get(h, MSG_ID).and_then(|s| Uuid::parse_str(s).ok()) {
         env = env.with_id(id);
     }
-    if let Some(p) = get(h, PRIORITY).and_then(|p| Priority::ALL.into_iter().find(|x| x.as_str() == p)) {
+    if let Some(p) =
+        get(h, PRIORITY).and_then(|p| Priority::ALL.into_iter().find(|x| x.as_str() == p))
+    {
         env.priority = p;
     }
     env.correlation_id = get(h, CORRELATION).map(decode);
@@ -130,8 +132,8 @@ pub(crate) fn from_message(
     } else {
         env.created_at = SystemTime::now();
     }
-    if let Some(hist) = get(h, HISTORY)
-        .and_then(|j| serde_json::from_str::<Vec<AttemptRecord>>(&decode(j)).ok())
+    if let Some(hist) =
+        get(h, HISTORY).and_then(|j| serde_json::from_str::<Vec<AttemptRecord>>(&decode(j)).ok())
     {
         env.history = hist;
     }
@@ -170,7 +172,12 @@ mod tests {
             decision: "retry in 1s".into(),
         });
         let h = to_headers(&env);
-        let back = from_message(env.topic.clone(), env.payload.clone(), Some(&h), Uuid::nil());
+        let back = from_message(
+            env.topic.clone(),
+            env.payload.clone(),
+            Some(&h),
+            Uuid::nil(),
+        );
         assert_eq!(back, env);
     }
 

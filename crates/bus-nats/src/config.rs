@@ -203,7 +203,9 @@ impl NatsConfig {
 
     /// The topic of `subject`, if it is one of ours.
     pub fn topic_of(&self, subject: &str) -> Option<Topic> {
-        let rest = subject.strip_prefix(&self.subject_prefix)?.strip_prefix('.')?;
+        let rest = subject
+            .strip_prefix(&self.subject_prefix)?
+            .strip_prefix('.')?;
         Topic::new(rest).ok()
     }
 
@@ -228,7 +230,12 @@ impl NatsConfig {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
-        format!("{}__{}__{:08x}", clean(group), clean(topic.as_str()), h as u32)
+        format!(
+            "{}__{}__{:08x}",
+            clean(group),
+            clean(topic.as_str()),
+            h as u32
+        )
     }
 
     /// The stream holding MaxDeliver advisories of `stream`.
@@ -256,7 +263,10 @@ mod tests {
         let a = c.consumer_for(&t, "billing team");
         assert!(a.starts_with("billing_team__orders_created__"), "{a}");
         assert_ne!(a, c.consumer_for(&t, "billing_team"));
-        assert_ne!(a, c.consumer_for(&Topic::new("orders_created").unwrap(), "billing team"));
+        assert_ne!(
+            a,
+            c.consumer_for(&Topic::new("orders_created").unwrap(), "billing team")
+        );
     }
 
     #[test]

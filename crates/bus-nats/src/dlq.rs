@@ -103,7 +103,9 @@ impl NatsDlq {
         let js = self.inner.js.clone();
         let name = self.stream.clone();
         self.inner
-            .call(self.timeout, async move { js.delete_stream(&name).await.map(|_| ()) })
+            .call(self.timeout, async move {
+                js.delete_stream(&name).await.map(|_| ())
+            })
             .unwrap_or_else(|| Ok(()))
             .map_err(boxed)
     }

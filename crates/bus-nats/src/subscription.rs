@@ -121,11 +121,15 @@ pub(crate) struct Settler {
 impl Settler {
     fn send(&self, acker: Acker, kind: AckKind) {
         let counters = Arc::clone(&self.inner.counters);
-        let done = self.inner.call(Duration::from_secs(2), async move {
-            acker.ack_with(kind).await
-        });
+        let done = self.inner.call(
+            Duration::from_secs(2),
+            async move { acker.ack_with(kind).await },
+        );
         if !matches!(done, Some(Ok(()))) {
-            tracing::warn!(?kind, "could not send a settle; the server will redeliver after ack_wait");
+            tracing::warn!(
+                ?kind,
+                "could not send a settle; the server will redeliver after ack_wait"
+            );
             Counters::inc(&counters.settle_failures);
         }
     }
@@ -241,7 +245,10 @@ impl NatsSubscription {
     /// redelivery of a message already acked here (acked again silently).
     fn deliver(&self, msg: async_nats::jetstream::Message) -> Option<Delivery> {
         let (delivered, seq) = match msg.info() {
-            Ok(i) => (u32::try_from(i.delivered.max(1)).unwrap_or(u32::MAX), i.stream_sequence),
+            Ok(i) => (
+                u32::try_from(i.delivered.max(1)).unwrap_or(u32::MAX),
+                i.stream_sequence,
+            ),
             Err(_) => (1, 0),
         };
         let acker = Acker::new(self.inner.js.clone(), msg.message.reply.clone());

@@ -107,12 +107,17 @@ impl Inner {
         }
         let first = topic.as_str().split('.').next().unwrap_or_default();
         let sp = &self.config.subject_prefix;
-        let cfg = self.stream_config(name.clone(), vec![format!("{sp}.{first}"), format!("{sp}.{first}.>")]);
+        let cfg = self.stream_config(
+            name.clone(),
+            vec![format!("{sp}.{first}"), format!("{sp}.{first}.>")],
+        );
         self.js.get_or_create_stream(cfg).await.map_err(other)?;
         let adv = NatsConfig::advisory_stream_for(&name);
         let mut adv_cfg = self.stream_config(
             adv,
-            vec![format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{name}.*")],
+            vec![format!(
+                "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{name}.*"
+            )],
         );
         adv_cfg.duplicate_window = Duration::from_secs(60);
         self.js.get_or_create_stream(adv_cfg).await.map_err(other)?;
@@ -156,7 +161,10 @@ impl Inner {
 
     async fn publish_async(&self, env: &Envelope) -> Result<u32, PublishFail> {
         Self::wait_connected(&self.client).await;
-        let stream_name = self.ensure_stream(&env.topic).await.map_err(PublishFail::Transport)?;
+        let stream_name = self
+            .ensure_stream(&env.topic)
+            .await
+            .map_err(PublishFail::Transport)?;
         let copies = self
             .groups_of(&env.topic, &stream_name)
             .await
@@ -341,7 +349,9 @@ impl NatsTransport {
                     let _ = js.delete_stream(NatsConfig::advisory_stream_for(&n)).await;
                 }
             })
-            .ok_or(TransportError::Timeout(self.inner.config.request_timeout * 2))
+            .ok_or(TransportError::Timeout(
+                self.inner.config.request_timeout * 2,
+            ))
     }
 
     /// The state of every consumer group this process subscribed to:
@@ -356,7 +366,9 @@ impl NatsTransport {
             let c = g.consumer.clone();
             let info = self
                 .inner
-                .call(self.inner.config.request_timeout, async move { c.get_info().await })
+                .call(self.inner.config.request_timeout, async move {
+                    c.get_info().await
+                })
                 .and_then(Result::ok);
             let (pending, ack_pending, redelivered, known) = match info {
                 Some(i) => {
@@ -510,7 +522,10 @@ impl Transport for NatsTransport {
         };
         lock(&self.inner.routes).remove(topic);
         self.start_backstop(&stream_name);
-        Ok(Box::new(NatsSubscription::new(Arc::clone(&self.inner), group)))
+        Ok(Box::new(NatsSubscription::new(
+            Arc::clone(&self.inner),
+            group,
+        )))
     }
 
     fn reconnect(&self) -> Result<(), TransportError> {
@@ -551,7 +566,9 @@ impl Transport for NatsTransport {
         if !self.inner.closed.swap(true, Ordering::AcqRel) {
             // Push out settles still buffered in the client.
             let client = self.inner.client.clone();
-            let _ = self.inner.call(Duration::from_secs(2), async move { client.flush().await });
+            let _ = self
+                .inner
+                .call(Duration::from_secs(2), async move { client.flush().await });
         }
         // Messages live on in the streams.
         Vec::new()

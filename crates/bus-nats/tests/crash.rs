@@ -3,6 +3,8 @@
 //! are counted, not hidden). Like sled's crash tests, this binary re-runs
 //! itself as the child.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 mod common;
 
 use bus_core::{Bus, Envelope, Message, SubscribeOptions, Topic, Transport};
@@ -36,7 +38,10 @@ fn child(stream: &str, subject: &str, out: &str) -> ! {
         .start(move |m: &Message<'_>| -> Result<(), std::io::Error> {
             // Slow enough that the kill lands mid-stream.
             std::thread::sleep(Duration::from_millis(2));
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
             f.write_all(format!("{}\n", m.id).as_bytes())
         })
         .expect("child subscribes");
@@ -66,7 +71,11 @@ fn lines(path: &std::path::Path) -> Vec<String> {
 fn main() {
     if std::env::var("BUS_NATS_CRASH_CHILD").is_ok() {
         let v = |k: &str| std::env::var(k).unwrap();
-        child(&v("BUS_NATS_STREAM"), &v("BUS_NATS_SUBJECT"), &v("BUS_NATS_OUT"));
+        child(
+            &v("BUS_NATS_STREAM"),
+            &v("BUS_NATS_SUBJECT"),
+            &v("BUS_NATS_OUT"),
+        );
     }
     if !nats_available("crash::consumer_killed_mid_stream_loses_nothing") {
         return;
@@ -76,7 +85,11 @@ fn main() {
     let t = TestNats::new(child_config(&stream, &subject));
     let topic = Topic::new(TOPIC).unwrap();
     // Create the group before publishing, then publish everything.
-    drop(t.nats.subscribe(&topic, &SubscribeOptions::group(GROUP)).unwrap());
+    drop(
+        t.nats
+            .subscribe(&topic, &SubscribeOptions::group(GROUP))
+            .unwrap(),
+    );
     let mut published = HashSet::new();
     for i in 0..N {
         let env = Envelope::new(topic.clone(), i.to_string());
@@ -95,7 +108,10 @@ fn main() {
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
     let at_kill = lines(&out).len();
-    assert!(at_kill < N, "killed too late to be mid-stream ({at_kill} of {N})");
+    assert!(
+        at_kill < N,
+        "killed too late to be mid-stream ({at_kill} of {N})"
+    );
 
     let mut second = spawn(&stream, &subject, &out);
     let deadline = Instant::now() + Duration::from_secs(60);

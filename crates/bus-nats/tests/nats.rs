@@ -1,6 +1,8 @@
 //! The transport against a real nats-server (started if needed; skipped
 //! loudly when unreachable, unless BUS_REQUIRE_NATS=1).
 
+#![allow(clippy::unwrap_used)] // tests may unwrap
+
 mod common;
 
 use bus_core::{
@@ -32,7 +34,10 @@ fn round_trip_keeps_payload_and_headers() {
     let t = TestNats::new(config());
     assert_eq!(t.nats.connection_state(), ConnectionState::Connected);
     let tp = topic("orders.created");
-    let mut sub = t.nats.subscribe(&tp, &SubscribeOptions::group("billing")).unwrap();
+    let mut sub = t
+        .nats
+        .subscribe(&tp, &SubscribeOptions::group("billing"))
+        .unwrap();
     let env = Envelope::new(tp.clone(), &b"\x00{\"id\":1}\xff"[..])
         .with_priority(Priority::High)
         .with_header("tenant", "acme")
@@ -66,15 +71,25 @@ fn same_envelope_id_published_twice_is_delivered_once() {
     require_nats!();
     let t = TestNats::new(config());
     let tp = topic("dedup");
-    let mut sub = t.nats.subscribe(&tp, &SubscribeOptions::group("g")).unwrap();
+    let mut sub = t
+        .nats
+        .subscribe(&tp, &SubscribeOptions::group("g"))
+        .unwrap();
     let env = Envelope::new(tp, &b"once"[..]);
     assert_eq!(t.nats.publish(env.clone(), T).unwrap().copies, 1);
-    assert_eq!(t.nats.publish(env.clone(), T).unwrap().copies, 0, "a duplicate is no new copy");
+    assert_eq!(
+        t.nats.publish(env.clone(), T).unwrap().copies,
+        0,
+        "a duplicate is no new copy"
+    );
     assert_eq!(t.nats.stats().duplicate_publishes, 1);
     let d = sub.next(T).unwrap().expect("delivered");
     assert_eq!(d.envelope().id, env.id);
     d.ack();
-    assert!(sub.next(Duration::from_millis(500)).unwrap().is_none(), "delivered twice");
+    assert!(
+        sub.next(Duration::from_millis(500)).unwrap().is_none(),
+        "delivered twice"
+    );
 }
 
 #[test]
@@ -82,11 +97,23 @@ fn every_group_gets_everything_and_members_share() {
     require_nats!();
     let t = TestNats::new(config());
     let tp = topic("fan.out");
-    let mut a1 = t.nats.subscribe(&tp, &SubscribeOptions::group("a")).unwrap();
-    let mut a2 = t.nats.subscribe(&tp, &SubscribeOptions::group("a")).unwrap();
-    let mut b = t.nats.subscribe(&tp, &SubscribeOptions::group("b")).unwrap();
+    let mut a1 = t
+        .nats
+        .subscribe(&tp, &SubscribeOptions::group("a"))
+        .unwrap();
+    let mut a2 = t
+        .nats
+        .subscribe(&tp, &SubscribeOptions::group("a"))
+        .unwrap();
+    let mut b = t
+        .nats
+        .subscribe(&tp, &SubscribeOptions::group("b"))
+        .unwrap();
     for i in 0..20 {
-        let r = t.nats.publish(Envelope::new(tp.clone(), i.to_string()), T).unwrap();
+        let r = t
+            .nats
+            .publish(Envelope::new(tp.clone(), i.to_string()), T)
+            .unwrap();
         assert_eq!(r.copies, 2);
     }
     let drain = |s: &mut Box<dyn bus_core::Subscription>, max: usize| {
@@ -124,7 +151,10 @@ fn a_dropped_delivery_is_redelivered_with_the_same_attempt() {
     require_nats!();
     let t = TestNats::new(config());
     let tp = topic("drop");
-    let mut sub = t.nats.subscribe(&tp, &SubscribeOptions::group("g")).unwrap();
+    let mut sub = t
+        .nats
+        .subscribe(&tp, &SubscribeOptions::group("g"))
+        .unwrap();
     t.nats.publish(Envelope::new(tp, &b"x"[..]), T).unwrap();
     let d = sub.next(T).unwrap().unwrap();
     assert_eq!(d.envelope().attempt, 1);
@@ -146,7 +176,10 @@ fn retry_through_the_bus_naks_with_the_policy_delay() {
             delay: Duration::from_millis(200),
         }))
         .build();
-    bus.subscriber("worker").topic("jobs.run").start(handler.clone()).unwrap();
+    bus.subscriber("worker")
+        .topic("jobs.run")
+        .start(handler.clone())
+        .unwrap();
     let started = std::time::Instant::now();
     let id = bus.publish("jobs.run", &b"job"[..]).unwrap();
     assert!(wait_until(Duration::from_secs(15), || bus.stats().acked == 1));
@@ -175,7 +208,10 @@ fn poison_goes_to_the_dead_letter_store_then_is_termed() {
             delay: Duration::from_millis(10),
         }))
         .build();
-    bus.subscriber("parser").topic("raw.in").start(handler.clone()).unwrap();
+    bus.subscriber("parser")
+        .topic("raw.in")
+        .start(handler.clone())
+        .unwrap();
     let id = bus.publish("raw.in", &b"\xffnot json"[..]).unwrap();
     assert!(wait_until(Duration::from_secs(10), || dlq.len() == 1));
     let letter = &dlq.letters()[0];
@@ -183,7 +219,10 @@ fn poison_goes_to_the_dead_letter_store_then_is_termed() {
     assert_eq!(&letter.envelope.payload[..], b"\xffnot json");
     assert_eq!(letter.group, "parser");
     // Termed: never redelivered, and the consumer has nothing outstanding.
-    assert!(wait_until(Duration::from_secs(5), || t.nats.queue_depths()[0].depth == 0));
+    assert!(wait_until(Duration::from_secs(5), || t.nats.queue_depths()
+        [0]
+    .depth
+        == 0));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(handler.calls(), 1);
     let report = bus.shutdown(T);
@@ -198,7 +237,10 @@ fn max_deliver_advisory_becomes_a_dead_letter() {
     let dlq = MemoryDeadLetters::new();
     t.nats.set_dead_letters(Arc::new(dlq.clone()));
     let tp = topic("backstop.case");
-    let mut sub = t.nats.subscribe(&tp, &SubscribeOptions::group("dying")).unwrap();
+    let mut sub = t
+        .nats
+        .subscribe(&tp, &SubscribeOptions::group("dying"))
+        .unwrap();
     let env = Envelope::new(tp, &b"precious"[..]).with_header("k", "v");
     t.nats.publish(env.clone(), T).unwrap();
     // Two deliveries that fail and are retried (as the bus does), after
@@ -235,9 +277,16 @@ fn nats_dlq_stores_letters_durably_on_a_stream() {
         .transport(Arc::new(t.nats.clone()))
         .dead_letters(Arc::new(dlq.clone()))
         .build();
-    bus.subscriber("auth").topic("secure.op").start(handler).unwrap();
+    bus.subscriber("auth")
+        .topic("secure.op")
+        .start(handler)
+        .unwrap();
     let id = bus.publish("secure.op", &b"op"[..]).unwrap();
-    assert!(wait_until(Duration::from_secs(10), || dlq.letters().map(|l| l.len()).unwrap_or(0) == 1));
+    assert!(wait_until(Duration::from_secs(10), || dlq
+        .letters()
+        .map(|l| l.len())
+        .unwrap_or(0)
+        == 1));
     let letters = dlq.letters().unwrap();
     assert_eq!(letters[0].envelope.id, id);
     assert_eq!(letters[0].report.category, ErrorCategory::Authentication);
@@ -260,7 +309,9 @@ fn bus_handlers_see_metadata_over_nats() {
         })
         .unwrap();
     bus.publish_envelope(
-        Envelope::new(topic("m.x"), &b"p"[..]).with_correlation_id("c-1").with_header("h", "1"),
+        Envelope::new(topic("m.x"), &b"p"[..])
+            .with_correlation_id("c-1")
+            .with_header("h", "1"),
     )
     .unwrap();
     let (corr, headers) = rx.recv_timeout(T).unwrap();

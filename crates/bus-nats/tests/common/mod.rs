@@ -1,6 +1,6 @@
 //! Shared by the integration tests: find (or start) the nats-server on
 //! 127.0.0.1:4222, and give each test its own streams.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use bus_nats::{NatsConfig, NatsTransport};
 use std::net::{SocketAddr, TcpStream};
@@ -62,7 +62,14 @@ pub fn start_server() -> Result<(), String> {
 /// Stops the server (and waits until it is gone).
 pub fn stop_server() -> Result<(), String> {
     let out = Command::new("start-stop-daemon")
-        .args(["--stop", "--oknodo", "--retry", "10", "--exec", "/usr/sbin/nats-server"])
+        .args([
+            "--stop",
+            "--oknodo",
+            "--retry",
+            "10",
+            "--exec",
+            "/usr/sbin/nats-server",
+        ])
         .output()
         .map_err(|e| format!("cannot run start-stop-daemon: {e}"))?;
     if out.status.success() {
