@@ -371,6 +371,7 @@ fn add_health(
     observers: &mut Observers,
 ) -> Result<(), BuildError> {
     let t = Arc::clone(transport);
+    #[cfg_attr(not(feature = "breaker"), allow(unused_mut))]
     let mut b = bus_health::HealthMonitor::builder()
         .with_config(cfg.health.clone())
         .with_clock(Arc::clone(clock))
