@@ -380,9 +380,20 @@ fn add_health(
     if let Some(reg) = &parts.breakers {
         let reg = Arc::clone(reg);
         b = b.with_circuit_source(Arc::new(move || {
+            // An open breaker whose wait has run out admits the next call as
+            // a probe: it is half-open in all but name. Reporting it open
+            // would hold health down forever once traffic stops (breakers
+            // move to half-open lazily, on the next call).
             reg.list()
                 .into_iter()
-                .map(|(name, state, _)| (name, state))
+                .map(|(name, state, m)| {
+                    let waited_out = m.retry_after.is_some_and(|d| d.is_zero());
+                    if state == bus_core::CircuitState::Open && waited_out {
+                        (name, bus_core::CircuitState::HalfOpen)
+                    } else {
+                        (name, state)
+                    }
+                })
                 .collect()
         }));
     }

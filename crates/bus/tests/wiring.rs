@@ -291,3 +291,38 @@ fn health_is_healthy_when_everything_is_acked() {
     let report = bus.shutdown(WAIT);
     assert_invariant(&report.stats);
 }
+
+#[test]
+fn an_idle_open_breaker_whose_wait_ran_out_reports_half_open_to_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let bus = bus::BusBuilder::from_config(config(dir.path()))
+        .recovery(Arc::new(bus::NoRetry))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    bus.subscriber("inventory")
+        .topic("t")
+        .start(|_m: &Message<'_>| -> Result<(), std::io::Error> {
+            Err(std::io::ErrorKind::ConnectionRefused.into())
+        })
+        .unwrap();
+    for _ in 0..3 {
+        bus.publish("t", &b"x"[..]).unwrap();
+    }
+    assert!(wait_until(WAIT, || bus.stats().dead_lettered == 3));
+    let circuits = || bus.health().unwrap().circuits["inventory"];
+    assert_eq!(circuits(), CircuitState::Open);
+    // No traffic is left to probe it; once the wait has run out the next
+    // call would be a probe, and health must not stay held down.
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(circuits(), CircuitState::HalfOpen);
+    assert!(
+        !bus.health()
+            .unwrap()
+            .reasons
+            .iter()
+            .any(|r| r.contains("inventory"))
+    );
+    assert_invariant(&bus.shutdown(WAIT).stats);
+}
