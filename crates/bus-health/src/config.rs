@@ -29,7 +29,8 @@ pub struct HealthConfig {
     /// Handler outcomes (acks + failed attempts) needed in the window before
     /// the success rate is judged; fewer counts as healthy.
     pub min_samples: u64,
-    /// Whether an open or half-open circuit makes the bus at least degraded.
+    /// Whether an open circuit makes the bus at least degraded (a half-open one
+    /// never does: it is testing recovery).
     pub open_circuit_degrades: bool,
     /// Queue fill ratio (depth / capacity) at or above which the bus is degraded.
     pub queue_fill_degraded: f64,

@@ -392,7 +392,10 @@ impl Inner {
                     HealthStatus::Critical,
                     format!("circuit {name} is forced open"),
                 ),
-                CircuitState::Open | CircuitState::HalfOpen if cfg.open_circuit_degrades => {
+                // Half-open is a breaker testing recovery: the failures that
+                // opened it already weigh on the success rate, and an idle one
+                // (no traffic left to probe it) must not hold health down.
+                CircuitState::Open if cfg.open_circuit_degrades => {
                     raise(HealthStatus::Degraded, format!("circuit {name} is {st}"))
                 }
                 _ => {}

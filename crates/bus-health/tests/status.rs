@@ -167,7 +167,10 @@ fn sources_feed_queues_circuits_and_age() {
             }]
         }))
         .with_circuit_source(Arc::new(|| {
-            vec![("shipping".to_owned(), CircuitState::HalfOpen)]
+            vec![
+                ("shipping".to_owned(), CircuitState::HalfOpen),
+                ("payments".to_owned(), CircuitState::Open),
+            ]
         }))
         .with_oldest_age_source(Arc::new(|| Some(Duration::from_secs(7))))
         .build()
@@ -177,7 +180,15 @@ fn sources_feed_queues_circuits_and_age() {
     assert_eq!(r.queues[0].depth, 95);
     assert_eq!(r.circuits.get("shipping"), Some(&CircuitState::HalfOpen));
     assert_eq!(r.oldest_message_age_seconds, Some(7.0));
+    // The open circuit and the nearly full queue degrade; the half-open one
+    // (testing recovery) does not.
     assert_eq!(r.reasons.len(), 2, "{:?}", r.reasons);
+    assert!(r.reasons.iter().any(|w| w.contains("payments")));
+    assert!(
+        !r.reasons.iter().any(|w| w.contains("shipping")),
+        "{:?}",
+        r.reasons
+    );
 }
 
 #[test]

@@ -56,7 +56,7 @@ fn no_message_is_lost_under_faults_outage_and_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::from_toml_str(CONFIG).unwrap();
     config.data_dir = dir.path().to_path_buf();
-    let bus = BusBuilder::from_config(config).build().unwrap();
+    let bus = Arc::new(BusBuilder::from_config(config).build().unwrap());
 
     // billing: transient failures, poison messages and panics.
     let faults = FaultInjector::new(1)
@@ -111,7 +111,7 @@ fn no_message_is_lost_under_faults_outage_and_shutdown() {
     // Watch health and the inventory breaker while publishing.
     let publishing = Arc::new(AtomicBool::new(true));
     let watcher = {
-        let bus = bus.clone();
+        let bus = Arc::clone(&bus);
         let publishing = Arc::clone(&publishing);
         std::thread::spawn(move || {
             let (mut unhealthy, mut breaker_opened) = (false, false);
@@ -124,7 +124,7 @@ fn no_message_is_lost_under_faults_outage_and_shutdown() {
                 }
                 if bus
                     .breakers()
-                    .and_then(|r| r.get("inventory"))
+                    .map(|r| r.get("inventory"))
                     .is_some_and(|b| b.state() != bus::CircuitState::Closed)
                 {
                     breaker_opened = true;
@@ -138,7 +138,7 @@ fn no_message_is_lost_under_faults_outage_and_shutdown() {
     let rejected_retries = Arc::new(AtomicU64::new(0));
     let handles: Vec<_> = (0..publishers)
         .map(|p| {
-            let bus = bus.clone();
+            let bus = Arc::clone(&bus);
             let rejected = Arc::clone(&rejected_retries);
             std::thread::spawn(move || {
                 let topic = Topic::new("orders").unwrap();
@@ -169,7 +169,9 @@ fn no_message_is_lost_under_faults_outage_and_shutdown() {
         .collect();
     publishing.store(false, SeqCst);
     assert_eq!(ids.len(), total);
+    let published_in = started.elapsed();
     let (unhealthy_seen, breaker_opened) = watcher.join().unwrap();
+    let drained_in = started.elapsed();
 
     // Health returns to healthy once the outage has passed the window.
     assert!(
@@ -179,12 +181,13 @@ fn no_message_is_lost_under_faults_outage_and_shutdown() {
         "health did not recover: {:?}",
         bus.health().map(|h| h.reasons)
     );
+    let healthy_in = started.elapsed();
     let report = bus.shutdown(Duration::from_secs(60));
     let s = report.stats;
     let elapsed = started.elapsed();
     let rss = peak_rss_kib();
     eprintln!(
-        "soak: {total} messages x 3 groups in {elapsed:.1?} ({:.0} deliveries/s); {s:?}; publisher retries after QueueFull: {}; peak RSS {} MiB",
+        "soak: {total} messages x 3 groups in {elapsed:.1?} ({:.0} deliveries/s; published by {published_in:.1?}, drained by {drained_in:.1?}, healthy by {healthy_in:.1?}); {s:?}; publisher retries after QueueFull: {}; peak RSS {} MiB",
         (3 * total) as f64 / elapsed.as_secs_f64(),
         rejected_retries.load(SeqCst),
         rss.map_or("?".into(), |k| (k / 1024).to_string()),
