@@ -46,6 +46,17 @@ fn letter() -> DeadLetter {
     )
 }
 
+/// `iters` letters shared out between `threads` pushers.
+fn letters_per_thread(threads: usize, iters: u64) -> Vec<Vec<DeadLetter>> {
+    (0..threads)
+        .map(|t| {
+            (0..iters / threads as u64 + u64::from((t as u64) < iters % threads as u64))
+                .map(|_| letter())
+                .collect()
+        })
+        .collect()
+}
+
 fn push_with(threads: usize, iters: u64) -> Duration {
     push_chunks(threads, iters, 1)
 }
@@ -54,13 +65,7 @@ fn push_with(threads: usize, iters: u64) -> Duration {
 fn push_chunks(threads: usize, iters: u64, chunk: usize) -> Duration {
     let dir = scratch();
     let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
-    let letters: Vec<Vec<DeadLetter>> = (0..threads)
-        .map(|t| {
-            (0..iters / threads as u64 + u64::from((t as u64) < iters % threads as u64))
-                .map(|_| letter())
-                .collect()
-        })
-        .collect();
+    let letters = letters_per_thread(threads, iters);
     let start = Instant::now();
     std::thread::scope(|s| {
         for batch in &letters {
@@ -89,13 +94,7 @@ fn push_chunks(threads: usize, iters: u64, chunk: usize) -> Duration {
 fn push_pipelined(threads: usize, iters: u64) -> Duration {
     let dir = scratch();
     let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
-    let letters: Vec<Vec<DeadLetter>> = (0..threads)
-        .map(|t| {
-            (0..iters / threads as u64 + u64::from((t as u64) < iters % threads as u64))
-                .map(|_| letter())
-                .collect()
-        })
-        .collect();
+    let letters = letters_per_thread(threads, iters);
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<bool>();
     let start = Instant::now();
     std::thread::scope(|s| {
@@ -105,7 +104,7 @@ fn push_pipelined(threads: usize, iters: u64) -> Duration {
             s.spawn(move || {
                 for l in batch {
                     let tx = done_tx.clone();
-                    dlq.push_then(l, Box::new(move |r, _| drop(tx.send(r.is_ok()))));
+                    dlq.push_then(l, Box::new(move |r, _| tx.send(r.is_ok()).unwrap_or(())));
                 }
             });
         }

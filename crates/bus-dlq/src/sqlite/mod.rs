@@ -129,17 +129,7 @@ impl SqliteDlq {
         type Waiting = Result<(LetterId, crossbeam_channel::Receiver<writer::Outcome>), DlqError>;
         let waiting: Vec<Waiting> = letters
             .iter()
-            .map(|letter| {
-                let row = EncodedRow::from_letter(letter)?;
-                let (reply, answer) = crossbeam_channel::bounded(1);
-                let tx = self.tx.as_ref().ok_or(DlqError::Closed)?;
-                tx.send(Job {
-                    row,
-                    reply: Reply::Wait(reply),
-                })
-                .map_err(|_| DlqError::Closed)?;
-                Ok((letter.id, answer))
-            })
+            .map(|letter| Ok((letter.id, self.enqueue(letter)?)))
             .collect();
         waiting
             .into_iter()
@@ -149,6 +139,23 @@ impl SqliteDlq {
                 Ok(id)
             })
             .collect()
+    }
+
+    /// Encodes `letter` on this thread and queues it for the next group
+    /// commit; the receiver answers once that commit ends.
+    fn enqueue(
+        &self,
+        letter: &DeadLetter,
+    ) -> Result<crossbeam_channel::Receiver<writer::Outcome>, DlqError> {
+        let row = EncodedRow::from_letter(letter)?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let tx = self.tx.as_ref().ok_or(DlqError::Closed)?;
+        tx.send(Job {
+            row,
+            reply: Reply::Wait(reply),
+        })
+        .map_err(|_| DlqError::Closed)?;
+        Ok(answer)
     }
 
     /// Runs SQLite's integrity check and decodes every row.
@@ -179,15 +186,10 @@ impl DeadLetterStore for SqliteDlq {
         if let Some(why) = self.shared.poison_reason() {
             return Err(DlqError::Poisoned(why));
         }
-        let row = EncodedRow::from_letter(letter)?;
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        let tx = self.tx.as_ref().ok_or(DlqError::Closed)?;
-        tx.send(Job {
-            row,
-            reply: Reply::Wait(reply),
-        })
-        .map_err(|_| DlqError::Closed)?;
-        answer.recv().map_err(|_| DlqError::Closed)?.into_result()?;
+        self.enqueue(letter)?
+            .recv()
+            .map_err(|_| DlqError::Closed)?
+            .into_result()?;
         Ok(letter.id)
     }
 
