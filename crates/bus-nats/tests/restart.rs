@@ -17,7 +17,9 @@ use std::time::Duration;
 #[test]
 fn server_restart_mid_stream_recovers_with_nothing_lost() {
     if std::env::var("BUS_NATS_RESTART_TESTS").map_or(true, |v| v != "1") {
-        eprintln!("SKIPPED: server restart test (set BUS_NATS_RESTART_TESTS=1; it restarts nats-server)");
+        eprintln!(
+            "SKIPPED: server restart test (set BUS_NATS_RESTART_TESTS=1; it restarts nats-server)"
+        );
         return;
     }
     if !nats_available("restart") {
@@ -26,15 +28,20 @@ fn server_restart_mid_stream_recovers_with_nothing_lost() {
     let t = TestNats::new(config());
     let mut cfg = BusConfig::default();
     cfg.publish_timeout = Duration::from_secs(2);
-    let bus = Bus::builder().transport(Arc::new(t.nats.clone())).config(cfg).build();
+    let bus = Bus::builder()
+        .transport(Arc::new(t.nats.clone()))
+        .config(cfg)
+        .build();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s2 = Arc::clone(&seen);
     bus.subscriber("survivor")
         .topic("restart.flow")
-        .start(move |m: &bus_core::Message<'_>| -> Result<(), std::io::Error> {
-            s2.lock().unwrap().push(m.id);
-            Ok(())
-        })
+        .start(
+            move |m: &bus_core::Message<'_>| -> Result<(), std::io::Error> {
+                s2.lock().unwrap().push(m.id);
+                Ok(())
+            },
+        )
         .unwrap();
     let topic = Topic::new("restart.flow").unwrap();
     let mut published = HashSet::new();
@@ -42,7 +49,8 @@ fn server_restart_mid_stream_recovers_with_nothing_lost() {
     for i in 0..200 {
         if i == 100 {
             stop_server().unwrap();
-            assert!(wait_until(T, || t.nats.connection_state() == ConnectionState::Reconnecting));
+            assert!(wait_until(T, || t.nats.connection_state()
+                == ConnectionState::Reconnecting));
             // During the outage a publish waits its timeout, then hands the message back.
             let env = Envelope::new(topic.clone(), "outage");
             let err = bus.publish_envelope(env).unwrap_err();
@@ -66,20 +74,30 @@ fn server_restart_mid_stream_recovers_with_nothing_lost() {
             }
         }
     }
-    assert!(wait_until(Duration::from_secs(30), || {
-        let s: HashSet<_> = seen.lock().unwrap().iter().copied().collect();
-        published.is_subset(&s)
-    }), "messages lost across a server restart");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let s: HashSet<_> = seen.lock().unwrap().iter().copied().collect();
+            published.is_subset(&s)
+        }),
+        "messages lost across a server restart"
+    );
     assert_eq!(t.nats.connection_state(), ConnectionState::Connected);
     let report = bus.shutdown(T);
     let total = seen.lock().unwrap().len();
     let unique: HashSet<_> = seen.lock().unwrap().iter().copied().collect();
-    eprintln!("restart: {} published, {rejected} rejections, {total} handled, {} duplicates, {:?}", published.len(), total - unique.len(), t.nats.stats());
+    eprintln!(
+        "restart: {} published, {rejected} rejections, {total} handled, {} duplicates, {:?}",
+        published.len(),
+        total - unique.len(),
+        t.nats.stats()
+    );
     assert_eq!(report.stats.rejected_at_publish, rejected);
     // At-least-once: duplicates are redeliveries of acked messages, counted.
     assert_eq!(
         report.stats.published,
-        report.stats.acked + report.stats.rejected_at_publish + report.stats.dead_lettered
+        report.stats.acked
+            + report.stats.rejected_at_publish
+            + report.stats.dead_lettered
             + report.stats.discarded_by_policy
             - (total - unique.len()) as u64
     );
