@@ -144,21 +144,30 @@ fn bench(args: &[String]) -> Result<(), String> {
     } else {
         &[]
     };
-    let mut failures = Vec::new();
+    // One cargo invocation for every crate: one feature resolution, so the
+    // shared crates are compiled once; the build is timed apart from the runs.
+    let mut selection: Vec<String> = Vec::new();
     for krate in BENCH_CRATES {
         let names = bench_targets(&root().join("crates").join(krate));
         if names.is_empty() {
             continue;
         }
-        let mut b = cargo();
-        b.args(["bench", "-p", krate]);
-        for name in &names {
-            b.args(["--bench", name]);
+        selection.extend(["-p".to_owned(), krate.to_owned()]);
+        for name in names {
+            selection.extend(["--bench".to_owned(), name]);
         }
-        b.arg("--").args(criterion_args);
-        if let Err(e) = step(&format!("benches of {krate}"), b) {
-            failures.push(e);
-        }
+    }
+    let mut build = cargo();
+    build.arg("bench").args(&selection).arg("--no-run");
+    step("build benches (bench profile)", build)?;
+    let mut failures = Vec::new();
+    let mut run = cargo();
+    run.arg("bench")
+        .args(&selection)
+        .arg("--")
+        .args(criterion_args);
+    if let Err(e) = step("run criterion benches", run) {
+        failures.push(e);
     }
     let messages = if quick { "10000" } else { "1000000" };
     let rss_json = target.join("bench-rss.json");

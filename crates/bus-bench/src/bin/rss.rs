@@ -65,6 +65,10 @@ fn main() -> Result<(), BoxError> {
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
+    if let Some(line) = isolate(n) {
+        println!("{line}");
+        return Ok(());
+    }
     let baseline = proc_status().ok_or("no /proc/self/status")?;
 
     let errors = {
@@ -120,4 +124,48 @@ fn main() -> Result<(), BoxError> {
     std::fs::write(&out, &json)?;
     print!("{json}");
     Ok(())
+}
+
+/// Diagnostics: `RSS_ONLY=dlq|health` pushes N letters straight into a
+/// `SqliteDlq`, or N `DeadLettered` events into a `HealthMonitor`.
+pub fn isolate(n: u64) -> Option<String> {
+    use bus_core::{
+        BusEvent, DeadLetter, DeadLetterReason, DeadLetterStore, Envelope, Observer, Topic,
+    };
+    use bus_errors::{Classification, ErrorCategory, ErrorReport};
+    let what = std::env::var("RSS_ONLY").ok()?;
+    let dir = tempfile::tempdir().ok()?;
+    let env = Envelope::new(Topic::new(bus_bench::TOPIC).ok()?, bus_bench::payload(1));
+    let report = ErrorReport::new(
+        Classification::of(ErrorCategory::MessageProcessing),
+        "rss",
+        "x",
+    );
+    let letter = DeadLetter::new(
+        env,
+        report,
+        DeadLetterReason::RetriesExhausted,
+        "rss",
+        "rss",
+    );
+    if what == "dlq" {
+        let dlq = bus_dlq::SqliteDlq::open(
+            bus_dlq::DlqConfig::new(dir.path()).with_durability(bus_dlq::Durability::Normal),
+        )
+        .ok()?;
+        for _ in 0..n {
+            dlq.push(&letter).ok()?;
+        }
+    } else {
+        let h = bus_health::HealthMonitor::new();
+        for _ in 0..n {
+            h.on_event(&BusEvent::DeadLettered {
+                topic: &letter.envelope.topic,
+                component: "rss",
+                category: ErrorCategory::MessageProcessing,
+                reason: &letter.reason,
+            });
+        }
+    }
+    Some(format!("{what}: {:?}", proc_status()))
 }
