@@ -23,7 +23,10 @@ fn run(name: &str, scenario: fn(&Ctx)) {
     // ack_wait inside the suite's 10 s patience.
     cfg.ack_wait = Duration::from_secs(4);
     let nats = NatsTransport::connect(cfg).unwrap();
-    let ctx = Ctx::new(Arc::new(nats.clone()));
+    let mut ctx = Ctx::new(Arc::new(nats.clone()));
+    // Every publish is a broker round trip: on a loaded 2-core machine the
+    // 10k scenario's drain needs more than the default 10 s.
+    ctx.patience = Duration::from_secs(30);
     scenario(&ctx);
     let _ = nats.delete_streams();
 }
