@@ -1,6 +1,8 @@
 //! The [`Guard`] plug: a gate in front of a subscriber's handler (a circuit
-//! breaker in `bus-breaker`). A rejected message is not failed: it is parked
-//! until `retry_after` and delivered again.
+//! breaker in `bus-breaker`). Workers ask it *before* fetching: while it
+//! refuses, the subscriber pauses for `retry_after` and its messages wait in
+//! the transport, neither failed nor redelivered. A permit taken for a fetch
+//! that found nothing is handed back as [`Outcome::Ignored`].
 
 use bus_errors::Classification;
 use serde::{Deserialize, Serialize};

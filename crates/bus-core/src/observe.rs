@@ -98,7 +98,8 @@ pub enum BusEvent<'a> {
         /// Why.
         reason: &'a str,
     },
-    /// A guard refused a delivery; the message waits `retry_after`.
+    /// A guard (an open breaker) refused: the subscriber pauses `retry_after`
+    /// before fetching again, and its messages wait in the transport.
     Parked {
         /// The subscriber.
         component: &'a str,

@@ -440,26 +440,22 @@ fn a_failing_dlq_keeps_the_message_queued_and_the_bus_reports_it() {
     );
 }
 
-/// A guard that refuses its first `n` acquisitions.
-struct RefuseFirst(AtomicU64);
-impl Guard for RefuseFirst {
+/// A guard that refuses until opened.
+struct Gate(AtomicBool);
+impl Guard for Gate {
     fn try_acquire(&self) -> Result<Permit, Rejected> {
-        if self
-            .0
-            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
+        if self.0.load(SeqCst) {
+            Ok(Permit::new(0))
+        } else {
             Err(Rejected {
                 state: bus_core::CircuitState::Open,
                 retry_after: Duration::from_millis(1),
             })
-        } else {
-            Ok(Permit::new(0))
         }
     }
     fn record(&self, _: Permit, _: Outcome) {}
 }
-struct Provider(Arc<RefuseFirst>);
+struct Provider(Arc<Gate>);
 impl GuardProvider for Provider {
     fn guard(&self, _: &str) -> Arc<dyn Guard> {
         self.0.clone()
@@ -467,20 +463,26 @@ impl GuardProvider for Provider {
 }
 
 #[test]
-fn a_message_meeting_an_open_guard_is_parked_not_failed() {
+fn an_open_guard_pauses_fetching_and_the_message_waits_in_the_transport() {
+    let gate = Arc::new(Gate(AtomicBool::new(false)));
     let observer = RecordingObserver::new();
     let bus = Bus::builder()
-        .guards(Arc::new(Provider(Arc::new(RefuseFirst(AtomicU64::new(3))))))
+        .guards(Arc::new(Provider(Arc::clone(&gate))))
         .observer(observer.clone())
         .build();
     let h = FlakyHandler::new(Script(vec![bus_test::Step::Ok]));
     bus.subscriber("s").topic("t").start(h.clone()).unwrap();
     bus.publish("t", &b"x"[..]).unwrap();
+    assert!(wait_until(LONG, || observer.count("parked") >= 3));
+    // Not fetched, not failed: still queued in the transport, handler untouched.
+    assert_eq!(bus.queue_depths()[0].depth, 1);
+    assert_eq!(h.calls(), 0);
+    gate.0.store(true, SeqCst);
     let s = bus.shutdown(LONG).stats;
     assert_invariant(&s);
-    assert_eq!((s.parked, s.failed, s.acked), (3, 0, 1));
+    assert_eq!((s.failed, s.acked), (0, 1));
+    assert!(s.parked >= 3);
     assert_eq!(h.calls(), 1);
-    assert_eq!(observer.count("parked"), 3);
 }
 
 struct Scripted(Mutex<Vec<Decision>>);

@@ -37,7 +37,8 @@ pub struct BusStats {
     pub panics: u64,
     /// Retries scheduled.
     pub retried: u64,
-    /// Deliveries a guard refused and parked for later (not failures).
+    /// Times a guard (an open breaker) refused and its subscriber paused
+    /// fetching; the messages waited in the transport (not failures).
     pub parked: u64,
     /// Dead-letter writes that failed (the message stayed queued).
     pub dlq_write_failures: u64,

@@ -75,19 +75,39 @@ impl Worker {
                 self.pause(left.min(poll));
                 continue;
             }
+            // Ask the guard before fetching: an open breaker pauses the
+            // subscriber and its messages stay in the transport (with
+            // JetStream, a fetch-and-nak would count toward MaxDeliver).
+            let permit = match self.guard.try_acquire() {
+                Ok(permit) => permit,
+                Err(rejected) => {
+                    inc(&self.shared.counters.parked);
+                    self.shared.event(&BusEvent::Parked {
+                        component: &self.component,
+                        state: rejected.state,
+                        retry_after: rejected.retry_after,
+                    });
+                    self.pause(rejected.retry_after.clamp(Duration::from_millis(1), poll));
+                    continue;
+                }
+            };
             match self.sub.next(poll) {
                 Ok(Some(delivery)) => {
                     // The pipeline does not panic, but plugs are user code: a
                     // panicking plug must not kill the worker. The delivery,
                     // dropped while unwinding, is redelivered (never lost).
-                    if catch_unwind(AssertUnwindSafe(|| self.process(delivery))).is_err() {
+                    if catch_unwind(AssertUnwindSafe(|| self.process(delivery, permit))).is_err() {
                         tracing::error!(component = %self.component, "a bus plug panicked; the delivery will be redelivered");
                         self.pause(poll);
                     }
                 }
-                Ok(None) => {}
-                Err(TransportError::Closed) => break,
+                Ok(None) => self.guard.record(permit, Outcome::Ignored),
+                Err(TransportError::Closed) => {
+                    self.guard.record(permit, Outcome::Ignored);
+                    break;
+                }
                 Err(error) => {
+                    self.guard.record(permit, Outcome::Ignored);
                     tracing::warn!(%error, component = %self.component, "transport error while receiving");
                     self.pause(poll);
                 }
@@ -107,22 +127,8 @@ impl Worker {
         }
     }
 
-    fn process(&self, delivery: Delivery) {
+    fn process(&self, delivery: Delivery, permit: crate::Permit) {
         let s = &*self.shared;
-        let permit = match self.guard.try_acquire() {
-            Ok(p) => p,
-            Err(rejected) => {
-                // An open breaker parks the message; it is not a failure.
-                inc(&s.counters.parked);
-                s.event(&BusEvent::Parked {
-                    component: &self.component,
-                    state: rejected.state,
-                    retry_after: rejected.retry_after,
-                });
-                delivery.nak(rejected.retry_after.max(Duration::from_millis(1)));
-                return;
-            }
-        };
         let deadline = s.plugs.recovery.handler_deadline(&self.component);
         let started = s.plugs.clock.now();
         let result = {
