@@ -45,7 +45,10 @@ struct Recorder {
 impl Recorder {
     fn new() -> Self {
         Self {
-            hist: Arc::new(Mutex::new(Histogram::new(3).unwrap())),
+            // 1 ns to 60 s at 3 significant digits (saturating_record clamps, it does not resize).
+            hist: Arc::new(Mutex::new(
+                Histogram::new_with_bounds(1, 60_000_000_000, 3).unwrap(),
+            )),
             sum_ns: Arc::new(AtomicU64::new(0)),
             seen: Arc::new(AtomicU64::new(0)),
         }
