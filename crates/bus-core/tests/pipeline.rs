@@ -12,7 +12,7 @@ use bus_test::{
     FaultInjector, FlakyHandler, FlakyStore, RecordingObserver, Script, assert_invariant,
     wait_until,
 };
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

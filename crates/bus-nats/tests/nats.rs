@@ -223,7 +223,10 @@ fn poison_goes_to_the_dead_letter_store_then_is_termed() {
         [0]
     .depth
         == 0));
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !wait_until(Duration::from_millis(300), || handler.calls() > 1),
+        "a termed message was redelivered"
+    );
     assert_eq!(handler.calls(), 1);
     let report = bus.shutdown(T);
     assert_eq!(report.stats.dead_lettered, 1);

@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod conformance;
+pub mod nats;
 
 pub use bus_core::time::{Clock, ManualClock};
 

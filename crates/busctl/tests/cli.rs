@@ -131,3 +131,45 @@ fn bad_arguments_and_missing_snapshot_fail_with_a_message() {
     assert!(!ok);
     assert!(err.contains("health"), "{err}");
 }
+
+#[test]
+fn demo_over_nats_jetstream_adds_up() {
+    if !bus_test::nats::nats_available("busctl demo --transport nats") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, err) = busctl(&[
+        "demo",
+        "--transport",
+        "nats",
+        "--nats-url",
+        bus_test::nats::URL,
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--messages",
+        "2000",
+        "--fail-rate",
+        "0.05",
+        "--poison-rate",
+        "0.01",
+        "--seed",
+        "7",
+        "--json",
+    ]);
+    assert!(ok, "demo over NATS failed: {err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["invariant_holds"], true, "{v}");
+    assert_eq!(
+        n(&v, "published"),
+        n(&v, "acked")
+            + n(&v, "dead_lettered")
+            + n(&v, "rejected_at_publish")
+            + n(&v, "discarded_by_policy")
+    );
+    assert!(n(&v, "dead_lettered") > 0, "poison reached the DLQ: {v}");
+    assert_eq!(
+        n(&v, "acked") + n(&v, "dead_lettered"),
+        3 * 2000 + 500,
+        "three groups plus the burst: {v}"
+    );
+}

@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+/// The longest a blocked publisher sleeps before re-checking for room.
+const WAIT_SLICE: Duration = Duration::from_millis(1);
+
 pub(super) struct GroupQueue {
     pub(super) topic: Topic,
     pub(super) name: Arc<str>,
@@ -70,12 +73,16 @@ impl GroupQueue {
     }
 
     fn release_slot(&self) {
-        self.depth.fetch_sub(1, SeqCst);
-        // SeqCst on both sides: either a blocked publisher sees the freed slot
-        // on its re-check, or we see it waiting and wake it.
-        if self.waiters.load(SeqCst) > 0 {
+        let before = self.depth.fetch_sub(1, SeqCst);
+        // Blocked publishers are woken when the queue has drained to half
+        // (or emptied), not on every pop: one wake-up then refills many slots
+        // instead of one futex call per message. They also re-check every
+        // WAIT_SLICE, so a consumer that stalls just below the bound delays
+        // them by at most that long.
+        let low_water = self.capacity / 2;
+        if before.saturating_sub(1) <= low_water && self.waiters.load(SeqCst) > 0 {
             let _g = self.space.lock().unwrap_or_else(PoisonError::into_inner);
-            self.space_freed.notify_one();
+            self.space_freed.notify_all();
         }
     }
 
@@ -95,7 +102,7 @@ impl GroupQueue {
             }
             guard = self
                 .space_freed
-                .wait_timeout(guard, deadline - now)
+                .wait_timeout(guard, (deadline - now).min(WAIT_SLICE))
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         };

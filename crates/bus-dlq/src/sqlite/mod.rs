@@ -73,7 +73,9 @@ impl SqliteDlq {
         let writer_conn = schema::connect(&path, config.durability)?;
         schema::restrict_side_files(&path)?;
         let shared = Arc::new(Shared::default());
-        let (tx, rx) = crossbeam_channel::unbounded();
+        // Bounded: `push_then` callers run ahead of the disk by at most a few
+        // batches, then wait (backpressure instead of unbounded memory).
+        let (tx, rx) = crossbeam_channel::bounded(config.max_batch.max(1) * 4);
         let bounds = Bounds {
             max_letters: config.max_letters,
             max_bytes: config.max_bytes,

@@ -55,6 +55,8 @@ const BURST: u64 = 500;
 pub(crate) enum TransportKind {
     /// In-process queues (the embedded default).
     Memory,
+    /// NATS JetStream (`--nats-url`): durable streams, across processes.
+    Nats,
 }
 
 /// `busctl demo` arguments.
@@ -90,6 +92,9 @@ pub(crate) struct DemoArgs {
     /// The transport.
     #[arg(long, value_enum, default_value_t = TransportKind::Memory)]
     transport: TransportKind,
+    /// The NATS server for `--transport nats`.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
     /// Publisher threads.
     #[arg(long, default_value_t = 3)]
     publishers: usize,
@@ -132,7 +137,6 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     if args.publishers == 0 {
         return Err("--publishers must be at least 1".into());
     }
-    let TransportKind::Memory = args.transport;
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     let target = match args.duration {
         Some(d) => Target::Duration(d),
@@ -148,7 +152,24 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     if args.http.is_some() {
         cfg.http = args.http.clone();
     }
-    let bus = BusBuilder::from_config(cfg).build()?;
+    // Over NATS, a run gets streams of its own (named after the seed and the
+    // time) so durable groups never hand it an earlier run's leftovers; they
+    // are deleted at the end.
+    let nats = match args.transport {
+        TransportKind::Memory => None,
+        TransportKind::Nats => {
+            let run = format!("demo{}x{seed:x}", std::process::id());
+            let config = bus_nats::NatsConfig::new(args.nats_url.clone())
+                .with_stream_prefix(format!("BUS_{run}"))
+                .with_subject_prefix(run);
+            Some(Arc::new(bus_nats::NatsTransport::connect(config)?))
+        }
+    };
+    let mut builder = BusBuilder::from_config(cfg);
+    if let Some(n) = &nats {
+        builder = builder.transport(Arc::clone(n) as Arc<dyn bus::Transport>);
+    }
+    let bus = builder.build()?;
     if let Some(addr) = bus.http_addr() {
         eprintln!("health: http://{addr}/healthz  metrics: http://{addr}/metrics");
     }
@@ -227,6 +248,11 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let report = bus.shutdown(Duration::from_secs(10));
     bar.finish_and_clear();
+    if let Some(n) = &nats {
+        if let Err(e) = n.delete_streams() {
+            eprintln!("warning: could not delete the demo's NATS streams: {e}");
+        }
+    }
 
     let orders = match target {
         Target::Messages(n) => n,
