@@ -39,7 +39,7 @@ use bus_logger::{ErrorLogger, LoggerConfig};
 use bus_recovery::{Exhausted, Recovery, RetryPolicy};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use support::{publish_from, settle, subscribe};
 
 const COMPONENT: &str = "bench";
@@ -142,13 +142,10 @@ impl Pipeline {
         self.guard.record(permit, Outcome::Success { elapsed });
         self.recovery
             .on_success(&Success::new(&env, COMPONENT, elapsed));
-        let latency = SystemTime::now()
-            .duration_since(env.created_at)
-            .unwrap_or_default();
         self.health.on_event(&BusEvent::Acked {
             topic: &env.topic,
             component: COMPONENT,
-            latency,
+            created_at: env.created_at,
             handler_time: elapsed,
             attempt: env.attempt,
         });

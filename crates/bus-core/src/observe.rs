@@ -50,8 +50,10 @@ pub enum BusEvent<'a> {
         topic: &'a Topic,
         /// The subscriber.
         component: &'a str,
-        /// From message creation to the end of the handler.
-        latency: Duration,
+        /// When the message was created: an observer that wants end-to-end
+        /// latency reads its own clock (the pipeline does not pay for a
+        /// wall-clock read per message on everyone's behalf).
+        created_at: std::time::SystemTime,
         /// The handler's own run time.
         handler_time: Duration,
         /// Which attempt succeeded (above 1 means a retry recovered it).

@@ -22,7 +22,7 @@ fn events(c: &mut Criterion) {
     let acked = BusEvent::Acked {
         topic: &topic,
         component: "billing",
-        latency: Duration::from_micros(800),
+        created_at: std::time::SystemTime::UNIX_EPOCH,
         handler_time: Duration::from_micros(300),
         attempt: 1,
     };
@@ -47,7 +47,7 @@ fn events(c: &mut Criterion) {
                     monitor.on_event(&BusEvent::Acked {
                         topic: &topic,
                         component: "billing",
-                        latency: Duration::from_micros(800),
+                        created_at: std::time::SystemTime::UNIX_EPOCH,
                         handler_time: Duration::from_micros(300),
                         attempt: 1,
                     });

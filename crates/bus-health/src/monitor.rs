@@ -36,7 +36,7 @@ pub type AgeSource = Arc<dyn Fn() -> Option<Duration> + Send + Sync>;
 /// let topic = Topic::new("orders.created").unwrap();
 /// monitor.on_event(&BusEvent::Acked {
 ///     topic: &topic, component: "billing",
-///     latency: Duration::from_millis(3), handler_time: Duration::from_millis(1), attempt: 1,
+///     created_at: std::time::SystemTime::UNIX_EPOCH, handler_time: Duration::from_millis(1), attempt: 1,
 /// });
 /// let report = monitor.report();
 /// assert_eq!(report.status, HealthStatus::Healthy);

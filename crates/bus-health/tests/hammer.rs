@@ -32,7 +32,7 @@ fn eight_threads_keep_exact_totals_and_window_counts() {
                         m.on_event(&BusEvent::Acked {
                             topic: &t,
                             component: "billing",
-                            latency: Duration::from_micros(10),
+                            created_at: std::time::SystemTime::UNIX_EPOCH,
                             handler_time: Duration::from_micros(n % 5000),
                             attempt: 1,
                         });

@@ -13,7 +13,7 @@ use bus_errors::{ErrorContext, ErrorReport, HandlerError, PanicError};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 pub(super) struct Worker {
     pub(super) shared: Arc<Shared>,
@@ -143,13 +143,10 @@ impl Worker {
                 s.plugs
                     .recovery
                     .on_success(&Success::new(env, &self.component, elapsed));
-                let latency = SystemTime::now()
-                    .duration_since(env.created_at)
-                    .unwrap_or_default();
                 s.event(&BusEvent::Acked {
                     topic: &env.topic,
                     component: &self.component,
-                    latency,
+                    created_at: env.created_at,
                     handler_time: elapsed,
                     attempt: env.attempt,
                 });

@@ -30,7 +30,7 @@ pub fn acked(m: &HealthMonitor, n: u64, attempt: u32) {
         m.on_event(&BusEvent::Acked {
             topic: &t,
             component: "billing",
-            latency: Duration::from_millis(2),
+            created_at: std::time::SystemTime::UNIX_EPOCH,
             handler_time: Duration::from_micros(300),
             attempt,
         });
