@@ -53,6 +53,8 @@ mod tests {
         let big = vec![1_u8; 64 * 1024 * 1024];
         let after = proc_status().unwrap().peak_rss_kib;
         assert!(big.iter().step_by(4096).all(|&b| b == 1));
-        assert!(after >= before + 60 * 1024, "{before} -> {after}");
+        // The earlier peak may include memory freed since, so the new peak
+        // need not be a full 64 MiB higher; half proves the reader sees it.
+        assert!(after >= before + 32 * 1024, "{before} -> {after}");
     }
 }
