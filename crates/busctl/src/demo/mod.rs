@@ -47,6 +47,9 @@ window = "10s"
 buckets = 10
 "#;
 
+/// How long inventory's dependency stays down.
+const OUTAGE: Duration = Duration::from_millis(800);
+
 /// Messages published in the burst to the small `reports` queue.
 const BURST: u64 = 500;
 
@@ -182,8 +185,13 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     bus.subscriber("audit")
         .topic("orders.created")
         .start(|_m: &bus::Message<'_>| -> Result<(), std::io::Error> { Ok(()) })?;
+    // While its breaker is open, inventory fetches nothing and its messages
+    // wait in its queue; the capacity is sized to absorb the outage so the
+    // other subscribers of the topic keep flowing (a smaller queue would push
+    // back on the publishers instead, which is the other honest choice).
     bus.subscriber("inventory")
         .topic("orders.created")
+        .capacity(200_000)
         .start(workload::inventory(Arc::clone(&outage)))?;
     bus.subscriber("reports")
         .topic("reports.daily")
@@ -220,12 +228,17 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
 
-    // Drive the scenario: an outage of inventory's dependency from 30% to
-    // 50% of the run, a burst at 60%.
+    // Drive the scenario: inventory's dependency goes down at 30% of the run
+    // for OUTAGE of wall time (timed, not tied to progress: progress may
+    // slow while a queue pushes back), and a burst at 60%.
     let mut burst: Option<(u64, u64)> = None;
+    let mut outage_began: Option<Instant> = None;
     while publishers.iter().any(|p| !p.is_finished()) {
         let f = target.fraction(next.load(Ordering::Relaxed), started);
-        let down = (0.3..0.5).contains(&f);
+        if f >= 0.3 && outage_began.is_none() {
+            outage_began = Some(Instant::now());
+        }
+        let down = outage_began.is_some_and(|t| t.elapsed() < OUTAGE);
         outage.store(down, Ordering::Relaxed);
         if f >= 0.6 && burst.is_none() {
             burst = Some(publish_burst(&bus));
