@@ -37,7 +37,7 @@ fn child(stream: &str, subject: &str, out: &str) -> ! {
         .topic(TOPIC)
         .start(move |m: &Message<'_>| -> Result<(), std::io::Error> {
             // Slow enough that the kill lands mid-stream.
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_millis(2)); // simulated work in the child, not a wait
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -103,7 +103,7 @@ fn main() {
     let deadline = Instant::now() + Duration::from_secs(30);
     while lines(&out).len() < N / 4 {
         assert!(Instant::now() < deadline, "first consumer made no progress");
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(10)); // polling another process's output
     }
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
@@ -120,7 +120,7 @@ fn main() {
         if published.is_subset(&seen) || Instant::now() > deadline {
             break seen;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50)); // polling another process's output
     };
     second.kill().unwrap();
     second.wait().unwrap();
