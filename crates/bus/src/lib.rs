@@ -120,3 +120,8 @@ pub use bus_logger as logger;
 #[cfg(feature = "health")]
 #[doc(inline)]
 pub use bus_health as health;
+
+/// The README's examples, compiled as doctests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
