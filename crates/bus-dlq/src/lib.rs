@@ -60,6 +60,6 @@ pub use config::{DB_FILE_NAME, DlqConfig, Durability};
 pub use memory::MemoryDlq;
 pub use query::{DlqQuery, FailureGroup, Filter, ImportReport, ReplayReport, Stats};
 pub use record::{LetterState, LetterSummary, StoredLetter, UnknownState, letter_signature};
-pub use replay::{REPLAYED_FROM_HEADER, replay_envelope};
+pub use replay::{ORIGINAL_ID_HEADER, REPLAYED_FROM_HEADER, replay_envelope};
 pub use signature::{normalize_message, signature};
 pub use sqlite::{BadRow, SqliteDlq, VerifyReport};

@@ -8,14 +8,24 @@ use std::time::SystemTime;
 /// The header a replayed message carries: the id of the letter it came from.
 pub const REPLAYED_FROM_HEADER: &str = "bus-replayed-from";
 
-/// The envelope to re-publish for `letter`: the same message (id, payload,
-/// headers, history kept) with `attempt` reset to 1, the header
-/// [`REPLAYED_FROM_HEADER`] set, and the topic changed to `target` if given.
+/// The header a replayed message carries: the id the message had when it
+/// failed.
+pub const ORIGINAL_ID_HEADER: &str = "bus-original-id";
+
+/// The envelope to re-publish for `letter`: the same message (payload,
+/// headers, history kept) with `attempt` reset to 1, the headers
+/// [`REPLAYED_FROM_HEADER`] and [`ORIGINAL_ID_HEADER`] set, the topic changed
+/// to `target` if given, and a fresh id: a replay is a new delivery, and a
+/// broker that de-duplicates by message id (JetStream's `Nats-Msg-Id`, within
+/// its window) would otherwise drop it while the letter is marked replayed.
 pub fn replay_envelope(letter: &DeadLetter, target: Option<&Topic>) -> Envelope {
+    let original = letter.envelope.id;
     let mut env = letter
         .envelope
         .clone()
-        .with_header(REPLAYED_FROM_HEADER, letter.id.to_string());
+        .with_id(uuid::Uuid::now_v7())
+        .with_header(REPLAYED_FROM_HEADER, letter.id.to_string())
+        .with_header(ORIGINAL_ID_HEADER, original.to_string());
     env.attempt = 1;
     if let Some(t) = target {
         env = env.with_topic(t.clone());

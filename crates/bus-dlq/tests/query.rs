@@ -218,7 +218,13 @@ impl<T: DlqQuery> Check for T {
                 .iter()
                 .find(|e| e.headers.get(REPLAYED_FROM_HEADER) == Some(&l.id.to_string()))
                 .unwrap();
-            assert_eq!(env.id, l.envelope.id);
+            // A replay is a new delivery (a fresh id, so no broker drops it as
+            // a duplicate); the original id travels in a header.
+            assert_ne!(env.id, l.envelope.id);
+            assert_eq!(
+                env.headers.get(bus_dlq::ORIGINAL_ID_HEADER),
+                Some(&l.envelope.id.to_string())
+            );
             assert_eq!(env.payload, l.envelope.payload);
             assert_eq!(env.topic, l.envelope.topic);
             assert_eq!(env.history, l.envelope.history);
