@@ -120,15 +120,13 @@ pub enum PublishError {
         limit: usize,
     },
     /// A subscriber group's queue was full (after waiting, under `Block`).
-    /// Other groups may have accepted their copies.
+    /// Publish is all or nothing: no group got a copy.
     #[error("queue of group {group:?} is full")]
     QueueFull {
         /// The message, handed back.
         envelope: Envelope,
         /// The group that refused it.
         group: String,
-        /// How many other groups accepted a copy before the refusal.
-        accepted_copies: u32,
     },
     /// Nobody subscribes to the topic, and unrouted messages are rejected.
     #[error("no subscriber for topic {}", envelope.topic)]

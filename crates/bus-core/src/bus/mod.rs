@@ -473,10 +473,10 @@ impl Bus {
     // A copy refused by a full queue under the DeadLetter overflow policy.
     fn spill(&self, group: &str, env: Envelope) {
         let class = Classification::new(ErrorCategory::QueueOverflow, Severity::High);
-        let report = ErrorReport::new(class, group, format!("queue of group {group:?} is full"))
-            .with_topic(env.topic.as_str())
-            .with_message_id(env.id);
-        let mut report = report;
+        let mut report =
+            ErrorReport::new(class, group, format!("queue of group {group:?} is full"))
+                .with_topic(env.topic.as_str())
+                .with_message_id(env.id);
         report.record_recovery(false, Some(false), "dead-letter: queue_overflow");
         self.shared.plugs.sink.record(&report);
         self.shared.event(&BusEvent::Failed { report: &report });

@@ -186,7 +186,6 @@ impl Transport for MemoryTransport {
                         return Err(PublishError::QueueFull {
                             envelope,
                             group: g.queue.name.to_string(),
-                            accepted_copies: 0,
                         });
                     }
                 },

@@ -319,21 +319,13 @@ fn replay(
     }
     let letters = dlq.list(&f)?;
     let ids: Vec<_> = letters.iter().map(|l| l.id).collect();
-    let mut marked = 0_u64;
-    if !dry_run {
-        let bar = progress(ids.len() as u64);
-        for chunk in ids.chunks(256) {
-            marked += dlq.set_state(
-                chunk,
-                &[LetterState::Dead],
-                LetterState::ReplayRequested,
-                None,
-                target,
-            )? as u64;
-            bar.inc(chunk.len() as u64);
-        }
-        bar.finish_and_clear();
-    }
+    // Marking is one state change per letter, done by the store's own
+    // `request_replay` (the running bus re-publishes them).
+    let marked = if dry_run {
+        0
+    } else {
+        dlq.request_replay(&f, target)?
+    };
     if store.json {
         return json(
             out,
