@@ -246,9 +246,8 @@ impl CircuitBreaker {
     /// [`Permit::ignore`]; dropping it unreported counts as ignored.
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
-        let w = Word::unpack(self.state.load(Ordering::Acquire));
-        if w.kind == CircuitState::Closed {
-            return Ok(Permit::new(self, CircuitState::Closed, w.generation));
+        if let Some(generation) = Word::closed_generation(self.state.load(Ordering::Acquire)) {
+            return Ok(Permit::new(self, CircuitState::Closed, generation));
         }
         self.acquire()
             .map(|(kind, generation)| Permit::new(self, kind, generation))
@@ -312,6 +311,22 @@ impl CircuitBreaker {
     /// Records how a call permitted in `(kind, generation)` ended.
     #[inline]
     pub(crate) fn finish(&self, kind: CircuitState, generation: u64, verdict: Verdict) {
+        // The common case, kept inline: a fast success while the window is
+        // full of fast successes and no failure run is counting. It would
+        // write nothing, so it need not even check whether it is stale.
+        if let Verdict::Success(elapsed) = verdict
+            && matches!(kind, CircuitState::Closed | CircuitState::MetricsOnly)
+            && !self.is_slow(elapsed)
+            && self.window.settled_clean()
+            && self.consecutive.load(Ordering::Relaxed) == 0
+        {
+            return;
+        }
+        self.finish_recorded(kind, generation, verdict);
+    }
+
+    #[inline(never)]
+    fn finish_recorded(&self, kind: CircuitState, generation: u64, verdict: Verdict) {
         match kind {
             CircuitState::Closed | CircuitState::MetricsOnly => {
                 self.finish_closed(kind, generation, verdict)
@@ -321,6 +336,7 @@ impl CircuitBreaker {
         }
     }
 
+    #[inline]
     fn is_slow(&self, elapsed: Option<Duration>) -> bool {
         match (self.slow_nanos, elapsed) {
             (Some(limit), Some(e)) => nanos(e) >= limit,

@@ -103,6 +103,7 @@ impl CircuitBreaker {
     /// [failure predicate](crate::CircuitBreakerBuilder::failure_predicate)
     /// says it does not count (then the call is ignored). A panic in `f`
     /// unwinds through; the permit's drop records the call as ignored.
+    #[inline]
     pub fn call<T, E>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, CallError<E>>
     where
         E: Error + 'static,

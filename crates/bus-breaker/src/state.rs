@@ -68,6 +68,7 @@ pub(crate) struct Word {
     pub(crate) generation: u64,
 }
 
+#[inline]
 pub(crate) fn kind_code(kind: CircuitState) -> u64 {
     match kind {
         CircuitState::Closed => 0,
@@ -113,6 +114,13 @@ impl Word {
             admitted: ((word >> ADMITTED_SHIFT) & ADMITTED_MASK) as u32,
             generation: word >> GEN_SHIFT,
         }
+    }
+
+    /// The generation of a closed state word, without decoding the rest (the
+    /// closed-state acquire path).
+    #[inline]
+    pub(crate) fn closed_generation(word: u64) -> Option<u64> {
+        (word & KIND_MASK == kind_code(CircuitState::Closed)).then_some(word >> GEN_SHIFT)
     }
 
     /// The next state, one generation later.

@@ -163,6 +163,17 @@ impl Window {
         }
     }
 
+    /// Whether a fast success would write nothing: a count window whose ring
+    /// is full and holds no failure or slow call. (A time window always
+    /// counts successes in its buckets.)
+    #[inline]
+    pub(crate) fn settled_clean(&self) -> bool {
+        match self {
+            Window::Count(w) => w.totals.load(Ordering::Acquire) == w.slots.len() as u64,
+            Window::Time(_) => false,
+        }
+    }
+
     /// Whether recording needs the time (time-based windows).
     pub(crate) fn needs_time(&self) -> bool {
         matches!(self, Window::Time(_))

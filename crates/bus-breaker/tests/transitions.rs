@@ -72,6 +72,41 @@ fn opens_after_n_consecutive_failures(#[case] n: u32, #[case] before: &str, #[ca
     assert_eq!(b.metrics().trips, 1);
 }
 
+/// Once a count window is full of fast successes a success takes a fast path
+/// that writes nothing; it must still end a failure run.
+#[rstest]
+#[case::run_reset_after_settling("ssssssff", "sff", CircuitState::Closed)]
+#[case::run_completes_after_settling("ssssssff", "f", CircuitState::Open)]
+#[case::stale_success_counts_nowhere("ssssssff", "xf", CircuitState::Open)]
+fn settled_window_successes_still_reset_the_run(
+    #[case] settle: &str,
+    #[case] then: &str,
+    #[case] state: CircuitState,
+) {
+    let (b, _) = breaker(
+        cfg()
+            .consecutive_failures(Some(3))
+            .failure_rate_threshold(None)
+            .window(SlidingWindow::Count { size: 4 })
+            .build()
+            .unwrap(),
+    );
+    record(&b, settle);
+    for c in then.chars() {
+        if c == 'x' {
+            // A permit from before a force-open/reset cycle is stale.
+            let stale = b.try_acquire().unwrap();
+            b.force_open();
+            b.reset();
+            record(&b, "ssssff");
+            stale.success();
+        } else {
+            record(&b, &c.to_string());
+        }
+    }
+    assert_eq!(b.state(), state, "{settle} then {then}");
+}
+
 #[rstest]
 // window 10, min 4, threshold 50%
 #[case::below_minimum_calls("fsf", false)]
@@ -79,6 +114,7 @@ fn opens_after_n_consecutive_failures(#[case] n: u32, #[case] before: &str, #[ca
 #[case::rate_below_threshold("sssssssff", false)]
 #[case::rate_reaches_threshold_as_old_successes_slide_out("sssssssssssfffff", true)]
 #[case::clean_successes_before_count(&"s".repeat(50), false)]
+#[case::failures_after_a_settled_window(&format!("{}fffff", "s".repeat(50)), true)]
 fn opens_on_failure_rate_over_count_window(#[case] pattern: &str, #[case] opens: bool) {
     let (b, _) = breaker(
         cfg()
