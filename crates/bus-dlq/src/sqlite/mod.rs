@@ -325,13 +325,17 @@ impl DlqQuery for SqliteDlq {
             .collect::<Result<Vec<_>, _>>()?;
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db_err)?;
-        let mut n = 0;
+        let (mut n, mut bytes) = (0, 0_i64);
         {
-            let mut stmt = tx.prepare_cached(row::INSERT).map_err(db_err)?;
+            let mut stmt = tx.prepare_cached(&row::insert_sql(1)).map_err(db_err)?;
             for r in &rows {
-                n += usize::from(r.insert(&mut stmt).map_err(db_err)?);
+                if r.insert(&mut stmt).map_err(db_err)? {
+                    n += 1;
+                    bytes = bytes.saturating_add(r.bytes_i64());
+                }
             }
         }
+        schema::add_to_totals(&tx, i64::try_from(n).unwrap_or(i64::MAX), bytes).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(n)
     }

@@ -5,7 +5,7 @@ use crate::record::{
 };
 use bus_core::{AttemptRecord, Bytes, DeadLetter, DeadLetterReason, DlqError, Envelope, Topic};
 use bus_errors::ErrorReport;
-use rusqlite::{Row as SqlRow, params};
+use rusqlite::{Row as SqlRow, ToSql};
 use std::time::SystemTime;
 
 /// The summary columns, in the order [`summary_from_row`] reads them.
@@ -17,12 +17,31 @@ pub(crate) const SUMMARY_COLUMNS: &str = "id, message_id, topic, category, sever
 pub(crate) const FULL_COLUMNS: &str = "id, payload, envelope_json, report_json, history_json, \
     reason_json, component, \"group\", dead_lettered_at, state, replayed_at, replay_topic, signature";
 
-pub(crate) const INSERT: &str = "INSERT OR IGNORE INTO letters (id, message_id, topic, category, \
-    severity, reason, component, \"group\", error_type, error_message, signature, \
-    first_failure_at, last_failure_at, dead_lettered_at, attempts, payload, envelope_json, \
-    report_json, history_json, reason_json, state, replayed_at, replay_topic, row_bytes) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-    ?19, ?20, ?21, ?22, ?23, ?24)";
+/// The columns an insert sets, in the order [`EncodedRow::bind`] binds them.
+const INSERT_COLUMNS: &str = "id, message_id, topic, category, severity, reason, component, \
+    \"group\", error_type, error_message, signature, first_failure_at, last_failure_at, \
+    dead_lettered_at, attempts, payload, envelope_json, report_json, history_json, \
+    reason_json, state, replayed_at, replay_topic, row_bytes";
+
+/// Parameters per row in [`insert_sql`].
+const PARAMS_PER_ROW: usize = 24;
+
+/// `INSERT OR IGNORE` of `rows` rows in one statement (ids already stored
+/// are skipped): one statement per chunk of a batch saves SQLite the
+/// per-statement work (cursors on the table and its indexes, reset) per row.
+pub(crate) fn insert_sql(rows: usize) -> String {
+    let one = format!(
+        "({})",
+        (1..=PARAMS_PER_ROW)
+            .map(|_| "?")
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    format!(
+        "INSERT OR IGNORE INTO letters ({INSERT_COLUMNS}) VALUES {}",
+        vec![one; rows.max(1)].join(", ")
+    )
+}
 
 /// A letter encoded on the pusher's thread, ready to insert.
 #[derive(Debug)]
@@ -126,35 +145,55 @@ impl EncodedRow {
         })
     }
 
-    /// Inserts the row (ignored if the id exists); returns whether it was new.
+    /// Inserts the row with a statement from [`insert_sql`]`(1)` (ignored if
+    /// the id exists); returns whether it was new.
     pub(crate) fn insert(&self, stmt: &mut rusqlite::Statement<'_>) -> rusqlite::Result<bool> {
-        let n = stmt.execute(params![
-            self.id,
-            self.message_id,
-            self.topic,
-            self.category,
-            self.severity,
-            self.reason,
-            self.component,
-            self.group,
-            self.error_type,
-            self.error_message,
-            self.signature,
-            self.first_failure_at,
-            self.last_failure_at,
-            self.dead_lettered_at,
-            self.attempts,
-            &self.payload[..],
-            self.envelope_json,
-            self.report_json,
-            self.history_json,
-            self.reason_json,
-            self.state,
-            self.replayed_at,
-            self.replay_topic,
-            i64::try_from(self.bytes).unwrap_or(i64::MAX),
-        ])?;
-        Ok(n == 1)
+        self.bind(stmt, 0)?;
+        Ok(stmt.raw_execute()? == 1)
+    }
+
+    /// Binds this row as row `nth` (from 0) of a statement from [`insert_sql`].
+    pub(crate) fn bind(
+        &self,
+        stmt: &mut rusqlite::Statement<'_>,
+        nth: usize,
+    ) -> rusqlite::Result<()> {
+        let values: [&dyn ToSql; PARAMS_PER_ROW] = [
+            &self.id,
+            &self.message_id,
+            &self.topic,
+            &self.category,
+            &self.severity,
+            &self.reason,
+            &self.component,
+            &self.group,
+            &self.error_type,
+            &self.error_message,
+            &self.signature,
+            &self.first_failure_at,
+            &self.last_failure_at,
+            &self.dead_lettered_at,
+            &self.attempts,
+            &&self.payload[..],
+            &self.envelope_json,
+            &self.report_json,
+            &self.history_json,
+            &self.reason_json,
+            &self.state,
+            &self.replayed_at,
+            &self.replay_topic,
+            &self.bytes_i64(),
+        ];
+        let first = nth * PARAMS_PER_ROW + 1;
+        for (i, v) in values.into_iter().enumerate() {
+            stmt.raw_bind_parameter(first + i, v)?;
+        }
+        Ok(())
+    }
+
+    /// [`bytes`](Self::bytes) as SQLite stores it.
+    pub(crate) fn bytes_i64(&self) -> i64 {
+        i64::try_from(self.bytes).unwrap_or(i64::MAX)
     }
 }
 

@@ -12,12 +12,12 @@ use std::time::Duration;
 pub(crate) const APPLICATION_ID: i32 = 0x4255_5344;
 
 /// The schema version this build writes.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+pub(crate) const SCHEMA_VERSION: i32 = 2;
 
 /// Forward migrations: `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
-const V1: &str = r#"
+pub(super) const V1: &str = r#"
 CREATE TABLE letters (
     id               TEXT PRIMARY KEY NOT NULL,
     message_id       TEXT NOT NULL,
@@ -64,6 +64,24 @@ CREATE TRIGGER letters_count_delete AFTER DELETE ON letters BEGIN
     UPDATE totals SET letters = letters - 1, bytes = bytes - OLD.row_bytes WHERE id = 1;
 END;
 "#;
+
+/// Version 2: inserts no longer fire a trigger per row. Whoever inserts adds
+/// to `totals` once per transaction ([`add_to_totals`]): the per-row trigger
+/// cost the writer a sub-program per letter, and it made SQLite stage a
+/// multi-row `INSERT` in a temporary table. Deletes keep their trigger.
+const V2: &str = "DROP TRIGGER letters_count_insert;";
+
+/// Adds `letters` new rows of `bytes` in all to `totals`, in the caller's
+/// transaction (every insert into `letters` must, since schema version 2).
+pub(crate) fn add_to_totals(conn: &Connection, letters: i64, bytes: i64) -> rusqlite::Result<()> {
+    if letters != 0 {
+        conn.prepare_cached(
+            "UPDATE totals SET letters = letters + ?1, bytes = bytes + ?2 WHERE id = 1",
+        )?
+        .execute([letters, bytes])?;
+    }
+    Ok(())
+}
 
 /// Maps a SQLite error to the DLQ's vocabulary: unreadable files are
 /// `Corrupt`, a full disk is `Io`, the rest `Other`.

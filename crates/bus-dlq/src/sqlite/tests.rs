@@ -161,3 +161,99 @@ fn a_panicking_callback_does_not_kill_the_writer() {
     dlq.push(&letter("a", "x", 2)).unwrap();
     assert_eq!(dlq.count(&Filter::all()).unwrap(), 2);
 }
+
+/// `totals` against the rows themselves.
+fn assert_totals_exact(dlq: &SqliteDlq) {
+    let conn = dlq.conn();
+    let kept: (i64, i64) = conn
+        .query_row("SELECT letters, bytes FROM totals", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let real: (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), coalesce(sum(row_bytes), 0) FROM letters",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(kept, real);
+}
+
+#[test]
+fn totals_stay_exact_through_chunks_duplicates_imports_and_purges() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    let letters: Vec<DeadLetter> = (0..150).map(|i| letter("a", "x", i)).collect();
+    // Every letter twice, so duplicates fall inside multi-row chunks.
+    let twice: Vec<DeadLetter> = letters
+        .iter()
+        .flat_map(|l| [l.clone(), l.clone()])
+        .collect();
+    assert!(dlq.push_many(&twice).iter().all(Result::is_ok));
+    assert!(dlq.push_many(&letters).iter().all(Result::is_ok));
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 150);
+    assert_totals_exact(&dlq);
+    let stored: Vec<StoredLetter> = letters[..10]
+        .iter()
+        .map(|l| dlq.get(l.id).unwrap().unwrap())
+        .collect();
+    assert_eq!(dlq.purge(&Filter::all().limit(20)).unwrap(), 20);
+    assert_totals_exact(&dlq);
+    assert_eq!(dlq.insert(&stored).unwrap(), 10);
+    assert_totals_exact(&dlq);
+}
+
+#[test]
+fn a_bound_inside_a_large_batch_keeps_exactly_what_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path()).with_max_letters(50)).unwrap();
+    let letters: Vec<DeadLetter> = (0..100).map(|i| letter("a", "x", i)).collect();
+    let results = dlq.push_many(&letters);
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 50);
+    assert!(
+        results[50..]
+            .iter()
+            .all(|r| matches!(r, Err(DlqError::Full(_))))
+    );
+    assert_totals_exact(&dlq);
+}
+
+#[test]
+fn a_version_1_file_is_migrated_and_keeps_its_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = DlqConfig::new(dir.path());
+    {
+        let dlq = SqliteDlq::open(config.clone()).unwrap();
+        dlq.push(&letter("a", "x", 1)).unwrap();
+    }
+    {
+        // Back to version 1 as an older build left it: the insert trigger
+        // present, and a letter it counted.
+        let c = rusqlite::Connection::open(config.db_path()).unwrap();
+        let v1_trigger = schema::V1
+            .split("CREATE TRIGGER")
+            .nth(1)
+            .map(|t| format!("CREATE TRIGGER{t}"))
+            .unwrap();
+        c.execute_batch(&format!("{v1_trigger} PRAGMA user_version = 1;"))
+            .unwrap();
+        let triggers: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(triggers, 2);
+    }
+    let dlq = SqliteDlq::open(config).unwrap();
+    let version: i32 = dlq
+        .conn()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, schema::SCHEMA_VERSION);
+    dlq.push(&letter("a", "x", 2)).unwrap();
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 2);
+    assert_totals_exact(&dlq);
+}

@@ -8,8 +8,8 @@
 //! under `Durability::Full`), and only then answers each pusher. While it
 //! commits, new rows queue up for the next batch.
 
-use super::row::{EncodedRow, INSERT};
-use super::schema::db_err;
+use super::row::{EncodedRow, insert_sql};
+use super::schema::{add_to_totals, db_err};
 use bus_core::{DeadLetter, DlqError};
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::Connection;
@@ -117,7 +117,8 @@ pub(crate) struct Bounds {
 }
 
 /// Runs until every sender is gone.
-pub(crate) fn run(mut conn: Connection, rx: Receiver<Job>, shared: Arc<Shared>, bounds: Bounds) {
+pub(crate) fn run(conn: Connection, rx: Receiver<Job>, shared: Arc<Shared>, bounds: Bounds) {
+    let sql = Sql::new();
     let mut batch = Vec::with_capacity(bounds.max_batch);
     while let Ok(first) = rx.recv() {
         batch.push(first);
@@ -129,7 +130,7 @@ pub(crate) fn run(mut conn: Connection, rx: Receiver<Job>, shared: Arc<Shared>, 
         }
         let outcomes = match shared.poison_reason() {
             Some(why) => vec![Outcome::Poisoned(why); batch.len()],
-            None => commit_batch(&mut conn, &batch, &shared, bounds),
+            None => commit_batch(&conn, &batch, &shared, bounds, &sql),
         };
         for (job, outcome) in batch.drain(..).zip(outcomes) {
             job.reply.send(outcome);
@@ -138,31 +139,34 @@ pub(crate) fn run(mut conn: Connection, rx: Receiver<Job>, shared: Arc<Shared>, 
 }
 
 fn commit_batch(
-    conn: &mut Connection,
+    conn: &Connection,
     batch: &[Job],
     shared: &Shared,
     bounds: Bounds,
+    sql: &Sql,
 ) -> Vec<Outcome> {
-    match insert_all(conn, batch, bounds) {
+    match insert_all(conn, batch, bounds, sql) {
         Err(e) => {
             // Nothing was committed: the pushers keep their messages and the
             // store stays usable (a busy lock or a full disk may pass).
+            rollback(conn);
             let why = format!("dead-letter batch not stored: {}", db_err(e));
             vec![Outcome::Failed(why); batch.len()]
         }
-        Ok((tx_outcomes, tx)) => {
+        Ok(tx_outcomes) => {
             let commit = if shared.fail_next_commit.swap(false, Ordering::SeqCst) {
-                drop(tx);
+                rollback(conn);
                 Err(rusqlite::Error::SqliteFailure(
                     rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_FSYNC),
                     Some("injected commit failure".into()),
                 ))
             } else {
-                tx.commit()
+                run_cached(conn, "COMMIT")
             };
             match commit {
                 Ok(()) => tx_outcomes,
                 Err(e) => {
+                    rollback(conn);
                     // Whether the data reached the disk is unknown: refuse
                     // every write from now on rather than pretend.
                     let why = format!("commit failed: {e}");
@@ -174,35 +178,115 @@ fn commit_batch(
     }
 }
 
-type Inserted<'c> = (Vec<Outcome>, rusqlite::Transaction<'c>);
+/// Runs a parameterless statement kept in the connection's statement cache
+/// (`BEGIN`, `COMMIT`: re-preparing them for every batch shows in profiles).
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
 
-fn insert_all<'c>(
-    conn: &'c mut Connection,
-    batch: &[Job],
-    bounds: Bounds,
-) -> rusqlite::Result<Inserted<'c>> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let (mut letters, mut bytes): (i64, i64) =
-        tx.query_row("SELECT letters, bytes FROM totals WHERE id = 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    {
-        let mut stmt = tx.prepare_cached(INSERT)?;
-        for job in batch {
-            let row_bytes = i64::try_from(job.row.bytes).unwrap_or(i64::MAX);
-            if let Some(full) = over_bound(bounds, letters, bytes, row_bytes) {
-                outcomes.push(Outcome::Full(full));
-                continue;
-            }
-            if job.row.insert(&mut stmt)? {
-                letters += 1;
-                bytes = bytes.saturating_add(row_bytes);
-            }
-            outcomes.push(Outcome::Stored);
+/// Ends a failed transaction, if one is open: nothing of it is kept.
+fn rollback(conn: &Connection) {
+    if !conn.is_autocommit() {
+        if let Err(e) = run_cached(conn, "ROLLBACK") {
+            tracing::warn!(error = %e, "dead-letter batch rollback failed");
         }
     }
-    Ok((outcomes, tx))
+}
+
+/// Rows per multi-row `INSERT`: one statement per chunk instead of per row
+/// (see [`insert_sql`]); the rest of a batch goes row by row.
+const CHUNK: usize = 32;
+
+/// The writer's SQL, built once.
+struct Sql {
+    one: String,
+    chunk: String,
+}
+
+impl Sql {
+    fn new() -> Self {
+        Self {
+            one: insert_sql(1),
+            chunk: insert_sql(CHUNK),
+        }
+    }
+}
+
+fn totals(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.prepare_cached("SELECT letters, bytes FROM totals WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+}
+
+/// Opens a write transaction, inserts the batch and adds it to `totals`;
+/// the caller commits or rolls back.
+fn insert_all(
+    conn: &Connection,
+    batch: &[Job],
+    bounds: Bounds,
+    sql: &Sql,
+) -> rusqlite::Result<Vec<Outcome>> {
+    run_cached(conn, "BEGIN IMMEDIATE")?;
+    let (start_letters, start_bytes) = totals(conn)?;
+    let (mut letters, mut bytes) = (start_letters, start_bytes);
+    let mut outcomes = Vec::with_capacity(batch.len());
+    // Held for the whole batch: a cached statement handed back clears its
+    // bindings, and rebinding would then allocate every value again.
+    let mut chunk_stmt = conn.prepare_cached(&sql.chunk)?;
+    let mut one_stmt = conn.prepare_cached(&sql.one)?;
+    let mut rest = batch;
+    let mut row_by_row = 0;
+    while !rest.is_empty() {
+        if let Some(chunk) = rest.get(..CHUNK).filter(|_| row_by_row == 0) {
+            let chunk_bytes = chunk
+                .iter()
+                .fold(0_i64, |b, j| b.saturating_add(j.row.bytes_i64()));
+            // Every row of the chunk fits even if all are new: the same
+            // answers as row by row, in one statement.
+            if all_fit(bounds, letters, bytes, CHUNK, chunk_bytes) {
+                run_cached(conn, "SAVEPOINT chunk")?;
+                for (nth, job) in chunk.iter().enumerate() {
+                    job.row.bind(&mut chunk_stmt, nth)?;
+                }
+                if chunk_stmt.raw_execute()? == CHUNK {
+                    run_cached(conn, "RELEASE chunk")?;
+                    letters += CHUNK as i64;
+                    bytes = bytes.saturating_add(chunk_bytes);
+                    outcomes.extend(std::iter::repeat_n(Outcome::Stored, CHUNK));
+                    rest = &rest[CHUNK..];
+                } else {
+                    // Some ids are stored already: undo the chunk and insert
+                    // it row by row, to count exactly the new ones.
+                    run_cached(conn, "ROLLBACK TO chunk")?;
+                    run_cached(conn, "RELEASE chunk")?;
+                    row_by_row = CHUNK;
+                }
+                continue;
+            }
+        }
+        let (job, tail) = rest.split_first().expect("rest is not empty");
+        rest = tail;
+        row_by_row = row_by_row.saturating_sub(1);
+        let row_bytes = job.row.bytes_i64();
+        if let Some(full) = over_bound(bounds, letters, bytes, row_bytes) {
+            outcomes.push(Outcome::Full(full));
+            continue;
+        }
+        if job.row.insert(&mut one_stmt)? {
+            letters += 1;
+            bytes = bytes.saturating_add(row_bytes);
+        }
+        outcomes.push(Outcome::Stored);
+    }
+    add_to_totals(conn, letters - start_letters, bytes - start_bytes)?;
+    Ok(outcomes)
+}
+
+/// Whether `n` more letters of `add` bytes in all stay within the bounds.
+fn all_fit(bounds: Bounds, letters: i64, bytes: i64, n: usize, add: i64) -> bool {
+    let letters_after = letters.unsigned_abs().saturating_add(n as u64);
+    let bytes_after = bytes.saturating_add(add).unsigned_abs();
+    bounds.max_letters.is_none_or(|m| letters_after <= m)
+        && bounds.max_bytes.is_none_or(|m| bytes_after <= m)
 }
 
 fn over_bound(bounds: Bounds, letters: i64, bytes: i64, row_bytes: i64) -> Option<String> {

@@ -1,0 +1,97 @@
+//! Pushes N 1 KiB letters for profiling (`strace -c`, `perf`, callgrind).
+//!
+//! `cargo run --release -p bus-dlq --example dlq_profile -- <dir> <threads> <letters> [push|then]`
+
+#![allow(clippy::unwrap_used)]
+
+use bus_core::{DeadLetter, DeadLetterReason, Envelope, Topic};
+use bus_dlq::{DeadLetterStore, DlqConfig, SqliteDlq};
+use bus_errors::{Classification, ErrorCategory, ErrorReport};
+use std::time::Instant;
+
+fn letter() -> DeadLetter {
+    let env = Envelope::new(Topic::new("bench.orders").unwrap(), vec![0xAB_u8; 1024]);
+    let report = ErrorReport::new(
+        Classification::of(ErrorCategory::Timeout),
+        "bench",
+        "timed out after 1500ms",
+    );
+    DeadLetter::new(
+        env,
+        report,
+        DeadLetterReason::RetriesExhausted,
+        "bench",
+        "g",
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = std::path::PathBuf::from(&args[1]);
+    let threads: usize = args[2].parse().unwrap();
+    let n: usize = args[3].parse().unwrap();
+    let mode = args.get(4).map_or("push", String::as_str).to_owned();
+    let _ = std::fs::remove_dir_all(&dir);
+    let dlq = SqliteDlq::open(DlqConfig::new(&dir)).unwrap();
+    let letters: Vec<Vec<DeadLetter>> = (0..threads)
+        .map(|_| (0..n / threads).map(|_| letter()).collect())
+        .collect();
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<bool>();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for batch in letters {
+            let dlq = &dlq;
+            let done_tx = done_tx.clone();
+            let mode = mode.clone();
+            s.spawn(move || {
+                for l in batch {
+                    if mode == "then" {
+                        let tx = done_tx.clone();
+                        dlq.push_then(l, Box::new(move |r, _| tx.send(r.is_ok()).unwrap_or(())));
+                    } else {
+                        dlq.push(&l).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    if mode == "then" {
+        for _ in 0..(n / threads) * threads {
+            assert!(done_rx.recv().unwrap());
+        }
+    }
+    let took = start.elapsed();
+    let total = (n / threads) * threads;
+    eprintln!(
+        "{total} letters, {threads} threads, {mode}: {:?}, {:.0}/s",
+        took,
+        total as f64 / took.as_secs_f64()
+    );
+    let (user, sys) = writer_cpu_ms();
+    eprintln!(
+        "writer cpu: user {:.1} + sys {:.1} µs/letter",
+        user * 1000.0 / total as f64,
+        sys * 1000.0 / total as f64
+    );
+    dlq.close();
+}
+
+/// CPU time (user, system) of the `bus-dlq-writer` thread so far, in ms.
+fn writer_cpu_ms() -> (f64, f64) {
+    let mut ms = (0.0, 0.0);
+    for t in std::fs::read_dir("/proc/self/task").unwrap() {
+        let t = t.unwrap().path();
+        let comm = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
+        if comm.trim() != "bus-dlq-writer" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.join("stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = after.split(' ').collect();
+        // Fields 14 and 15 (utime, stime) are at 11 and 12 after the comm.
+        // USER_HZ = 100
+        ms.0 += f[11].parse::<f64>().unwrap() * 10.0;
+        ms.1 += f[12].parse::<f64>().unwrap() * 10.0;
+    }
+    ms
+}
