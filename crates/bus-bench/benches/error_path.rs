@@ -90,6 +90,8 @@ impl Pipeline {
     fn fail_one(&self, mut env: Envelope, dlq: &dyn DeadLetterStore) {
         let permit = self.guard.try_acquire().unwrap();
         let elapsed = Duration::from_micros(1);
+        // The worker reads its clock once when the handler returns.
+        let ended = Instant::now();
         let error = HandlerError::from(BenchError(7));
         let ctx = ErrorContext::new(COMPONENT)
             .with_topic(env.topic.as_str())
@@ -111,7 +113,8 @@ impl Pipeline {
         };
         report.record_recovery(false, Some(false), action.clone());
         self.logger.record(&report);
-        self.health.on_event(&BusEvent::Failed { report: &report });
+        self.health
+            .on_event(ended, &BusEvent::Failed { report: &report });
         env.history.push(AttemptRecord {
             attempt: env.attempt,
             at: report.timestamp,
@@ -127,28 +130,36 @@ impl Pipeline {
         };
         let letter = DeadLetter::new(env, report, reason, COMPONENT, COMPONENT);
         dlq.push(&letter).unwrap();
-        self.health.on_event(&BusEvent::DeadLettered {
-            topic: &letter.envelope.topic,
-            component: COMPONENT,
-            category: letter.report.category,
-            reason: &letter.reason,
-        });
+        // Stamped when the store answers (the bus reads its clock then).
+        self.health.on_event(
+            Instant::now(),
+            &BusEvent::DeadLettered {
+                topic: &letter.envelope.topic,
+                component: COMPONENT,
+                category: letter.report.category,
+                reason: &letter.reason,
+            },
+        );
     }
 
     /// The plug work of a successful delivery, for comparison.
     fn succeed_one(&self, env: Envelope) {
         let permit = self.guard.try_acquire().unwrap();
         let elapsed = Duration::from_micros(1);
+        let ended = Instant::now();
         self.guard.record(permit, Outcome::Success { elapsed });
         self.recovery
-            .on_success(&Success::new(&env, COMPONENT, elapsed));
-        self.health.on_event(&BusEvent::Acked {
-            topic: &env.topic,
-            component: COMPONENT,
-            created_at: env.created_at,
-            handler_time: elapsed,
-            attempt: env.attempt,
-        });
+            .on_success(&Success::new(&env, COMPONENT, elapsed, ended));
+        self.health.on_event(
+            ended,
+            &BusEvent::Acked {
+                topic: &env.topic,
+                component: COMPONENT,
+                created_at: env.created_at,
+                handler_time: elapsed,
+                attempt: env.attempt,
+            },
+        );
     }
 }
 

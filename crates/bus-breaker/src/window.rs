@@ -106,12 +106,7 @@ const PAD_WORDS: usize = 0;
 const STRIPES: usize = 2;
 
 fn stripe_index() -> usize {
-    use std::sync::atomic::{AtomicUsize as StdUsize, Ordering as StdOrdering};
-    static NEXT: StdUsize = StdUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, StdOrdering::Relaxed) % STRIPES;
-    }
-    INDEX.with(|i| *i)
+    bus_core::stripe::index() % STRIPES
 }
 
 impl Stripes {

@@ -30,6 +30,7 @@ mod handler;
 pub mod memory;
 pub mod observe;
 pub mod recovery;
+pub mod stripe;
 pub mod time;
 mod topic;
 pub mod transport;

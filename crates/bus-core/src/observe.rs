@@ -6,7 +6,7 @@
 use crate::{CircuitState, Topic, dlq::DeadLetterReason, dlq::DlqError};
 use bus_errors::{ErrorCategory, ErrorReport};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Receives every error report (sanitized). Must not block the caller.
 pub trait ErrorSink: Send + Sync {
@@ -135,14 +135,29 @@ pub enum BusEvent<'a> {
 }
 
 /// Sees every [`BusEvent`]. Must be cheap and must not block.
+///
+/// Each event comes stamped with `at`, when it happened on the bus's
+/// [`Clock`](crate::time::Clock): the bus has already read the clock for its
+/// own bookkeeping, so an observer that keeps time windows need not read it
+/// again (a clock read costs more than counting the event).
 pub trait Observer: Send + Sync {
     /// Called for each event.
-    fn on_event(&self, _event: &BusEvent<'_>) {}
+    fn on_event(&self, _at: Instant, _event: &BusEvent<'_>) {}
+
+    /// Whether this observer wants events at all. [`NoObserver`] does not, so
+    /// a bus without observers reads no clock to stamp them.
+    fn listening(&self) -> bool {
+        true
+    }
 }
 
 impl<T: Observer + ?Sized> Observer for Arc<T> {
-    fn on_event(&self, event: &BusEvent<'_>) {
-        (**self).on_event(event)
+    fn on_event(&self, at: Instant, event: &BusEvent<'_>) {
+        (**self).on_event(at, event)
+    }
+
+    fn listening(&self) -> bool {
+        (**self).listening()
     }
 }
 
@@ -150,7 +165,11 @@ impl<T: Observer + ?Sized> Observer for Arc<T> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoObserver;
 
-impl Observer for NoObserver {}
+impl Observer for NoObserver {
+    fn listening(&self) -> bool {
+        false
+    }
+}
 
 /// Sends each event to several observers, in order.
 #[derive(Clone, Default)]
@@ -187,10 +206,14 @@ impl std::fmt::Debug for Observers {
 }
 
 impl Observer for Observers {
-    fn on_event(&self, event: &BusEvent<'_>) {
+    fn on_event(&self, at: Instant, event: &BusEvent<'_>) {
         for o in &self.0 {
-            o.on_event(event);
+            o.on_event(at, event);
         }
+    }
+
+    fn listening(&self) -> bool {
+        self.0.iter().any(|o| o.listening())
     }
 }
 
@@ -198,4 +221,25 @@ impl Observer for Observers {
 mod tests {
     use super::*;
     fn _obj_safe(_: Box<dyn Observer>, _: Box<dyn ErrorSink>) {}
+
+    struct Counting(std::sync::atomic::AtomicU32);
+    impl Observer for Counting {
+        fn on_event(&self, _: Instant, _: &BusEvent<'_>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_fan_out_listens_when_any_member_does() {
+        let mut all = Observers::new();
+        all.push(Arc::new(NoObserver));
+        assert!(!all.listening(), "only NoObserver: nothing to stamp");
+        let counting = Arc::new(Counting(std::sync::atomic::AtomicU32::new(0)));
+        all.push(Arc::clone(&counting) as Arc<dyn Observer>);
+        assert!(all.listening());
+        let wrapped: Arc<dyn Observer> = Arc::new(all);
+        assert!(Arc::clone(&wrapped).listening(), "Arc<T> forwards listening()");
+        wrapped.on_event(Instant::now(), &BusEvent::DlqRecovered { component: "c" });
+        assert_eq!(counting.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
 }

@@ -4,7 +4,7 @@
 use crate::{Envelope, dlq::DeadLetterReason};
 use bus_errors::{ErrorCategory, ErrorReport};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A failed delivery, as shown to a [`RecoveryPolicy`].
 #[derive(Debug)]
@@ -65,15 +65,18 @@ pub struct Success<'a> {
     pub component: &'a str,
     /// How long the handler ran.
     pub elapsed: Duration,
+    /// When it returned, on the bus's clock.
+    pub at: Instant,
 }
 
 impl<'a> Success<'a> {
-    /// Bundles a success.
-    pub fn new(envelope: &'a Envelope, component: &'a str, elapsed: Duration) -> Self {
+    /// Bundles a success: the handler ran `elapsed` and returned `at`.
+    pub fn new(envelope: &'a Envelope, component: &'a str, elapsed: Duration, at: Instant) -> Self {
         Self {
             envelope,
             component,
             elapsed,
+            at,
         }
     }
 }

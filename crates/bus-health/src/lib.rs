@@ -28,7 +28,7 @@
 //!
 //! let clock = ManualClock::new();
 //! let monitor = HealthMonitor::builder().with_clock(Arc::new(clock.clone())).build().unwrap();
-//! monitor.on_event(&BusEvent::CircuitTransition {
+//! monitor.observe(&BusEvent::CircuitTransition {
 //!     component: "billing", from: CircuitState::Closed, to: CircuitState::ForcedOpen,
 //! });
 //! assert_eq!(monitor.report().status, HealthStatus::Critical);

@@ -203,7 +203,7 @@ impl Collector for MetricsCollector {
             &mut enc,
             "bus_message_copies_published",
             "Subscriber-group copies made by accepted publishes.",
-            inner.totals.published_copies.load(Relaxed),
+            inner.totals.published_copies(),
         )?;
         {
             let c = ConstCounter::new(0u64);

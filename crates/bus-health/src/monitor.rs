@@ -30,11 +30,11 @@ pub type AgeSource = Arc<dyn Fn() -> Option<Duration> + Send + Sync>;
 /// ```
 /// use bus_core::{BusEvent, Observer, Topic};
 /// use bus_health::{HealthMonitor, HealthStatus};
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 ///
 /// let monitor = HealthMonitor::new();
 /// let topic = Topic::new("orders.created").unwrap();
-/// monitor.on_event(&BusEvent::Acked {
+/// monitor.on_event(Instant::now(), &BusEvent::Acked {
 ///     topic: &topic, component: "billing",
 ///     created_at: std::time::SystemTime::UNIX_EPOCH, handler_time: Duration::from_millis(1), attempt: 1,
 /// });
@@ -190,6 +190,14 @@ impl HealthMonitor {
         self.inner.report()
     }
 
+    /// Counts `event` as happening now on the monitor's clock: for events
+    /// that do not come from a bus (tools, tests). A bus calls
+    /// [`Observer::on_event`] with the time it already read, on its own clock;
+    /// give the monitor that same clock.
+    pub fn observe(&self, event: &BusEvent<'_>) {
+        self.inner.on_event(self.inner.clock.now(), event);
+    }
+
     /// Waits until the alert thread has handled every alert raised so far
     /// (for tests and shutdown). False if it did not answer within `timeout`.
     pub fn flush_alerts(&self, timeout: Duration) -> bool {
@@ -207,15 +215,12 @@ impl Inner {
         u64::try_from(now.saturating_duration_since(self.started).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn on_event(&self, event: &BusEvent<'_>) {
-        let now = self.clock.now();
+    fn on_event(&self, now: Instant, event: &BusEvent<'_>) {
         let tick = self.window.tick(now);
         match *event {
             BusEvent::Published { copies, .. } => {
                 self.count(tick, Kind::Published as usize);
-                self.totals
-                    .published_copies
-                    .fetch_add(u64::from(copies), Ordering::Relaxed);
+                self.totals.add_copies(u64::from(copies));
             }
             BusEvent::Rejected { .. } => self.count(tick, Kind::Rejected as usize),
             BusEvent::Acked {
@@ -462,7 +467,7 @@ fn counts(v: &[u64; SLOTS]) -> Counts {
 }
 
 impl Observer for HealthMonitor {
-    fn on_event(&self, event: &BusEvent<'_>) {
-        self.inner.on_event(event);
+    fn on_event(&self, at: Instant, event: &BusEvent<'_>) {
+        self.inner.on_event(at, event);
     }
 }

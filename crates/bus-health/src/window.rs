@@ -6,7 +6,13 @@
 //! bumps the count (same tick) or restarts the cell at 1 (stale tick): a stale
 //! bucket is reset lazily, per cell, with no lock and no lost increment. A
 //! writer holding an older tick than the cell never overwrites newer data.
+//!
+//! Every hot counter is [`Striped`]: a publisher counting `Published` and a
+//! worker counting `Acked` write different cache lines, and reads sum the
+//! stripes. (One shared line bounced between two cores costs more than the
+//! rest of the event.)
 
+use bus_core::stripe::Striped;
 use bus_errors::ErrorCategory;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -39,15 +45,18 @@ pub(crate) const fn category_slot(c: ErrorCategory) -> usize {
 
 const COUNT_MASK: u64 = 0xFFFF_FFFF;
 
+/// One bucket's cells, aligned so that no two stripes' buckets share a line.
 #[derive(Debug)]
+#[repr(align(64))]
 struct Bucket([AtomicU64; SLOTS]);
 
-/// A ring of `n` buckets of `bucket_nanos` each.
+/// A ring of `n` buckets of `bucket_nanos` each, per stripe.
 #[derive(Debug)]
 pub(crate) struct Window {
     start: Instant,
     bucket_nanos: u64,
-    buckets: Box<[Bucket]>,
+    len: u64,
+    stripes: Striped<Box<[Bucket]>>,
 }
 
 impl Window {
@@ -59,27 +68,28 @@ impl Window {
         Self {
             start,
             bucket_nanos,
-            buckets: (0..n)
-                .map(|_| Bucket(std::array::from_fn(|_| AtomicU64::new(0))))
-                .collect(),
+            len: u64::from(n),
+            stripes: Striped::new(|| {
+                (0..n)
+                    .map(|_| Bucket(std::array::from_fn(|_| AtomicU64::new(0))))
+                    .collect()
+            }),
         }
     }
 
     /// The bucket tick of `now`.
+    #[inline]
     pub(crate) fn tick(&self, now: Instant) -> u64 {
         let nanos =
             u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
         nanos / self.bucket_nanos
     }
 
-    fn len(&self) -> u64 {
-        self.buckets.len() as u64
-    }
-
-    /// Adds one to `slot` in the bucket of `tick`.
+    /// Adds one to `slot` in the bucket of `tick`, in this thread's stripe.
+    #[inline]
     pub(crate) fn add(&self, tick: u64, slot: usize) {
-        let idx = (tick % self.len()) as usize;
-        let cell = &self.buckets[idx].0[slot];
+        let idx = (tick % self.len) as usize;
+        let cell = &self.stripes.mine()[idx].0[slot];
         let tag = tick as u32;
         let mut cur = cell.load(Relaxed);
         loop {
@@ -104,13 +114,15 @@ impl Window {
     /// Sums every slot over the buckets of the window ending at `tick`.
     pub(crate) fn sum(&self, tick: u64) -> [u64; SLOTS] {
         let mut out = [0u64; SLOTS];
-        let first = tick.saturating_sub(self.len() - 1);
-        for t in first..=tick {
-            let b = &self.buckets[(t % self.len()) as usize];
-            for (o, cell) in out.iter_mut().zip(b.0.iter()) {
-                let v = cell.load(Relaxed);
-                if (v >> 32) as u32 == t as u32 {
-                    *o += v & COUNT_MASK;
+        let first = tick.saturating_sub(self.len - 1);
+        for ring in self.stripes.iter() {
+            for t in first..=tick {
+                let b = &ring[(t % self.len) as usize];
+                for (o, cell) in out.iter_mut().zip(b.0.iter()) {
+                    let v = cell.load(Relaxed);
+                    if (v >> 32) as u32 == t as u32 {
+                        *o += v & COUNT_MASK;
+                    }
                 }
             }
         }
@@ -121,10 +133,10 @@ impl Window {
 /// Monotonic counters since start (exact; the Prometheus `_total`s).
 #[derive(Debug)]
 pub(crate) struct Totals {
-    pub(crate) slots: [AtomicU64; SLOTS],
+    /// Per stripe: one counter per slot, then the published copies.
+    hot: Striped<[AtomicU64; SLOTS + 1]>,
     /// Dead letters per reason, indexed by [`reason_index`].
     pub(crate) dlq_reasons: [AtomicU64; REASONS.len()],
-    pub(crate) published_copies: AtomicU64,
     pub(crate) circuit_transitions: AtomicU64,
     pub(crate) dlq_write_failures: AtomicU64,
 }
@@ -154,20 +166,33 @@ pub(crate) fn reason_index(r: &bus_core::DeadLetterReason) -> usize {
 impl Totals {
     pub(crate) fn new() -> Self {
         Self {
-            slots: std::array::from_fn(|_| AtomicU64::new(0)),
+            hot: Striped::new(|| std::array::from_fn(|_| AtomicU64::new(0))),
             dlq_reasons: std::array::from_fn(|_| AtomicU64::new(0)),
-            published_copies: AtomicU64::new(0),
             circuit_transitions: AtomicU64::new(0),
             dlq_write_failures: AtomicU64::new(0),
         }
     }
 
+    #[inline]
     pub(crate) fn add(&self, slot: usize) {
-        self.slots[slot].fetch_add(1, Relaxed);
+        self.hot.mine()[slot].fetch_add(1, Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn add_copies(&self, copies: u64) {
+        self.hot.mine()[SLOTS].fetch_add(copies, Relaxed);
+    }
+
+    fn sum(&self, i: usize) -> u64 {
+        self.hot.iter().map(|s| s[i].load(Relaxed)).sum()
     }
 
     pub(crate) fn snapshot(&self) -> [u64; SLOTS] {
-        std::array::from_fn(|i| self.slots[i].load(Relaxed))
+        std::array::from_fn(|i| self.sum(i))
+    }
+
+    pub(crate) fn published_copies(&self) -> u64 {
+        self.sum(SLOTS)
     }
 }
 
@@ -176,12 +201,12 @@ pub(crate) const LATENCY_BOUNDS: [f64; 14] = [
     0.000_1, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-/// A fixed-bucket cumulative histogram of handler run times.
+/// A fixed-bucket cumulative histogram of handler run times, striped.
 #[derive(Debug)]
 pub(crate) struct Latency {
     bounds_nanos: [u64; LATENCY_BOUNDS.len()],
-    counts: [AtomicU64; LATENCY_BOUNDS.len() + 1],
-    sum_nanos: AtomicU64,
+    /// Per stripe: one count per bucket (the last is `+Inf`), then the sum of nanos.
+    cells: Striped<[AtomicU64; LATENCY_BOUNDS.len() + 2]>,
 }
 
 /// A read of [`Latency`].
@@ -192,15 +217,17 @@ pub(crate) struct LatencyRead {
     pub(crate) sum_nanos: u64,
 }
 
+const SUM: usize = LATENCY_BOUNDS.len() + 1;
+
 impl Latency {
     pub(crate) fn new() -> Self {
         Self {
             bounds_nanos: LATENCY_BOUNDS.map(|s| (s * 1e9) as u64),
-            counts: std::array::from_fn(|_| AtomicU64::new(0)),
-            sum_nanos: AtomicU64::new(0),
+            cells: Striped::new(|| std::array::from_fn(|_| AtomicU64::new(0))),
         }
     }
 
+    #[inline]
     pub(crate) fn record(&self, d: Duration) {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let idx = self
@@ -208,14 +235,16 @@ impl Latency {
             .iter()
             .position(|&b| nanos <= b)
             .unwrap_or(LATENCY_BOUNDS.len());
-        self.counts[idx].fetch_add(1, Relaxed);
-        self.sum_nanos.fetch_add(nanos, Relaxed);
+        let cells = self.cells.mine();
+        cells[idx].fetch_add(1, Relaxed);
+        cells[SUM].fetch_add(nanos, Relaxed);
     }
 
     pub(crate) fn read(&self) -> LatencyRead {
+        let sum = |i: usize| self.cells.iter().map(|c| c[i].load(Relaxed)).sum::<u64>();
         LatencyRead {
-            counts: std::array::from_fn(|i| self.counts[i].load(Relaxed)),
-            sum_nanos: self.sum_nanos.load(Relaxed),
+            counts: std::array::from_fn(sum),
+            sum_nanos: sum(SUM),
         }
     }
 }

@@ -4,7 +4,7 @@
 mod support;
 
 use bus_core::time::ManualClock;
-use bus_core::{BusEvent, CircuitState, Observer};
+use bus_core::{BusEvent, CircuitState};
 use bus_errors::{ErrorCategory, Severity};
 use bus_health::{AlertKind, CommandAlertSink, HealthConfig, HealthMonitor, WebhookAlertSink};
 use std::sync::Arc;
@@ -41,7 +41,7 @@ fn critical_errors(m: &HealthMonitor, n: usize) {
         "billing",
     );
     for _ in 0..n {
-        m.on_event(&BusEvent::Failed { report: &r });
+        m.observe(&BusEvent::Failed { report: &r });
     }
 }
 
@@ -78,11 +78,11 @@ fn different_keys_alert_separately_and_escalations_alert() {
     let a = report(ErrorCategory::Authentication, Severity::High, "billing");
     let b = report(ErrorCategory::Authentication, Severity::High, "shipping");
     for _ in 0..100 {
-        m.on_event(&BusEvent::Escalated { report: &a });
-        m.on_event(&BusEvent::Escalated { report: &b });
+        m.observe(&BusEvent::Escalated { report: &a });
+        m.observe(&BusEvent::Escalated { report: &b });
     }
     let low = report(ErrorCategory::Timeout, Severity::Medium, "billing");
-    m.on_event(&BusEvent::Failed { report: &low }); // not critical: no alert
+    m.observe(&BusEvent::Failed { report: &low }); // not critical: no alert
     assert!(m.flush_alerts(WAIT));
     let mut comps: Vec<_> = rx.try_iter().map(|a| (a.kind, a.component)).collect();
     comps.sort_by(|x, y| x.1.cmp(&y.1));

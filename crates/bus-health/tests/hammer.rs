@@ -3,7 +3,7 @@
 
 mod support;
 
-use bus_core::{BusEvent, Observer};
+use bus_core::BusEvent;
 use bus_errors::ErrorCategory;
 use bus_health::HealthConfig;
 use std::time::Duration;
@@ -27,9 +27,9 @@ fn eight_threads_keep_exact_totals_and_window_counts() {
                 let t = topic();
                 for n in 0..PER_THREAD {
                     if (n + i) % 4 == 0 {
-                        m.on_event(&BusEvent::Failed { report: r });
+                        m.observe(&BusEvent::Failed { report: r });
                     } else {
-                        m.on_event(&BusEvent::Acked {
+                        m.observe(&BusEvent::Acked {
                             topic: &t,
                             component: "billing",
                             created_at: std::time::SystemTime::UNIX_EPOCH,

@@ -3,7 +3,6 @@
 
 mod support;
 
-use bus_core::Observer;
 use bus_core::time::ManualClock;
 use bus_core::{BusEvent, CircuitState, DlqError, QueueDepth};
 use bus_errors::ErrorCategory;
@@ -124,7 +123,7 @@ fn forced_open_circuit_is_critical_until_it_closes() {
 fn dlq_write_failure_is_critical_until_recovered() {
     let (m, clock) = monitor(HealthConfig::default());
     let err = DlqError::Full("disk".into());
-    m.on_event(&BusEvent::DlqWriteFailed {
+    m.observe(&BusEvent::DlqWriteFailed {
         component: "billing",
         error: &err,
     });
@@ -133,7 +132,7 @@ fn dlq_write_failure_is_critical_until_recovered() {
     let r = m.report();
     assert_eq!(r.status, HealthStatus::Critical);
     assert_eq!(r.dlq_failing, vec!["billing".to_owned()]);
-    m.on_event(&BusEvent::DlqRecovered {
+    m.observe(&BusEvent::DlqRecovered {
         component: "billing",
     });
     assert_eq!(m.report().status, HealthStatus::Healthy);
@@ -195,26 +194,26 @@ fn sources_feed_queues_circuits_and_age() {
 fn every_event_kind_is_counted() {
     let (m, _) = monitor(HealthConfig::default());
     let t = topic();
-    m.on_event(&BusEvent::Published {
+    m.observe(&BusEvent::Published {
         topic: &t,
         copies: 3,
     });
-    m.on_event(&BusEvent::Rejected {
+    m.observe(&BusEvent::Rejected {
         topic: "orders.created",
         reason: "queue_full",
     });
-    m.on_event(&BusEvent::Retried {
+    m.observe(&BusEvent::Retried {
         topic: &t,
         component: "c",
         attempt: 1,
         delay: Duration::from_secs(1),
     });
-    m.on_event(&BusEvent::Discarded {
+    m.observe(&BusEvent::Discarded {
         topic: &t,
         component: "c",
         reason: "lowest priority",
     });
-    m.on_event(&BusEvent::Parked {
+    m.observe(&BusEvent::Parked {
         component: "c",
         state: CircuitState::Open,
         retry_after: Duration::from_secs(1),
@@ -224,7 +223,7 @@ fn every_event_kind_is_counted() {
         bus_errors::Severity::High,
         "c",
     );
-    m.on_event(&BusEvent::Escalated { report: &r });
+    m.observe(&BusEvent::Escalated { report: &r });
     let w = m.report().window;
     assert_eq!(
         (
@@ -237,4 +236,33 @@ fn every_event_kind_is_counted() {
         ),
         (1, 1, 1, 1, 1, 1)
     );
+}
+
+/// The bus stamps each event; the monitor counts it in the bucket of that
+/// stamp, not of the moment it happened to see it.
+#[test]
+fn events_count_at_the_time_the_bus_stamped_them() {
+    use bus_core::Observer;
+    use bus_core::time::Clock;
+    let config = HealthConfig::default();
+    let window = config.window;
+    let (m, clock) = monitor(config);
+    let t = topic();
+    let acked = BusEvent::Acked {
+        topic: &t,
+        component: "billing",
+        created_at: std::time::SystemTime::UNIX_EPOCH,
+        handler_time: Duration::from_micros(300),
+        attempt: 1,
+    };
+    let stamped = clock.now();
+    clock.advance(window * 2);
+    // Stamped two windows ago: counted in total, outside the current window.
+    m.on_event(stamped, &acked);
+    let r = m.report();
+    assert_eq!((r.totals.acked, r.window.acked), (1, 0));
+    // Stamped now: inside the window.
+    m.on_event(clock.now(), &acked);
+    let r = m.report();
+    assert_eq!((r.totals.acked, r.window.acked), (2, 1));
 }

@@ -64,16 +64,30 @@ fn bench_decide(c: &mut Criterion) {
 fn bench_on_success(c: &mut Criterion) {
     let topic = Topic::new("orders").unwrap_or_else(|e| panic!("{e}"));
     let env = Envelope::new(topic, &b"{\"id\":1}"[..]);
+    // The bus stamps each success with the time it already read.
+    let at = std::time::Instant::now();
     let mut group = c.benchmark_group("on_success");
     let with_budget = recovery(true);
     group.bench_function("budget", |b| {
         b.iter(|| {
-            with_budget.on_success(black_box(&Success::new(&env, "billing", Duration::ZERO)))
+            with_budget.on_success(black_box(&Success::new(
+                &env,
+                "billing",
+                Duration::ZERO,
+                at,
+            )))
         });
     });
     let plain = recovery(false);
     group.bench_function("no_budget", |b| {
-        b.iter(|| plain.on_success(black_box(&Success::new(&env, "billing", Duration::ZERO))));
+        b.iter(|| {
+            plain.on_success(black_box(&Success::new(
+                &env,
+                "billing",
+                Duration::ZERO,
+                at,
+            )))
+        });
     });
     // A component whose deadline grew: successes walk it back.
     let grown = recovery(true);
@@ -81,7 +95,14 @@ fn bench_on_success(c: &mut Criterion) {
         .deadlines()
         .on_timeout("billing", Duration::from_secs(1));
     group.bench_function("budget_and_grown_deadline", |b| {
-        b.iter(|| grown.on_success(black_box(&Success::new(&env, "billing", Duration::ZERO))));
+        b.iter(|| {
+            grown.on_success(black_box(&Success::new(
+                &env,
+                "billing",
+                Duration::ZERO,
+                at,
+            )))
+        });
     });
     group.finish();
 }

@@ -129,7 +129,11 @@ impl RetryBudget {
     }
 
     fn epoch(&self) -> u64 {
-        let since = self.clock.now().saturating_duration_since(self.start);
+        self.epoch_at(self.clock.now())
+    }
+
+    fn epoch_at(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.start);
         u64::try_from(since.as_nanos() / u128::from(self.slot_nanos)).unwrap_or(u64::MAX)
     }
 
@@ -146,7 +150,13 @@ impl RetryBudget {
     /// Records one success (earns `percent` of a token). Cheap: meant for
     /// every successful delivery.
     pub fn deposit(&self) {
-        let epoch = self.epoch();
+        self.deposit_at(self.clock.now());
+    }
+
+    /// [`deposit`](Self::deposit) at `now`, a time the caller already read
+    /// from the same clock (the bus stamps each success once).
+    pub fn deposit_at(&self, now: Instant) {
+        let epoch = self.epoch_at(now);
         let tag = Self::tag(epoch);
         let cell = &self.deposits[Self::slot(epoch)];
         let mut current = cell.load(Ordering::Relaxed);

@@ -315,7 +315,7 @@ impl RecoveryPolicy for Recovery {
 
     fn on_success(&self, success: &Success<'_>) {
         if let Some(b) = &self.budget {
-            b.deposit();
+            b.deposit_at(success.at);
         }
         self.deadlines.on_success(success.component);
     }

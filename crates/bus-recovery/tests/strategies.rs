@@ -5,6 +5,7 @@
 mod common;
 
 use bus_core::dlq::DeadLetterReason;
+use bus_core::time::Clock;
 use bus_core::time::ManualClock;
 use bus_core::{Bytes, Decision, Failure, RecoveryPolicy, Success};
 use bus_errors::{ErrorCategory, HandlerError, Severity};
@@ -14,7 +15,7 @@ use bus_recovery::{
 };
 use common::{always_fail, deliver, envelope, report};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -47,7 +48,7 @@ fn a_total_outage_sheds_retries_beyond_the_budget_into_the_dlq() {
     for i in 0..10_000_u32 {
         if i % 200 == 0 {
             let env = envelope("orders", b"{}");
-            r.on_success(&Success::new(&env, "billing", Duration::ZERO));
+            r.on_success(&Success::new(&env, "billing", Duration::ZERO, clock.now()));
             successes += 1;
         }
         match first_failure(&r, ErrorCategory::MessageProcessing, "billing") {
@@ -94,12 +95,13 @@ fn concurrent_failures_and_successes_keep_retries_within_the_budget() {
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let r = Arc::clone(&r);
+            let clock = clock.clone();
             std::thread::spawn(move || {
                 let (mut retries, mut successes) = (0_u64, 0_u64);
                 for i in 0..3_000 {
                     if (i + t) % 4 == 0 {
                         let env = envelope("orders", b"{}");
-                        r.on_success(&Success::new(&env, "billing", Duration::ZERO));
+                        r.on_success(&Success::new(&env, "billing", Duration::ZERO, clock.now()));
                         successes += 1;
                     } else if matches!(
                         first_failure(&r, ErrorCategory::Connection, "billing"),
@@ -247,7 +249,7 @@ fn timeouts_grow_the_handler_deadline_and_successes_shrink_it() {
     let env = envelope("orders", b"{}");
     let mut seen = Vec::new();
     for _ in 0..6 {
-        r.on_success(&Success::new(&env, "slow", Duration::ZERO));
+        r.on_success(&Success::new(&env, "slow", Duration::ZERO, Instant::now()));
         seen.push(r.handler_deadline("slow").unwrap());
     }
     let s = Duration::from_secs_f64;

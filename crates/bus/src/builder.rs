@@ -235,7 +235,7 @@ impl BusBuilder {
             observers.push(Arc::clone(o));
         }
         let observers = Arc::new(observers);
-        forward_transitions(&parts, &observers);
+        forward_transitions(&parts, &observers, &clock);
 
         let mut core_cfg = bus_core::BusConfig::default();
         core_cfg.max_payload_bytes = cfg.max_payload_bytes;
@@ -416,9 +416,10 @@ fn add_health(
 
 // Breaker transitions go to the observers (health) and to tracing.
 #[cfg(feature = "breaker")]
-fn forward_transitions(parts: &Parts, observers: &Arc<Observers>) {
+fn forward_transitions(parts: &Parts, observers: &Arc<Observers>, clock: &SharedClock) {
     if let Some(reg) = &parts.breakers {
         let obs = Arc::clone(observers);
+        let clock = Arc::clone(clock);
         reg.on_transition(Arc::new(move |t: &bus_breaker::Transition| {
             tracing::warn!(
                 component = %t.component,
@@ -427,14 +428,17 @@ fn forward_transitions(parts: &Parts, observers: &Arc<Observers>) {
                 open_for = ?t.open_for,
                 "circuit breaker transition"
             );
-            obs.on_event(&bus_core::BusEvent::CircuitTransition {
-                component: &t.component,
-                from: t.from,
-                to: t.to,
-            });
+            obs.on_event(
+                clock.now(),
+                &bus_core::BusEvent::CircuitTransition {
+                    component: &t.component,
+                    from: t.from,
+                    to: t.to,
+                },
+            );
         }));
     }
 }
 
 #[cfg(not(feature = "breaker"))]
-fn forward_transitions(_: &Parts, _: &Arc<Observers>) {}
+fn forward_transitions(_: &Parts, _: &Arc<Observers>, _: &SharedClock) {}

@@ -129,9 +129,7 @@ fn main() -> Result<(), BoxError> {
 /// Diagnostics: `RSS_ONLY=dlq|health` pushes N letters straight into a
 /// `SqliteDlq`, or N `DeadLettered` events into a `HealthMonitor`.
 pub fn isolate(n: u64) -> Option<String> {
-    use bus_core::{
-        BusEvent, DeadLetter, DeadLetterReason, DeadLetterStore, Envelope, Observer, Topic,
-    };
+    use bus_core::{BusEvent, DeadLetter, DeadLetterReason, DeadLetterStore, Envelope, Topic};
     use bus_errors::{Classification, ErrorCategory, ErrorReport};
     let what = std::env::var("RSS_ONLY").ok()?;
     let dir = tempfile::tempdir().ok()?;
@@ -159,7 +157,7 @@ pub fn isolate(n: u64) -> Option<String> {
     } else {
         let h = bus_health::HealthMonitor::new();
         for _ in 0..n {
-            h.on_event(&BusEvent::DeadLettered {
+            h.observe(&BusEvent::DeadLettered {
                 topic: &letter.envelope.topic,
                 component: "rss",
                 category: ErrorCategory::MessageProcessing,

@@ -75,6 +75,8 @@ pub(crate) struct Plugs {
     pub(crate) dlq: Arc<dyn DeadLetterStore>,
     pub(crate) sink: Arc<dyn ErrorSink>,
     pub(crate) observer: Arc<dyn Observer>,
+    /// `observer.listening()`, asked once at build.
+    pub(crate) observing: bool,
     pub(crate) clock: SharedClock,
 }
 
@@ -92,8 +94,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Tells the observer, stamped now (no clock is read if nobody listens).
     pub(crate) fn event(&self, event: &BusEvent<'_>) {
-        self.plugs.observer.on_event(event);
+        if self.plugs.observing {
+            self.plugs.observer.on_event(self.plugs.clock.now(), event);
+        }
+    }
+
+    /// Tells the observer, stamped with a time the caller already read.
+    pub(crate) fn event_at(&self, at: std::time::Instant, event: &BusEvent<'_>) {
+        if self.plugs.observing {
+            self.plugs.observer.on_event(at, event);
+        }
     }
 }
 
@@ -196,6 +208,7 @@ impl BusBuilder {
                     recovery: self.recovery,
                     dlq: self.dlq,
                     sink: self.sink,
+                    observing: self.observer.listening(),
                     observer: self.observer,
                     clock: self.clock,
                 },

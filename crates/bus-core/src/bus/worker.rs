@@ -13,7 +13,7 @@ use bus_errors::{ErrorContext, ErrorReport, HandlerError, PanicError};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub(super) struct Worker {
     pub(super) shared: Arc<Shared>,
@@ -135,21 +135,27 @@ impl Worker {
             let msg = Message::new(delivery.envelope(), &self.component, deadline);
             catch_unwind(AssertUnwindSafe(|| self.handler.handle(&msg)))
         };
-        let elapsed = s.plugs.clock.now().saturating_duration_since(started);
+        // The one clock read after the handler: it times the handler and
+        // stamps every event of this delivery.
+        let ended = s.plugs.clock.now();
+        let elapsed = ended.saturating_duration_since(started);
         let (error, panicked) = match result {
             Ok(Ok(())) => {
                 self.guard.record(permit, Outcome::Success { elapsed });
                 let env = delivery.envelope();
                 s.plugs
                     .recovery
-                    .on_success(&Success::new(env, &self.component, elapsed));
-                s.event(&BusEvent::Acked {
-                    topic: &env.topic,
-                    component: &self.component,
-                    created_at: env.created_at,
-                    handler_time: elapsed,
-                    attempt: env.attempt,
-                });
+                    .on_success(&Success::new(env, &self.component, elapsed, ended));
+                s.event_at(
+                    ended,
+                    &BusEvent::Acked {
+                        topic: &env.topic,
+                        component: &self.component,
+                        created_at: env.created_at,
+                        handler_time: elapsed,
+                        attempt: env.attempt,
+                    },
+                );
                 delivery.ack();
                 inc(&s.counters.acked);
                 return;
@@ -160,7 +166,7 @@ impl Worker {
                 true,
             ),
         };
-        self.fail(delivery, permit, &error, panicked, elapsed);
+        self.fail(delivery, permit, &error, panicked, elapsed, ended);
     }
 
     fn fail(
@@ -170,6 +176,7 @@ impl Worker {
         error: &HandlerError,
         panicked: bool,
         elapsed: Duration,
+        ended: Instant,
     ) {
         let s = &*self.shared;
         inc(&s.counters.failed);
@@ -207,7 +214,7 @@ impl Worker {
         };
         report.record_recovery(attempted, successful, action.clone());
         s.plugs.sink.record(&report);
-        s.event(&BusEvent::Failed { report: &report });
+        s.event_at(ended, &BusEvent::Failed { report: &report });
 
         let env = delivery.envelope_mut();
         env.history.push(AttemptRecord {
@@ -232,12 +239,15 @@ impl Worker {
                 let failed_attempt = env.attempt;
                 env.attempt += 1;
                 inc(&s.counters.retried);
-                s.event(&BusEvent::Retried {
-                    topic: &delivery.envelope().topic,
-                    component: &self.component,
-                    attempt: failed_attempt,
-                    delay: after,
-                });
+                s.event_at(
+                    ended,
+                    &BusEvent::Retried {
+                        topic: &delivery.envelope().topic,
+                        component: &self.component,
+                        attempt: failed_attempt,
+                        delay: after,
+                    },
+                );
                 delivery.nak(after);
             }
             Decision::DeadLetter { ref reason } | Decision::Escalate { ref reason } => {
@@ -285,11 +295,14 @@ impl Worker {
                 let env = delivery.envelope();
                 tracing::warn!(message_id = %env.id, topic = %env.topic, component = %self.component, %reason, "message discarded by recovery policy");
                 inc(&s.counters.discarded_by_policy);
-                s.event(&BusEvent::Discarded {
-                    topic: &env.topic,
-                    component: &self.component,
-                    reason: &reason,
-                });
+                s.event_at(
+                    ended,
+                    &BusEvent::Discarded {
+                        topic: &env.topic,
+                        component: &self.component,
+                        reason: &reason,
+                    },
+                );
                 delivery.term();
             }
         }

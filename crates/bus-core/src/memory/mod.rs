@@ -164,7 +164,8 @@ impl Transport for MemoryTransport {
             Spill,
             Discard,
         }
-        let mut slots: Vec<Slot> = Vec::with_capacity(groups.len());
+        // Inline for up to two groups: the common publish allocates nothing here.
+        let mut slots: smallvec::SmallVec<[Slot; 2]> = smallvec::SmallVec::new();
         for g in groups.iter() {
             let slot = match g.queue.reserve(envelope.priority, timeout) {
                 Ok(None) => Slot::Reserved,

@@ -2,7 +2,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use bus_core::time::ManualClock;
-use bus_core::{BusEvent, CircuitState, DeadLetterReason, Observer, Topic};
+use bus_core::{BusEvent, CircuitState, DeadLetterReason, Topic};
 use bus_errors::{Classification, ErrorCategory, ErrorReport, Severity};
 use bus_health::{Alert, AlertSink, HealthConfig, HealthMonitor};
 use crossbeam_channel::{Receiver, Sender};
@@ -27,7 +27,7 @@ pub fn monitor(config: HealthConfig) -> (HealthMonitor, ManualClock) {
 pub fn acked(m: &HealthMonitor, n: u64, attempt: u32) {
     let t = topic();
     for _ in 0..n {
-        m.on_event(&BusEvent::Acked {
+        m.observe(&BusEvent::Acked {
             topic: &t,
             component: "billing",
             created_at: std::time::SystemTime::UNIX_EPOCH,
@@ -45,14 +45,14 @@ pub fn report(category: ErrorCategory, severity: Severity, component: &str) -> E
 pub fn failed(m: &HealthMonitor, n: u64, category: ErrorCategory) {
     let r = report(category, Severity::Medium, "billing");
     for _ in 0..n {
-        m.on_event(&BusEvent::Failed { report: &r });
+        m.observe(&BusEvent::Failed { report: &r });
     }
 }
 
 pub fn dead_lettered(m: &HealthMonitor, n: u64, reason: DeadLetterReason) {
     let t = topic();
     for _ in 0..n {
-        m.on_event(&BusEvent::DeadLettered {
+        m.observe(&BusEvent::DeadLettered {
             topic: &t,
             component: "billing",
             category: ErrorCategory::Timeout,
@@ -62,7 +62,7 @@ pub fn dead_lettered(m: &HealthMonitor, n: u64, reason: DeadLetterReason) {
 }
 
 pub fn circuit(m: &HealthMonitor, component: &str, from: CircuitState, to: CircuitState) {
-    m.on_event(&BusEvent::CircuitTransition {
+    m.observe(&BusEvent::CircuitTransition {
         component,
         from,
         to,

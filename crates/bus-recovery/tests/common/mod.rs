@@ -4,6 +4,7 @@
 //! redeliver.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+use bus_core::time::Clock;
 use bus_core::time::ManualClock;
 use bus_core::{AttemptRecord, Decision, Envelope, Failure, RecoveryPolicy, Success, Topic};
 use bus_errors::{Classification, ErrorCategory, ErrorReport};
@@ -58,7 +59,7 @@ pub fn deliver(
     for _ in 0..1_000 {
         let category = match handler(&env) {
             Ok(()) => {
-                policy.on_success(&Success::new(&env, component, Duration::ZERO));
+                policy.on_success(&Success::new(&env, component, Duration::ZERO, clock.now()));
                 trace.acked = true;
                 break;
             }
