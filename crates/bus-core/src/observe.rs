@@ -238,7 +238,10 @@ mod tests {
         all.push(Arc::clone(&counting) as Arc<dyn Observer>);
         assert!(all.listening());
         let wrapped: Arc<dyn Observer> = Arc::new(all);
-        assert!(Arc::clone(&wrapped).listening(), "Arc<T> forwards listening()");
+        assert!(
+            Arc::clone(&wrapped).listening(),
+            "Arc<T> forwards listening()"
+        );
         wrapped.on_event(Instant::now(), &BusEvent::DlqRecovered { component: "c" });
         assert_eq!(counting.0.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
