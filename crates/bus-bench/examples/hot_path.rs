@@ -29,12 +29,15 @@ fn main() {
             let (tx, rx) = crossbeam_channel::bounded::<Envelope>(1024);
             let handled = Arc::new(AtomicU64::new(0));
             let h = Arc::clone(&handled);
-            let consumer = std::thread::spawn(move || {
-                while let Ok(env) = rx.recv() {
-                    std::hint::black_box(env.payload.len());
-                    h.fetch_add(1, Ordering::Relaxed);
-                }
-            });
+            let consumer = std::thread::Builder::new()
+                .name("raw-consumer".to_owned())
+                .spawn(move || {
+                    while let Ok(env) = rx.recv() {
+                        std::hint::black_box(env.payload.len());
+                        h.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+                .unwrap();
             let topic = Topic::new(TOPIC).unwrap();
             for seq in 0..n {
                 tx.send(Envelope::new(topic.clone(), payload(seq))).unwrap();
@@ -59,7 +62,54 @@ fn main() {
             }
             assert!(fx.wait_settled(n, Duration::from_secs(300)));
         }
-        other => panic!("unknown variant {other}: raw, off or on"),
+        // The publisher alone: the handler holds its first message until
+        // every publish is done, so nothing is consumed while publishing.
+        "pub-raw" => {
+            let (tx, rx) = crossbeam_channel::bounded::<Envelope>(n as usize);
+            let topic = Topic::new(TOPIC).unwrap();
+            for seq in 0..n {
+                tx.send(Envelope::new(topic.clone(), payload(seq))).unwrap();
+            }
+            println!(
+                "publish only: {:.0} ns each",
+                started.elapsed().as_nanos() as f64 / n as f64
+            );
+            drop(rx);
+        }
+        "pub-off" | "pub-on" => {
+            let fx = if variant == "pub-on" {
+                Fixture::on(OnOptions::default()).unwrap()
+            } else {
+                Fixture::off()
+            };
+            let gate = Arc::new(std::sync::Barrier::new(2));
+            let g = Arc::clone(&gate);
+            let first = std::sync::atomic::AtomicBool::new(true);
+            fx.bus
+                .subscriber("profile")
+                .topic(TOPIC)
+                .capacity(n as usize + 1)
+                .start(
+                    move |_m: &bus_core::Message<'_>| -> Result<(), std::io::Error> {
+                        if first.swap(false, Ordering::Relaxed) {
+                            g.wait();
+                        }
+                        Ok(())
+                    },
+                )
+                .unwrap();
+            let t0 = Instant::now();
+            for seq in 0..n {
+                fx.publish(seq);
+            }
+            println!(
+                "publish only: {:.0} ns each",
+                t0.elapsed().as_nanos() as f64 / n as f64
+            );
+            gate.wait();
+            assert!(fx.wait_settled(n, Duration::from_secs(300)));
+        }
+        other => panic!("unknown variant {other}: raw, off, on, pub-raw, pub-off or pub-on"),
     }
     let secs = started.elapsed().as_secs_f64();
     println!(

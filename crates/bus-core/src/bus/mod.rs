@@ -427,14 +427,18 @@ impl Bus {
             return Err(self.rejected(topic.as_str(), err));
         }
         let id = envelope.id;
-        let topic = envelope.topic.clone();
+        // Kept for the Published event only: the topic's refcount is a line
+        // the workers touch too (each delivered envelope drops a reference).
+        let topic = s.plugs.observing.then(|| envelope.topic.clone());
         match s.transport.publish(envelope, timeout) {
             Ok(receipt) => {
                 add(&s.counters.published, u64::from(receipt.copies));
-                s.event(&BusEvent::Published {
-                    topic: &topic,
-                    copies: receipt.copies,
-                });
+                if let Some(topic) = &topic {
+                    s.event(&BusEvent::Published {
+                        topic,
+                        copies: receipt.copies,
+                    });
+                }
                 for (group, env) in receipt.spilled {
                     self.spill(&group, env);
                 }
@@ -458,7 +462,11 @@ impl Bus {
                 );
                 Ok(id)
             }
-            Err(e) => Err(self.rejected(topic.as_str(), e)),
+            Err(e) => {
+                let topic = e.envelope().map(|env| env.topic.clone());
+                let name = topic.as_ref().map_or("-", Topic::as_str);
+                Err(self.rejected(name, e))
+            }
         }
     }
 

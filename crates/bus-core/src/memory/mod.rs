@@ -23,6 +23,10 @@ struct Group {
     settler: Arc<GroupSettler>,
 }
 
+/// Topic to groups. Hashed with foldhash: every publish looks its topic up,
+/// and SipHash was a visible share of a publish.
+type Routes = HashMap<Topic, Arc<Vec<Arc<Group>>>, foldhash::fast::RandomState>;
+
 /// The in-process [`Transport`]: the embedded default.
 ///
 /// Each consumer group of a topic has its own bounded queue with four
@@ -49,7 +53,7 @@ struct Group {
 pub struct MemoryTransport {
     // Copy-on-write routing table: publishers read it without a lock;
     // subscribing (rare) swaps in a new one.
-    routes: ArcSwap<HashMap<Topic, Arc<Vec<Arc<Group>>>>>,
+    routes: ArcSwap<Routes>,
     subscribe_lock: Mutex<()>,
     timer: TimerHandle,
     timer_thread: Mutex<Option<JoinHandle<()>>>,
@@ -94,7 +98,7 @@ impl MemoryTransport {
     pub fn try_with_clock(clock: SharedClock) -> std::io::Result<Self> {
         let (timer, join) = timer::spawn(clock)?;
         Ok(Self {
-            routes: ArcSwap::from_pointee(HashMap::new()),
+            routes: ArcSwap::from_pointee(Routes::default()),
             subscribe_lock: Mutex::new(()),
             timer,
             timer_thread: Mutex::new(Some(join)),
@@ -137,7 +141,7 @@ impl MemoryTransport {
             timer: self.timer.clone(),
         });
         let group = Arc::new(Group { queue, settler });
-        let mut next: HashMap<_, _> = (**routes).clone();
+        let mut next: Routes = (**routes).clone();
         let mut groups: Vec<Arc<Group>> =
             next.get(topic).map(|g| (**g).clone()).unwrap_or_default();
         groups.push(Arc::clone(&group));
@@ -194,30 +198,35 @@ impl Transport for MemoryTransport {
             slots.push(slot);
         }
 
-        // Phase 2: hand out copies (the last group gets the original).
+        // Phase 2: hand out copies (the last group gets the original, so a
+        // single group moves the message straight into its queue).
         let mut receipt = Receipt {
             copies: u32::try_from(groups.len()).unwrap_or(u32::MAX),
             ..Receipt::default()
         };
-        let last = groups.len() - 1;
-        let mut original = Some(envelope);
-        for (i, (g, slot)) in groups.iter().zip(slots).enumerate() {
-            let copy = if i == last {
-                original.take()
-            } else {
-                original.clone()
-            };
-            let Some(copy) = copy else { break };
-            let name = Arc::clone(&g.queue.name);
+        let place = |g: &Group, slot: Slot, copy: Envelope, receipt: &mut Receipt| {
+            // The group's name is cloned only for the receipt: its refcount is
+            // a line other threads touch, and the common case needs no name.
+            let name = || Arc::clone(&g.queue.name);
             match slot {
                 Slot::Reserved => g.queue.push_reserved(copy),
                 Slot::Evicted(victim) => {
                     g.queue.push_reserved(copy);
-                    receipt.discarded.push((name, victim));
+                    receipt.discarded.push((name(), victim));
                 }
-                Slot::Spill => receipt.spilled.push((name, copy)),
-                Slot::Discard => receipt.discarded.push((name, copy)),
+                Slot::Spill => receipt.spilled.push((name(), copy)),
+                Slot::Discard => receipt.discarded.push((name(), copy)),
             }
+        };
+        let mut slots = slots.into_iter();
+        let (last, rest) = groups
+            .split_last()
+            .unwrap_or_else(|| unreachable!("groups is not empty"));
+        for (g, slot) in rest.iter().zip(&mut slots) {
+            place(g, slot, envelope.clone(), &mut receipt);
+        }
+        if let Some(slot) = slots.next() {
+            place(last, slot, envelope, &mut receipt);
         }
         Ok(receipt)
     }

@@ -1,11 +1,23 @@
 //! One consumer group's queue: four priority lanes with one shared bound.
+//!
+//! The lanes, the bound's count and who is waiting live under one mutex: a
+//! publish or a take is one short critical section (a `VecDeque` push or
+//! pop), and the all-or-nothing, eviction and bound rules are plain code on
+//! plain integers. Lanes reuse their buffers, so a steady stream allocates
+//! nothing. A consumer that finds the queue empty spins briefly on an atomic
+//! count before it sleeps, so a publisher rarely has to wake it with a
+//! syscall; blocked publishers are woken when the queue has drained to half.
 
 use super::timer::TimerHandle;
 use crate::{Envelope, OverflowPolicy, Priority, Settle, Topic};
-use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, unbounded};
+use crossbeam_utils::Backoff;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+/// How many times an idle consumer yields its core before it sleeps.
+const IDLE_YIELDS: u32 = 50;
 
 /// The longest a blocked publisher sleeps before re-checking for room.
 const WAIT_SLICE: Duration = Duration::from_millis(1);
@@ -15,99 +27,65 @@ pub(super) struct GroupQueue {
     pub(super) name: Arc<str>,
     pub(super) capacity: usize,
     pub(super) overflow: OverflowPolicy,
-    // Lanes are unbounded channels; `depth` enforces the shared bound, so a
-    // redelivery can always be put back without blocking or dropping.
-    senders: [Sender<Envelope>; 4],
-    receivers: [Receiver<Envelope>; 4],
-    depth: AtomicUsize,
+    state: Mutex<Lanes>,
+    /// Consumers wait here for a message.
+    ready: Condvar,
+    /// Publishers wait here for room.
+    space: Condvar,
+    /// Messages in the lanes, mirrored outside the lock for spinning consumers.
+    queued: AtomicUsize,
     parked: AtomicUsize,
-    waiters: AtomicUsize,
-    space: Mutex<()>,
-    space_freed: Condvar,
     closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct Lanes {
+    lanes: [VecDeque<Envelope>; 4],
+    /// Slots taken: messages in the lanes plus reservations not yet filled.
+    /// Forced pushes (redeliveries) may take it past the capacity.
+    depth: usize,
+    consumers_waiting: usize,
+    publishers_waiting: usize,
+}
+
+impl Lanes {
+    fn queued(&self) -> usize {
+        self.lanes.iter().map(VecDeque::len).sum()
+    }
 }
 
 impl GroupQueue {
     pub(super) fn new(topic: Topic, name: &str, capacity: usize, overflow: OverflowPolicy) -> Self {
-        let lanes: [(Sender<Envelope>, Receiver<Envelope>); 4] =
-            std::array::from_fn(|_| unbounded());
-        let senders = std::array::from_fn(|i| lanes[i].0.clone());
-        let receivers = std::array::from_fn(|i| lanes[i].1.clone());
         Self {
             topic,
             name: Arc::from(name),
             capacity: capacity.max(1),
             overflow,
-            senders,
-            receivers,
-            depth: AtomicUsize::new(0),
+            state: Mutex::new(Lanes::default()),
+            ready: Condvar::new(),
+            space: Condvar::new(),
+            queued: AtomicUsize::new(0),
             parked: AtomicUsize::new(0),
-            waiters: AtomicUsize::new(0),
-            space: Mutex::new(()),
-            space_freed: Condvar::new(),
             closed: AtomicBool::new(false),
         }
     }
 
+    fn lock(&self) -> MutexGuard<'_, Lanes> {
+        // The critical sections cannot panic half-way through an update.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Messages queued plus those waiting for a delayed redelivery.
     pub(super) fn depth(&self) -> usize {
-        self.depth.load(SeqCst) + self.parked.load(SeqCst)
+        self.lock().depth + self.parked.load(SeqCst)
     }
 
-    fn try_reserve(&self) -> bool {
-        // A CAS loop, not fetch_add-then-undo: a failed attempt must leave no
-        // trace, since it may run while holding `space`.
-        let mut cur = self.depth.load(SeqCst);
-        loop {
-            if cur >= self.capacity {
-                return false;
-            }
-            match self
-                .depth
-                .compare_exchange_weak(cur, cur + 1, SeqCst, SeqCst)
-            {
-                Ok(_) => return true,
-                Err(actual) => cur = actual,
-            }
+    fn try_reserve(&self, st: &mut Lanes) -> bool {
+        if st.depth >= self.capacity {
+            return false;
         }
-    }
-
-    fn release_slot(&self) {
-        let before = self.depth.fetch_sub(1, SeqCst);
-        // Blocked publishers are woken when the queue has drained to half
-        // (or emptied), not on every pop: one wake-up then refills many slots
-        // instead of one futex call per message. They also re-check every
-        // WAIT_SLICE, so a consumer that stalls just below the bound delays
-        // them by at most that long.
-        let low_water = self.capacity / 2;
-        if before.saturating_sub(1) <= low_water && self.waiters.load(SeqCst) > 0 {
-            let _g = self.space.lock().unwrap_or_else(PoisonError::into_inner);
-            self.space_freed.notify_all();
-        }
-    }
-
-    fn reserve_blocking(&self, deadline: Instant) -> bool {
-        if self.try_reserve() {
-            return true;
-        }
-        let mut guard = self.space.lock().unwrap_or_else(PoisonError::into_inner);
-        self.waiters.fetch_add(1, SeqCst);
-        let ok = loop {
-            if self.try_reserve() {
-                break true;
-            }
-            let now = Instant::now();
-            if now >= deadline || self.closed.load(SeqCst) {
-                break false;
-            }
-            guard = self
-                .space_freed
-                .wait_timeout(guard, (deadline - now).min(WAIT_SLICE))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        };
-        self.waiters.fetch_sub(1, SeqCst);
-        ok
+        st.depth += 1;
+        true
     }
 
     /// Reserves room for one message per the overflow policy. `Ok(None)` means
@@ -118,103 +96,155 @@ impl GroupQueue {
         priority: Priority,
         timeout: Duration,
     ) -> Result<Option<Envelope>, ()> {
+        let mut st = self.lock();
+        if self.try_reserve(&mut st) {
+            return Ok(None);
+        }
         match self.overflow {
             OverflowPolicy::Block { timeout: wait } => {
-                if self.try_reserve() {
-                    return Ok(None); // the common case reads no clock
-                }
                 let deadline = Instant::now() + wait.min(timeout);
-                if self.reserve_blocking(deadline) {
-                    Ok(None)
-                } else {
-                    Err(())
-                }
+                st.publishers_waiting += 1;
+                let ok = loop {
+                    if self.try_reserve(&mut st) {
+                        break true;
+                    }
+                    let now = Instant::now();
+                    if now >= deadline || self.closed.load(SeqCst) {
+                        break false;
+                    }
+                    st = self
+                        .space
+                        .wait_timeout(st, (deadline - now).min(WAIT_SLICE))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                };
+                st.publishers_waiting -= 1;
+                if ok { Ok(None) } else { Err(()) }
             }
             OverflowPolicy::DiscardLowest => {
-                if self.try_reserve() {
-                    return Ok(None);
-                }
-                for lane in &self.receivers[..priority.index()] {
-                    if let Ok(victim) = lane.try_recv() {
+                for lane in &mut st.lanes[..priority.index()] {
+                    if let Some(victim) = lane.pop_front() {
+                        self.queued.fetch_sub(1, SeqCst);
                         return Ok(Some(victim)); // its slot passes to the newcomer
                     }
                 }
                 Err(())
             }
-            _ => {
-                if self.try_reserve() {
-                    Ok(None)
-                } else {
-                    Err(())
-                }
-            }
+            _ => Err(()),
         }
     }
 
     /// Gives back a slot reserved by [`reserve`](Self::reserve) but not used.
     pub(super) fn unreserve(&self) {
-        self.release_slot();
+        let mut st = self.lock();
+        st.depth -= 1;
+        self.wake_publishers(&st);
     }
 
     /// Enqueues into a reserved slot.
     pub(super) fn push_reserved(&self, env: Envelope) {
-        // The receivers live as long as `self`, so this send cannot fail.
-        let _ = self.senders[env.priority.index()].send(env);
+        let mut st = self.lock();
+        self.push(&mut st, env);
     }
 
     /// Enqueues regardless of the bound (redeliveries: the message already
     /// held a slot once, and refusing it would lose it).
     pub(super) fn push_forced(&self, env: Envelope) {
-        self.depth.fetch_add(1, SeqCst);
-        let _ = self.senders[env.priority.index()].send(env);
+        let mut st = self.lock();
+        st.depth += 1;
+        self.push(&mut st, env);
+    }
+
+    fn push(&self, st: &mut MutexGuard<'_, Lanes>, env: Envelope) {
+        st.lanes[env.priority.index()].push_back(env);
+        self.queued.fetch_add(1, SeqCst);
+        if st.consumers_waiting > 0 {
+            self.ready.notify_one();
+        }
     }
 
     /// Takes the highest-priority message, waiting up to `timeout`.
     pub(super) fn pop(&self, timeout: Duration) -> Option<Envelope> {
-        if let Some(env) = self.try_pop() {
-            return Some(env);
+        // Spin, then yield, on the count before sleeping: a stream's next
+        // message is usually a few hundred nanoseconds away, and waking a
+        // sleeping consumer costs its publisher a futex call. An idle
+        // consumer gives up its core within some tens of microseconds.
+        let backoff = Backoff::new();
+        let mut yields = 0;
+        loop {
+            if self.queued.load(SeqCst) > 0 {
+                if let Some(env) = self.try_pop() {
+                    return Some(env);
+                }
+            } else if self.closed.load(SeqCst) {
+                return None;
+            }
+            if !backoff.is_completed() {
+                backoff.snooze();
+            } else if yields < IDLE_YIELDS {
+                yields += 1;
+                std::thread::yield_now();
+            } else {
+                break;
+            }
         }
         let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
         loop {
-            let mut sel = Select::new();
-            for r in &self.receivers {
-                sel.recv(r);
+            if let Some(env) = self.take(&mut st) {
+                return Some(env);
             }
-            match sel.ready_deadline(deadline) {
-                Ok(_) => {
-                    if let Some(env) = self.try_pop() {
-                        return Some(env);
-                    }
-                    // Another member took it; wait again.
-                }
-                Err(_) => return None,
+            let now = Instant::now();
+            if now >= deadline || self.closed.load(SeqCst) {
+                return None;
             }
+            st.consumers_waiting += 1;
+            st = self
+                .ready
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            st.consumers_waiting -= 1;
         }
     }
 
     fn try_pop(&self) -> Option<Envelope> {
-        for lane in self.receivers.iter().rev() {
-            match lane.try_recv() {
-                Ok(env) => {
-                    self.release_slot();
-                    return Some(env);
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
-            }
+        let mut st = self.lock();
+        self.take(&mut st)
+    }
+
+    fn take(&self, st: &mut MutexGuard<'_, Lanes>) -> Option<Envelope> {
+        let env = st.lanes.iter_mut().rev().find_map(VecDeque::pop_front)?;
+        self.queued.fetch_sub(1, SeqCst);
+        st.depth -= 1;
+        self.wake_publishers(st);
+        Some(env)
+    }
+
+    // Blocked publishers are woken when the queue has drained to half (or
+    // emptied), not on every take: one wake-up then refills many slots
+    // instead of one futex call per message. They also re-check every
+    // WAIT_SLICE, so a consumer that stalls just below the bound delays them
+    // by at most that long.
+    fn wake_publishers(&self, st: &Lanes) {
+        if st.publishers_waiting > 0 && st.depth <= self.capacity / 2 {
+            self.space.notify_all();
         }
-        None
     }
 
     /// Empties every lane (at close).
     pub(super) fn drain(&self) -> Vec<Envelope> {
         self.closed.store(true, SeqCst);
-        let mut out = Vec::new();
-        while let Some(env) = self.try_pop() {
-            out.push(env);
+        let mut st = self.lock();
+        let mut out = Vec::with_capacity(st.queued());
+        for lane in st.lanes.iter_mut().rev() {
+            out.extend(lane.drain(..));
         }
-        // Wake blocked publishers so they see `closed`.
-        let _g = self.space.lock().unwrap_or_else(PoisonError::into_inner);
-        self.space_freed.notify_all();
+        st.depth -= out.len().min(st.depth);
+        self.queued.store(0, SeqCst);
+        // Wake blocked publishers and sleeping consumers so they see `closed`.
+        self.space.notify_all();
+        self.ready.notify_all();
         out
     }
 
