@@ -246,15 +246,21 @@ impl CircuitBreaker {
     /// [`Permit::ignore`]; dropping it unreported counts as ignored.
     #[inline]
     pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
-        if let Some(generation) = Word::closed_generation(self.state.load(Ordering::Acquire)) {
-            return Ok(Permit::new(self, CircuitState::Closed, generation));
-        }
         self.acquire()
             .map(|(kind, generation)| Permit::new(self, kind, generation))
     }
 
     /// The acquire logic: the state and generation the permit belongs to.
+    #[inline]
     pub(crate) fn acquire(&self) -> Result<(CircuitState, u64), Rejected> {
+        match Word::closed_generation(self.state.load(Ordering::Acquire)) {
+            Some(generation) => Ok((CircuitState::Closed, generation)),
+            None => self.acquire_slow(),
+        }
+    }
+
+    #[inline(never)]
+    fn acquire_slow(&self) -> Result<(CircuitState, u64), Rejected> {
         loop {
             let raw = self.state.load(Ordering::Acquire);
             let w = Word::unpack(raw);
