@@ -1,5 +1,6 @@
 //! [`SqliteDlq`]: the crash-safe store.
 
+mod checkpoint;
 mod filter_sql;
 mod row;
 mod schema;
@@ -40,6 +41,7 @@ pub struct SqliteDlq {
     path: PathBuf,
     tx: Option<Sender<Job>>,
     writer: Option<JoinHandle<()>>,
+    checkpointer: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
     reader: Mutex<Connection>,
 }
@@ -70,7 +72,9 @@ impl SqliteDlq {
         let path = config.db_path();
         let mut admin = schema::connect(&path, config.durability)?;
         schema::prepare(&mut admin, &path)?;
-        let writer_conn = schema::connect(&path, config.durability)?;
+        let mut writer_conn = schema::connect(&path, config.durability)?;
+        let checkpoint_conn = schema::connect(&path, config.durability)?;
+        let checkpointer = checkpoint::start(&mut writer_conn, checkpoint_conn)?;
         schema::restrict_side_files(&path)?;
         let shared = Arc::new(Shared::default());
         // Bounded: `push_then` callers run ahead of the disk by at most a few
@@ -89,6 +93,7 @@ impl SqliteDlq {
             path,
             tx: Some(tx),
             writer: Some(writer),
+            checkpointer: Some(checkpointer),
             shared,
             reader: Mutex::new(admin),
         })
@@ -114,6 +119,12 @@ impl SqliteDlq {
         if let Some(w) = self.writer.take() {
             if w.join().is_err() {
                 tracing::error!("dead-letter writer thread panicked");
+            }
+        }
+        // The writer's connection is closed: the checkpointer's channel too.
+        if let Some(c) = self.checkpointer.take() {
+            if c.join().is_err() {
+                tracing::error!("dead-letter checkpoint thread panicked");
             }
         }
     }

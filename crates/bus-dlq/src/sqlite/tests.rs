@@ -257,3 +257,37 @@ fn a_version_1_file_is_migrated_and_keeps_its_totals() {
     assert_eq!(dlq.count(&Filter::all()).unwrap(), 2);
     assert_totals_exact(&dlq);
 }
+
+#[test]
+fn the_wal_starts_over_under_a_steady_stream_of_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = DlqConfig::new(dir.path());
+    let max_batch = config.max_batch;
+    let dlq = SqliteDlq::open(config).unwrap();
+    let letters: Vec<DeadLetter> = (0..8000)
+        .map(|i| {
+            let mut l = letter("a", "x", i);
+            l.envelope.payload = vec![0xAB_u8; 1024].into();
+            l
+        })
+        .collect();
+    // About 4000 WAL frames in all: if only passive checkpoints racing the
+    // writer ran, the WAL would hold them all.
+    for chunk in letters.chunks(500) {
+        assert!(dlq.push_many(chunk).iter().all(Result::is_ok));
+    }
+    let mut wal = dlq.path().as_os_str().to_owned();
+    wal.push("-wal");
+    let wal_bytes = std::fs::metadata(wal).unwrap().len();
+    // The writer's own checkpoint past INLINE_FRAMES, plus at most one batch
+    // (under a page per letter) committed before the WAL starts over.
+    let frames = u64::try_from(super::checkpoint::INLINE_FRAMES).unwrap() + max_batch as u64;
+    assert!(
+        wal_bytes <= frames * (4096 + 24) + 32,
+        "WAL grew to {wal_bytes} bytes"
+    );
+    drop(dlq);
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 8000);
+    assert_totals_exact(&dlq);
+}

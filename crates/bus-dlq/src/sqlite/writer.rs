@@ -230,13 +230,20 @@ fn insert_all(
     let (mut letters, mut bytes) = (start_letters, start_bytes);
     let mut outcomes = Vec::with_capacity(batch.len());
     // Held for the whole batch: a cached statement handed back clears its
-    // bindings, and rebinding would then allocate every value again.
-    let mut chunk_stmt = conn.prepare_cached(&sql.chunk)?;
+    // bindings, and rebinding would then allocate every value again. The
+    // chunk statement only for a batch that can use it: clearing its
+    // `24 * CHUNK` bindings shows in a one-letter commit.
+    let mut chunk_stmt = (batch.len() >= CHUNK)
+        .then(|| conn.prepare_cached(&sql.chunk))
+        .transpose()?;
     let mut one_stmt = conn.prepare_cached(&sql.one)?;
     let mut rest = batch;
     let mut row_by_row = 0;
     while !rest.is_empty() {
-        if let Some(chunk) = rest.get(..CHUNK).filter(|_| row_by_row == 0) {
+        if let (Some(chunk), Some(chunk_stmt)) = (
+            rest.get(..CHUNK).filter(|_| row_by_row == 0),
+            chunk_stmt.as_mut(),
+        ) {
             let chunk_bytes = chunk
                 .iter()
                 .fold(0_i64, |b, j| b.saturating_add(j.row.bytes_i64()));
@@ -245,7 +252,7 @@ fn insert_all(
             if all_fit(bounds, letters, bytes, CHUNK, chunk_bytes) {
                 run_cached(conn, "SAVEPOINT chunk")?;
                 for (nth, job) in chunk.iter().enumerate() {
-                    job.row.bind(&mut chunk_stmt, nth)?;
+                    job.row.bind(chunk_stmt, nth)?;
                 }
                 if chunk_stmt.raw_execute()? == CHUNK {
                     run_cached(conn, "RELEASE chunk")?;

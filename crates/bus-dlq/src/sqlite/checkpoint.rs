@@ -1,0 +1,80 @@
+//! WAL checkpoints beside the writer instead of inside its commits.
+//!
+//! SQLite's default copies the WAL back into the database file inside the
+//! commit that takes the WAL past 1000 pages, on the committing thread: with
+//! group commit that is the writer, and every pusher of the next batch waits
+//! for the copy. Here the writer's WAL hook only signals a thread of its own,
+//! which runs `PASSIVE` checkpoints on its own connection while the writer
+//! goes on. Durability is SQLite's either way: a commit is durable once its
+//! WAL frames are synced (`synchronous=FULL`); a checkpoint only copies
+//! committed frames and syncs the database file before the WAL is reused.
+//!
+//! A passive checkpoint never waits for the writer, and SQLite starts the
+//! WAL over only when a commit finds every frame already copied, which a
+//! checkpoint racing a steady stream of commits never leaves behind: the
+//! WAL would grow, and appending to a growing file costs each commit's
+//! fsync more than overwriting one already allocated. So the writer
+//! checkpoints itself past [`INLINE_FRAMES`]: it is then the only writer, the
+//! copy completes, and the next commit starts the WAL over. The thread has
+//! copied most frames by then, so that pass is short.
+
+use super::schema::db_err;
+use bus_core::DlqError;
+use crossbeam_channel::{Receiver, TrySendError};
+use rusqlite::Connection;
+use rusqlite::wal::CheckpointMode;
+use std::thread::JoinHandle;
+
+/// WAL frames after which the checkpoint thread is asked to run (SQLite's
+/// own `wal_autocheckpoint` default).
+const BACKGROUND_FRAMES: i32 = 1000;
+
+/// WAL frames after which the writer checkpoints itself (8 MiB of 4 KiB
+/// pages): bounds the WAL and lets it start over.
+pub(super) const INLINE_FRAMES: i32 = 2 * BACKGROUND_FRAMES;
+
+/// Installs the WAL hook on the writer's connection and starts the thread
+/// checkpointing on `conn`. The thread ends once the writer's connection is
+/// closed (the hook, holding the only sender, is dropped with it).
+pub(super) fn start(writer: &mut Connection, conn: Connection) -> Result<JoinHandle<()>, DlqError> {
+    // One pending request is enough: a checkpoint copies everything committed.
+    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+    // Frames in the WAL when the thread was last asked: ask once per
+    // `BACKGROUND_FRAMES` new frames, not after every commit.
+    let mut asked_at = 0;
+    writer
+        .wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, frames| {
+            if frames < asked_at {
+                asked_at = 0; // The WAL started over.
+            }
+            if frames >= INLINE_FRAMES {
+                if let Err(e) = wal.checkpoint_v2(CheckpointMode::PASSIVE) {
+                    tracing::warn!(error = %e, frames, "dead-letter WAL checkpoint failed");
+                }
+            } else if frames >= asked_at + BACKGROUND_FRAMES {
+                asked_at = frames;
+                match tx.try_send(()) {
+                    Ok(()) | Err(TrySendError::Full(())) => {}
+                    Err(TrySendError::Disconnected(())) => {
+                        tracing::warn!("dead-letter checkpoint thread is gone");
+                    }
+                }
+            }
+            // A checkpoint that could not run is not the commit's failure.
+            Ok(())
+        }))
+        .map_err(db_err)?;
+    Ok(std::thread::Builder::new()
+        .name("bus-dlq-checkpoint".into())
+        .spawn(move || run(&conn, &rx))?)
+}
+
+fn run(conn: &Connection, rx: &Receiver<()>) {
+    while rx.recv().is_ok() {
+        // Busy (another checkpoint running) or failed: the next request, or
+        // the writer's own pass, tries again.
+        if let Err(e) = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
+            tracing::debug!(error = %e, "dead-letter WAL checkpoint did not run");
+        }
+    }
+}
