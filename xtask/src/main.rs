@@ -588,6 +588,36 @@ fn bench_ratios(results: &[BenchResult], latency: Option<&str>, rss: Option<&str
         &|v| Some(v < 5_000.0),
     );
     push(
+        "DLQ 4 pushers Full (push_then) / write+fdatasync per 256",
+        tput(
+            "dlq_1KiB/full_4_pushers_pipelined",
+            "dlq_1KiB/baseline_write_fdatasync_per_256",
+        ),
+        &pct,
+        ">= 50 %",
+        &|v| Some(v >= 0.50),
+    );
+    push(
+        "DLQ 4 blocking pushers Full / write+fdatasync per 256",
+        tput(
+            "dlq_1KiB/full_4_pushers",
+            "dlq_1KiB/baseline_write_fdatasync_per_256",
+        ),
+        &pct,
+        "-",
+        &|_| None,
+    );
+    push(
+        "DLQ 1 pusher Full, time / write+fdatasync per record",
+        tput(
+            "dlq_1KiB/baseline_write_fdatasync_per_record",
+            "dlq_1KiB/full_1_pusher",
+        ),
+        &|v: f64| format!("{v:.2}x"),
+        "<= 2x",
+        &|v| Some(v <= 2.0),
+    );
+    push(
         "bus on, 10 % failing / 0 % failing",
         tput(
             "error_path/throughput/bus_on_fail_10pct",
