@@ -68,12 +68,30 @@ fn main() {
         total as f64 / took.as_secs_f64()
     );
     let (user, sys) = writer_cpu_ms();
+    let (on_cpu, runnable) = writer_schedstat_ms();
     eprintln!(
-        "writer cpu: user {:.1} + sys {:.1} µs/letter",
+        "writer cpu: user {:.1} + sys {:.1} µs/letter; on cpu {:.0} ms, runnable but waiting for a cpu {:.0} ms, of {:.0} ms",
         user * 1000.0 / total as f64,
-        sys * 1000.0 / total as f64
+        sys * 1000.0 / total as f64,
+        on_cpu,
+        runnable,
+        took.as_secs_f64() * 1000.0
     );
     dlq.close();
+}
+
+/// The writer thread's time on a CPU and waiting on a run queue, in ms.
+fn writer_schedstat_ms() -> (f64, f64) {
+    for t in std::fs::read_dir("/proc/self/task").unwrap() {
+        let t = t.unwrap().path();
+        let comm = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
+        if comm.trim() == "bus-dlq-writer" {
+            let s = std::fs::read_to_string(t.join("schedstat")).unwrap();
+            let f: Vec<f64> = s.split_whitespace().map(|x| x.parse().unwrap()).collect();
+            return (f[0] / 1e6, f[1] / 1e6);
+        }
+    }
+    (0.0, 0.0)
 }
 
 /// CPU time (user, system) of the `bus-dlq-writer` thread so far, in ms.

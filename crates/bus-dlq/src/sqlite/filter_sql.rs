@@ -2,7 +2,7 @@
 //! [`Filter::matches`], checked against it by a conformance test.
 
 use crate::query::Filter;
-use crate::record::to_nanos;
+use crate::record::{LetterState, to_nanos};
 use rusqlite::types::Value;
 
 /// The clause (never empty: `1` when nothing narrows) and its parameters.
@@ -26,6 +26,11 @@ pub(super) fn compile(f: &Filter) -> (String, Vec<Value>) {
     eq("component", f.component.as_deref().map(text));
     eq("signature", f.signature.as_deref().map(text));
     eq("state", f.state.map(|s| text(s.as_str())));
+    if f.state.is_some_and(|s| s != LetterState::Dead) {
+        // The exact condition of the partial index `letters_state_active`:
+        // SQLite uses that index only when the query says it.
+        parts.push("state <> 'dead'".into());
+    }
     let mut cmp = |cond: &str, v: Option<std::time::SystemTime>| {
         if let Some(t) = v {
             parts.push(cond.to_owned());

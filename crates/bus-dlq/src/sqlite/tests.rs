@@ -223,29 +223,24 @@ fn a_bound_inside_a_large_batch_keeps_exactly_what_fits() {
 fn a_version_1_file_is_migrated_and_keeps_its_totals() {
     let dir = tempfile::tempdir().unwrap();
     let config = DlqConfig::new(dir.path());
+    let old = letter("a", "x", 1);
     {
-        let dlq = SqliteDlq::open(config.clone()).unwrap();
-        dlq.push(&letter("a", "x", 1)).unwrap();
-    }
-    {
-        // Back to version 1 as an older build left it: the insert trigger
-        // present, and a letter it counted.
+        // A file as a version 1 build left it, with a letter its insert
+        // trigger counted.
         let c = rusqlite::Connection::open(config.db_path()).unwrap();
-        let v1_trigger = schema::V1
-            .split("CREATE TRIGGER")
-            .nth(1)
-            .map(|t| format!("CREATE TRIGGER{t}"))
-            .unwrap();
-        c.execute_batch(&format!("{v1_trigger} PRAGMA user_version = 1;"))
-            .unwrap();
-        let triggers: i64 = c
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(triggers, 2);
+        c.execute_batch(schema::V1).unwrap();
+        c.execute_batch(&format!(
+            "PRAGMA application_id = {}; PRAGMA user_version = 1;",
+            schema::APPLICATION_ID
+        ))
+        .unwrap();
+        let mut stmt = c.prepare(&row::insert_sql(1)).unwrap();
+        assert!(
+            EncodedRow::from_letter(&old)
+                .unwrap()
+                .insert(&mut stmt)
+                .unwrap()
+        );
     }
     let dlq = SqliteDlq::open(config).unwrap();
     let version: i32 = dlq
@@ -253,9 +248,14 @@ fn a_version_1_file_is_migrated_and_keeps_its_totals() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, schema::SCHEMA_VERSION);
+    assert_totals_exact(&dlq);
+    assert!(dlq.get(old.id).unwrap().is_some());
     dlq.push(&letter("a", "x", 2)).unwrap();
     assert_eq!(dlq.count(&Filter::all()).unwrap(), 2);
     assert_totals_exact(&dlq);
+    assert_eq!(dlq.request_replay(&Filter::all(), None).unwrap(), 2);
+    let replay = Filter::all().state(LetterState::ReplayRequested);
+    assert_eq!(dlq.count(&replay).unwrap(), 2);
 }
 
 #[test]
@@ -290,4 +290,38 @@ fn the_wal_starts_over_under_a_steady_stream_of_commits() {
     let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
     assert_eq!(dlq.count(&Filter::all()).unwrap(), 8000);
     assert_totals_exact(&dlq);
+}
+
+#[test]
+fn replay_queries_use_the_partial_state_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    let l = letter("a", "x", 1);
+    dlq.push(&l).unwrap();
+    let plan = |state: LetterState| {
+        let (clause, params) = filter_sql::compile(&Filter::all().state(state));
+        let conn = dlq.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT id FROM letters WHERE {clause} ORDER BY id"
+            ))
+            .unwrap();
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(params), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    };
+    for state in [LetterState::ReplayRequested, LetterState::Replayed] {
+        let p = plan(state);
+        assert!(p.contains("letters_state_active"), "{state:?}: {p}");
+    }
+    // And the filter still finds the letter once it is in that state.
+    dlq.request_replay(&Filter::all(), None).unwrap();
+    let found = dlq
+        .scan(&Filter::all().state(LetterState::ReplayRequested), None, 10)
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, l.id);
 }
