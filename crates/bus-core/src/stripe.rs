@@ -1,16 +1,130 @@
 //! Striped counters: one copy of a set of atomics per stripe of threads, each
-//! copy on its own cache lines. A thread writes only its own stripe, so
-//! threads counting at once (publishers and workers) never write a shared
-//! cache line; readers sum the stripes. Used wherever the hot path counts:
-//! breaker windows, health counters.
+//! copy on its own cache lines, so threads counting at once (publishers and
+//! workers) never write a shared cache line; readers sum the stripes. Used
+//! wherever the hot path counts: breaker windows, health counters.
+//!
+//! A thread claims a stripe of its own the first time it asks, and gives it
+//! back when it exits. Up to `STRIPES - 1` threads at once own one; the
+//! owner is then its stripe's only writer and counts with a plain load and
+//! store ([`Writer::add`]), no locked instruction. Threads beyond that share
+//! the last stripe and count with atomic read-modify-writes.
 
 use crossbeam_utils::CachePadded;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Stripes per [`Striped`]: enough that threads rarely share one.
 pub const STRIPES: usize = 16;
 
-/// This thread's stripe number, fixed for its life: threads are numbered in
-/// the order they first ask, so up to [`STRIPES`] threads get a stripe each.
+/// The stripe threads share once every other stripe is owned.
+const SHARED: usize = STRIPES - 1;
+
+/// Bit `i` set: stripe `i` is owned by a live thread.
+static OWNED: AtomicU32 = AtomicU32::new(0);
+
+struct Claim {
+    index: usize,
+    exclusive: bool,
+}
+
+impl Claim {
+    fn take() -> Self {
+        let mut owned = OWNED.load(Ordering::Acquire);
+        loop {
+            let free = !owned & ((1 << SHARED) - 1);
+            if free == 0 {
+                return Self {
+                    index: SHARED,
+                    exclusive: false,
+                };
+            }
+            let bit = free.trailing_zeros();
+            // Acquire: the previous owner's last counts are visible before
+            // this thread adds to them.
+            match OWNED.compare_exchange_weak(
+                owned,
+                owned | (1 << bit),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Self {
+                        index: bit as usize,
+                        exclusive: true,
+                    };
+                }
+                Err(now) => owned = now,
+            }
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.exclusive {
+            // Release: this thread's counts are visible to the next owner.
+            OWNED.fetch_and(!(1 << self.index), Ordering::Release);
+        }
+    }
+}
+
+thread_local! {
+    static CLAIM: Claim = Claim::take();
+}
+
+/// How the calling thread may write its stripe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Writer {
+    exclusive: bool,
+}
+
+impl Writer {
+    /// Adds `n` to `cell`: a plain load and store when this thread owns the
+    /// stripe, an atomic add when it shares it.
+    #[inline]
+    pub fn add(self, cell: &AtomicU64, n: u64) {
+        if self.exclusive {
+            cell.store(
+                cell.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
+        } else {
+            cell.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Replaces `cell`'s value `v` with `f(v)` (`None`: leave it), as one
+    /// step for the stripe's owner, as a compare-and-swap loop when shared.
+    #[inline]
+    pub fn update(self, cell: &AtomicU64, f: impl FnMut(u64) -> Option<u64>) {
+        let mut f = f;
+        if self.exclusive {
+            if let Some(v) = f(cell.load(Ordering::Relaxed)) {
+                cell.store(v, Ordering::Relaxed);
+            }
+        } else {
+            let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, f);
+        }
+    }
+}
+
+/// This thread's stripe number (below [`STRIPES`]) and how it may write it.
+/// A thread exiting (its thread-locals already gone) shares.
+#[inline]
+fn claim() -> (usize, Writer) {
+    CLAIM
+        .try_with(|c| {
+            (
+                c.index,
+                Writer {
+                    exclusive: c.exclusive,
+                },
+            )
+        })
+        .unwrap_or((SHARED, Writer { exclusive: false }))
+}
+
+/// This thread's stripe number, below [`STRIPES`] (stable for its life).
+/// For callers that count with atomic read-modify-writes only.
 ///
 /// ```
 /// let a = bus_core::stripe::index();
@@ -19,12 +133,7 @@ pub const STRIPES: usize = 16;
 /// ```
 #[inline]
 pub fn index() -> usize {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
-    }
-    INDEX.with(|i| *i)
+    claim().0
 }
 
 /// [`STRIPES`] copies of `T`, each cache-padded.
@@ -34,7 +143,8 @@ pub fn index() -> usize {
 /// use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 ///
 /// let hits = Striped::new(|| AtomicU64::new(0));
-/// hits.mine().fetch_add(1, Relaxed);
+/// let (mine, writer) = hits.mine();
+/// writer.add(mine, 1);
 /// assert_eq!(hits.iter().map(|c| c.load(Relaxed)).sum::<u64>(), 1);
 /// ```
 #[derive(Debug)]
@@ -46,14 +156,68 @@ impl<T> Striped<T> {
         Self((0..STRIPES).map(|_| CachePadded::new(make())).collect())
     }
 
-    /// The calling thread's copy.
+    /// The calling thread's copy, and how to write it.
     #[inline]
-    pub fn mine(&self) -> &T {
-        &self.0[index() % self.0.len()]
+    pub fn mine(&self) -> (&T, Writer) {
+        let (index, writer) = claim();
+        // `index < STRIPES == self.0.len()`.
+        (&self.0[index], writer)
     }
 
     /// Every copy, for readers to combine.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.0.iter().map(|c| &**c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// More threads than stripes, all counting at once, some exiting and
+    /// handing their stripe on: every count lands.
+    #[test]
+    fn owners_and_sharers_lose_no_count() {
+        let hits = Arc::new(Striped::new(|| AtomicU64::new(0)));
+        let threads = STRIPES * 2;
+        let per = 20_000_u64;
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let hits = Arc::clone(&hits);
+                std::thread::spawn(move || {
+                    for _ in 0..per {
+                        let (cell, w) = hits.mine();
+                        w.add(cell, 1);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        // Later threads reuse stripes freed by exited ones.
+        for _ in 0..4 {
+            let hits = Arc::clone(&hits);
+            std::thread::spawn(move || {
+                let (cell, w) = hits.mine();
+                w.update(cell, |v| Some(v + 1));
+            })
+            .join()
+            .unwrap();
+        }
+        let total: u64 = hits.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        assert_eq!(total, threads as u64 * per + 4);
+    }
+
+    #[test]
+    fn a_thread_keeps_its_stripe() {
+        std::thread::spawn(|| {
+            let (a, b) = (index(), index());
+            assert_eq!(a, b);
+            assert!(a < STRIPES);
+        })
+        .join()
+        .unwrap();
     }
 }

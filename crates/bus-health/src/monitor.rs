@@ -4,7 +4,7 @@ use crate::AlertSink;
 use crate::alert::{AlertKind, Alerter};
 use crate::config::{ConfigError, HealthConfig};
 use crate::report::{Counts, HealthReport, HealthStatus, LatencySummary};
-use crate::window::{Kind, Latency, SLOTS, Totals, Window, category_slot, reason_index};
+use crate::window::{Cursor, Kind, Latency, SLOTS, Totals, Window, category_slot, reason_index};
 use bus_core::time::{SharedClock, system_clock};
 use bus_core::{BusEvent, CircuitState, Observer, QueueDepth};
 use bus_errors::{ErrorCategory, Severity};
@@ -206,7 +206,7 @@ impl HealthMonitor {
 }
 
 impl Inner {
-    fn count(&self, tick: u64, slot: usize) {
+    fn count(&self, tick: Cursor, slot: usize) {
         self.totals.add(slot);
         self.window.add(tick, slot);
     }
@@ -216,7 +216,7 @@ impl Inner {
     }
 
     fn on_event(&self, now: Instant, event: &BusEvent<'_>) {
-        let tick = self.window.tick(now);
+        let tick = self.window.cursor(now);
         match *event {
             BusEvent::Published { copies, .. } => {
                 self.count(tick, Kind::Published as usize);

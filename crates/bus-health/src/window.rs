@@ -10,7 +10,8 @@
 //! Every hot counter is [`Striped`]: a publisher counting `Published` and a
 //! worker counting `Acked` write different cache lines, and reads sum the
 //! stripes. (One shared line bounced between two cores costs more than the
-//! rest of the event.)
+//! rest of the event.) A thread that owns its stripe counts with plain loads
+//! and stores: five locked instructions in a row were most of an event.
 
 use bus_core::stripe::Striped;
 use bus_errors::ErrorCategory;
@@ -45,6 +46,13 @@ pub(crate) const fn category_slot(c: ErrorCategory) -> usize {
 
 const COUNT_MASK: u64 = 0xFFFF_FFFF;
 
+/// A bucket of the ring and the tick it must hold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cursor {
+    idx: usize,
+    tag: u32,
+}
+
 /// One bucket's cells, aligned so that no two stripes' buckets share a line.
 #[derive(Debug)]
 #[repr(align(64))]
@@ -56,6 +64,10 @@ pub(crate) struct Window {
     start: Instant,
     bucket_nanos: u64,
     len: u64,
+    /// The last cursor computed, `tick << 16 | idx` (buckets <= 3600): every
+    /// event of the same bucket reuses it instead of dividing twice. Written
+    /// once per bucket period, so its line is read-shared, not bounced.
+    recent: AtomicU64,
     stripes: Striped<Box<[Bucket]>>,
 }
 
@@ -69,6 +81,7 @@ impl Window {
             start,
             bucket_nanos,
             len: u64::from(n),
+            recent: AtomicU64::new(0),
             stripes: Striped::new(|| {
                 (0..n)
                     .map(|_| Bucket(std::array::from_fn(|_| AtomicU64::new(0))))
@@ -85,30 +98,55 @@ impl Window {
         nanos / self.bucket_nanos
     }
 
-    /// Adds one to `slot` in the bucket of `tick`, in this thread's stripe.
+    /// Where the events of `now` go: computed once per event (two divisions),
+    /// then used for each of its counts.
     #[inline]
-    pub(crate) fn add(&self, tick: u64, slot: usize) {
-        let idx = (tick % self.len) as usize;
-        let cell = &self.stripes.mine()[idx].0[slot];
-        let tag = tick as u32;
-        let mut cur = cell.load(Relaxed);
-        loop {
-            let cur_tag = (cur >> 32) as u32;
-            let new = if cur_tag == tag {
-                if cur & COUNT_MASK == COUNT_MASK {
-                    return; // saturated
-                }
-                cur + 1
-            } else if (cur_tag.wrapping_sub(tag) as i32) > 0 {
-                return; // the cell already belongs to a newer bucket: this event is out of the window
-            } else {
-                (u64::from(tag) << 32) | 1
+    pub(crate) fn cursor(&self, now: Instant) -> Cursor {
+        let nanos =
+            u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
+        let recent = self.recent.load(Relaxed);
+        let tick = recent >> 16;
+        if nanos
+            .checked_sub(tick.saturating_mul(self.bucket_nanos))
+            .is_some_and(|into| into < self.bucket_nanos)
+        {
+            return Cursor {
+                idx: (recent & 0xFFFF) as usize,
+                tag: tick as u32,
             };
-            match cell.compare_exchange_weak(cur, new, Relaxed, Relaxed) {
-                Ok(_) => return,
-                Err(v) => cur = v,
-            }
         }
+        let tick = nanos / self.bucket_nanos;
+        let c = self.cursor_at(tick);
+        if c.idx <= 0xFFFF && tick < (1 << 48) {
+            self.recent.store(tick << 16 | c.idx as u64, Relaxed);
+        }
+        c
+    }
+
+    #[inline]
+    pub(crate) fn cursor_at(&self, tick: u64) -> Cursor {
+        Cursor {
+            idx: (tick % self.len) as usize,
+            tag: tick as u32,
+        }
+    }
+
+    /// Adds one to `slot` in the bucket of `at`, in this thread's stripe.
+    #[inline]
+    pub(crate) fn add(&self, at: Cursor, slot: usize) {
+        let (ring, writer) = self.stripes.mine();
+        let tag = at.tag;
+        writer.update(&ring[at.idx].0[slot], |cur| {
+            let cur_tag = (cur >> 32) as u32;
+            if cur_tag == tag {
+                // Saturated cells stay saturated.
+                (cur & COUNT_MASK != COUNT_MASK).then_some(cur + 1)
+            } else if (cur_tag.wrapping_sub(tag) as i32) > 0 {
+                None // the cell already belongs to a newer bucket: this event is out of the window
+            } else {
+                Some((u64::from(tag) << 32) | 1)
+            }
+        });
     }
 
     /// Sums every slot over the buckets of the window ending at `tick`.
@@ -175,12 +213,14 @@ impl Totals {
 
     #[inline]
     pub(crate) fn add(&self, slot: usize) {
-        self.hot.mine()[slot].fetch_add(1, Relaxed);
+        let (cells, writer) = self.hot.mine();
+        writer.add(&cells[slot], 1);
     }
 
     #[inline]
     pub(crate) fn add_copies(&self, copies: u64) {
-        self.hot.mine()[SLOTS].fetch_add(copies, Relaxed);
+        let (cells, writer) = self.hot.mine();
+        writer.add(&cells[SLOTS], copies);
     }
 
     fn sum(&self, i: usize) -> u64 {
@@ -235,9 +275,9 @@ impl Latency {
             .iter()
             .position(|&b| nanos <= b)
             .unwrap_or(LATENCY_BOUNDS.len());
-        let cells = self.cells.mine();
-        cells[idx].fetch_add(1, Relaxed);
-        cells[SUM].fetch_add(nanos, Relaxed);
+        let (cells, writer) = self.cells.mine();
+        writer.add(&cells[idx], 1);
+        writer.add(&cells[SUM], nanos);
     }
 
     pub(crate) fn read(&self) -> LatencyRead {
@@ -282,23 +322,38 @@ mod tests {
         let t0 = Instant::now();
         let w = Window::new(t0, Duration::from_secs(10), 10);
         for _ in 0..3 {
-            w.add(0, 1);
+            w.add(w.cursor_at(0), 1);
         }
-        w.add(5, 1);
+        w.add(w.cursor_at(5), 1);
         assert_eq!(w.sum(5)[1], 4);
         assert_eq!(w.sum(9)[1], 4);
         assert_eq!(w.sum(10)[1], 1, "tick 0 left the window");
         assert_eq!(w.sum(15)[1], 0);
         // the slot of tick 0 is reused by tick 10 without leftovers
-        w.add(10, 1);
+        w.add(w.cursor_at(10), 1);
         assert_eq!(w.sum(10)[1], 2);
+    }
+
+    #[test]
+    fn the_cached_cursor_always_matches_the_computed_one() {
+        let t0 = Instant::now();
+        let w = Window::new(t0, Duration::from_secs(7), 7);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // forwards, within a bucket, across buckets, backwards, and around the ring
+        for ms in [
+            0, 1, 999, 1000, 1001, 500, 6999, 7000, 3000, 14_001, 2, 90_000,
+        ] {
+            let c = w.cursor(at(ms));
+            let expect = w.cursor_at(w.tick(at(ms)));
+            assert_eq!((c.idx, c.tag), (expect.idx, expect.tag), "at {ms} ms");
+        }
     }
 
     #[test]
     fn a_late_writer_never_clobbers_a_newer_bucket() {
         let w = Window::new(Instant::now(), Duration::from_secs(4), 4);
-        w.add(8, 0);
-        w.add(4, 0); // same slot, older tick
+        w.add(w.cursor_at(8), 0);
+        w.add(w.cursor_at(4), 0); // same slot, older tick
         assert_eq!(w.sum(8)[0], 1);
     }
 
