@@ -134,7 +134,9 @@ impl RetryBudget {
 
     fn epoch_at(&self, now: Instant) -> u64 {
         let since = now.saturating_duration_since(self.start);
-        u64::try_from(since.as_nanos() / u128::from(self.slot_nanos)).unwrap_or(u64::MAX)
+        // A u64 division: the u128 one was most of a deposit (584 years of
+        // nanoseconds fit in a u64).
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX) / self.slot_nanos
     }
 
     /// The tag stored with a slot's count (never 0, so a fresh slot matches no epoch).
