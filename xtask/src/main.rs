@@ -233,9 +233,14 @@ fn bench(args: &[String]) -> Result<(), String> {
     let interleaved = fresh(&ratios_json)
         .then(|| std::fs::read_to_string(&ratios_json).ok())
         .flatten();
+    let breaker_json = target.join("bench-breaker-ratios.json");
+    let breaker = fresh(&breaker_json)
+        .then(|| std::fs::read_to_string(&breaker_json).ok())
+        .flatten();
     let machine = Machine::probe(quick, load_before, t0.elapsed().as_secs_f64());
     let ratios = bench_ratios(
         &results,
+        breaker.as_deref(),
         interleaved.as_deref(),
         latency.as_deref(),
         rss.as_deref(),
@@ -520,6 +525,7 @@ fn fmt_rate(rate: f64, unit: &str) -> String {
 /// The headline ratios against the issue's goals.
 fn bench_ratios(
     results: &[BenchResult],
+    breaker: Option<&str>,
     interleaved: Option<&str>,
     latency: Option<&str>,
     rss: Option<&str>,
@@ -542,6 +548,49 @@ fn bench_ratios(
         }
     };
     let pct = |v: f64| format!("{:.1} %", v * 100.0);
+    // Observer overhead per event (issue #7): criterion's median.
+    let median_of = |id: &str| results.iter().find(|r| r.id == id).map(|r| r.median_ns);
+    for (event, threads) in [
+        ("acked", "1-thread"),
+        ("failed", "1-thread"),
+        ("acked", "2-threads"),
+        ("failed", "2-threads"),
+    ] {
+        push(
+            &format!("HealthMonitor::on_event {event}, {threads} (median)"),
+            median_of(&format!("on_event/{event}/{threads}")),
+            &|v| format!("{v:.1} ns"),
+            "< 50 ns",
+            &|v| Some(v < 50.0),
+        );
+    }
+    // Breaker goals (issue #3), from the breaker bench's interleaved rounds.
+    let brk = |key: &str| json_field(breaker?, key).and_then(json_number);
+    let times = |v: f64| format!("{v:.2}x");
+    for (peer, threads) in [
+        ("recloser", "1_thread"),
+        ("failsafe", "1_thread"),
+        ("recloser", "2_threads"),
+        ("failsafe", "2_threads"),
+    ] {
+        push(
+            &format!(
+                "breaker call_ok time / {peer}, {} (median of rounds)",
+                threads.replace('_', " ")
+            ),
+            brk(&format!("vs_{peer}_{threads}")),
+            &times,
+            "< 1x",
+            &|v| Some(v < 1.0),
+        );
+    }
+    push(
+        "breaker call_ok per call, 2 threads / 1 thread (slowest thread's wall time; median of rounds)",
+        brk("bus-breaker_two_over_one"),
+        &times,
+        "<= 1x",
+        &|v| Some(v <= 1.0),
+    );
     let tput = |a: &str, b: &str| Some(mean(b)? / mean(a)?); // throughput of a relative to b
     // Median over interleaved rounds of the per-round ratio (bench-ratios.json).
     let median = |key: &str| {

@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p bus-breaker --bench breaker -- --quick`
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,5 +98,70 @@ fn closed_state(c: &mut Criterion) {
     }
 }
 
+/// The goals as ratios, measured in interleaved rounds: every round times
+/// each contender's `call_ok` on one thread and on two threads back to back,
+/// so a slow spell of a shared machine lands on all of them. Prints the
+/// median of the per-round ratios and writes them to
+/// `target/bench-breaker-ratios.json` for `cargo xtask bench`.
+fn interleaved() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (rounds, iters) = if quick { (7, 200_000) } else { (21, 2_000_000) };
+    let calls: Vec<(&str, Op)> = contenders()
+        .into_iter()
+        .map(|(name, _, call)| (name, call))
+        .collect();
+    // per contender: [one thread, two threads] nanoseconds per call, per round
+    let mut times = vec![[Vec::new(), Vec::new()]; calls.len()];
+    for round in 0..rounds {
+        for k in 0..calls.len() {
+            let i = (round + k) % calls.len();
+            for (t, threads) in [1usize, 2].into_iter().enumerate() {
+                let d = per_call_on(threads, iters, calls[i].1.clone());
+                times[i][t].push(d.as_secs_f64() * 1e9 / iters as f64);
+            }
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ratio = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(x, y)| x / y).collect());
+    let ours = &times[0];
+    let mut json = format!("{{\n  \"rounds\": {rounds},\n  \"iters\": {iters}");
+    for (i, (name, _)) in calls.iter().enumerate().skip(1) {
+        for (t, label) in [(0, "1_thread"), (1, "2_threads")] {
+            let r = ratio(&ours[t], &times[i][t]);
+            println!("interleaved: bus-breaker / {name} call_ok, {label}: {r:.3}");
+            json.push_str(&format!(",\n  \"vs_{name}_{label}\": {r:.4}"));
+        }
+    }
+    for (i, (name, _)) in calls.iter().enumerate() {
+        let r = ratio(&times[i][1], &times[i][0]);
+        println!("interleaved: {name} call_ok, 2 threads / 1 thread per call: {r:.3}");
+        json.push_str(&format!(",\n  \"{name}_two_over_one\": {r:.4}"));
+        let (one, two) = (median(times[i][0].clone()), median(times[i][1].clone()));
+        json.push_str(&format!(
+            ",\n  \"{name}_ns_1_thread\": {one:.2},\n  \"{name}_ns_2_threads\": {two:.2}"
+        ));
+    }
+    json.push_str("\n}\n");
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    let _ = std::fs::create_dir_all(&dir);
+    if let Err(e) = std::fs::write(dir.join("bench-breaker-ratios.json"), json) {
+        eprintln!("could not write bench-breaker-ratios.json: {e}");
+    }
+}
+
 criterion_group!(benches, closed_state);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    // `cargo bench -- <filter>` and `--list` run criterion only.
+    let filtered = std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with('-') || a == "--list");
+    if !filtered {
+        interleaved();
+    }
+    Criterion::default().configure_from_args().final_summary();
+}
