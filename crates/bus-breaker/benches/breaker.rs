@@ -145,7 +145,10 @@ fn interleaved() {
         ));
     }
     json.push_str("\n}\n");
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        std::path::PathBuf::from,
+    );
     let _ = std::fs::create_dir_all(&dir);
     if let Err(e) = std::fs::write(dir.join("bench-breaker-ratios.json"), json) {
         eprintln!("could not write bench-breaker-ratios.json: {e}");
@@ -154,13 +157,43 @@ fn interleaved() {
 
 criterion_group!(benches, closed_state);
 
+/// Whether criterion was given a filter (`cargo bench -- <filter>`) or
+/// `--list`: then only criterion runs. Values of criterion's options (such
+/// as `--measurement-time 0.5`) are not filters.
+fn filtered() -> bool {
+    const TAKES_VALUE: [&str; 14] = [
+        "--warm-up-time",
+        "--measurement-time",
+        "--sample-size",
+        "--save-baseline",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--profile-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--plotting-backend",
+        "--output-format",
+    ];
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--list" {
+            return true;
+        }
+        if TAKES_VALUE.contains(&a.as_str()) {
+            args.next();
+        } else if !a.starts_with('-') {
+            return true;
+        }
+    }
+    false
+}
+
 fn main() {
     benches();
-    // `cargo bench -- <filter>` and `--list` run criterion only.
-    let filtered = std::env::args()
-        .skip(1)
-        .any(|a| !a.starts_with('-') || a == "--list");
-    if !filtered {
+    if !filtered() {
         interleaved();
     }
     Criterion::default().configure_from_args().final_summary();

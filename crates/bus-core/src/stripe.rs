@@ -123,8 +123,9 @@ fn claim() -> (usize, Writer) {
         .unwrap_or((SHARED, Writer { exclusive: false }))
 }
 
-/// This thread's stripe number, below [`STRIPES`] (stable for its life).
-/// For callers that count with atomic read-modify-writes only.
+/// This thread's stripe number, below [`STRIPES`]: the same for its whole
+/// life, except while it exits (its thread-locals gone), when it is the
+/// shared stripe. For callers that count with atomic read-modify-writes only.
 ///
 /// ```
 /// let a = bus_core::stripe::index();

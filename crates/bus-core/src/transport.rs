@@ -92,6 +92,10 @@ pub struct Receipt {
     /// (possibly the published one), with their group: the caller must count
     /// and log them.
     pub discarded: Vec<(Arc<str>, Envelope)>,
+    /// Copies a queue handed back because the transport closed while they
+    /// were being enqueued, with their group: the caller must dead-letter
+    /// them (as the shutdown dead-letters what close returned).
+    pub closed: Vec<(Arc<str>, Envelope)>,
 }
 
 /// A publish that failed. Every variant that had a message hands it back, so a

@@ -97,7 +97,9 @@ impl HealthMonitorBuilder {
         self.config = config;
         self
     }
-    /// Uses this clock (a `ManualClock` in tests).
+    /// Uses this clock (a `ManualClock` in tests). It must be the clock of
+    /// the bus the monitor observes: the bus stamps each event with its own
+    /// clock's time, and the monitor reads its windows at this clock's time.
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         self

@@ -2,10 +2,11 @@
 //! totals since start, and the handler-latency histogram.
 //!
 //! Each window cell is one `AtomicU64` holding `tick << 32 | count`, where
-//! `tick` is the bucket's start tick. An increment is a CAS loop that either
-//! bumps the count (same tick) or restarts the cell at 1 (stale tick): a stale
-//! bucket is reset lazily, per cell, with no lock and no lost increment. A
-//! writer holding an older tick than the cell never overwrites newer data.
+//! `tick` is the bucket's start tick. An increment either bumps the count
+//! (same tick) or restarts the cell at 1 (stale tick): a stale bucket is reset
+//! lazily, per cell, with no lock and no lost increment (a plain load and
+//! store by the stripe's owner, a CAS loop on the shared stripe). A writer
+//! holding an older tick than the cell never overwrites newer data.
 //!
 //! Every hot counter is [`Striped`]: a publisher counting `Published` and a
 //! worker counting `Acked` write different cache lines, and reads sum the

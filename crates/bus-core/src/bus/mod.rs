@@ -184,7 +184,10 @@ impl BusBuilder {
         self.observer = observer;
         self
     }
-    /// The clock for handler timing and the default transport's timer.
+    /// The clock for handler timing, event stamps and the default
+    /// transport's timer. Plugs that keep time windows (a health monitor, a
+    /// retry budget) must use the same clock: they count each event at the
+    /// time this clock gave it.
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         self
@@ -439,6 +442,14 @@ impl Bus {
                         copies: receipt.copies,
                     });
                 }
+                for (group, env) in receipt.closed {
+                    // The transport closed mid-publish (shutdown): the copy
+                    // was accepted, so it is dead-lettered like the rest of
+                    // what close returned.
+                    if let Err(env) = dead_letter_at_shutdown(s, &group, env) {
+                        tracing::error!(message_id = %env.id, group = %group, "a copy accepted during shutdown could not be dead-lettered");
+                    }
+                }
                 for (group, env) in receipt.spilled {
                     self.spill(&group, env);
                 }
@@ -587,23 +598,9 @@ impl Bus {
         let mut dead = 0;
         let mut unsaved = Vec::new();
         for (group, env) in leftovers {
-            let class = Classification::new(ErrorCategory::MessageProcessing, Severity::Medium);
-            let mut report = ErrorReport::new(
-                class,
-                &*group,
-                "the bus shut down before the message was delivered",
-            )
-            .with_topic(env.topic.as_str())
-            .with_message_id(env.id)
-            .with_attempt(env.attempt);
-            report.record_recovery(false, Some(false), "dead-letter: shutdown");
-            let letter = DeadLetter::new(env, report, DeadLetterReason::Shutdown, &*group, &*group);
-            match worker::store_letter(s, &letter) {
+            match dead_letter_at_shutdown(s, &group, env) {
                 Ok(()) => dead += 1,
-                Err(letter) => {
-                    inc(&s.counters.returned_at_shutdown);
-                    unsaved.push(letter.envelope);
-                }
+                Err(env) => unsaved.push(env),
             }
         }
         ShutdownReport {
@@ -613,6 +610,26 @@ impl Bus {
             stats: self.stats(),
         }
     }
+}
+
+/// Dead-letters a message the transport handed back at close (reason
+/// shutdown); if the store refuses, counts it as returned and hands it back.
+fn dead_letter_at_shutdown(s: &Shared, group: &str, env: Envelope) -> Result<(), Envelope> {
+    let class = Classification::new(ErrorCategory::MessageProcessing, Severity::Medium);
+    let mut report = ErrorReport::new(
+        class,
+        group,
+        "the bus shut down before the message was delivered",
+    )
+    .with_topic(env.topic.as_str())
+    .with_message_id(env.id)
+    .with_attempt(env.attempt);
+    report.record_recovery(false, Some(false), "dead-letter: shutdown");
+    let letter = DeadLetter::new(env, report, DeadLetterReason::Shutdown, group, group);
+    worker::store_letter(s, &letter).map_err(|letter| {
+        inc(&s.counters.returned_at_shutdown);
+        letter.envelope
+    })
 }
 
 /// Configures and starts a subscriber.

@@ -184,7 +184,11 @@ impl Transport for MemoryTransport {
                                 Slot::Reserved => prev.queue.unreserve(),
                                 // The evicted message cannot be un-evicted into its
                                 // old place; re-enqueue it (it keeps its slot).
-                                Slot::Evicted(victim) => prev.queue.push_reserved(victim),
+                                Slot::Evicted(victim) => {
+                                    if let Err(victim) = prev.queue.push_reserved(victim) {
+                                        tracing::error!(message_id = %victim.id, group = %prev.queue.name, "a message evicted for a refused publish found its queue closed and is dropped");
+                                    }
+                                }
                                 Slot::Spill | Slot::Discard => {}
                             }
                         }
@@ -209,9 +213,15 @@ impl Transport for MemoryTransport {
             // a line other threads touch, and the common case needs no name.
             let name = || Arc::clone(&g.queue.name);
             match slot {
-                Slot::Reserved => g.queue.push_reserved(copy),
+                Slot::Reserved => {
+                    if let Err(copy) = g.queue.push_reserved(copy) {
+                        receipt.closed.push((name(), copy));
+                    }
+                }
                 Slot::Evicted(victim) => {
-                    g.queue.push_reserved(copy);
+                    if let Err(copy) = g.queue.push_reserved(copy) {
+                        receipt.closed.push((name(), copy));
+                    }
                     receipt.discarded.push((name(), victim));
                 }
                 Slot::Spill => receipt.spilled.push((name(), copy)),

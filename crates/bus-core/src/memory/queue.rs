@@ -81,7 +81,10 @@ impl GroupQueue {
     }
 
     fn try_reserve(&self, st: &mut Lanes) -> bool {
-        if st.depth >= self.capacity {
+        // `closed` is set under the lock by `drain`: a publisher that finds
+        // room after the queue was drained must not fill it (nobody would
+        // ever take the message); it is refused and keeps its envelope.
+        if st.depth >= self.capacity || self.closed.load(SeqCst) {
             return false;
         }
         st.depth += 1;
@@ -141,10 +144,16 @@ impl GroupQueue {
         self.wake_publishers(&st);
     }
 
-    /// Enqueues into a reserved slot.
-    pub(super) fn push_reserved(&self, env: Envelope) {
+    /// Enqueues into a reserved slot. If the queue was drained since the
+    /// slot was reserved, the message is handed back.
+    pub(super) fn push_reserved(&self, env: Envelope) -> Result<(), Envelope> {
         let mut st = self.lock();
+        if self.closed.load(SeqCst) {
+            st.depth -= 1;
+            return Err(env);
+        }
         self.push(&mut st, env);
+        Ok(())
     }
 
     /// Enqueues regardless of the bound (redeliveries: the message already
@@ -165,6 +174,9 @@ impl GroupQueue {
 
     /// Takes the highest-priority message, waiting up to `timeout`.
     pub(super) fn pop(&self, timeout: Duration) -> Option<Envelope> {
+        if timeout.is_zero() {
+            return self.try_pop(); // a poll: no spinning
+        }
         // Spin, then yield, on the count before sleeping: a stream's next
         // message is usually a few hundred nanoseconds away, and waking a
         // sleeping consumer costs its publisher a futex call. An idle
@@ -234,8 +246,8 @@ impl GroupQueue {
 
     /// Empties every lane (at close).
     pub(super) fn drain(&self) -> Vec<Envelope> {
-        self.closed.store(true, SeqCst);
         let mut st = self.lock();
+        self.closed.store(true, SeqCst);
         let mut out = Vec::with_capacity(st.queued());
         for lane in st.lanes.iter_mut().rev() {
             out.extend(lane.drain(..));
@@ -246,6 +258,12 @@ impl GroupQueue {
         self.space.notify_all();
         self.ready.notify_all();
         out
+    }
+
+    /// Publishers waiting for room (tests wait on it instead of on time).
+    #[cfg(test)]
+    pub(super) fn waiting_publishers(&self) -> usize {
+        self.lock().publishers_waiting
     }
 
     pub(super) fn is_closed(&self) -> bool {

@@ -333,3 +333,33 @@ fn many_publishers_and_consumers_lose_nothing() {
     assert_eq!(before, all.len(), "duplicates delivered");
     assert_eq!(all.len(), 8_000);
 }
+
+/// A publisher blocked on a full queue when the transport closes gets its
+/// message back; it must not be told Ok and then find its copy in a queue
+/// that close has already emptied.
+#[test]
+fn a_publisher_blocked_at_close_gets_its_message_back() {
+    let t = Arc::new(MemoryTransport::new());
+    let block = OverflowPolicy::Block {
+        timeout: Duration::from_secs(30),
+    };
+    let _s = t.subscribe(&topic(), &opts("g", 1, block)).unwrap();
+    t.publish(env(Priority::Normal, "queued"), T).unwrap();
+    let t2 = Arc::clone(&t);
+    let publisher = std::thread::spawn(move || {
+        t2.publish(env(Priority::Normal, "blocked"), Duration::from_secs(30))
+    });
+    let queue = Arc::clone(&t.routes.load().get(&topic()).unwrap()[0].queue);
+    while queue.waiting_publishers() == 0 {
+        std::thread::yield_now();
+    }
+    let left = t.close();
+    assert_eq!(left.len(), 1, "close returns the queued message");
+    match publisher.join().unwrap() {
+        Err(e) => {
+            let back = e.into_envelope().expect("the message is handed back");
+            assert_eq!(&back.payload[..], b"blocked");
+        }
+        Ok(r) => panic!("a publish that raced close was accepted into a drained queue: {r:?}"),
+    }
+}
