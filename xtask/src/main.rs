@@ -591,6 +591,13 @@ fn bench_ratios(
         "<= 1x",
         &|v| Some(v <= 1.0),
     );
+    push(
+        "breaker call_ok per call, 2 threads / 1 thread (mean of the two threads; median of rounds)",
+        brk("bus-breaker_two_over_one_mean"),
+        &times,
+        "-",
+        &|_| None,
+    );
     let tput = |a: &str, b: &str| Some(mean(b)? / mean(a)?); // throughput of a relative to b
     // Median over interleaved rounds of the per-round ratio (bench-ratios.json).
     let median = |key: &str| {
