@@ -83,6 +83,7 @@ fn parent() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (seen, acks) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut ids = Vec::new();
             for line in BufReader::new(stdout).split(b'\n') {
@@ -91,12 +92,20 @@ fn parent() {
                 // returned; anything that does not parse was never acknowledged.
                 if let Ok(id) = std::str::from_utf8(&line).unwrap_or("").parse::<LetterId>() {
                     ids.push(id);
+                    let _ = seen.send(());
                 }
             }
             ids
         });
-        let delay = Duration::from_millis(rng.u64(5..=200));
-        std::thread::sleep(delay); // the random moment of the crash, not a wait for a result
+        // The crash lands after a random number of acknowledgements, while
+        // four pushers are mid-push: a moment chosen by progress, not by time.
+        let after = rng.usize(1..=256);
+        for _ in 0..after {
+            acks.recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| {
+                    panic!("iteration {iteration}: the child stopped acknowledging")
+                });
+        }
         child.kill().unwrap();
         let status = child.wait().unwrap();
         let ids = reader.join().unwrap();
@@ -121,7 +130,7 @@ fn parent() {
         let missing: Vec<_> = acked.difference(&stored).collect();
         assert!(
             missing.is_empty(),
-            "iteration {iteration} (seed {seed}, killed after {delay:?}, {status}): {} acknowledged letters lost, e.g. {:?}",
+            "iteration {iteration} (seed {seed}, killed after {after} acks, {status}): {} acknowledged letters lost, e.g. {:?}",
             missing.len(),
             missing.first()
         );

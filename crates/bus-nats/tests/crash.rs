@@ -2,6 +2,11 @@
 //! nothing: every published message is handled at least once (duplicates
 //! are counted, not hidden). Like sled's crash tests, this binary re-runs
 //! itself as the child.
+//!
+//! The child's handler takes one credit byte from stdin per message (none
+//! needed once stdin is closed) and reports each handled id on stdout. The
+//! first child gets `N / 4` credits and is killed once it reported them,
+//! blocked in its handler: mid-stream by construction, with no timing.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
@@ -11,9 +16,10 @@ use bus_core::{Bus, Envelope, Message, SubscribeOptions, Topic, Transport};
 use bus_nats::{NatsConfig, NatsTransport};
 use common::{T, TestNats, config, nats_available};
 use std::collections::HashSet;
-use std::io::Write;
-use std::process::{Child, Command};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 const N: usize = 400;
@@ -29,20 +35,17 @@ fn child_config(stream: &str, subject: &str) -> NatsConfig {
     c
 }
 
-fn child(stream: &str, subject: &str, out: &str) -> ! {
+fn child(stream: &str, subject: &str) -> ! {
     let nats = NatsTransport::connect(child_config(stream, subject)).expect("child connects");
     let bus = Bus::builder().transport(Arc::new(nats)).build();
-    let path = out.to_owned();
     bus.subscriber(GROUP)
         .topic(TOPIC)
         .start(move |m: &Message<'_>| -> Result<(), std::io::Error> {
-            // Slow enough that the kill lands mid-stream.
-            std::thread::sleep(Duration::from_millis(2)); // simulated work in the child, not a wait
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?;
-            f.write_all(format!("{}\n", m.id).as_bytes())
+            let mut credit = [0_u8; 1];
+            let _ = std::io::stdin().lock().read(&mut credit)?; // 0 bytes: stdin closed, no limit
+            let mut out = std::io::stdout().lock();
+            out.write_all(format!("{}\n", m.id).as_bytes())?;
+            out.flush()
         })
         .expect("child subscribes");
     loop {
@@ -50,32 +53,34 @@ fn child(stream: &str, subject: &str, out: &str) -> ! {
     }
 }
 
-fn spawn(stream: &str, subject: &str, out: &std::path::Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
+/// Starts a child whose stdin is `credits` and whose handled ids arrive on
+/// the returned channel, one per line.
+fn spawn(stream: &str, subject: &str, credits: Stdio) -> (Child, Receiver<String>) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
         .env("BUS_NATS_CRASH_CHILD", "1")
         .env("BUS_NATS_STREAM", stream)
         .env("BUS_NATS_SUBJECT", subject)
-        .env("BUS_NATS_OUT", out)
+        .stdin(credits)
+        .stdout(Stdio::piped())
         .spawn()
-        .expect("spawn child")
-}
-
-fn lines(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+        .expect("spawn child");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
 }
 
 fn main() {
     if std::env::var("BUS_NATS_CRASH_CHILD").is_ok() {
         let v = |k: &str| std::env::var(k).unwrap();
-        child(
-            &v("BUS_NATS_STREAM"),
-            &v("BUS_NATS_SUBJECT"),
-            &v("BUS_NATS_OUT"),
-        );
+        child(&v("BUS_NATS_STREAM"), &v("BUS_NATS_SUBJECT"));
     }
     if !nats_available("crash::consumer_killed_mid_stream_loses_nothing") {
         return;
@@ -96,35 +101,43 @@ fn main() {
         published.insert(env.id.to_string());
         t.nats.publish(env, T).unwrap();
     }
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("handled.txt");
-
-    let mut first = spawn(&stream, &subject, &out);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while lines(&out).len() < N / 4 {
-        assert!(Instant::now() < deadline, "first consumer made no progress");
-        std::thread::sleep(Duration::from_millis(10)); // polling another process's output
+    let mut all: Vec<String> = Vec::new();
+    let (mut first, reports) = spawn(&stream, &subject, Stdio::piped());
+    let mut credits = first.stdin.take().unwrap();
+    credits.write_all(&[1; N / 4]).unwrap();
+    credits.flush().unwrap();
+    for _ in 0..N / 4 {
+        let id = reports
+            .recv_timeout(Duration::from_secs(30))
+            .expect("first consumer made no progress");
+        all.push(id);
     }
+    // Out of credits, the child now waits inside its handler for the next one.
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
-    let at_kill = lines(&out).len();
+    drop(credits);
+    all.extend(reports.try_iter());
+    let at_kill = all.len();
     assert!(
         at_kill < N,
         "killed too late to be mid-stream ({at_kill} of {N})"
     );
 
-    let mut second = spawn(&stream, &subject, &out);
+    let (mut second, reports) = spawn(&stream, &subject, Stdio::null());
     let deadline = Instant::now() + Duration::from_secs(60);
-    let handled = loop {
-        let seen: HashSet<String> = lines(&out).into_iter().collect();
-        if published.is_subset(&seen) || Instant::now() > deadline {
-            break seen;
-        }
-        std::thread::sleep(Duration::from_millis(50)); // polling another process's output
-    };
+    let mut seen: HashSet<String> = all.iter().cloned().collect();
+    while !published.is_subset(&seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(id) = reports.recv_timeout(left) else {
+            break;
+        };
+        seen.insert(id.clone());
+        all.push(id);
+    }
+    let handled = seen;
     second.kill().unwrap();
     second.wait().unwrap();
-    let total = lines(&out).len();
+    let total = all.len();
     let missing = published.difference(&handled).count();
     eprintln!(
         "crash test: {N} published, killed after {at_kill} handled, {} unique handled, {} duplicates",
