@@ -94,17 +94,18 @@ impl Window {
     /// The bucket tick of `now`.
     #[inline]
     pub(crate) fn tick(&self, now: Instant) -> u64 {
-        let nanos =
-            u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
-        nanos / self.bucket_nanos
+        self.nanos(now) / self.bucket_nanos
+    }
+
+    fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Where the events of `now` go: computed once per event (two divisions),
     /// then used for each of its counts.
     #[inline]
     pub(crate) fn cursor(&self, now: Instant) -> Cursor {
-        let nanos =
-            u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
+        let nanos = self.nanos(now);
         let recent = self.recent.load(Relaxed);
         let tick = recent >> 16;
         if nanos
@@ -118,7 +119,9 @@ impl Window {
         }
         let tick = nanos / self.bucket_nanos;
         let c = self.cursor_at(tick);
-        if c.idx <= 0xFFFF && tick < (1 << 48) {
+        // idx < buckets <= 3600 always fits its 16 bits; a tick past 2^48
+        // (9 years of 1 ms buckets) is simply not cached.
+        if tick < (1 << 48) {
             self.recent.store(tick << 16 | c.idx as u64, Relaxed);
         }
         c
