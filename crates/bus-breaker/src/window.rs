@@ -164,7 +164,7 @@ impl Window {
     #[inline]
     pub(crate) fn settled_clean(&self) -> bool {
         match self {
-            Window::Count(w) => w.totals.load(Ordering::Acquire) == w.slots.len() as u64,
+            Window::Count(w) => w.full_clean(w.totals.load(Ordering::Acquire)),
             Window::Time(_) => false,
         }
     }
@@ -225,15 +225,20 @@ impl CountWindow {
         }
     }
 
+    /// Whether the packed totals `raw` say: every slot holds a fast success.
+    fn full_clean(&self, raw: u64) -> bool {
+        raw == self.slots.len() as u64 // calls == len, failures == slow == 0
+    }
+
     fn record(&self, mark: Mark) -> bool {
         if mark == Mark::Success {
             let raw = self.totals.load(Ordering::Acquire);
+            if self.full_clean(raw) {
+                // A ring full of successes stays so: nothing to write.
+                return false;
+            }
             let t = unpack(raw);
             if raw == t.calls && t.failures == 0 && t.slow == 0 {
-                if t.calls == self.slots.len() as u64 {
-                    // A ring full of successes stays so: nothing to write.
-                    return false;
-                }
                 // Clean ring, not yet full: only this thread's own line is
                 // written. Once this stripe alone could fill the ring, fold,
                 // which fills it: from then on clean successes write nothing.

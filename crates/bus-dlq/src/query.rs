@@ -375,7 +375,17 @@ pub trait DlqQuery {
     /// their own topic), for a running bus to pick up with
     /// [`take_replay_requests`](DlqQuery::take_replay_requests). Returns how many.
     fn request_replay(&self, filter: &Filter, target: Option<&Topic>) -> Result<u64, DlqError> {
-        let ids = ids_of(self, filter)?;
+        self.request_replay_ids(&ids_of(self, filter)?, target)
+    }
+
+    /// [`request_replay`](DlqQuery::request_replay) for letters already
+    /// selected (a caller that listed them marks exactly what it showed);
+    /// those no longer `dead` are skipped. Returns how many were marked.
+    fn request_replay_ids(
+        &self,
+        ids: &[LetterId],
+        target: Option<&Topic>,
+    ) -> Result<u64, DlqError> {
         let mut n = 0;
         for chunk in ids.chunks(PAGE) {
             n += self.set_state(

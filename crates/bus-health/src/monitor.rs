@@ -58,7 +58,6 @@ impl std::fmt::Debug for HealthMonitor {
 pub(crate) struct Inner {
     pub(crate) config: HealthConfig,
     pub(crate) clock: SharedClock,
-    started: Instant,
     window: Window,
     pub(crate) totals: Totals,
     pub(crate) latency: Latency,
@@ -138,7 +137,6 @@ impl HealthMonitorBuilder {
             alerts: Alerter::start(&self.config, sinks, weak.clone()),
             config: self.config,
             clock: self.clock,
-            started,
             totals: Totals::new(),
             latency: Latency::new(),
             circuits: Mutex::new(BTreeMap::new()),
@@ -214,7 +212,7 @@ impl Inner {
     }
 
     fn since_start(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.started).as_nanos()).unwrap_or(u64::MAX)
+        self.window.nanos(now)
     }
 
     fn on_event(&self, now: Instant, event: &BusEvent<'_>) {
@@ -351,7 +349,7 @@ impl Inner {
             status,
             reasons,
             generated_at: SystemTime::now(),
-            uptime_seconds: now.saturating_duration_since(self.started).as_secs_f64(),
+            uptime_seconds: Duration::from_nanos(self.since_start(now)).as_secs_f64(),
             window_seconds: window_secs,
             success_rate,
             delivery_success_rate: ratio(

@@ -97,7 +97,8 @@ impl Window {
         self.nanos(now) / self.bucket_nanos
     }
 
-    fn nanos(&self, now: Instant) -> u64 {
+    /// Nanoseconds from the window's start (the monitor's start) to `now`.
+    pub(crate) fn nanos(&self, now: Instant) -> u64 {
         u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
     }
 

@@ -513,7 +513,7 @@ impl Bus {
         self.shared.plugs.sink.record(&report);
         self.shared.event(&BusEvent::Failed { report: &report });
         let letter = DeadLetter::new(env, report, DeadLetterReason::QueueOverflow, group, group);
-        if let Err(leftover) = worker::store_letter(&self.shared, &letter) {
+        if let Err(leftover) = worker::store_letter(&self.shared, letter) {
             // The copy was accepted; with the DLQ refusing, keep it rather than lose it.
             if let Err(e) = self
                 .shared
@@ -626,7 +626,7 @@ fn dead_letter_at_shutdown(s: &Shared, group: &str, env: Envelope) -> Result<(),
     .with_attempt(env.attempt);
     report.record_recovery(false, Some(false), "dead-letter: shutdown");
     let letter = DeadLetter::new(env, report, DeadLetterReason::Shutdown, group, group);
-    worker::store_letter(s, &letter).map_err(|letter| {
+    worker::store_letter(s, letter).map_err(|letter| {
         inc(&s.counters.returned_at_shutdown);
         letter.envelope
     })
@@ -694,9 +694,12 @@ impl SubscriberBuilder<'_> {
         let component: Arc<str> = Arc::from(self.component.as_str());
         let group: Arc<str> = Arc::from(self.options.group.as_str());
         let subscriber = Arc::new(Subscriber::default());
+        // Every subscription first: a refusal then leaves no worker running.
+        let subs = (0..self.workers)
+            .map(|_| shared.transport.subscribe(&topic, &self.options))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut workers = Vec::with_capacity(self.workers);
-        for i in 0..self.workers {
-            let sub = shared.transport.subscribe(&topic, &self.options)?;
+        for (i, sub) in subs.into_iter().enumerate() {
             let ctx = worker::Worker {
                 shared: Arc::clone(shared),
                 sub,
@@ -757,6 +760,3 @@ impl SubscriptionHandle {
         self.subscriber.stop_and_join();
     }
 }
-
-#[cfg(test)]
-mod tests;

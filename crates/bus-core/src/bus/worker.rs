@@ -54,15 +54,15 @@ pub(super) fn letter_refused(shared: &Shared, letter: &DeadLetter, error: &crate
 
 /// Pushes a letter and waits for the store's answer (publish and shutdown
 /// paths). On failure the letter is handed back so the caller keeps the message.
-pub(super) fn store_letter(shared: &Shared, letter: &DeadLetter) -> Result<(), Box<DeadLetter>> {
-    match shared.plugs.dlq.push(letter) {
+pub(super) fn store_letter(shared: &Shared, letter: DeadLetter) -> Result<(), Box<DeadLetter>> {
+    match shared.plugs.dlq.push(&letter) {
         Ok(_) => {
-            letter_stored(shared, letter);
+            letter_stored(shared, &letter);
             Ok(())
         }
         Err(error) => {
-            letter_refused(shared, letter, &error);
-            Err(Box::new(letter.clone()))
+            letter_refused(shared, &letter, &error);
+            Err(Box::new(letter))
         }
     }
 }

@@ -32,7 +32,8 @@ pub(super) struct GroupQueue {
     ready: Condvar,
     /// Publishers wait here for room.
     space: Condvar,
-    /// Messages in the lanes, mirrored outside the lock for spinning consumers.
+    /// Messages in the lanes, mirrored outside the lock for spinning consumers
+    /// (only ever stored under the lock).
     queued: AtomicUsize,
     parked: AtomicUsize,
     closed: AtomicBool,
@@ -127,7 +128,7 @@ impl GroupQueue {
             OverflowPolicy::DiscardLowest => {
                 for lane in &mut st.lanes[..priority.index()] {
                     if let Some(victim) = lane.pop_front() {
-                        self.queued.fetch_sub(1, SeqCst);
+                        self.queued.store(st.queued(), SeqCst);
                         return Ok(Some(victim)); // its slot passes to the newcomer
                     }
                 }
@@ -166,7 +167,7 @@ impl GroupQueue {
 
     fn push(&self, st: &mut MutexGuard<'_, Lanes>, env: Envelope) {
         st.lanes[env.priority.index()].push_back(env);
-        self.queued.fetch_add(1, SeqCst);
+        self.queued.store(st.queued(), SeqCst);
         if st.consumers_waiting > 0 {
             self.ready.notify_one();
         }
@@ -227,7 +228,7 @@ impl GroupQueue {
 
     fn take(&self, st: &mut MutexGuard<'_, Lanes>) -> Option<Envelope> {
         let env = st.lanes.iter_mut().rev().find_map(VecDeque::pop_front)?;
-        self.queued.fetch_sub(1, SeqCst);
+        self.queued.store(st.queued(), SeqCst);
         st.depth -= 1;
         self.wake_publishers(st);
         Some(env)

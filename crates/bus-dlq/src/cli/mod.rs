@@ -319,12 +319,12 @@ fn replay(
     }
     let letters = dlq.list(&f)?;
     let ids: Vec<_> = letters.iter().map(|l| l.id).collect();
-    // Marking is one state change per letter, done by the store's own
-    // `request_replay` (the running bus re-publishes them).
+    // The letters listed are the ones marked (one read of the selection);
+    // the running bus re-publishes them.
     let marked = if dry_run {
         0
     } else {
-        dlq.request_replay(&f, target)?
+        dlq.request_replay_ids(&ids, target)?
     };
     if store.json {
         return json(
