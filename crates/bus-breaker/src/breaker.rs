@@ -218,6 +218,19 @@ impl CircuitBreaker {
         Word::unpack(self.state.load(Ordering::Acquire)).kind
     }
 
+    /// The state the next call would meet: like [`state`](Self::state), but
+    /// an open breaker whose wait has run out reports half-open (it moves
+    /// there lazily, on that next call). Health reports use this, so an
+    /// open breaker does not hold health down once traffic stops.
+    pub fn effective_state(&self) -> CircuitState {
+        match self.state() {
+            CircuitState::Open if self.now() >= self.deadline.load(Ordering::Acquire) => {
+                CircuitState::HalfOpen
+            }
+            state => state,
+        }
+    }
+
     /// Adds a transition listener.
     pub fn on_transition(&self, listener: Listener) {
         self.listeners.push(listener);

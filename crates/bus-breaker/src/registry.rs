@@ -125,18 +125,15 @@ impl BreakerRegistry {
         names
     }
 
-    /// Every breaker's name, state and metrics, sorted by name (for health
-    /// reports).
+    /// Every breaker's name, [effective state](CircuitBreaker::effective_state)
+    /// and metrics, sorted by name (for health reports).
     pub fn list(&self) -> Vec<(String, CircuitState, BreakerMetrics)> {
         let mut all: Vec<_> = self
             .breakers
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .map(|(name, b)| {
-                let m = b.metrics();
-                (name.clone(), m.state, m)
-            })
+            .map(|(name, b)| (name.clone(), b.effective_state(), b.metrics()))
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all

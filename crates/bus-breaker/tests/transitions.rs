@@ -486,3 +486,18 @@ fn metrics_snapshot_serializes() {
     assert_eq!(json["state"], "closed");
     assert_eq!(json["time_in_state"], "5s");
 }
+
+#[test]
+fn an_open_breaker_whose_wait_ran_out_is_effectively_half_open() {
+    let (b, clock) = breaker(cfg().consecutive_failures(Some(1)).build().unwrap());
+    trip(&b);
+    assert_eq!(b.effective_state(), CircuitState::Open);
+    clock.advance(b.config().wait_in_open);
+    // Nothing has called since: the state word still says open ...
+    assert_eq!(b.state(), CircuitState::Open);
+    // ... but the next call would be admitted as a probe.
+    assert_eq!(b.effective_state(), CircuitState::HalfOpen);
+    let probe = b.try_acquire().unwrap();
+    assert_eq!(b.state(), CircuitState::HalfOpen);
+    probe.success();
+}

@@ -310,11 +310,7 @@ fn default_guards(
     parts: &mut Parts,
 ) -> Result<Arc<dyn GuardProvider>, BuildError> {
     let registry = bus_breaker::BreakerRegistry::with_clock(cfg.breaker.clone(), Arc::clone(clock))
-        .map_err(|e| ConfigError::Invalid {
-            key: "breaker".into(),
-            value: "?".into(),
-            expected: e.to_string(),
-        })?;
+        .map_err(|e| cfg.breaker_error(e))?;
     let registry = Arc::new(registry);
     parts.breakers = Some(Arc::clone(&registry));
     Ok(registry)
@@ -338,22 +334,7 @@ fn default_recovery(
         .config(cfg.recovery.clone())
         .clock(Arc::clone(clock))
         .build()
-        .map_err(|e| match e {
-            bus_recovery::ConfigError::Invalid {
-                key,
-                value,
-                expected,
-            } => ConfigError::Invalid {
-                key: format!("recovery.{key}"),
-                value,
-                expected: expected.into(),
-            },
-            other => ConfigError::Invalid {
-                key: "recovery".into(),
-                value: "?".into(),
-                expected: other.to_string(),
-            },
-        })?;
+        .map_err(crate::config::recovery_error)?;
     Ok(Arc::new(r))
 }
 
@@ -380,20 +361,9 @@ fn add_health(
     if let Some(reg) = &parts.breakers {
         let reg = Arc::clone(reg);
         b = b.with_circuit_source(Arc::new(move || {
-            // An open breaker whose wait has run out admits the next call as
-            // a probe: it is half-open in all but name. Reporting it open
-            // would hold health down forever once traffic stops (breakers
-            // move to half-open lazily, on the next call).
             reg.list()
                 .into_iter()
-                .map(|(name, state, m)| {
-                    let waited_out = m.retry_after.is_some_and(|d| d.is_zero());
-                    if state == bus_core::CircuitState::Open && waited_out {
-                        (name, bus_core::CircuitState::HalfOpen)
-                    } else {
-                        (name, state)
-                    }
-                })
+                .map(|(name, state, _)| (name, state))
                 .collect()
         }));
     }

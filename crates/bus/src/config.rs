@@ -264,14 +264,7 @@ impl Config {
         #[cfg(feature = "breaker")]
         self.validate_breaker()?;
         #[cfg(feature = "recovery")]
-        self.recovery.validate().map_err(|e| match e {
-            bus_recovery::ConfigError::Invalid {
-                key,
-                value,
-                expected,
-            } => ConfigError::invalid(format!("recovery.{key}"), value, expected),
-            other => ConfigError::invalid("recovery", "?", other.to_string()),
-        })?;
+        self.recovery.validate().map_err(recovery_error)?;
         #[cfg(feature = "health")]
         self.health.validate().map_err(|e| match e {
             bus_health::ConfigError::Invalid { key, value, reason } => {
@@ -284,8 +277,14 @@ impl Config {
 
     #[cfg(feature = "breaker")]
     fn validate_breaker(&self) -> Result<(), ConfigError> {
+        self.breaker.validate().map_err(|e| self.breaker_error(e))
+    }
+
+    /// A breaker configuration error, named by its `breaker.*` key and value.
+    #[cfg(feature = "breaker")]
+    pub(crate) fn breaker_error(&self, e: bus_breaker::ConfigError) -> ConfigError {
         use bus_breaker::ConfigError as B;
-        self.breaker.validate().map_err(|e| match e {
+        match e {
             B::Percentage { field, value } => ConfigError::invalid(
                 format!("breaker.{field}"),
                 value,
@@ -299,7 +298,20 @@ impl Config {
                 ConfigError::invalid(format!("breaker.{field}"), value, reason)
             }
             other => ConfigError::invalid("breaker", "?", other.to_string()),
-        })
+        }
+    }
+}
+
+/// A recovery configuration error, named by its `recovery.*` key.
+#[cfg(feature = "recovery")]
+pub(crate) fn recovery_error(e: bus_recovery::ConfigError) -> ConfigError {
+    match e {
+        bus_recovery::ConfigError::Invalid {
+            key,
+            value,
+            expected,
+        } => ConfigError::invalid(format!("recovery.{key}"), value, expected),
+        other => ConfigError::invalid("recovery", "?", other.to_string()),
     }
 }
 

@@ -162,13 +162,20 @@ impl SqliteDlq {
     ) -> Result<crossbeam_channel::Receiver<writer::Outcome>, DlqError> {
         let row = EncodedRow::from_letter(letter)?;
         let (reply, answer) = crossbeam_channel::bounded(1);
-        let tx = self.tx.as_ref().ok_or(DlqError::Closed)?;
-        tx.send(Job {
-            row,
-            reply: Reply::Wait(reply),
-        })
-        .map_err(|_| DlqError::Closed)?;
+        self.submit(row, Reply::Wait(reply))
+            .map_err(|_| DlqError::Closed)?;
         Ok(answer)
+    }
+
+    /// Queues an encoded row for the writer; hands the reply back if the
+    /// writer is gone.
+    fn submit(&self, row: EncodedRow, reply: Reply) -> Result<(), Reply> {
+        match self.tx.as_ref() {
+            Some(tx) => tx
+                .send(Job { row, reply })
+                .map_err(|unsent| unsent.into_inner().reply),
+            None => Err(reply),
+        }
     }
 
     /// Runs SQLite's integrity check and decodes every row.
@@ -214,14 +221,8 @@ impl DeadLetterStore for SqliteDlq {
             Ok(row) => row,
             Err(e) => return done(Err(e), letter),
         };
-        let Some(tx) = self.tx.as_ref() else {
-            return done(Err(DlqError::Closed), letter);
-        };
-        if let Err(unsent) = tx.send(Job {
-            row,
-            reply: Reply::Then(done, Box::new(letter)),
-        }) {
-            unsent.into_inner().reply.send(writer::Outcome::Closed);
+        if let Err(reply) = self.submit(row, Reply::Then(done, Box::new(letter))) {
+            reply.send(writer::Outcome::Closed);
         }
     }
 }

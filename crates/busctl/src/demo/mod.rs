@@ -338,7 +338,7 @@ fn tick(bar: &ProgressBar, bus: &bus::Bus, target: Target, next: &AtomicU64, sta
     let s = bus.stats();
     let inventory = bus
         .breakers()
-        .map(|b| b.get("inventory").state().to_string())
+        .map(|b| b.get("inventory").effective_state().to_string())
         .unwrap_or_default();
     let health = bus
         .health()
