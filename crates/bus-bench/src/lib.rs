@@ -30,12 +30,11 @@
 #![warn(missing_docs)]
 
 mod fixture;
-mod rss;
 
+pub use bus_test::{ProcStatus, proc_status};
 pub use fixture::{
     BenchError, FailEvery, Fixture, OnOptions, OnRecovery, PAYLOAD_BYTES, TOPIC, payload,
 };
-pub use rss::{ProcStatus, proc_status};
 
 /// `true` when the process was started with `--quick` (criterion's short
 /// mode); the benches then move fewer messages per iteration.

@@ -13,48 +13,21 @@
 // A harness = false target is not cfg(test): allow unwrap as every test does.
 #![allow(clippy::unwrap_used)]
 
-use bus_core::{DeadLetter, DeadLetterReason, Envelope, Topic};
-use bus_dlq::{DeadLetterStore, DlqConfig, SqliteDlq};
-use bus_errors::{Classification, ErrorCategory, ErrorReport};
+mod support;
+
+use bus_dlq::{DlqConfig, SqliteDlq};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const PAYLOAD: usize = 1024;
+use support::{PAYLOAD, letters_per_thread, push_blocking, push_pipelined};
 
 fn scratch() -> tempfile::TempDir {
     // Same filesystem as the target directory.
     let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-scratch");
     std::fs::create_dir_all(&base).unwrap();
     tempfile::tempdir_in(base).unwrap()
-}
-
-fn letter() -> DeadLetter {
-    let env = Envelope::new(Topic::new("bench.orders").unwrap(), vec![0xAB_u8; PAYLOAD]);
-    let report = ErrorReport::new(
-        Classification::of(ErrorCategory::Timeout),
-        "bench",
-        "timed out after 1500ms",
-    );
-    DeadLetter::new(
-        env,
-        report,
-        DeadLetterReason::RetriesExhausted,
-        "bench",
-        "g",
-    )
-}
-
-/// `iters` letters shared out between `threads` pushers.
-fn letters_per_thread(threads: usize, iters: u64) -> Vec<Vec<DeadLetter>> {
-    (0..threads)
-        .map(|t| {
-            (0..iters / threads as u64 + u64::from((t as u64) < iters % threads as u64))
-                .map(|_| letter())
-                .collect()
-        })
-        .collect()
 }
 
 fn push_with(threads: usize, iters: u64) -> Duration {
@@ -67,22 +40,7 @@ fn push_chunks(threads: usize, iters: u64, chunk: usize) -> Duration {
     let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
     let letters = letters_per_thread(threads, iters);
     let start = Instant::now();
-    std::thread::scope(|s| {
-        for batch in &letters {
-            let dlq = &dlq;
-            s.spawn(move || {
-                if chunk == 1 {
-                    for l in batch {
-                        dlq.push(l).unwrap();
-                    }
-                } else {
-                    for c in batch.chunks(chunk) {
-                        assert!(dlq.push_many(c).iter().all(Result::is_ok));
-                    }
-                }
-            });
-        }
-    });
+    push_blocking(&dlq, &letters, chunk);
     let took = start.elapsed();
     dlq.close();
     took
@@ -91,27 +49,12 @@ fn push_chunks(threads: usize, iters: u64, chunk: usize) -> Duration {
 /// `threads` pushers handing letters over with `push_then` (as the bus's
 /// workers do): nobody waits for a commit, so batches fill up; the clock stops
 /// when the last letter is durable.
-fn push_pipelined(threads: usize, iters: u64) -> Duration {
+fn push_then_all(threads: usize, iters: u64) -> Duration {
     let dir = scratch();
     let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
     let letters = letters_per_thread(threads, iters);
-    let (done_tx, done_rx) = crossbeam_channel::unbounded::<bool>();
     let start = Instant::now();
-    std::thread::scope(|s| {
-        for batch in letters {
-            let dlq = &dlq;
-            let done_tx = done_tx.clone();
-            s.spawn(move || {
-                for l in batch {
-                    let tx = done_tx.clone();
-                    dlq.push_then(l, Box::new(move |r, _| tx.send(r.is_ok()).unwrap_or(())));
-                }
-            });
-        }
-    });
-    for _ in 0..iters {
-        assert!(done_rx.recv().unwrap(), "a pipelined push failed");
-    }
+    push_pipelined(&dlq, letters);
     let took = start.elapsed();
     dlq.close();
     took
@@ -142,7 +85,7 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|n| write_sync(n, 256))
     });
     g.bench_function("full_4_pushers_pipelined", |b| {
-        b.iter_custom(|n| push_pipelined(4, n))
+        b.iter_custom(|n| push_then_all(4, n))
     });
     g.bench_function("full_4_pushers_push_many_64", |b| {
         b.iter_custom(|n| push_chunks(4, n, 64))

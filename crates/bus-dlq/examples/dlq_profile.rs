@@ -4,64 +4,28 @@
 
 #![allow(clippy::unwrap_used)]
 
-use bus_core::{DeadLetter, DeadLetterReason, Envelope, Topic};
-use bus_dlq::{DeadLetterStore, DlqConfig, SqliteDlq};
-use bus_errors::{Classification, ErrorCategory, ErrorReport};
-use std::time::Instant;
+#[path = "../benches/support/mod.rs"]
+mod support;
 
-fn letter() -> DeadLetter {
-    let env = Envelope::new(Topic::new("bench.orders").unwrap(), vec![0xAB_u8; 1024]);
-    let report = ErrorReport::new(
-        Classification::of(ErrorCategory::Timeout),
-        "bench",
-        "timed out after 1500ms",
-    );
-    DeadLetter::new(
-        env,
-        report,
-        DeadLetterReason::RetriesExhausted,
-        "bench",
-        "g",
-    )
-}
+use bus_dlq::{DlqConfig, SqliteDlq};
+use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = std::path::PathBuf::from(&args[1]);
     let threads: usize = args[2].parse().unwrap();
-    let n: usize = args[3].parse().unwrap();
+    let total: u64 = args[3].parse().unwrap();
     let mode = args.get(4).map_or("push", String::as_str).to_owned();
     let _ = std::fs::remove_dir_all(&dir);
     let dlq = SqliteDlq::open(DlqConfig::new(&dir)).unwrap();
-    let letters: Vec<Vec<DeadLetter>> = (0..threads)
-        .map(|_| (0..n / threads).map(|_| letter()).collect())
-        .collect();
-    let (done_tx, done_rx) = crossbeam_channel::unbounded::<bool>();
+    let letters = support::letters_per_thread(threads, total);
     let start = Instant::now();
-    std::thread::scope(|s| {
-        for batch in letters {
-            let dlq = &dlq;
-            let done_tx = done_tx.clone();
-            let mode = mode.clone();
-            s.spawn(move || {
-                for l in batch {
-                    if mode == "then" {
-                        let tx = done_tx.clone();
-                        dlq.push_then(l, Box::new(move |r, _| tx.send(r.is_ok()).unwrap_or(())));
-                    } else {
-                        dlq.push(&l).unwrap();
-                    }
-                }
-            });
-        }
-    });
     if mode == "then" {
-        for _ in 0..(n / threads) * threads {
-            assert!(done_rx.recv().unwrap());
-        }
+        support::push_pipelined(&dlq, letters);
+    } else {
+        support::push_blocking(&dlq, &letters, 1);
     }
     let took = start.elapsed();
-    let total = (n / threads) * threads;
     eprintln!(
         "{total} letters, {threads} threads, {mode}: {:?}, {:.0}/s",
         took,

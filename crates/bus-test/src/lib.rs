@@ -30,8 +30,10 @@
 
 pub mod conformance;
 pub mod nats;
+mod proc;
 
 pub use bus_core::time::{Clock, ManualClock};
+pub use proc::{ProcStatus, proc_status};
 
 use bus_core::{
     BusEvent, BusStats, DeadLetter, DeadLetterStore, DlqError, Handler, LetterId,

@@ -40,12 +40,6 @@ buckets = 10
 const OUTAGE_START: u64 = 500;
 const OUTAGE_CALLS: u64 = 50;
 
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 #[test]
 fn no_message_is_lost_under_faults_outage_and_shutdown() {
     let soak = std::env::var_os("BUS_SOAK").is_some();
@@ -185,7 +179,7 @@ fn no_message_is_lost_under_faults_outage_and_shutdown() {
     let report = bus.shutdown(Duration::from_secs(60));
     let s = report.stats;
     let elapsed = started.elapsed();
-    let rss = peak_rss_kib();
+    let rss = bus_test::proc_status().map(|s| s.peak_rss_kib);
     eprintln!(
         "soak: {total} messages x 3 groups in {elapsed:.1?} ({:.0} deliveries/s; published by {published_in:.1?}, drained by {drained_in:.1?}, healthy by {healthy_in:.1?}); {s:?}; publisher retries after QueueFull: {}; peak RSS {} MiB",
         (3 * total) as f64 / elapsed.as_secs_f64(),
