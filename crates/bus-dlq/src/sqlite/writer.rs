@@ -217,6 +217,21 @@ fn totals(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
 }
 
+/// The largest rowid in `letters` (0 when empty).
+fn max_rowid(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT coalesce(max(rowid), 0) FROM letters")?
+        .query_row([], |r| r.get(0))
+}
+
+/// Bytes of the rows inserted after `max_rowid` returned `before`. Exact
+/// because the table has no `AUTOINCREMENT` and SQLite gives a new row the
+/// largest rowid plus one (it picks unused rowids at random only once the
+/// largest is `i64::MAX`, which no store reaches: nothing sets rowids).
+fn bytes_since(conn: &Connection, before: i64) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT coalesce(sum(row_bytes), 0) FROM letters WHERE rowid > ?1")?
+        .query_row([before], |r| r.get(0))
+}
+
 /// Opens a write transaction, inserts the batch and adds it to `totals`;
 /// the caller commits or rolls back.
 fn insert_all(
@@ -238,41 +253,37 @@ fn insert_all(
         .transpose()?;
     let mut one_stmt = conn.prepare_cached(&sql.one)?;
     let mut rest = batch;
-    let mut row_by_row = 0;
     while !rest.is_empty() {
-        if let (Some(chunk), Some(chunk_stmt)) = (
-            rest.get(..CHUNK).filter(|_| row_by_row == 0),
-            chunk_stmt.as_mut(),
-        ) {
+        if let (Some(chunk), Some(chunk_stmt)) = (rest.get(..CHUNK), chunk_stmt.as_mut()) {
             let chunk_bytes = chunk
                 .iter()
                 .fold(0_i64, |b, j| b.saturating_add(j.row.bytes_i64()));
             // Every row of the chunk fits even if all are new: the same
             // answers as row by row, in one statement.
             if all_fit(bounds, letters, bytes, CHUNK, chunk_bytes) {
-                run_cached(conn, "SAVEPOINT chunk")?;
+                // No savepoint around the chunk: one would copy every page
+                // the chunk touches to a statement journal (a temporary
+                // file), which cost more than the inserts' b-tree work.
+                let before = max_rowid(conn)?;
                 for (nth, job) in chunk.iter().enumerate() {
                     job.row.bind(chunk_stmt, nth)?;
                 }
-                if chunk_stmt.raw_execute()? == CHUNK {
-                    run_cached(conn, "RELEASE chunk")?;
-                    letters += CHUNK as i64;
-                    bytes = bytes.saturating_add(chunk_bytes);
-                    outcomes.extend(std::iter::repeat_n(Outcome::Stored, CHUNK));
-                    rest = &rest[CHUNK..];
+                let added = chunk_stmt.raw_execute()?;
+                letters += added as i64;
+                bytes = bytes.saturating_add(if added == CHUNK {
+                    chunk_bytes
                 } else {
-                    // Some ids are stored already: undo the chunk and insert
-                    // it row by row, to count exactly the new ones.
-                    run_cached(conn, "ROLLBACK TO chunk")?;
-                    run_cached(conn, "RELEASE chunk")?;
-                    row_by_row = CHUNK;
-                }
+                    // Some ids were stored already (`OR IGNORE` skipped
+                    // them): the new rows are those past the old last rowid.
+                    bytes_since(conn, before)?
+                });
+                outcomes.extend(std::iter::repeat_n(Outcome::Stored, CHUNK));
+                rest = &rest[CHUNK..];
                 continue;
             }
         }
         let (job, tail) = rest.split_first().expect("rest is not empty");
         rest = tail;
-        row_by_row = row_by_row.saturating_sub(1);
         let row_bytes = job.row.bytes_i64();
         if let Some(full) = over_bound(bounds, letters, bytes, row_bytes) {
             outcomes.push(Outcome::Full(full));
