@@ -10,8 +10,9 @@ pub const DB_FILE_NAME: &str = "dlq.sqlite";
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Durability {
-    /// The commit is fsynced (`synchronous=FULL`): the letter survives a
-    /// process crash and a power loss. The default.
+    /// The commit is fsynced before `push` answers (an `fdatasync` of the
+    /// WAL that started after the commit, run beside the writer): the
+    /// letter survives a process crash and a power loss. The default.
     #[default]
     Full,
     /// The commit reaches the operating system (`synchronous=NORMAL` in WAL

@@ -5,9 +5,10 @@
 //! group commit that is the writer, and every pusher of the next batch waits
 //! for the copy. Here the writer's WAL hook only signals a thread of its own,
 //! which runs `PASSIVE` checkpoints on its own connection while the writer
-//! goes on. Durability is SQLite's either way: a commit is durable once its
-//! WAL frames are synced (`synchronous=FULL`); a checkpoint only copies
-//! committed frames and syncs the database file before the WAL is reused.
+//! goes on. Durability is unchanged either way: a commit is durable once its
+//! WAL frames are synced (by the syncer thread under `Durability::Full`,
+//! see [`super::syncer`]); a checkpoint syncs the WAL before it copies
+//! committed frames and the database file before the WAL is reused.
 //!
 //! A passive checkpoint never waits for the writer, and SQLite starts the
 //! WAL over only when a commit finds every frame already copied, which a

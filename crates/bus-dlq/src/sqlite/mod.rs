@@ -4,12 +4,13 @@ mod checkpoint;
 mod filter_sql;
 mod row;
 mod schema;
+mod syncer;
 mod verify;
 mod writer;
 
 pub use verify::{BadRow, VerifyReport};
 
-use crate::config::DlqConfig;
+use crate::config::{DlqConfig, Durability};
 use crate::query::{DlqQuery, Filter};
 use crate::record::{LetterState, LetterSummary, StoredLetter, to_nanos};
 use bus_core::{DeadLetter, DeadLetterStore, DlqError, LetterId, PushDone, Topic};
@@ -29,9 +30,10 @@ use writer::{Bounds, Job, Reply, Shared};
 ///
 /// [`push`](DeadLetterStore::push) returns `Ok` only once the letter is
 /// committed with the configured [`Durability`](crate::Durability).
-/// Concurrent pushes share one transaction and one fsync (group commit). After
-/// a failed commit the store is poisoned and refuses every later push with
-/// [`DlqError::Poisoned`]. Other processes (`busctl dlq`) can read and work
+/// Concurrent pushes share one transaction and one fsync (group commit); under
+/// `Durability::Full` a syncer thread runs that fsync while the writer
+/// inserts the next batch. After a failed commit or a failed fsync the store
+/// is poisoned and refuses every later push with [`DlqError::Poisoned`]. Other processes (`busctl dlq`) can read and work
 /// the same file while it is open here.
 ///
 /// Queries, purges and replays ([`DlqQuery`]) run on a second connection
@@ -42,8 +44,12 @@ pub struct SqliteDlq {
     tx: Option<Sender<Job>>,
     writer: Option<JoinHandle<()>>,
     checkpointer: Option<JoinHandle<()>>,
+    syncer: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
     reader: Mutex<Connection>,
+    /// The syncer's handle on the WAL file (`Durability::Full`), closed only
+    /// after every connection (declared after `reader`): see [`syncer`].
+    _wal: Option<Arc<std::fs::File>>,
 }
 
 impl SqliteDlq {
@@ -72,11 +78,31 @@ impl SqliteDlq {
         let path = config.db_path();
         let mut admin = schema::connect(&path, config.durability)?;
         schema::prepare(&mut admin, &path)?;
-        let mut writer_conn = schema::connect(&path, config.durability)?;
+        // Under `Full` the syncer thread, not the commit, syncs the WAL: the
+        // writer's commits only write it (`synchronous=NORMAL`). Every other
+        // connection (purges, replays, imports, checkpoints) keeps `FULL`.
+        let full = config.durability == Durability::Full;
+        let wal = full
+            .then(|| syncer::open_wal(&path).map(Arc::new))
+            .transpose()?;
+        let mut writer_conn = schema::connect(&path, Durability::Normal)?;
         let checkpoint_conn = schema::connect(&path, config.durability)?;
         let checkpointer = checkpoint::start(&mut writer_conn, checkpoint_conn)?;
         schema::restrict_side_files(&path)?;
         let shared = Arc::new(Shared::default());
+        let (synced, syncer) = match &wal {
+            Some(wal) => {
+                // A few batches may wait for one sync; past that the writer
+                // waits for the disk (and pushers for the writer).
+                let (tx, rx) = crossbeam_channel::bounded(4);
+                let (wal, shared) = (Arc::clone(wal), Arc::clone(&shared));
+                let handle = std::thread::Builder::new()
+                    .name("bus-dlq-syncer".into())
+                    .spawn(move || syncer::run(&wal, &rx, &shared))?;
+                (Some(tx), Some(handle))
+            }
+            None => (None, None),
+        };
         // Bounded: `push_then` callers run ahead of the disk by at most a few
         // batches, then wait (backpressure instead of unbounded memory).
         let (tx, rx) = crossbeam_channel::bounded(config.max_batch.max(1) * 4);
@@ -88,14 +114,16 @@ impl SqliteDlq {
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("bus-dlq-writer".into())
-            .spawn(move || writer::run(writer_conn, rx, writer_shared, bounds))?;
+            .spawn(move || writer::run(writer_conn, rx, writer_shared, bounds, synced))?;
         Ok(Self {
             path,
             tx: Some(tx),
             writer: Some(writer),
             checkpointer: Some(checkpointer),
+            syncer,
             shared,
             reader: Mutex::new(admin),
+            _wal: wal,
         })
     }
 
@@ -121,10 +149,14 @@ impl SqliteDlq {
                 tracing::error!("dead-letter writer thread panicked");
             }
         }
-        // The writer's connection is closed: the checkpointer's channel too.
-        if let Some(c) = self.checkpointer.take() {
-            if c.join().is_err() {
-                tracing::error!("dead-letter checkpoint thread panicked");
+        // The writer's connection is closed: the checkpointer's channel too,
+        // and the syncer's, once it answered the last batches.
+        for (thread, name) in [
+            (self.syncer.take(), "syncer"),
+            (self.checkpointer.take(), "checkpoint"),
+        ] {
+            if thread.is_some_and(|t| t.join().is_err()) {
+                tracing::error!("dead-letter {name} thread panicked");
             }
         }
     }
@@ -185,6 +217,25 @@ impl SqliteDlq {
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.reader.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Test hook: hold the next WAL sync until the test answers on the
+    /// returned sender (`Err` fails it); the receiver hears when it starts.
+    #[cfg(test)]
+    pub(crate) fn gate_next_sync(
+        &self,
+    ) -> (
+        crossbeam_channel::Sender<std::io::Result<()>>,
+        crossbeam_channel::Receiver<()>,
+    ) {
+        let (go_tx, go) = crossbeam_channel::bounded(1);
+        let (reached, reached_rx) = crossbeam_channel::bounded(1);
+        *self
+            .shared
+            .sync_gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(writer::SyncGate { reached, go });
+        (go_tx, reached_rx)
     }
 
     #[cfg(test)]

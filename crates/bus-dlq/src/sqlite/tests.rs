@@ -325,3 +325,97 @@ fn replay_queries_use_the_partial_state_index() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].id, l.id);
 }
+
+/// How long a test waits for a thread it expects to get somewhere: a bound
+/// on a hang, not a pause (every wait ends as soon as the event happens).
+const EVENTUALLY: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[test]
+fn a_push_is_answered_only_after_a_sync_that_covers_its_commit() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = Arc::new(SqliteDlq::open(DlqConfig::new(dir.path())).unwrap());
+    let (go, reached) = dlq.gate_next_sync();
+
+    // push_then: the callback runs on whichever thread answers, so had the
+    // answer been sent before the sync started, it would be in `answered`
+    // before the syncer reaches the gate.
+    let first = letter("a", "x", 1);
+    let (answered_tx, answered) = crossbeam_channel::bounded(1);
+    dlq.push_then(
+        first.clone(),
+        Box::new(move |r, l| {
+            answered_tx
+                .send((r.map_err(|e| e.to_string()), l.id))
+                .unwrap()
+        }),
+    );
+    reached.recv_timeout(EVENTUALLY).expect("the sync starts");
+    // Committed (another connection reads it) but not yet durable: unanswered.
+    assert!(dlq.get(first.id).unwrap().is_some());
+    assert!(answered.try_recv().is_err(), "answered before the sync");
+    go.send(Ok(())).unwrap();
+    let (r, id) = answered.recv_timeout(EVENTUALLY).unwrap();
+    assert_eq!((r, id), (Ok(first.id), first.id));
+
+    // A blocking push the same way: it has not returned while the sync is held.
+    let (go, reached) = dlq.gate_next_sync();
+    let second = letter("a", "x", 2);
+    let pusher = std::thread::spawn({
+        let (dlq, second) = (Arc::clone(&dlq), second.clone());
+        move || dlq.push(&second)
+    });
+    reached.recv_timeout(EVENTUALLY).expect("the sync starts");
+    assert!(dlq.get(second.id).unwrap().is_some());
+    assert!(!pusher.is_finished(), "push returned before the sync");
+    go.send(Ok(())).unwrap();
+    assert_eq!(pusher.join().unwrap().unwrap(), second.id);
+    assert!(dlq.poisoned().is_none());
+}
+
+#[test]
+fn a_failed_sync_fails_the_pushes_it_covered_and_poisons_the_store() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = Arc::new(SqliteDlq::open(DlqConfig::new(dir.path())).unwrap());
+    let kept = letter("a", "x", 1);
+    dlq.push(&kept).unwrap();
+    let (go, reached) = dlq.gate_next_sync();
+    let lost = letter("a", "x", 2);
+    let pusher = std::thread::spawn({
+        let (dlq, lost) = (Arc::clone(&dlq), lost.clone());
+        move || dlq.push(&lost)
+    });
+    reached.recv_timeout(EVENTUALLY).expect("the sync starts");
+    go.send(Err(std::io::Error::other("injected EIO"))).unwrap();
+    let err = pusher.join().unwrap().unwrap_err();
+    assert!(
+        matches!(err, DlqError::Poisoned(ref m) if m.contains("syncing the WAL failed")),
+        "{err}"
+    );
+    assert!(dlq.poisoned().unwrap().contains("injected EIO"));
+    // Never retried and pretended: every later push is refused, both ways.
+    assert!(matches!(
+        dlq.push(&letter("a", "x", 3)),
+        Err(DlqError::Poisoned(_))
+    ));
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    dlq.push_then(
+        letter("a", "x", 4),
+        Box::new(move |r, _| tx.send(r).unwrap()),
+    );
+    assert!(matches!(rx.recv().unwrap(), Err(DlqError::Poisoned(_))));
+    // Reads still work; the earlier letter is there.
+    assert!(dlq.get(kept.id).unwrap().is_some());
+}
+
+#[test]
+fn normal_durability_answers_without_a_syncer() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq =
+        SqliteDlq::open(DlqConfig::new(dir.path()).with_durability(Durability::Normal)).unwrap();
+    assert!(dlq.syncer.is_none() && dlq._wal.is_none());
+    let l = letter("a", "x", 1);
+    dlq.push(&l).unwrap();
+    assert!(dlq.get(l.id).unwrap().is_some());
+}

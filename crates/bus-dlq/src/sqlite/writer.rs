@@ -4,12 +4,16 @@
 //! channel, and waits (`push`), or with a callback, and goes on (`push_then`:
 //! the bus settles the message in the callback, so a few workers can fill a
 //! large batch). The writer takes every row waiting (up to
-//! `max_batch`), inserts them in one transaction, commits once (one fsync
-//! under `Durability::Full`), and only then answers each pusher. While it
-//! commits, new rows queue up for the next batch.
+//! `max_batch`), inserts them in one transaction and commits once. Under
+//! `Durability::Normal` it then answers each pusher; under `Durability::Full`
+//! it hands the batch to the syncer thread, which answers once an fsync of
+//! the WAL covers the commit (see [`super::syncer`]), and goes on with the
+//! next batch while the disk works. While it inserts and commits, new rows
+//! queue up for the next batch.
 
 use super::row::{EncodedRow, insert_sql};
 use super::schema::{add_to_totals, db_err};
+use super::syncer::Committed;
 use bus_core::{DeadLetter, DlqError};
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::Connection;
@@ -89,6 +93,18 @@ pub(crate) struct Shared {
     pub(crate) poisoned: Mutex<Option<String>>,
     /// Test hook: make the next commit fail.
     pub(crate) fail_next_commit: AtomicBool,
+    /// Test hook: hold (or fail) the next WAL sync.
+    #[cfg(test)]
+    pub(crate) sync_gate: Mutex<Option<SyncGate>>,
+}
+
+/// Test hook: the syncer says on `reached` that a sync is about to start,
+/// then waits on `go`: `Ok` runs the real sync, `Err` fails it.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct SyncGate {
+    pub(crate) reached: Sender<()>,
+    pub(crate) go: Receiver<std::io::Result<()>>,
 }
 
 impl Shared {
@@ -99,7 +115,15 @@ impl Shared {
             .clone()
     }
 
-    fn poison(&self, why: String) {
+    #[cfg(test)]
+    pub(crate) fn take_sync_gate(&self) -> Option<SyncGate> {
+        self.sync_gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    pub(crate) fn poison(&self, why: String) {
         let mut p = self.poisoned.lock().unwrap_or_else(PoisonError::into_inner);
         if p.is_none() {
             tracing::error!(reason = %why, "dead-letter store poisoned: refusing further writes");
@@ -116,11 +140,19 @@ pub(crate) struct Bounds {
     pub(crate) max_batch: usize,
 }
 
-/// Runs until every sender is gone.
-pub(crate) fn run(conn: Connection, rx: Receiver<Job>, shared: Arc<Shared>, bounds: Bounds) {
+/// Runs until every sender is gone. With `synced`, committed batches are
+/// answered by the syncer thread once a WAL sync covers them
+/// (`Durability::Full`); without, right after the commit.
+pub(crate) fn run(
+    conn: Connection,
+    rx: Receiver<Job>,
+    shared: Arc<Shared>,
+    bounds: Bounds,
+    synced: Option<Sender<Committed>>,
+) {
     let sql = Sql::new();
-    let mut batch = Vec::with_capacity(bounds.max_batch);
     while let Ok(first) = rx.recv() {
+        let mut batch = Vec::with_capacity(bounds.max_batch.min(rx.len() + 1));
         batch.push(first);
         while batch.len() < bounds.max_batch {
             match rx.try_recv() {
@@ -128,12 +160,20 @@ pub(crate) fn run(conn: Connection, rx: Receiver<Job>, shared: Arc<Shared>, boun
                 Err(_) => break,
             }
         }
-        let outcomes = match shared.poison_reason() {
-            Some(why) => vec![Outcome::Poisoned(why); batch.len()],
+        let (outcomes, committed) = match shared.poison_reason() {
+            Some(why) => (vec![Outcome::Poisoned(why); batch.len()], false),
             None => commit_batch(&conn, &batch, &shared, bounds, &sql),
         };
-        for (job, outcome) in batch.drain(..).zip(outcomes) {
-            job.reply.send(outcome);
+        match synced.as_ref().filter(|_| committed) {
+            // The syncer only ends after this thread dropped its sender.
+            Some(syncer) => syncer
+                .send((batch, outcomes))
+                .expect("the syncer outlives the writer"),
+            None => {
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    job.reply.send(outcome);
+                }
+            }
         }
     }
 }
@@ -144,14 +184,14 @@ fn commit_batch(
     shared: &Shared,
     bounds: Bounds,
     sql: &Sql,
-) -> Vec<Outcome> {
+) -> (Vec<Outcome>, bool) {
     match insert_all(conn, batch, bounds, sql) {
         Err(e) => {
             // Nothing was committed: the pushers keep their messages and the
             // store stays usable (a busy lock or a full disk may pass).
             rollback(conn);
             let why = format!("dead-letter batch not stored: {}", db_err(e));
-            vec![Outcome::Failed(why); batch.len()]
+            (vec![Outcome::Failed(why); batch.len()], false)
         }
         Ok(tx_outcomes) => {
             let commit = if shared.fail_next_commit.swap(false, Ordering::SeqCst) {
@@ -164,14 +204,14 @@ fn commit_batch(
                 run_cached(conn, "COMMIT")
             };
             match commit {
-                Ok(()) => tx_outcomes,
+                Ok(()) => (tx_outcomes, true),
                 Err(e) => {
                     rollback(conn);
                     // Whether the data reached the disk is unknown: refuse
                     // every write from now on rather than pretend.
                     let why = format!("commit failed: {e}");
                     shared.poison(why.clone());
-                    vec![Outcome::Poisoned(why); batch.len()]
+                    (vec![Outcome::Poisoned(why); batch.len()], false)
                 }
             }
         }

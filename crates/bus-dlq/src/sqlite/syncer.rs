@@ -1,0 +1,112 @@
+//! `Durability::Full` without the writer waiting for the disk.
+//!
+//! Under `Full` the writer's connection runs `synchronous=NORMAL`: in WAL
+//! mode a commit then writes its frames to `dlq.sqlite-wal` and returns
+//! without an fsync. The writer hands the batch's replies to this thread and
+//! goes on with the next batch; this thread answers them only after an
+//! `fdatasync` of the WAL that *started after* their commit returned has
+//! completed. One sync covers every batch handed over before it started, so
+//! inserting the next batch and syncing the last one overlap, and the sync
+//! is shared by all of them.
+//!
+//! Why that is as durable as `synchronous=FULL` (which does the same fsync
+//! of the WAL inside each commit), following SQLite's documentation of
+//! `PRAGMA synchronous` and `wal.html`:
+//!
+//! - A commit is the WAL frames it appended, the last one marked as a
+//!   commit, checksummed and salted. Recovery after a power loss replays the
+//!   WAL up to the last valid commit frame. Once our `fdatasync` of the WAL
+//!   file returns, every frame written before it started is on the disk, so
+//!   the commits answered by it survive, exactly as if SQLite had issued the
+//!   sync itself (SQLite's authors say the same on its forum: syncing the
+//!   WAL file makes every earlier commit durable, whichever connection or
+//!   process made it).
+//! - Consistency never rests on us: under `NORMAL`, SQLite syncs the WAL
+//!   before every checkpoint copies frames into the database, syncs the
+//!   database after the copy (and only then records the frames as copied),
+//!   and syncs the new WAL header when the WAL starts over. A power loss
+//!   before our sync loses at most commits that were never answered `Ok`.
+//! - A checkpoint or a WAL restart between a commit and our sync is safe:
+//!   a checkpoint syncs the WAL first (so those frames are durable anyway),
+//!   and the WAL only starts over once every frame is copied into the
+//!   database and the database is synced. Our later sync then covers frames
+//!   of newer commits in the same file.
+//! - The file: SQLite keeps the same `-wal` file (same inode) while any
+//!   connection to the database is open: it deletes it only when the last
+//!   connection closes, and the store's reader connection is open until
+//!   after this thread has ended. The handle is opened once, after WAL mode
+//!   is on, and never closed while a connection is open: closing a
+//!   descriptor drops the process's POSIX locks on that file. When the store
+//!   opens, the WAL and the data directory are synced once, so the WAL's
+//!   directory entry is durable before any commit relies on it.
+//!
+//! A failed `fdatasync` poisons the store (after fsyncgate, a retry can
+//! succeed with the data gone): the batches it covered and every later one
+//! are answered with `DlqError::Poisoned`, never with `Ok`.
+
+use super::writer::{Job, Outcome, Shared};
+use crossbeam_channel::Receiver;
+use std::fs::File;
+
+/// One committed batch waiting for a sync: its jobs, and the answer each
+/// gets once the sync succeeded.
+pub(crate) type Committed = (Vec<Job>, Vec<Outcome>);
+
+/// Opens the WAL file of the database at `db` for syncing, and makes it and
+/// its directory entry durable. Call after WAL mode is on and while a
+/// connection is open (the WAL exists then).
+pub(crate) fn open_wal(db: &std::path::Path) -> std::io::Result<File> {
+    let mut path = db.as_os_str().to_owned();
+    path.push("-wal");
+    // Read-only: `fdatasync` needs no write access, and nothing here writes.
+    let wal = File::open(path)?;
+    wal.sync_data()?;
+    if let Some(dir) = db.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            dir
+        };
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(wal)
+}
+
+/// Runs until the writer drops its sender.
+pub(crate) fn run(wal: &File, rx: &Receiver<Committed>, shared: &Shared) {
+    let mut waiting: Vec<Committed> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        // Everything handed over so far was committed before this sync starts.
+        waiting.push(first);
+        waiting.extend(rx.try_iter());
+        let synced = match shared.poison_reason() {
+            Some(why) => Err(why),
+            None => sync(wal, shared).map_err(|e| {
+                let why = format!("syncing the WAL failed: {e}");
+                shared.poison(why.clone());
+                why
+            }),
+        };
+        for (jobs, outcomes) in waiting.drain(..) {
+            for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                job.reply.send(match &synced {
+                    Ok(()) => outcome,
+                    // Committed, but whether it is on the disk is unknown.
+                    Err(why) => Outcome::Poisoned(why.clone()),
+                });
+            }
+        }
+    }
+}
+
+#[cfg_attr(not(test), allow(unused_variables))]
+fn sync(wal: &File, shared: &Shared) -> std::io::Result<()> {
+    #[cfg(test)]
+    if let Some(gate) = shared.take_sync_gate() {
+        // Tests: say the sync is about to start, then wait to be let go (or
+        // be handed a failure instead of the real sync).
+        gate.reached.send(()).ok();
+        gate.go.recv().unwrap_or(Ok(()))?;
+    }
+    wal.sync_data()
+}
