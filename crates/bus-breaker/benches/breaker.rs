@@ -12,28 +12,29 @@ fn ok() -> Result<u64, std::io::Error> {
     Ok(black_box(1))
 }
 
-/// Runs `op` `iters` times on each of `threads` threads at once; the time per
+/// Runs an op `iters` times on each of `threads` threads at once; the time per
 /// call (wall time of the slowest thread divided by `iters`).
-fn per_call_on(threads: usize, iters: u64, op: Arc<dyn Fn() + Send + Sync>) -> Duration {
+fn per_call_on(threads: usize, iters: u64, op: &Op) -> Duration {
     thread_times(threads, iters, op)
         .into_iter()
         .max()
         .unwrap_or_default()
 }
 
-/// Runs `op` `iters` times on each of `threads` threads at once; each
-/// thread's wall time.
-fn thread_times(threads: usize, iters: u64, op: Arc<dyn Fn() + Send + Sync>) -> Vec<Duration> {
+/// Runs an op `iters` times on each of `threads` threads at once (each thread
+/// makes its own with `op`); each thread's wall time.
+fn thread_times(threads: usize, iters: u64, op: &Op) -> Vec<Duration> {
     let barrier = Arc::new(std::sync::Barrier::new(threads));
     let handles: Vec<_> = (0..threads)
         .map(|_| {
             let op = op.clone();
             let barrier = barrier.clone();
             std::thread::spawn(move || {
+                let mut call = op();
                 barrier.wait();
                 let start = Instant::now();
                 for _ in 0..iters {
-                    op();
+                    call();
                 }
                 start.elapsed()
             })
@@ -45,15 +46,35 @@ fn thread_times(threads: usize, iters: u64, op: Arc<dyn Fn() + Send + Sync>) -> 
         .collect()
 }
 
-type Op = Arc<dyn Fn() + Send + Sync>;
+/// Makes, on the thread that will run it, the call to time.
+type Op = Arc<dyn Fn() -> Box<dyn FnMut()> + Send + Sync>;
+
+/// An op whose every thread calls the same shared `f`.
+fn shared(f: impl Fn() + Send + Sync + 'static) -> Op {
+    let f = Arc::new(f);
+    Arc::new(move || {
+        let f = f.clone();
+        Box::new(move || f())
+    })
+}
+
+fn breaker() -> bus_breaker::CircuitBreaker {
+    bus_breaker::CircuitBreaker::builder("bench")
+        .build()
+        .expect("the default configuration is valid")
+}
+
+/// The control for "two threads are no slower per call than one": the same
+/// breaker code, but each thread calls a breaker of its own, so nothing at
+/// all is shared between the threads. Its two-thread/one-thread ratio is
+/// what this machine charges a second busy thread (frequency, a hypervisor
+/// sharing the cores); the shared breaker's ratio over it is what sharing
+/// the breaker costs.
+const PER_THREAD: &str = "bus-breaker-per-thread";
 
 /// (name, acquire+success if the library has a separate permit API, call with an Ok closure)
 fn contenders() -> Vec<(&'static str, Option<Op>, Op)> {
-    let ours = Arc::new(
-        bus_breaker::CircuitBreaker::builder("bench")
-            .build()
-            .expect("the default configuration is valid"),
-    );
+    let ours = Arc::new(breaker());
     let ours2 = ours.clone();
     let fs = failsafe::Config::new().build();
     let rc = Arc::new(recloser::Recloser::custom().build());
@@ -61,27 +82,37 @@ fn contenders() -> Vec<(&'static str, Option<Op>, Op)> {
     vec![
         (
             "bus-breaker",
-            Some(Arc::new(move || {
+            Some(shared(move || {
                 if let Ok(p) = ours.try_acquire() {
                     p.success();
                 }
             })),
-            Arc::new(move || {
+            shared(move || {
                 let _ = black_box(ours2.call(ok));
             }),
         ),
         (
             "failsafe",
             None,
-            Arc::new(move || {
+            shared(move || {
                 let _ = black_box(fs.call(ok));
             }),
         ),
         (
             "recloser",
             None,
-            Arc::new(move || {
+            shared(move || {
                 let _ = black_box(rc.call(ok));
+            }),
+        ),
+        (
+            PER_THREAD,
+            None,
+            Arc::new(|| {
+                let own = breaker();
+                Box::new(move || {
+                    let _ = black_box(own.call(ok));
+                })
             }),
         ),
     ]
@@ -95,11 +126,11 @@ fn closed_state(c: &mut Criterion) {
         for (name, acquire, call) in contenders() {
             if let Some(acquire) = acquire {
                 group.bench_function(format!("{name}/acquire+success"), |b| {
-                    b.iter_custom(|iters| per_call_on(threads, iters, acquire.clone()))
+                    b.iter_custom(|iters| per_call_on(threads, iters, &acquire))
                 });
             }
             group.bench_function(format!("{name}/call_ok"), |b| {
-                b.iter_custom(|iters| per_call_on(threads, iters, call.clone()))
+                b.iter_custom(|iters| per_call_on(threads, iters, &call))
             });
         }
         group.finish();
@@ -125,9 +156,9 @@ fn interleaved() {
     for round in 0..rounds {
         for k in 0..calls.len() {
             let i = (round + k) % calls.len();
-            let one = thread_times(1, iters, calls[i].1.clone());
+            let one = thread_times(1, iters, &calls[i].1);
             times[i][0].push(per_call(one[0]));
-            let two = thread_times(2, iters, calls[i].1.clone());
+            let two = thread_times(2, iters, &calls[i].1);
             let max = two.iter().max().copied().unwrap_or_default();
             times[i][1].push(per_call(max));
             let mean = two.iter().map(|d| per_call(*d)).sum::<f64>() / two.len() as f64;
@@ -142,6 +173,9 @@ fn interleaved() {
     let ours = &times[0];
     let mut json = format!("{{\n  \"rounds\": {rounds},\n  \"iters\": {iters}");
     for (i, (name, _)) in calls.iter().enumerate().skip(1) {
+        if *name == PER_THREAD {
+            continue;
+        }
         for (t, label) in [(0, "1_thread"), (1, "2_threads")] {
             let r = ratio(&ours[t], &times[i][t]);
             println!("interleaved: bus-breaker / {name} call_ok, {label}: {r:.3}");
@@ -160,6 +194,28 @@ fn interleaved() {
         let (one, two) = (median(times[i][0].clone()), median(times[i][1].clone()));
         json.push_str(&format!(
             ",\n  \"{name}_ns_1_thread\": {one:.2},\n  \"{name}_ns_2_threads\": {two:.2}"
+        ));
+    }
+    // Sharing's own cost: per round, the shared breaker's two/one ratio over
+    // the per-thread breakers' two/one ratio, measured moments apart.
+    let control = calls
+        .iter()
+        .position(|(name, _)| *name == PER_THREAD)
+        .expect("the control is a contender");
+    for (t, key, label) in [
+        (1, "two_over_one_over_control", "slowest thread"),
+        (2, "two_over_one_mean_over_control", "mean of the threads"),
+    ] {
+        let mut r: Vec<f64> = (0..rounds)
+            .map(|n| (ours[t][n] / ours[0][n]) / (times[control][t][n] / times[control][0][n]))
+            .collect();
+        r.sort_by(f64::total_cmp);
+        let (p25, mid, p75) = (r[rounds / 4], r[rounds / 2], r[rounds * 3 / 4]);
+        println!(
+            "interleaved: bus-breaker shared by 2 threads, 2 threads / 1 thread per call, over the same with a breaker per thread: {mid:.3} (p25 {p25:.3}, p75 {p75:.3}; {label})"
+        );
+        json.push_str(&format!(
+            ",\n  \"bus-breaker_{key}\": {mid:.4},\n  \"bus-breaker_{key}_p25\": {p25:.4},\n  \"bus-breaker_{key}_p75\": {p75:.4}"
         ));
     }
     json.push_str("\n}\n");
