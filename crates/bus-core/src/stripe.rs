@@ -107,20 +107,50 @@ impl Writer {
     }
 }
 
-/// This thread's stripe number (below [`STRIPES`]) and how it may write it.
-/// A thread exiting (its thread-locals already gone) shares.
-#[inline]
-fn claim() -> (usize, Writer) {
-    CLAIM
-        .try_with(|c| {
-            (
-                c.index,
-                Writer {
+/// The calling thread's stripe, looked up once and handed to several
+/// [`Striped::get`] calls: code that counts into a few striped structures
+/// per event pays for one thread-local lookup instead of one each. A thread
+/// exiting (its thread-locals already gone) gets the shared stripe.
+///
+/// ```
+/// use bus_core::stripe::{Stripe, Striped};
+/// use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+///
+/// let (hits, misses) = (Striped::new(|| AtomicU64::new(0)), Striped::new(|| AtomicU64::new(0)));
+/// let me = Stripe::current();
+/// let (h, w) = hits.get(me);
+/// w.add(h, 2);
+/// let (m, w) = misses.get(me);
+/// w.add(m, 1);
+/// assert_eq!(hits.iter().map(|c| c.load(Relaxed)).sum::<u64>(), 2);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stripe {
+    index: usize,
+    writer: Writer,
+    /// Not `Send`: an owned stripe is written with plain stores, which only
+    /// the thread that looked it up may do.
+    _here: std::marker::PhantomData<*const ()>,
+}
+
+impl Stripe {
+    /// The calling thread's stripe (not `Send`: each thread looks up its own).
+    #[inline]
+    pub fn current() -> Self {
+        CLAIM
+            .try_with(|c| Self {
+                index: c.index,
+                writer: Writer {
                     exclusive: c.exclusive,
                 },
-            )
-        })
-        .unwrap_or((SHARED, Writer { exclusive: false }))
+                _here: std::marker::PhantomData,
+            })
+            .unwrap_or(Self {
+                index: SHARED,
+                writer: Writer { exclusive: false },
+                _here: std::marker::PhantomData,
+            })
+    }
 }
 
 /// This thread's stripe number, below [`STRIPES`]: the same for its whole
@@ -134,7 +164,7 @@ fn claim() -> (usize, Writer) {
 /// ```
 #[inline]
 pub fn index() -> usize {
-    claim().0
+    Stripe::current().index
 }
 
 /// [`STRIPES`] copies of `T`, each cache-padded.
@@ -160,9 +190,15 @@ impl<T> Striped<T> {
     /// The calling thread's copy, and how to write it.
     #[inline]
     pub fn mine(&self) -> (&T, Writer) {
-        let (index, writer) = claim();
+        self.get(Stripe::current())
+    }
+
+    /// The copy of `stripe` (the calling thread's, from [`Stripe::current`]),
+    /// and how to write it.
+    #[inline]
+    pub fn get(&self, stripe: Stripe) -> (&T, Writer) {
         // `index < STRIPES == self.0.len()`.
-        (&self.0[index], writer)
+        (&self.0[stripe.index], stripe.writer)
     }
 
     /// Every copy, for readers to combine.

@@ -5,6 +5,7 @@ use crate::alert::{AlertKind, Alerter};
 use crate::config::{ConfigError, HealthConfig};
 use crate::report::{Counts, HealthReport, HealthStatus, LatencySummary};
 use crate::window::{Cursor, Kind, Latency, SLOTS, Totals, Window, category_slot, reason_index};
+use bus_core::stripe::Stripe;
 use bus_core::time::{SharedClock, system_clock};
 use bus_core::{BusEvent, CircuitState, Observer, QueueDepth};
 use bus_errors::{ErrorCategory, Severity};
@@ -206,9 +207,9 @@ impl HealthMonitor {
 }
 
 impl Inner {
-    fn count(&self, tick: Cursor, slot: usize) {
-        self.totals.add(slot);
-        self.window.add(tick, slot);
+    fn count(&self, tick: Cursor, slot: usize, me: Stripe) {
+        self.totals.add(slot, me);
+        self.window.add(tick, slot, me);
     }
 
     fn since_start(&self, now: Instant) -> u64 {
@@ -217,26 +218,28 @@ impl Inner {
 
     fn on_event(&self, now: Instant, event: &BusEvent<'_>) {
         let tick = self.window.cursor(now);
+        // One thread-local lookup for every count this event makes.
+        let me = Stripe::current();
         match *event {
             BusEvent::Published { copies, .. } => {
-                self.count(tick, Kind::Published as usize);
-                self.totals.add_copies(u64::from(copies));
+                self.count(tick, Kind::Published as usize, me);
+                self.totals.add_copies(u64::from(copies), me);
             }
-            BusEvent::Rejected { .. } => self.count(tick, Kind::Rejected as usize),
+            BusEvent::Rejected { .. } => self.count(tick, Kind::Rejected as usize, me),
             BusEvent::Acked {
                 handler_time,
                 attempt,
                 ..
             } => {
-                self.count(tick, Kind::Acked as usize);
+                self.count(tick, Kind::Acked as usize, me);
                 if attempt > 1 {
-                    self.count(tick, Kind::Recovered as usize);
+                    self.count(tick, Kind::Recovered as usize, me);
                 }
-                self.latency.record(handler_time);
+                self.latency.record(handler_time, me);
             }
             BusEvent::Failed { report } => {
-                self.count(tick, Kind::Failed as usize);
-                self.count(tick, category_slot(report.category));
+                self.count(tick, Kind::Failed as usize, me);
+                self.count(tick, category_slot(report.category), me);
                 if report.severity == Severity::Critical {
                     self.alerts.raise_report(
                         self.since_start(now),
@@ -245,18 +248,18 @@ impl Inner {
                     );
                 }
             }
-            BusEvent::Retried { .. } => self.count(tick, Kind::Retried as usize),
+            BusEvent::Retried { .. } => self.count(tick, Kind::Retried as usize, me),
             BusEvent::DeadLettered { reason, .. } => {
-                self.count(tick, Kind::DeadLettered as usize);
+                self.count(tick, Kind::DeadLettered as usize, me);
                 self.totals.dlq_reasons[reason_index(reason)].fetch_add(1, Ordering::Relaxed);
             }
             BusEvent::Escalated { report } => {
-                self.count(tick, Kind::Escalated as usize);
+                self.count(tick, Kind::Escalated as usize, me);
                 self.alerts
                     .raise_report(self.since_start(now), AlertKind::Escalated, report);
             }
-            BusEvent::Discarded { .. } => self.count(tick, Kind::Discarded as usize),
-            BusEvent::Parked { .. } => self.count(tick, Kind::Parked as usize),
+            BusEvent::Discarded { .. } => self.count(tick, Kind::Discarded as usize, me),
+            BusEvent::Parked { .. } => self.count(tick, Kind::Parked as usize, me),
             BusEvent::CircuitTransition { component, to, .. } => {
                 self.totals
                     .circuit_transitions

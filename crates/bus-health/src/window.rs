@@ -14,7 +14,7 @@
 //! rest of the event.) A thread that owns its stripe counts with plain loads
 //! and stores: five locked instructions in a row were most of an event.
 
-use bus_core::stripe::Striped;
+use bus_core::stripe::{Stripe, Striped};
 use bus_errors::ErrorCategory;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -138,8 +138,8 @@ impl Window {
 
     /// Adds one to `slot` in the bucket of `at`, in this thread's stripe.
     #[inline]
-    pub(crate) fn add(&self, at: Cursor, slot: usize) {
-        let (ring, writer) = self.stripes.mine();
+    pub(crate) fn add(&self, at: Cursor, slot: usize, me: Stripe) {
+        let (ring, writer) = self.stripes.get(me);
         let tag = at.tag;
         writer.update(&ring[at.idx].0[slot], |cur| {
             let cur_tag = (cur >> 32) as u32;
@@ -217,14 +217,14 @@ impl Totals {
     }
 
     #[inline]
-    pub(crate) fn add(&self, slot: usize) {
-        let (cells, writer) = self.hot.mine();
+    pub(crate) fn add(&self, slot: usize, me: Stripe) {
+        let (cells, writer) = self.hot.get(me);
         writer.add(&cells[slot], 1);
     }
 
     #[inline]
-    pub(crate) fn add_copies(&self, copies: u64) {
-        let (cells, writer) = self.hot.mine();
+    pub(crate) fn add_copies(&self, copies: u64, me: Stripe) {
+        let (cells, writer) = self.hot.get(me);
         writer.add(&cells[SLOTS], copies);
     }
 
@@ -273,14 +273,14 @@ impl Latency {
     }
 
     #[inline]
-    pub(crate) fn record(&self, d: Duration) {
+    pub(crate) fn record(&self, d: Duration, me: Stripe) {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let idx = self
             .bounds_nanos
             .iter()
             .position(|&b| nanos <= b)
             .unwrap_or(LATENCY_BOUNDS.len());
-        let (cells, writer) = self.cells.mine();
+        let (cells, writer) = self.cells.get(me);
         writer.add(&cells[idx], 1);
         writer.add(&cells[SUM], nanos);
     }
@@ -327,15 +327,15 @@ mod tests {
         let t0 = Instant::now();
         let w = Window::new(t0, Duration::from_secs(10), 10);
         for _ in 0..3 {
-            w.add(w.cursor_at(0), 1);
+            w.add(w.cursor_at(0), 1, Stripe::current());
         }
-        w.add(w.cursor_at(5), 1);
+        w.add(w.cursor_at(5), 1, Stripe::current());
         assert_eq!(w.sum(5)[1], 4);
         assert_eq!(w.sum(9)[1], 4);
         assert_eq!(w.sum(10)[1], 1, "tick 0 left the window");
         assert_eq!(w.sum(15)[1], 0);
         // the slot of tick 0 is reused by tick 10 without leftovers
-        w.add(w.cursor_at(10), 1);
+        w.add(w.cursor_at(10), 1, Stripe::current());
         assert_eq!(w.sum(10)[1], 2);
     }
 
@@ -357,8 +357,8 @@ mod tests {
     #[test]
     fn a_late_writer_never_clobbers_a_newer_bucket() {
         let w = Window::new(Instant::now(), Duration::from_secs(4), 4);
-        w.add(w.cursor_at(8), 0);
-        w.add(w.cursor_at(4), 0); // same slot, older tick
+        w.add(w.cursor_at(8), 0, Stripe::current());
+        w.add(w.cursor_at(4), 0, Stripe::current()); // same slot, older tick
         assert_eq!(w.sum(8)[0], 1);
     }
 
@@ -366,10 +366,10 @@ mod tests {
     fn latency_quantiles_use_bucket_bounds() {
         let l = Latency::new();
         for _ in 0..90 {
-            l.record(Duration::from_micros(50));
+            l.record(Duration::from_micros(50), Stripe::current());
         }
         for _ in 0..10 {
-            l.record(Duration::from_millis(200));
+            l.record(Duration::from_millis(200), Stripe::current());
         }
         let r = l.read();
         assert_eq!(r.count(), 100);

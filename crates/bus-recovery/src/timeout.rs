@@ -10,7 +10,7 @@ use crate::ConfigError;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -82,6 +82,10 @@ pub struct AdaptiveDeadlines {
     config: DeadlineConfig,
     bases: HashMap<String, Duration>,
     entries: ArcSwap<HashMap<String, Arc<Entry>>>,
+    /// Whether `entries` has ever held one: until a first timeout, every
+    /// delivery's lookups are one load of this flag instead of a map load
+    /// and a string hash.
+    adapted: AtomicBool,
     insert: Mutex<()>,
 }
 
@@ -92,6 +96,7 @@ impl AdaptiveDeadlines {
             config,
             bases,
             entries: ArcSwap::from_pointee(HashMap::new()),
+            adapted: AtomicBool::new(false),
             insert: Mutex::new(()),
         }
     }
@@ -102,12 +107,17 @@ impl AdaptiveDeadlines {
     }
 
     fn base_of(&self, component: &str) -> Option<Duration> {
+        if self.bases.is_empty() {
+            return self.config.default;
+        }
         self.bases.get(component).copied().or(self.config.default)
     }
 
     /// The deadline for `component`'s next delivery.
     pub fn deadline(&self, component: &str) -> Option<Duration> {
-        if let Some(e) = self.entries.load().get(component) {
+        if self.adapted.load(Ordering::Acquire)
+            && let Some(e) = self.entries.load().get(component)
+        {
             return Some(Duration::from_nanos(e.current.load(Ordering::Relaxed)));
         }
         self.base_of(component)
@@ -130,6 +140,7 @@ impl AdaptiveDeadlines {
             })
         }));
         self.entries.store(Arc::new(map));
+        self.adapted.store(true, Ordering::Release);
         Some(entry)
     }
 
@@ -153,10 +164,10 @@ impl AdaptiveDeadlines {
     /// Records a success of `component`: every `shrink_after`-th success in a
     /// row shrinks its deadline one step toward the base. Lock-free.
     pub fn on_success(&self, component: &str) {
-        let map = self.entries.load();
-        if map.is_empty() {
+        if !self.adapted.load(Ordering::Acquire) {
             return;
         }
+        let map = self.entries.load();
         let Some(entry) = map.get(component) else {
             return;
         };

@@ -442,23 +442,11 @@ impl Bus {
                         copies: receipt.copies,
                     });
                 }
-                for (group, env) in receipt.closed {
-                    // The transport closed mid-publish (shutdown): the copy
-                    // was accepted, so it is dead-lettered like the rest of
-                    // what close returned.
-                    if let Err(env) = dead_letter_at_shutdown(s, &group, env) {
-                        tracing::error!(message_id = %env.id, group = %group, "a copy accepted during shutdown could not be dead-lettered");
-                    }
-                }
-                for (group, env) in receipt.spilled {
-                    self.spill(&group, env);
-                }
-                for (group, env) in receipt.discarded {
-                    self.discard(
-                        &group,
-                        &env,
-                        "queue full: discarded under the discard_lowest overflow policy",
-                    );
+                if !(receipt.closed.is_empty()
+                    && receipt.spilled.is_empty()
+                    && receipt.discarded.is_empty())
+                {
+                    self.leftovers(receipt);
                 }
                 Ok(id)
             }
@@ -478,6 +466,30 @@ impl Bus {
                 let name = topic.as_ref().map_or("-", Topic::as_str);
                 Err(self.rejected(name, e))
             }
+        }
+    }
+
+    /// Settles what a publish's receipt handed back: copies enqueued as the
+    /// transport closed, copies spilled by a full queue, messages discarded.
+    #[cold]
+    fn leftovers(&self, receipt: crate::Receipt) {
+        for (group, env) in receipt.closed {
+            // The transport closed mid-publish (shutdown): the copy
+            // was accepted, so it is dead-lettered like the rest of
+            // what close returned.
+            if let Err(env) = dead_letter_at_shutdown(&self.shared, &group, env) {
+                tracing::error!(message_id = %env.id, group = %group, "a copy accepted during shutdown could not be dead-lettered");
+            }
+        }
+        for (group, env) in receipt.spilled {
+            self.spill(&group, env);
+        }
+        for (group, env) in receipt.discarded {
+            self.discard(
+                &group,
+                &env,
+                "queue full: discarded under the discard_lowest overflow policy",
+            );
         }
     }
 

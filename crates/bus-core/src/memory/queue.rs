@@ -138,6 +138,18 @@ impl GroupQueue {
         }
     }
 
+    /// Enqueues if there is room now: a reserve and a push in one critical
+    /// section (the publish of a topic with one group). No room, or a closed
+    /// queue: the message is handed back untouched.
+    pub(super) fn try_push(&self, env: Envelope) -> Result<(), Envelope> {
+        let mut st = self.lock();
+        if !self.try_reserve(&mut st) {
+            return Err(env);
+        }
+        self.push(&mut st, env);
+        Ok(())
+    }
+
     /// Gives back a slot reserved by [`reserve`](Self::reserve) but not used.
     pub(super) fn unreserve(&self) {
         let mut st = self.lock();
