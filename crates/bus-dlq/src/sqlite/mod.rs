@@ -90,16 +90,22 @@ impl SqliteDlq {
         let checkpointer = checkpoint::start(&mut writer_conn, checkpoint_conn)?;
         schema::restrict_side_files(&path)?;
         let shared = Arc::new(Shared::default());
-        let (synced, syncer) = match &wal {
+        let (sync_to, syncer) = match &wal {
             Some(wal) => {
                 // A few batches may wait for one sync; past that the writer
                 // waits for the disk (and pushers for the writer).
                 let (tx, rx) = crossbeam_channel::bounded(4);
-                let (wal, shared) = (Arc::clone(wal), Arc::clone(&shared));
                 let handle = std::thread::Builder::new()
                     .name("bus-dlq-syncer".into())
-                    .spawn(move || syncer::run(&wal, &rx, &shared))?;
-                (Some(tx), Some(handle))
+                    .spawn({
+                        let (wal, shared) = (Arc::clone(wal), Arc::clone(&shared));
+                        move || syncer::run(&wal, &rx, &shared)
+                    })?;
+                let sync_to = writer::SyncTo {
+                    syncer: tx,
+                    wal: Arc::clone(wal),
+                };
+                (Some(sync_to), Some(handle))
             }
             None => (None, None),
         };
@@ -114,7 +120,7 @@ impl SqliteDlq {
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("bus-dlq-writer".into())
-            .spawn(move || writer::run(writer_conn, rx, writer_shared, bounds, synced))?;
+            .spawn(move || writer::run(writer_conn, rx, writer_shared, bounds, sync_to))?;
         Ok(Self {
             path,
             tx: Some(tx),
@@ -220,13 +226,14 @@ impl SqliteDlq {
     }
 
     /// Test hook: hold the next WAL sync until the test answers on the
-    /// returned sender (`Err` fails it); the receiver hears when it starts.
+    /// returned sender (`Err` fails it); the receiver hears when it starts,
+    /// and on which thread.
     #[cfg(test)]
     pub(crate) fn gate_next_sync(
         &self,
     ) -> (
         crossbeam_channel::Sender<std::io::Result<()>>,
-        crossbeam_channel::Receiver<()>,
+        crossbeam_channel::Receiver<String>,
     ) {
         let (go_tx, go) = crossbeam_channel::bounded(1);
         let (reached, reached_rx) = crossbeam_channel::bounded(1);
@@ -236,6 +243,15 @@ impl SqliteDlq {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(writer::SyncGate { reached, go });
         (go_tx, reached_rx)
+    }
+
+    /// Test hook: every committed batch goes to the syncer thread, none is
+    /// synced on the writer.
+    #[cfg(test)]
+    pub(crate) fn never_sync_inline(&self) {
+        self.shared
+            .never_sync_inline
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     #[cfg(test)]

@@ -7,7 +7,10 @@
 //! `fdatasync` of the WAL that *started after* their commit returned has
 //! completed. One sync covers every batch handed over before it started, so
 //! inserting the next batch and syncing the last one overlap, and the sync
-//! is shared by all of them.
+//! is shared by all of them. When no push is waiting and this thread has
+//! nothing in hand, the writer syncs the batch itself
+//! ([`sync_and_answer`]): there is nothing to overlap with, and a lone
+//! pusher then waits for one thread fewer to wake up.
 //!
 //! Why that is as durable as `synchronous=FULL` (which does the same fsync
 //! of the WAL inside each commit), following SQLite's documentation of
@@ -47,6 +50,7 @@
 use super::writer::{Job, Outcome, Shared};
 use crossbeam_channel::Receiver;
 use std::fs::File;
+use std::sync::atomic::Ordering;
 
 /// One committed batch waiting for a sync: its jobs, and the answer each
 /// gets once the sync succeeded.
@@ -79,22 +83,37 @@ pub(crate) fn run(wal: &File, rx: &Receiver<Committed>, shared: &Shared) {
         // Everything handed over so far was committed before this sync starts.
         waiting.push(first);
         waiting.extend(rx.try_iter());
-        let synced = match shared.poison_reason() {
-            Some(why) => Err(why),
-            None => sync(wal, shared).map_err(|e| {
-                let why = format!("syncing the WAL failed: {e}");
-                shared.poison(why.clone());
-                why
-            }),
-        };
-        for (jobs, outcomes) in waiting.drain(..) {
-            for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                job.reply.send(match &synced {
-                    Ok(()) => outcome,
-                    // Committed, but whether it is on the disk is unknown.
-                    Err(why) => Outcome::Poisoned(why.clone()),
-                });
-            }
+        let handed = waiting.len();
+        sync_and_answer(wal, shared, waiting.drain(..));
+        shared.handed_to_syncer.fetch_sub(handed, Ordering::AcqRel);
+    }
+}
+
+/// Syncs the WAL, then answers every batch in `committed`, all of which
+/// were committed before this call: with their outcomes if the sync
+/// succeeded, `Poisoned` if it failed (the failure poisons the store) or the
+/// store was poisoned already. Runs on the syncer thread, or on the writer
+/// when nothing else is waiting (see [`super::writer::run`]).
+pub(crate) fn sync_and_answer(
+    wal: &File,
+    shared: &Shared,
+    committed: impl IntoIterator<Item = Committed>,
+) {
+    let synced = match shared.poison_reason() {
+        Some(why) => Err(why),
+        None => sync(wal, shared).map_err(|e| {
+            let why = format!("syncing the WAL failed: {e}");
+            shared.poison(why.clone());
+            why
+        }),
+    };
+    for (jobs, outcomes) in committed {
+        for (job, outcome) in jobs.into_iter().zip(outcomes) {
+            job.reply.send(match &synced {
+                Ok(()) => outcome,
+                // Committed, but whether it is on the disk is unknown.
+                Err(why) => Outcome::Poisoned(why.clone()),
+            });
         }
     }
 }
@@ -103,9 +122,10 @@ pub(crate) fn run(wal: &File, rx: &Receiver<Committed>, shared: &Shared) {
 fn sync(wal: &File, shared: &Shared) -> std::io::Result<()> {
     #[cfg(test)]
     if let Some(gate) = shared.take_sync_gate() {
-        // Tests: say the sync is about to start, then wait to be let go (or
+        // Tests: say which thread is about to sync, then wait to be let go (or
         // be handed a failure instead of the real sync).
-        gate.reached.send(()).ok();
+        let thread = std::thread::current().name().unwrap_or("").to_owned();
+        gate.reached.send(thread).ok();
         gate.go.recv().unwrap_or(Ok(()))?;
     }
     wal.sync_data()

@@ -330,11 +330,33 @@ fn replay_queries_use_the_partial_state_index() {
 /// on a hang, not a pause (every wait ends as soon as the event happens).
 const EVENTUALLY: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// A `Full` store whose batches are synced on the writer when it is idle
+/// (`inline`), or always on the syncer thread.
+fn full_store(dir: &std::path::Path, inline: bool) -> (std::sync::Arc<SqliteDlq>, &'static str) {
+    let dlq = SqliteDlq::open(DlqConfig::new(dir)).unwrap();
+    if !inline {
+        dlq.never_sync_inline();
+    }
+    // A lone push with nothing handed to the syncer is synced on the writer.
+    let syncs_on = if inline {
+        "bus-dlq-writer"
+    } else {
+        "bus-dlq-syncer"
+    };
+    (std::sync::Arc::new(dlq), syncs_on)
+}
+
 #[test]
 fn a_push_is_answered_only_after_a_sync_that_covers_its_commit() {
+    for inline in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (dlq, syncs_on) = full_store(dir.path(), inline);
+        answered_only_after_sync(&dlq, syncs_on);
+    }
+}
+
+fn answered_only_after_sync(dlq: &std::sync::Arc<SqliteDlq>, syncs_on: &str) {
     use std::sync::Arc;
-    let dir = tempfile::tempdir().unwrap();
-    let dlq = Arc::new(SqliteDlq::open(DlqConfig::new(dir.path())).unwrap());
     let (go, reached) = dlq.gate_next_sync();
 
     // push_then: the callback runs on whichever thread answers, so had the
@@ -350,7 +372,8 @@ fn a_push_is_answered_only_after_a_sync_that_covers_its_commit() {
                 .unwrap()
         }),
     );
-    reached.recv_timeout(EVENTUALLY).expect("the sync starts");
+    let on = reached.recv_timeout(EVENTUALLY).expect("the sync starts");
+    assert_eq!(on, syncs_on);
     // Committed (another connection reads it) but not yet durable: unanswered.
     assert!(dlq.get(first.id).unwrap().is_some());
     assert!(answered.try_recv().is_err(), "answered before the sync");
@@ -362,10 +385,11 @@ fn a_push_is_answered_only_after_a_sync_that_covers_its_commit() {
     let (go, reached) = dlq.gate_next_sync();
     let second = letter("a", "x", 2);
     let pusher = std::thread::spawn({
-        let (dlq, second) = (Arc::clone(&dlq), second.clone());
+        let (dlq, second) = (Arc::clone(dlq), second.clone());
         move || dlq.push(&second)
     });
-    reached.recv_timeout(EVENTUALLY).expect("the sync starts");
+    let on = reached.recv_timeout(EVENTUALLY).expect("the sync starts");
+    assert_eq!(on, syncs_on);
     assert!(dlq.get(second.id).unwrap().is_some());
     assert!(!pusher.is_finished(), "push returned before the sync");
     go.send(Ok(())).unwrap();
@@ -375,18 +399,25 @@ fn a_push_is_answered_only_after_a_sync_that_covers_its_commit() {
 
 #[test]
 fn a_failed_sync_fails_the_pushes_it_covered_and_poisons_the_store() {
+    for inline in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (dlq, syncs_on) = full_store(dir.path(), inline);
+        failed_sync_poisons(&dlq, syncs_on);
+    }
+}
+
+fn failed_sync_poisons(dlq: &std::sync::Arc<SqliteDlq>, syncs_on: &str) {
     use std::sync::Arc;
-    let dir = tempfile::tempdir().unwrap();
-    let dlq = Arc::new(SqliteDlq::open(DlqConfig::new(dir.path())).unwrap());
     let kept = letter("a", "x", 1);
     dlq.push(&kept).unwrap();
     let (go, reached) = dlq.gate_next_sync();
     let lost = letter("a", "x", 2);
     let pusher = std::thread::spawn({
-        let (dlq, lost) = (Arc::clone(&dlq), lost.clone());
+        let (dlq, lost) = (Arc::clone(dlq), lost.clone());
         move || dlq.push(&lost)
     });
-    reached.recv_timeout(EVENTUALLY).expect("the sync starts");
+    let on = reached.recv_timeout(EVENTUALLY).expect("the sync starts");
+    assert_eq!(on, syncs_on);
     go.send(Err(std::io::Error::other("injected EIO"))).unwrap();
     let err = pusher.join().unwrap().unwrap_err();
     assert!(
@@ -418,4 +449,38 @@ fn normal_durability_answers_without_a_syncer() {
     let l = letter("a", "x", 1);
     dlq.push(&l).unwrap();
     assert!(dlq.get(l.id).unwrap().is_some());
+}
+
+#[test]
+fn the_writer_commits_the_next_batch_while_the_syncer_syncs_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dlq, _) = full_store(dir.path(), false);
+    let (go, reached) = dlq.gate_next_sync();
+    let (answers_tx, answers) = crossbeam_channel::unbounded();
+    let first = letter("a", "x", 1);
+    let answer = answers_tx.clone();
+    dlq.push_then(
+        first,
+        Box::new(move |r, l| answer.send((r.is_ok(), l.id)).unwrap()),
+    );
+    reached.recv_timeout(EVENTUALLY).expect("the sync starts");
+    // The first sync is held; the writer still takes and commits the next.
+    let second = letter("a", "x", 2);
+    let answer = answers_tx.clone();
+    dlq.push_then(
+        second.clone(),
+        Box::new(move |r, l| answer.send((r.is_ok(), l.id)).unwrap()),
+    );
+    let deadline = std::time::Instant::now() + EVENTUALLY;
+    while dlq.get(second.id).unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "never committed");
+        std::thread::yield_now();
+    }
+    assert!(answers.try_recv().is_err(), "answered before its sync");
+    go.send(Ok(())).unwrap();
+    // Both answered Ok: the second by the first sync or the next one.
+    let mut got = [answers.recv().unwrap(), answers.recv().unwrap()];
+    got.sort();
+    assert!(got.iter().all(|(ok, _)| *ok));
+    assert!(got.iter().any(|(_, id)| *id == second.id));
 }

@@ -13,11 +13,12 @@
 
 use super::row::{EncodedRow, insert_sql};
 use super::schema::{add_to_totals, db_err};
-use super::syncer::Committed;
+use super::syncer::{self, Committed};
 use bus_core::{DeadLetter, DlqError};
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::Connection;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The answer to one push, cheap to clone across a batch.
@@ -93,17 +94,22 @@ pub(crate) struct Shared {
     pub(crate) poisoned: Mutex<Option<String>>,
     /// Test hook: make the next commit fail.
     pub(crate) fail_next_commit: AtomicBool,
+    /// Batches handed to the syncer thread and not answered yet.
+    pub(crate) handed_to_syncer: AtomicUsize,
     /// Test hook: hold (or fail) the next WAL sync.
     #[cfg(test)]
     pub(crate) sync_gate: Mutex<Option<SyncGate>>,
+    /// Test hook: always hand batches to the syncer thread.
+    #[cfg(test)]
+    pub(crate) never_sync_inline: AtomicBool,
 }
 
-/// Test hook: the syncer says on `reached` that a sync is about to start,
-/// then waits on `go`: `Ok` runs the real sync, `Err` fails it.
+/// Test hook: the thread about to sync sends its name on `reached`, then
+/// waits on `go`: `Ok` runs the real sync, `Err` fails it.
 #[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct SyncGate {
-    pub(crate) reached: Sender<()>,
+    pub(crate) reached: Sender<String>,
     pub(crate) go: Receiver<std::io::Result<()>>,
 }
 
@@ -113,6 +119,16 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Whether the writer may sync a batch itself: the syncer has none in
+    /// hand (nothing to overlap with).
+    fn may_sync_inline(&self) -> bool {
+        #[cfg(test)]
+        if self.never_sync_inline.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.handed_to_syncer.load(Ordering::Acquire) == 0
     }
 
     #[cfg(test)]
@@ -140,15 +156,24 @@ pub(crate) struct Bounds {
     pub(crate) max_batch: usize,
 }
 
-/// Runs until every sender is gone. With `synced`, committed batches are
-/// answered by the syncer thread once a WAL sync covers them
-/// (`Durability::Full`); without, right after the commit.
+/// Where a committed batch goes under `Durability::Full`: the syncer thread,
+/// and the WAL the writer syncs itself when nothing else waits.
+pub(crate) struct SyncTo {
+    pub(crate) syncer: Sender<Committed>,
+    pub(crate) wal: Arc<File>,
+}
+
+/// Runs until every sender is gone. With `sync_to` (`Durability::Full`), a
+/// committed batch is answered once a WAL sync covers it: by the syncer
+/// thread, so this thread goes on with the next batch, or here, when no
+/// push is waiting and the syncer has nothing in hand (a lone pusher then
+/// waits for no second thread to wake up).
 pub(crate) fn run(
     conn: Connection,
     rx: Receiver<Job>,
     shared: Arc<Shared>,
     bounds: Bounds,
-    synced: Option<Sender<Committed>>,
+    sync_to: Option<SyncTo>,
 ) {
     let sql = Sql::new();
     while let Ok(first) = rx.recv() {
@@ -164,11 +189,17 @@ pub(crate) fn run(
             Some(why) => (vec![Outcome::Poisoned(why); batch.len()], false),
             None => commit_batch(&conn, &batch, &shared, bounds, &sql),
         };
-        match synced.as_ref().filter(|_| committed) {
-            // The syncer only ends after this thread dropped its sender.
-            Some(syncer) => syncer
-                .send((batch, outcomes))
-                .expect("the syncer outlives the writer"),
+        match sync_to.as_ref().filter(|_| committed) {
+            Some(to) if rx.is_empty() && shared.may_sync_inline() => {
+                syncer::sync_and_answer(&to.wal, &shared, [(batch, outcomes)]);
+            }
+            Some(to) => {
+                shared.handed_to_syncer.fetch_add(1, Ordering::AcqRel);
+                // The syncer only ends after this thread dropped its sender.
+                to.syncer
+                    .send((batch, outcomes))
+                    .expect("the syncer outlives the writer");
+            }
             None => {
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
                     job.reply.send(outcome);
