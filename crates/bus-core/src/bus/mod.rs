@@ -19,7 +19,7 @@ use bus_errors::{
     Classification, Classifier, DefaultClassifier, ErrorCategory, ErrorReport, Sanitizer, Severity,
 };
 use bytes::Bytes;
-use stats::{Counters, add, inc};
+use stats::{Counter, Counters};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -435,7 +435,8 @@ impl Bus {
         let topic = s.plugs.observing.then(|| envelope.topic.clone());
         match s.transport.publish(envelope, timeout) {
             Ok(receipt) => {
-                add(&s.counters.published, u64::from(receipt.copies));
+                s.counters
+                    .add(Counter::published, u64::from(receipt.copies));
                 if let Some(topic) = &topic {
                     s.event(&BusEvent::Published {
                         topic,
@@ -453,7 +454,7 @@ impl Bus {
             Err(PublishError::NoSubscribers { envelope })
                 if s.config.unrouted == Unrouted::Discard =>
             {
-                inc(&s.counters.published);
+                s.counters.inc(Counter::published);
                 self.discard(
                     "-",
                     &envelope,
@@ -495,8 +496,8 @@ impl Bus {
 
     fn rejected(&self, topic: &str, err: PublishError) -> PublishError {
         let c = &self.shared.counters;
-        inc(&c.published);
-        inc(&c.rejected_at_publish);
+        c.inc(Counter::published);
+        c.inc(Counter::rejected_at_publish);
         self.shared.event(&BusEvent::Rejected {
             topic,
             reason: err.kind(),
@@ -506,7 +507,7 @@ impl Bus {
 
     fn discard(&self, component: &str, env: &Envelope, reason: &str) {
         tracing::warn!(message_id = %env.id, topic = %env.topic, component, reason, "message discarded by policy");
-        inc(&self.shared.counters.discarded_by_policy);
+        self.shared.counters.inc(Counter::discarded_by_policy);
         self.shared.event(&BusEvent::Discarded {
             topic: &env.topic,
             component,
@@ -533,7 +534,7 @@ impl Bus {
                 .publish(leftover.envelope, Duration::ZERO)
             {
                 tracing::error!(error = %e, "overflow copy could neither be dead-lettered nor re-queued");
-                inc(&self.shared.counters.returned_at_shutdown);
+                self.shared.counters.inc(Counter::returned_at_shutdown);
             }
         }
     }
@@ -639,7 +640,7 @@ fn dead_letter_at_shutdown(s: &Shared, group: &str, env: Envelope) -> Result<(),
     report.record_recovery(false, Some(false), "dead-letter: shutdown");
     let letter = DeadLetter::new(env, report, DeadLetterReason::Shutdown, group, group);
     worker::store_letter(s, letter).map_err(|letter| {
-        inc(&s.counters.returned_at_shutdown);
+        s.counters.inc(Counter::returned_at_shutdown);
         letter.envelope
     })
 }

@@ -1,6 +1,6 @@
 //! The bus's ledger: live counters that account for every message.
 
-use crossbeam_utils::CachePadded;
+use crate::stripe::Striped;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -69,16 +69,52 @@ impl BusStats {
 
 macro_rules! counters {
     ($($name:ident),* $(,)?) => {
-        /// Live counters, each on its own cache line.
-        #[derive(Debug, Default)]
-        pub(crate) struct Counters { $(pub(crate) $name: CachePadded<AtomicU64>,)* }
+        /// One live counter of the ledger.
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy)]
+        pub(crate) enum Counter { $($name,)* }
+
+        const COUNTERS: usize = [$(Counter::$name),*].len();
 
         impl Counters {
             pub(crate) fn snapshot(&self) -> BusStats {
-                BusStats { $($name: self.$name.load(Relaxed),)* }
+                BusStats { $($name: self.sum(Counter::$name),)* }
             }
         }
     };
+}
+
+/// Live counters, striped: publishers and workers count at once on every
+/// message, and each thread writes only its own stripe (a plain load and
+/// store, no locked instruction, no line shared with another counting
+/// thread). A snapshot sums the stripes.
+#[derive(Debug)]
+pub(crate) struct Counters(Striped<[AtomicU64; COUNTERS]>);
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self(Striped::new(|| std::array::from_fn(|_| AtomicU64::new(0))))
+    }
+}
+
+impl Counters {
+    #[inline]
+    pub(crate) fn add(&self, c: Counter, n: u64) {
+        let (cells, writer) = self.0.mine();
+        writer.add(&cells[c as usize], n);
+    }
+
+    #[inline]
+    pub(crate) fn inc(&self, c: Counter) {
+        self.add(c, 1);
+    }
+
+    fn sum(&self, c: Counter) -> u64 {
+        self.0
+            .iter()
+            .map(|cells| cells[c as usize].load(Relaxed))
+            .sum()
+    }
 }
 
 counters!(
@@ -94,11 +130,3 @@ counters!(
     parked,
     dlq_write_failures,
 );
-
-pub(crate) fn add(c: &CachePadded<AtomicU64>, n: u64) {
-    c.fetch_add(n, Relaxed);
-}
-
-pub(crate) fn inc(c: &CachePadded<AtomicU64>) {
-    c.fetch_add(1, Relaxed);
-}

@@ -3,7 +3,7 @@
 //! transport.
 
 use super::Shared;
-use super::stats::inc;
+use super::stats::Counter;
 use crate::dlq::DeadLetter;
 use crate::guard::{Guard, Outcome};
 use crate::observe::BusEvent;
@@ -27,7 +27,7 @@ pub(super) struct Worker {
 
 /// Books a letter the store accepted.
 pub(super) fn letter_stored(shared: &Shared, letter: &DeadLetter) {
-    inc(&shared.counters.dead_lettered);
+    shared.counters.inc(Counter::dead_lettered);
     if shared.dlq_failing.swap(false, Ordering::AcqRel) {
         shared.event(&BusEvent::DlqRecovered {
             component: &letter.component,
@@ -43,7 +43,7 @@ pub(super) fn letter_stored(shared: &Shared, letter: &DeadLetter) {
 
 /// Books a letter the store refused: the store is unhealthy, the message stays.
 pub(super) fn letter_refused(shared: &Shared, letter: &DeadLetter, error: &crate::DlqError) {
-    inc(&shared.counters.dlq_write_failures);
+    shared.counters.inc(Counter::dlq_write_failures);
     shared.dlq_failing.store(true, Ordering::Release);
     tracing::error!(%error, message_id = %letter.envelope.id, "dead-letter store refused a write; the message stays queued");
     shared.event(&BusEvent::DlqWriteFailed {
@@ -81,7 +81,7 @@ impl Worker {
             let permit = match self.guard.try_acquire() {
                 Ok(permit) => permit,
                 Err(rejected) => {
-                    inc(&self.shared.counters.parked);
+                    self.shared.counters.inc(Counter::parked);
                     self.shared.event(&BusEvent::Parked {
                         component: &self.component,
                         state: rejected.state,
@@ -157,7 +157,7 @@ impl Worker {
                     },
                 );
                 delivery.ack();
-                inc(&s.counters.acked);
+                s.counters.inc(Counter::acked);
                 return;
             }
             Ok(Err(e)) => (e, false),
@@ -179,9 +179,9 @@ impl Worker {
         ended: Instant,
     ) {
         let s = &*self.shared;
-        inc(&s.counters.failed);
+        s.counters.inc(Counter::failed);
         if panicked {
-            inc(&s.counters.panics);
+            s.counters.inc(Counter::panics);
         }
         let env = delivery.envelope();
         let ctx = ErrorContext::new(&self.component)
@@ -238,7 +238,7 @@ impl Worker {
                 let env = delivery.envelope_mut();
                 let failed_attempt = env.attempt;
                 env.attempt += 1;
-                inc(&s.counters.retried);
+                s.counters.inc(Counter::retried);
                 s.event_at(
                     ended,
                     &BusEvent::Retried {
@@ -294,7 +294,7 @@ impl Worker {
             Decision::Discard { reason } => {
                 let env = delivery.envelope();
                 tracing::warn!(message_id = %env.id, topic = %env.topic, component = %self.component, %reason, "message discarded by recovery policy");
-                inc(&s.counters.discarded_by_policy);
+                s.counters.inc(Counter::discarded_by_policy);
                 s.event_at(
                     ended,
                     &BusEvent::Discarded {
