@@ -261,6 +261,17 @@ pub trait Transport: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Puts one group's copy back into that group's queue, past its bound:
+    /// a copy a [`Receipt`] handed back as `spilled` that the dead-letter
+    /// store then refused. Only that group gets it (publishing it again
+    /// would give every group a second copy). Hands it back if it cannot:
+    /// the transport is closed, or keeps no bounded queues of its own (the
+    /// default).
+    fn requeue(&self, group: &str, envelope: Envelope) -> Result<(), Envelope> {
+        let _ = group;
+        Err(envelope)
+    }
+
     /// Stops the transport and hands back every message it still holds that
     /// was never settled (queued or waiting for a delayed redelivery), with its
     /// group. Durable transports, whose messages survive in the broker, return
@@ -286,6 +297,9 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     }
     fn queue_depths(&self) -> Vec<QueueDepth> {
         (**self).queue_depths()
+    }
+    fn requeue(&self, group: &str, envelope: Envelope) -> Result<(), Envelope> {
+        (**self).requeue(group, envelope)
     }
     fn close(&self) -> Vec<(Arc<str>, Envelope)> {
         (**self).close()

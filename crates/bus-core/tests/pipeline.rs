@@ -293,6 +293,49 @@ fn a_full_queue_under_dead_letter_spills_to_the_dlq_with_a_queue_overflow_report
     assert_eq!(letter.report.category, ErrorCategory::QueueOverflow);
 }
 
+/// A copy spilled by a full queue that the dead-letter store also refuses
+/// goes back into its own group's queue: the other group gets no second
+/// copy, and the ledger balances.
+#[test]
+fn a_spilled_copy_the_dlq_refuses_is_requeued_to_its_group_only() {
+    let dlq = FlakyStore::failing_first(1);
+    let bus = Bus::builder().dead_letters(dlq.clone()).build();
+    let (open, gated) = gate();
+    let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let other = Arc::clone(&seen);
+    bus.subscriber("small")
+        .topic("t")
+        .capacity(1)
+        .overflow(OverflowPolicy::DeadLetter)
+        .start(gated)
+        .unwrap();
+    bus.subscriber("other")
+        .topic("t")
+        .start(move |m: &Message<'_>| -> Result<(), HandlerError> {
+            other.lock().unwrap().push(m.payload.to_vec());
+            Ok(())
+        })
+        .unwrap();
+    bus.publish("t", &b"in-handler"[..]).unwrap();
+    assert!(wait_until(LONG, || bus
+        .queue_depths()
+        .iter()
+        .all(|q| q.depth == 0)));
+    bus.publish("t", &b"queued"[..]).unwrap();
+    bus.publish("t", &b"spilled"[..]).unwrap();
+    assert_eq!(dlq.refused(), 1, "the spill met a refusing store");
+    open.store(true, SeqCst);
+    let s = bus.shutdown(LONG).stats;
+    assert_invariant(&s);
+    assert_eq!((s.published, s.acked, s.dead_lettered), (6, 6, 0));
+    let mut other_got = seen.lock().unwrap().clone();
+    other_got.sort();
+    assert_eq!(
+        other_got,
+        [&b"in-handler"[..], b"queued", b"spilled"].map(<[u8]>::to_vec)
+    );
+}
+
 #[test]
 fn a_full_queue_under_discard_lowest_discards_and_counts_only_lower_priorities() {
     let observer = RecordingObserver::new();

@@ -527,13 +527,10 @@ impl Bus {
         self.shared.event(&BusEvent::Failed { report: &report });
         let letter = DeadLetter::new(env, report, DeadLetterReason::QueueOverflow, group, group);
         if let Err(leftover) = worker::store_letter(&self.shared, letter) {
-            // The copy was accepted; with the DLQ refusing, keep it rather than lose it.
-            if let Err(e) = self
-                .shared
-                .transport
-                .publish(leftover.envelope, Duration::ZERO)
-            {
-                tracing::error!(error = %e, "overflow copy could neither be dead-lettered nor re-queued");
+            // The copy was accepted; with the DLQ refusing, it goes back into
+            // its own group's queue past the bound rather than be lost.
+            if let Err(env) = self.shared.transport.requeue(group, leftover.envelope) {
+                tracing::error!(message_id = %env.id, group, "overflow copy could neither be dead-lettered nor re-queued (transport closed)");
                 self.shared.counters.inc(Counter::returned_at_shutdown);
             }
         }

@@ -287,6 +287,20 @@ impl Transport for MemoryTransport {
         out
     }
 
+    fn requeue(&self, group: &str, envelope: Envelope) -> Result<(), Envelope> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(envelope);
+        }
+        let routes = self.routes.load();
+        let Some(g) = routes
+            .get(&envelope.topic)
+            .and_then(|gs| gs.iter().find(|g| *g.queue.name == *group))
+        else {
+            return Err(envelope);
+        };
+        g.queue.requeue(envelope)
+    }
+
     fn close(&self) -> Vec<(Arc<str>, Envelope)> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Vec::new();

@@ -181,6 +181,18 @@ impl GroupQueue {
         self.push(&mut st, env);
     }
 
+    /// Enqueues regardless of the bound, unless the queue was drained (then
+    /// the message is handed back: nobody would take it).
+    pub(super) fn requeue(&self, env: Envelope) -> Result<(), Envelope> {
+        let mut st = self.lock();
+        if self.closed.load(SeqCst) {
+            return Err(env);
+        }
+        st.depth += 1;
+        self.push(&mut st, env);
+        Ok(())
+    }
+
     fn push(&self, st: &mut MutexGuard<'_, Lanes>, env: Envelope) {
         st.lanes[env.priority.index()].push_back(env);
         self.queued.store(st.queued(), Relaxed);
