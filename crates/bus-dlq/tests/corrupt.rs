@@ -84,7 +84,7 @@ fn a_row_tampered_with_is_reported_by_verify() {
     dlq.push(&bad).unwrap();
     let c = rusqlite::Connection::open(dir.path().join("dlq.sqlite")).unwrap();
     c.execute(
-        "UPDATE letters SET report_json = '{broken' WHERE id = ?",
+        "UPDATE letters SET detail_json = '{broken' WHERE id = ?",
         [bad.id.to_string()],
     )
     .unwrap();
@@ -95,7 +95,7 @@ fn a_row_tampered_with_is_reported_by_verify() {
     assert_eq!(report.bad_rows.len(), 1);
     assert_eq!(report.bad_rows[0].id, bad.id.to_string());
     assert!(
-        report.bad_rows[0].error.contains("report_json"),
+        report.bad_rows[0].error.contains("detail_json"),
         "{:?}",
         report.bad_rows
     );

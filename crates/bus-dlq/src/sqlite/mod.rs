@@ -406,7 +406,7 @@ impl DlqQuery for SqliteDlq {
         let tx = conn.transaction().map_err(db_err)?;
         let (mut n, mut bytes) = (0, 0_i64);
         {
-            let mut stmt = tx.prepare_cached(&row::insert_sql(1)).map_err(db_err)?;
+            let mut stmt = tx.prepare_cached(&row::import_sql()).map_err(db_err)?;
             for r in &rows {
                 if r.insert(&mut stmt).map_err(db_err)? {
                     n += 1;

@@ -6,69 +6,117 @@ use crate::record::{
 use bus_core::{AttemptRecord, Bytes, DeadLetter, DeadLetterReason, DlqError, Envelope, Topic};
 use bus_errors::ErrorReport;
 use rusqlite::{Row as SqlRow, ToSql};
-use std::time::SystemTime;
 
 /// The summary columns, in the order [`summary_from_row`] reads them.
-pub(crate) const SUMMARY_COLUMNS: &str = "id, message_id, topic, category, severity, reason, \
-    component, \"group\", error_type, error_message, signature, first_failure_at, \
-    last_failure_at, dead_lettered_at, attempts, length(payload), state, replayed_at";
+pub(crate) const SUMMARY_COLUMNS: &str = "id, topic, category, component, error_message, \
+    signature, first_failure_at, last_failure_at, dead_lettered_at, length(payload), state, \
+    replayed_at, summary_json";
 
-/// The columns [`decode`] reads, in order.
-pub(crate) const FULL_COLUMNS: &str = "id, payload, envelope_json, report_json, history_json, \
-    reason_json, component, \"group\", dead_lettered_at, state, replayed_at, replay_topic, signature";
+/// The columns [`decode`] reads, in order ([`FULL_COLUMN_COUNT`] of them).
+pub(crate) const FULL_COLUMNS: &str = "id, payload, summary_json, detail_json, component, \
+    dead_lettered_at, state, replayed_at, replay_topic, signature";
 
-/// The columns an insert sets, in the order [`EncodedRow::bind`] binds them.
-const INSERT_COLUMNS: &str = "id, message_id, topic, category, severity, reason, component, \
-    \"group\", error_type, error_message, signature, first_failure_at, last_failure_at, \
-    dead_lettered_at, attempts, payload, envelope_json, report_json, history_json, \
-    reason_json, state, replayed_at, replay_topic, row_bytes";
+/// How many columns [`FULL_COLUMNS`] names.
+pub(crate) const FULL_COLUMN_COUNT: usize = 10;
+
+/// The columns a push sets, in the order [`EncodedRow::bind`] binds them;
+/// `state`, `replayed_at` and `replay_topic` keep their defaults.
+const PUSH_COLUMNS: &str = "id, topic, category, component, error_message, signature, \
+    first_failure_at, last_failure_at, dead_lettered_at, payload, summary_json, detail_json, \
+    row_bytes";
 
 /// Parameters per row in [`insert_sql`].
-const PARAMS_PER_ROW: usize = 24;
+const PARAMS_PER_ROW: usize = 13;
 
-/// `INSERT OR IGNORE` of `rows` rows in one statement (ids already stored
-/// are skipped): one statement per chunk of a batch saves SQLite the
+/// `INSERT OR IGNORE` of `rows` pushed letters in one statement (ids already
+/// stored are skipped): one statement per chunk of a batch saves SQLite the
 /// per-statement work (cursors on the table and its indexes, reset) per row.
 pub(crate) fn insert_sql(rows: usize) -> String {
-    let one = format!(
-        "({})",
-        (1..=PARAMS_PER_ROW)
-            .map(|_| "?")
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    values_sql(PUSH_COLUMNS, PARAMS_PER_ROW, rows)
+}
+
+/// `INSERT OR IGNORE` of one imported letter, with its state.
+pub(crate) fn import_sql() -> String {
+    values_sql(
+        &format!("{PUSH_COLUMNS}, state, replayed_at, replay_topic"),
+        PARAMS_PER_ROW + 3,
+        1,
+    )
+}
+
+fn values_sql(columns: &str, params: usize, rows: usize) -> String {
+    let one = format!("({})", vec!["?"; params].join(", "));
     format!(
-        "INSERT OR IGNORE INTO letters ({INSERT_COLUMNS}) VALUES {}",
+        "INSERT OR IGNORE INTO letters ({columns}) VALUES {}",
         vec![one; rows.max(1)].join(", ")
     )
+}
+
+/// `summary_json`: the summary's facts that no query filters on.
+#[derive(Debug, serde::Serialize)]
+struct SummaryOut<'a> {
+    message_id: &'a uuid::Uuid,
+    severity: &'a str,
+    reason: &'a str,
+    group: &'a str,
+    error_type: &'a str,
+    attempts: u32,
+}
+
+/// `summary_json` read back.
+#[derive(Debug, serde::Deserialize)]
+struct SummaryIn {
+    message_id: uuid::Uuid,
+    severity: String,
+    reason: String,
+    group: String,
+    error_type: String,
+    attempts: u32,
+}
+
+/// `detail_json`: the rest of the letter (the envelope without payload and
+/// history, the last report, the history, the reason).
+#[derive(Debug, serde::Serialize)]
+struct DetailOut<'a> {
+    envelope: &'a Envelope,
+    report: &'a ErrorReport,
+    history: &'a [AttemptRecord],
+    reason: &'a DeadLetterReason,
+}
+
+/// `detail_json` read back.
+#[derive(Debug, serde::Deserialize)]
+struct DetailIn {
+    envelope: Envelope,
+    report: ErrorReport,
+    history: Vec<AttemptRecord>,
+    reason: DeadLetterReason,
+}
+
+/// What only an imported letter sets: its state and replay marks.
+#[derive(Debug)]
+struct Imported {
+    state: &'static str,
+    replayed_at: Option<i64>,
+    replay_topic: Option<String>,
 }
 
 /// A letter encoded on the pusher's thread, ready to insert.
 #[derive(Debug)]
 pub(crate) struct EncodedRow {
     pub(crate) id: String,
-    message_id: String,
     topic: String,
     category: &'static str,
-    severity: &'static str,
-    reason: String,
     component: String,
-    group: String,
-    error_type: String,
     error_message: String,
     signature: String,
     first_failure_at: i64,
     last_failure_at: i64,
     dead_lettered_at: i64,
-    attempts: u32,
     payload: Bytes,
-    envelope_json: String,
-    report_json: String,
-    history_json: String,
-    reason_json: String,
-    state: &'static str,
-    replayed_at: Option<i64>,
-    replay_topic: Option<String>,
+    summary_json: String,
+    detail_json: String,
+    imported: Option<Imported>,
     /// Payload plus JSON bytes: what counts against `max_bytes`.
     pub(crate) bytes: u64,
 }
@@ -80,79 +128,77 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, DlqError> {
 impl EncodedRow {
     /// Encodes a freshly pushed letter.
     pub(crate) fn from_letter(letter: &DeadLetter) -> Result<Self, DlqError> {
-        Self::encode(
-            letter,
-            crate::record::letter_signature(letter),
-            LetterState::Dead,
-            None,
-            None,
-        )
+        Self::encode(letter, crate::record::letter_signature(letter), None)
     }
 
     /// Encodes a stored letter as it is (import).
     pub(crate) fn from_stored(s: &StoredLetter) -> Result<Self, DlqError> {
-        Self::encode(
-            &s.letter,
-            s.signature.clone(),
-            s.state,
-            s.replayed_at,
-            s.replay_topic.as_ref(),
-        )
+        let imported = Imported {
+            state: s.state.as_str(),
+            replayed_at: s.replayed_at.map(to_nanos),
+            replay_topic: s.replay_topic.as_ref().map(|t| t.as_str().to_owned()),
+        };
+        Self::encode(&s.letter, s.signature.clone(), Some(imported))
     }
 
     fn encode(
         letter: &DeadLetter,
         signature: String,
-        state: LetterState,
-        replayed_at: Option<SystemTime>,
-        replay_topic: Option<&Topic>,
+        imported: Option<Imported>,
     ) -> Result<Self, DlqError> {
         let mut env = letter.envelope.clone();
         env.payload = Bytes::new();
         let history = std::mem::take(&mut env.history);
-        let envelope_json = json(&env)?;
-        let history_json = json(&history)?;
-        let report_json = json(&letter.report)?;
-        let reason_json = json(&letter.reason)?;
+        let detail_json = json(&DetailOut {
+            envelope: &env,
+            report: &letter.report,
+            history: &history,
+            reason: &letter.reason,
+        })?;
+        let summary_json = json(&SummaryOut {
+            message_id: &letter.envelope.id,
+            severity: letter.report.severity.as_str(),
+            reason: letter.reason.as_str(),
+            group: &letter.group,
+            error_type: &letter.report.error_type,
+            attempts: letter.envelope.attempt,
+        })?;
         let payload = letter.envelope.payload.clone();
-        let bytes =
-            (payload.len() + envelope_json.len() + history_json.len() + report_json.len()) as u64;
+        let bytes = (payload.len() + summary_json.len() + detail_json.len()) as u64;
         Ok(Self {
             id: letter.id.to_string(),
-            message_id: letter.envelope.id.to_string(),
             topic: letter.envelope.topic.as_str().to_owned(),
             category: letter.report.category.as_str(),
-            severity: letter.report.severity.as_str(),
-            reason: letter.reason.as_str().to_owned(),
             component: letter.component.clone(),
-            group: letter.group.clone(),
-            error_type: letter.report.error_type.clone(),
             error_message: letter.report.message.clone(),
             signature,
             first_failure_at: to_nanos(first_failure_at(letter)),
             last_failure_at: to_nanos(letter.report.timestamp),
             dead_lettered_at: to_nanos(letter.dead_lettered_at),
-            attempts: letter.envelope.attempt,
             payload,
-            envelope_json,
-            report_json,
-            history_json,
-            reason_json,
-            state: state.as_str(),
-            replayed_at: replayed_at.map(to_nanos),
-            replay_topic: replay_topic.map(|t| t.as_str().to_owned()),
+            summary_json,
+            detail_json,
+            imported,
             bytes,
         })
     }
 
-    /// Inserts the row with a statement from [`insert_sql`]`(1)` (ignored if
-    /// the id exists); returns whether it was new.
+    /// Inserts the row with a statement from [`insert_sql`]`(1)`, or from
+    /// [`import_sql`] for an imported row (ignored if the id exists); returns
+    /// whether it was new.
     pub(crate) fn insert(&self, stmt: &mut rusqlite::Statement<'_>) -> rusqlite::Result<bool> {
         self.bind(stmt, 0)?;
+        if let Some(i) = &self.imported {
+            let values: [&dyn ToSql; 3] = [&i.state, &i.replayed_at, &i.replay_topic];
+            for (n, v) in values.into_iter().enumerate() {
+                stmt.raw_bind_parameter(PARAMS_PER_ROW + 1 + n, v)?;
+            }
+        }
         Ok(stmt.raw_execute()? == 1)
     }
 
-    /// Binds this row as row `nth` (from 0) of a statement from [`insert_sql`].
+    /// Binds this row's pushed columns as row `nth` (from 0) of a statement
+    /// from [`insert_sql`].
     pub(crate) fn bind(
         &self,
         stmt: &mut rusqlite::Statement<'_>,
@@ -160,28 +206,17 @@ impl EncodedRow {
     ) -> rusqlite::Result<()> {
         let values: [&dyn ToSql; PARAMS_PER_ROW] = [
             &self.id,
-            &self.message_id,
             &self.topic,
             &self.category,
-            &self.severity,
-            &self.reason,
             &self.component,
-            &self.group,
-            &self.error_type,
             &self.error_message,
             &self.signature,
             &self.first_failure_at,
             &self.last_failure_at,
             &self.dead_lettered_at,
-            &self.attempts,
             &&self.payload[..],
-            &self.envelope_json,
-            &self.report_json,
-            &self.history_json,
-            &self.reason_json,
-            &self.state,
-            &self.replayed_at,
-            &self.replay_topic,
+            &self.summary_json,
+            &self.detail_json,
             &self.bytes_i64(),
         ];
         let first = nth * PARAMS_PER_ROW + 1;
@@ -228,51 +263,56 @@ fn state_col(r: &SqlRow<'_>, i: usize) -> Result<LetterState, DlqError> {
 pub(crate) fn decode(r: &SqlRow<'_>) -> Result<StoredLetter, DlqError> {
     let id = uuid_col(r, 0, "id")?;
     let payload: Vec<u8> = col(r, 1, "payload")?;
-    let mut envelope: Envelope = parse(r, 2, "envelope_json")?;
-    let report: ErrorReport = parse(r, 3, "report_json")?;
-    let history: Vec<AttemptRecord> = parse(r, 4, "history_json")?;
-    let reason: DeadLetterReason = parse(r, 5, "reason_json")?;
+    let summary: SummaryIn = parse(r, 2, "summary_json")?;
+    let detail: DetailIn = parse(r, 3, "detail_json")?;
+    let mut envelope = detail.envelope;
     envelope.payload = Bytes::from(payload);
-    envelope.history = history;
-    let component: String = col(r, 6, "component")?;
-    let group: String = col(r, 7, "group")?;
-    let mut letter = DeadLetter::new(envelope, report, reason, component, group);
+    envelope.history = detail.history;
+    let component: String = col(r, 4, "component")?;
+    let mut letter = DeadLetter::new(
+        envelope,
+        detail.report,
+        detail.reason,
+        component,
+        summary.group,
+    );
     letter.id = id;
-    letter.dead_lettered_at = from_nanos(col(r, 8, "dead_lettered_at")?);
-    let replay_topic: Option<String> = col(r, 11, "replay_topic")?;
+    letter.dead_lettered_at = from_nanos(col(r, 5, "dead_lettered_at")?);
+    let replay_topic: Option<String> = col(r, 8, "replay_topic")?;
     let replay_topic = replay_topic
         .map(|t| Topic::new(&t).map_err(|e| bad("replay_topic", e)))
         .transpose()?;
     let mut stored = StoredLetter::new(letter);
-    stored.state = state_col(r, 9)?;
-    stored.replayed_at = col::<Option<i64>>(r, 10, "replayed_at")?.map(from_nanos);
+    stored.state = state_col(r, 6)?;
+    stored.replayed_at = col::<Option<i64>>(r, 7, "replayed_at")?.map(from_nanos);
     stored.replay_topic = replay_topic;
-    stored.signature = col(r, 12, "signature")?;
+    stored.signature = col(r, 9, "signature")?;
     Ok(stored)
 }
 
 /// Decodes a row selected with [`SUMMARY_COLUMNS`].
 pub(crate) fn summary_from_row(r: &SqlRow<'_>) -> Result<LetterSummary, DlqError> {
-    let category: String = col(r, 3, "category")?;
-    let payload_len: i64 = col(r, 15, "payload")?;
+    let category: String = col(r, 2, "category")?;
+    let payload_len: i64 = col(r, 9, "payload")?;
+    let summary: SummaryIn = parse(r, 12, "summary_json")?;
     Ok(LetterSummary {
         id: uuid_col(r, 0, "id")?,
-        message_id: uuid_col(r, 1, "message_id")?,
-        topic: col(r, 2, "topic")?,
+        message_id: summary.message_id,
+        topic: col(r, 1, "topic")?,
         category: category.parse().map_err(|e| bad("category", e))?,
-        severity: col(r, 4, "severity")?,
-        reason: col(r, 5, "reason")?,
-        component: col(r, 6, "component")?,
-        group: col(r, 7, "group")?,
-        error_type: col(r, 8, "error_type")?,
-        error_message: col(r, 9, "error_message")?,
-        signature: col(r, 10, "signature")?,
-        first_failure_at: from_nanos(col(r, 11, "first_failure_at")?),
-        last_failure_at: from_nanos(col(r, 12, "last_failure_at")?),
-        dead_lettered_at: from_nanos(col(r, 13, "dead_lettered_at")?),
-        attempts: col(r, 14, "attempts")?,
+        severity: summary.severity,
+        reason: summary.reason,
+        component: col(r, 3, "component")?,
+        group: summary.group,
+        error_type: summary.error_type,
+        error_message: col(r, 4, "error_message")?,
+        signature: col(r, 5, "signature")?,
+        first_failure_at: from_nanos(col(r, 6, "first_failure_at")?),
+        last_failure_at: from_nanos(col(r, 7, "last_failure_at")?),
+        dead_lettered_at: from_nanos(col(r, 8, "dead_lettered_at")?),
+        attempts: summary.attempts,
         payload_len: payload_len.unsigned_abs(),
-        state: state_col(r, 16)?,
-        replayed_at: col::<Option<i64>>(r, 17, "replayed_at")?.map(from_nanos),
+        state: state_col(r, 10)?,
+        replayed_at: col::<Option<i64>>(r, 11, "replayed_at")?.map(from_nanos),
     })
 }

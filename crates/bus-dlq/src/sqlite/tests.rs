@@ -1,6 +1,10 @@
 use super::*;
 use crate::testutil::letter;
 
+#[allow(unreachable_pub)]
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 #[test]
 fn a_failed_commit_poisons_the_store_and_it_says_so() {
     let dir = tempfile::tempdir().unwrap();
@@ -219,13 +223,69 @@ fn a_bound_inside_a_large_batch_keeps_exactly_what_fits() {
     assert_totals_exact(&dlq);
 }
 
+/// Inserts `stored` as a version 1 or 2 build did: one column per field,
+/// the four JSON documents apart.
+fn insert_old_row(c: &rusqlite::Connection, stored: &StoredLetter) {
+    let l = &stored.letter;
+    let mut env = l.envelope.clone();
+    env.payload = bus_core::Bytes::new();
+    let history = std::mem::take(&mut env.history);
+    fn json<T: serde::Serialize>(v: &T) -> String {
+        serde_json::to_string(v).unwrap()
+    }
+    let (envelope_json, history_json) = (json(&env), json(&history));
+    let (report_json, reason_json) = (json(&l.report), json(&l.reason));
+    let row_bytes =
+        l.envelope.payload.len() + envelope_json.len() + history_json.len() + report_json.len();
+    c.execute(
+        "INSERT INTO letters (id, message_id, topic, category, severity, reason, component, \
+         \"group\", error_type, error_message, signature, first_failure_at, last_failure_at, \
+         dead_lettered_at, attempts, payload, envelope_json, report_json, history_json, \
+         reason_json, state, replayed_at, replay_topic, row_bytes) VALUES (?1, ?2, ?3, ?4, \
+         ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, \
+         ?23, ?24)",
+        rusqlite::params![
+            l.id.to_string(),
+            l.envelope.id.to_string(),
+            l.envelope.topic.as_str(),
+            l.report.category.as_str(),
+            l.report.severity.as_str(),
+            l.reason.as_str(),
+            l.component,
+            l.group,
+            l.report.error_type,
+            l.report.message,
+            stored.signature,
+            crate::record::to_nanos(crate::record::first_failure_at(l)),
+            crate::record::to_nanos(l.report.timestamp),
+            crate::record::to_nanos(l.dead_lettered_at),
+            l.envelope.attempt,
+            &l.envelope.payload[..],
+            envelope_json,
+            report_json,
+            history_json,
+            reason_json,
+            stored.state.as_str(),
+            stored.replayed_at.map(crate::record::to_nanos),
+            stored.replay_topic.as_ref().map(|t| t.as_str().to_owned()),
+            i64::try_from(row_bytes).unwrap(),
+        ],
+    )
+    .unwrap();
+}
+
 #[test]
-fn a_version_1_file_is_migrated_and_keeps_its_totals() {
+fn a_version_1_file_is_migrated_with_every_field_and_keeps_its_totals() {
     let dir = tempfile::tempdir().unwrap();
     let config = DlqConfig::new(dir.path());
-    let old = letter("a", "x", 1);
+    let old = StoredLetter::new(common::rich_letter(1));
+    let mut replayed = StoredLetter::new(common::rich_letter(2));
+    replayed.state = LetterState::Replayed;
+    replayed.replayed_at =
+        Some(replayed.letter.dead_lettered_at + std::time::Duration::from_secs(9));
+    replayed.replay_topic = Some(Topic::new("orders.fixed").unwrap());
     {
-        // A file as a version 1 build left it, with a letter its insert
+        // A file as a version 1 build left it, with letters its insert
         // trigger counted.
         let c = rusqlite::Connection::open(config.db_path()).unwrap();
         c.execute_batch(schema::V1).unwrap();
@@ -234,13 +294,8 @@ fn a_version_1_file_is_migrated_and_keeps_its_totals() {
             schema::APPLICATION_ID
         ))
         .unwrap();
-        let mut stmt = c.prepare(&row::insert_sql(1)).unwrap();
-        assert!(
-            EncodedRow::from_letter(&old)
-                .unwrap()
-                .insert(&mut stmt)
-                .unwrap()
-        );
+        insert_old_row(&c, &old);
+        insert_old_row(&c, &replayed);
     }
     let dlq = SqliteDlq::open(config).unwrap();
     let version: i32 = dlq
@@ -249,13 +304,55 @@ fn a_version_1_file_is_migrated_and_keeps_its_totals() {
         .unwrap();
     assert_eq!(version, schema::SCHEMA_VERSION);
     assert_totals_exact(&dlq);
-    assert!(dlq.get(old.id).unwrap().is_some());
+    // Every field survives the re-nesting of the JSON columns.
+    assert_eq!(dlq.get(old.letter.id).unwrap().unwrap(), old);
+    assert_eq!(dlq.get(replayed.letter.id).unwrap().unwrap(), replayed);
+    let listed = dlq.list(&Filter::all()).unwrap();
+    assert_eq!(listed, vec![old.summary(), replayed.summary()]);
+    assert!(dlq.verify().unwrap().is_ok());
+    // And the migrated store works as a new one.
     dlq.push(&letter("a", "x", 2)).unwrap();
-    assert_eq!(dlq.count(&Filter::all()).unwrap(), 2);
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 3);
     assert_totals_exact(&dlq);
-    assert_eq!(dlq.request_replay(&Filter::all(), None).unwrap(), 2);
+    assert_eq!(
+        dlq.request_replay(&Filter::all().state(LetterState::Dead), None)
+            .unwrap(),
+        2
+    );
     let replay = Filter::all().state(LetterState::ReplayRequested);
     assert_eq!(dlq.count(&replay).unwrap(), 2);
+    assert_eq!(dlq.purge(&Filter::all()).unwrap(), 3);
+    assert_totals_exact(&dlq);
+}
+
+#[test]
+fn every_required_column_is_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    let conn = dlq.conn();
+    let mut stmt = conn
+        .prepare(
+            "SELECT ii.name FROM pragma_index_list('letters') il, \
+             pragma_index_info(il.name) ii WHERE ii.seqno = 0",
+        )
+        .unwrap();
+    let leading: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for column in [
+        "id",
+        "topic",
+        "category",
+        "signature",
+        "first_failure_at",
+        "last_failure_at",
+        "dead_lettered_at",
+        "state",
+    ] {
+        assert!(leading.iter().any(|c| c == column), "{column}: {leading:?}");
+    }
 }
 
 #[test]
