@@ -103,6 +103,9 @@ impl Recorder {
     }
 }
 
+/// A variant: its recorder and how it publishes a payload.
+type Variant<'a> = (&'a Recorder, &'a dyn Fn(Vec<u8>));
+
 /// Pooled percentiles of one variant as a JSON member.
 fn percentiles(name: &str, h: &Histogram<u64>) -> String {
     let json = format!(
@@ -149,7 +152,7 @@ fn latency(c: &mut Criterion) {
     let publish_raw = |p: Vec<u8>| raw.publish(p);
     let publish_off = |p: Vec<u8>| fixtures[0].publish_payload(p);
     let publish_on = |p: Vec<u8>| fixtures[1].publish_payload(p);
-    let variants: [(&Recorder, &dyn Fn(Vec<u8>)); 3] = [
+    let variants: [Variant<'_>; 3] = [
         (&raw_rec, &publish_raw),
         (&bus_recs[0], &publish_off),
         (&bus_recs[1], &publish_on),
