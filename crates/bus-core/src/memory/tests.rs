@@ -228,6 +228,29 @@ fn nak_with_delay_waits_for_the_clock() {
     assert_eq!(tag(&d), "x");
 }
 
+/// The delay runs from the nak: a clock advanced right after it (before the
+/// timer thread has even seen the message) still releases it. The due time
+/// used to be computed by the timer thread on receipt, so an advance that
+/// won the race pushed it an hour further.
+#[test]
+fn the_delay_runs_from_the_nak_not_from_when_the_timer_sees_it() {
+    for _ in 0..50 {
+        let clock = ManualClock::new();
+        let t = MemoryTransport::with_clock(Arc::new(clock.clone()));
+        let mut s = t
+            .subscribe(&topic(), &SubscribeOptions::group("g"))
+            .unwrap();
+        t.publish(env(Priority::Normal, "x"), T).unwrap();
+        s.next(T).unwrap().unwrap().nak(Duration::from_secs(3600));
+        clock.advance(Duration::from_secs(3600));
+        let d = s
+            .next(Duration::from_secs(5))
+            .unwrap()
+            .expect("released once the clock passed the nak's delay");
+        assert_eq!(tag(&d), "x");
+    }
+}
+
 #[test]
 fn a_dropped_delivery_is_redelivered() {
     let t = MemoryTransport::new();

@@ -42,13 +42,17 @@ impl Ord for Parked {
 }
 
 enum Cmd {
-    Schedule(Duration, Arc<GroupQueue>, Envelope),
+    /// Due at this instant: computed by the caller when it naks, not when
+    /// this thread gets to the command (a manual clock advanced in between
+    /// would otherwise push the due time past the advance).
+    Schedule(Instant, Arc<GroupQueue>, Envelope),
     Close(Sender<Vec<(Arc<str>, Envelope)>>),
 }
 
 #[derive(Clone)]
 pub(super) struct TimerHandle {
     tx: Sender<Cmd>,
+    clock: SharedClock,
 }
 
 impl TimerHandle {
@@ -58,8 +62,14 @@ impl TimerHandle {
         group: Arc<GroupQueue>,
         envelope: Envelope,
     ) -> Result<(), Envelope> {
+        let now = self.clock.now();
+        // A delay past what an Instant can hold waits as long as it can.
+        let due = now
+            .checked_add(delay)
+            .or_else(|| now.checked_add(Duration::from_secs(u64::from(u32::MAX))))
+            .unwrap_or(now);
         self.tx
-            .send(Cmd::Schedule(delay, group, envelope))
+            .send(Cmd::Schedule(due, group, envelope))
             .map_err(|e| match e.into_inner() {
                 Cmd::Schedule(_, _, env) => env,
                 Cmd::Close(_) => unreachable!("only Schedule is sent here"),
@@ -78,10 +88,14 @@ impl TimerHandle {
 
 pub(super) fn spawn(clock: SharedClock) -> std::io::Result<(TimerHandle, JoinHandle<()>)> {
     let (tx, rx) = unbounded();
+    let handle = TimerHandle {
+        tx,
+        clock: Arc::clone(&clock),
+    };
     let join = std::thread::Builder::new()
         .name("bus-timer".into())
         .spawn(move || run(&rx, &clock))?;
-    Ok((TimerHandle { tx }, join))
+    Ok((handle, join))
 }
 
 fn run(rx: &Receiver<Cmd>, clock: &SharedClock) {
@@ -93,10 +107,10 @@ fn run(rx: &Receiver<Cmd>, clock: &SharedClock) {
             None => Duration::from_secs(3600),
         };
         match rx.recv_timeout(wait) {
-            Ok(Cmd::Schedule(delay, group, envelope)) => {
+            Ok(Cmd::Schedule(due, group, envelope)) => {
                 seq += 1;
                 heap.push(Parked {
-                    due: clock.now() + delay,
+                    due,
                     seq,
                     group,
                     envelope,
