@@ -336,6 +336,30 @@ fn a_spilled_copy_the_dlq_refuses_is_requeued_to_its_group_only() {
     );
 }
 
+/// A handler that never returns does not hold shutdown past its deadline:
+/// the worker is left running and reported, its delivery stays in flight,
+/// and the ledger closes once the handler does return.
+#[test]
+fn shutdown_returns_by_its_deadline_when_a_handler_hangs() {
+    let bus = Arc::new(Bus::builder().build());
+    let (open, gated) = gate();
+    bus.subscriber("stuck").topic("t").start(gated).unwrap();
+    bus.publish("t", &b"hangs"[..]).unwrap();
+    assert!(wait_until(LONG, || bus.queue_depths()[0].depth == 0));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let b = Arc::clone(&bus);
+    std::thread::spawn(move || tx.send(b.shutdown(Duration::from_millis(20))));
+    let report = rx
+        .recv_timeout(LONG)
+        .expect("shutdown returned although a handler hangs");
+    assert_eq!(report.stuck_workers, 1);
+    assert!(!report.drained);
+    assert_eq!(report.stats.in_flight(), 1);
+    open.store(true, SeqCst);
+    assert!(wait_until(LONG, || bus.stats().invariant_holds()));
+    assert_eq!(bus.stats().acked, 1);
+}
+
 #[test]
 fn a_full_queue_under_discard_lowest_discards_and_counts_only_lower_priorities() {
     let observer = RecordingObserver::new();

@@ -257,7 +257,14 @@ pub struct ShutdownReport {
     pub dead_lettered_at_shutdown: usize,
     /// Deliveries the DLQ refused during shutdown, handed back to the caller.
     pub unsaved: Vec<Envelope>,
-    /// The final counters; the invariant holds exactly.
+    /// Workers still inside a handler when shutdown gave up on them (the
+    /// deadline, plus a grace of two poll intervals to notice the stop):
+    /// left running, detached. Their deliveries are counted in flight
+    /// (`stats.in_flight()`), and the ledger closes when their handlers
+    /// return.
+    pub stuck_workers: usize,
+    /// The final counters; the invariant holds exactly unless workers were
+    /// left stuck.
     pub stats: BusStats,
 }
 
@@ -313,6 +320,28 @@ impl Subscriber {
             std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
         for w in workers {
             let _ = w.join();
+        }
+    }
+
+    /// Stops the workers and joins those that finish by `until`; the others
+    /// (a handler that does not return) are left running, detached. Returns
+    /// how many were left.
+    fn stop_and_join_until(&self, until: Instant) -> usize {
+        self.stop.store(true, Ordering::Release);
+        let mut workers =
+            std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
+        loop {
+            let (done, running): (Vec<_>, Vec<_>) =
+                workers.into_iter().partition(JoinHandle::is_finished);
+            for w in done {
+                let _ = w.join();
+            }
+            workers = running;
+            let now = Instant::now();
+            if workers.is_empty() || now >= until {
+                return workers.len();
+            }
+            std::thread::park_timeout((until - now).min(Duration::from_millis(1)));
         }
     }
 }
@@ -576,6 +605,7 @@ impl Bus {
                 drained: true,
                 dead_lettered_at_shutdown: 0,
                 unsaved: Vec::new(),
+                stuck_workers: 0,
                 stats: self.stats(),
             };
         }
@@ -601,8 +631,19 @@ impl Bus {
         for sub in &subscribers {
             sub.stop.store(true, Ordering::Release);
         }
-        for sub in &subscribers {
-            sub.stop_and_join();
+        // A worker sees the stop between deliveries, within a poll interval
+        // when idle; one whose handler never returns must not hold the
+        // shutdown past its deadline.
+        let join_by = deadline.max(Instant::now() + 2 * s.config.poll_interval);
+        let stuck: usize = subscribers
+            .iter()
+            .map(|sub| sub.stop_and_join_until(join_by))
+            .sum();
+        if stuck > 0 {
+            tracing::error!(
+                stuck,
+                "shutdown left workers whose handlers did not return; their deliveries stay in flight"
+            );
         }
         let leftovers = s.transport.close();
         let mut dead = 0;
@@ -614,9 +655,10 @@ impl Bus {
             }
         }
         ShutdownReport {
-            drained: drained && dead == 0,
+            drained: drained && dead == 0 && stuck == 0,
             dead_lettered_at_shutdown: dead,
             unsaved,
+            stuck_workers: stuck,
             stats: self.stats(),
         }
     }

@@ -174,11 +174,14 @@ impl GroupQueue {
     }
 
     /// Enqueues regardless of the bound (redeliveries: the message already
-    /// held a slot once, and refusing it would lose it).
+    /// held a slot once, and refusing it would lose it). A redelivery that
+    /// arrives after close drained the queue (a handler that outlived the
+    /// shutdown) has nowhere to go: it is logged, and the bus's ledger keeps
+    /// it in flight.
     pub(super) fn push_forced(&self, env: Envelope) {
-        let mut st = self.lock();
-        st.depth += 1;
-        self.push(&mut st, env);
+        if let Err(env) = self.requeue(env) {
+            tracing::error!(message_id = %env.id, group = %self.name, "a redelivery reached a queue drained at close; the message is dropped and stays counted in flight");
+        }
     }
 
     /// Enqueues regardless of the bound, unless the queue was drained (then
