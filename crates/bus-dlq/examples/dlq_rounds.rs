@@ -3,7 +3,9 @@
 //! back to back (and the pipelined 4 pushers beside the per-256 baseline),
 //! and the median of the per-round ratios is printed.
 //!
-//! `cargo run --release -p bus-dlq --example dlq_rounds -- <dir> [rounds] [single|pipelined|both]`
+//! `cargo run --release -p bus-dlq --example dlq_rounds -- <dir> [rounds] [single|pipelined|both] [letters]`
+//! (`letters` per pipelined run, default 100 000; the criterion bench's
+//! samples hold a few thousand to a few tens of thousands).
 
 #![allow(clippy::unwrap_used)]
 
@@ -59,6 +61,7 @@ fn main() {
     let dir = std::path::PathBuf::from(&args[1]);
     let rounds: usize = args.get(2).map_or(9, |r| r.parse().unwrap());
     let what = args.get(3).map_or("both", String::as_str).to_owned();
+    let n: u64 = args.get(4).map_or(100_000, |n| n.parse().unwrap());
     let (mut single, mut pipelined) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         if what != "pipelined" {
@@ -73,7 +76,6 @@ fn main() {
             single.push(ours / base);
         }
         if what != "single" {
-            let n = 100_000;
             let ours = n as f64 / pushes(&dir, 4, n, true).as_secs_f64();
             let base = n as f64 / write_sync(&dir, n, 256).as_secs_f64();
             eprintln!(

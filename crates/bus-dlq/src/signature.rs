@@ -51,8 +51,9 @@ fn flush_token(token: &mut String, out: &mut String) {
 
 fn normalize_part(part: &str, out: &mut String) {
     let is_hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
-    let lower = part.to_ascii_lowercase();
-    let prefixed_hex = lower.strip_prefix("0x").is_some_and(is_hex);
+    // Tokens are ASCII (alphanumerics and '-'), so byte slicing is safe.
+    let prefixed_hex =
+        part.len() > 2 && part.as_bytes()[..2].eq_ignore_ascii_case(b"0x") && is_hex(&part[2..]);
     let long_hex = part.len() >= 8 && is_hex(part) && part.bytes().any(|b| b.is_ascii_digit());
     if prefixed_hex || long_hex {
         out.push_str("<hex>");
@@ -151,5 +152,9 @@ mod tests {
         );
         assert_eq!(normalize_message("bad request"), "bad request");
         assert_eq!(normalize_message("éé 7"), "éé <n>");
+        assert_eq!(
+            normalize_message("at 0X7FFE, 0x, 0xZZ"),
+            "at <hex>, <n>x, <n>xZZ"
+        );
     }
 }
