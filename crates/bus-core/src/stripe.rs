@@ -75,6 +75,9 @@ thread_local! {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Writer {
     exclusive: bool,
+    /// Not `Send`: an exclusive writer stores without a locked instruction,
+    /// which is only sound on the thread that owns the stripe.
+    _here: std::marker::PhantomData<*const ()>,
 }
 
 impl Writer {
@@ -142,12 +145,16 @@ impl Stripe {
                 index: c.index,
                 writer: Writer {
                     exclusive: c.exclusive,
+                    _here: std::marker::PhantomData,
                 },
                 _here: std::marker::PhantomData,
             })
             .unwrap_or(Self {
                 index: SHARED,
-                writer: Writer { exclusive: false },
+                writer: Writer {
+                    exclusive: false,
+                    _here: std::marker::PhantomData,
+                },
                 _here: std::marker::PhantomData,
             })
     }

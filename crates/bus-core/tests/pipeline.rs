@@ -360,6 +360,42 @@ fn shutdown_returns_by_its_deadline_when_a_handler_hangs() {
     assert_eq!(bus.stats().acked, 1);
 }
 
+/// The same, when the hung handler finally fails and its policy says retry:
+/// the transport is closed, so the message is dead-lettered (reason
+/// shutdown) instead of being handed to a timer that is gone.
+#[test]
+fn a_handler_that_fails_after_shutdown_gave_up_on_it_is_dead_lettered() {
+    let dlq = MemoryDeadLetters::new();
+    let bus = Arc::new(
+        Bus::builder()
+            .recovery(retry(1, 3))
+            .dead_letters(Arc::new(dlq.clone()))
+            .build(),
+    );
+    let open = Arc::new(AtomicBool::new(false));
+    let o = Arc::clone(&open);
+    bus.subscriber("stuck")
+        .topic("t")
+        .start(move |_: &Message<'_>| -> Result<(), HandlerError> {
+            while !o.load(SeqCst) {
+                std::thread::park_timeout(Duration::from_millis(1));
+            }
+            Err(HandlerError::msg("failed late"))
+        })
+        .unwrap();
+    let id = bus.publish("t", &b"hangs"[..]).unwrap();
+    assert!(wait_until(LONG, || bus.queue_depths()[0].depth == 0));
+    let report = bus.shutdown(Duration::from_millis(20));
+    assert_eq!(report.stuck_workers, 1);
+    open.store(true, SeqCst);
+    assert!(wait_until(LONG, || bus.stats().invariant_holds()));
+    let s = bus.stats();
+    assert_eq!((s.dead_lettered, s.failed, s.retried), (1, 1, 0));
+    let letters = dlq.letters();
+    assert_eq!(letters[0].envelope.id, id);
+    assert_eq!(letters[0].reason, DeadLetterReason::Shutdown);
+}
+
 #[test]
 fn a_full_queue_under_discard_lowest_discards_and_counts_only_lower_priorities() {
     let observer = RecordingObserver::new();

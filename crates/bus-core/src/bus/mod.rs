@@ -261,7 +261,7 @@ pub struct ShutdownReport {
     /// deadline, plus a grace of two poll intervals to notice the stop):
     /// left running, detached. Their deliveries are counted in flight
     /// (`stats.in_flight()`), and the ledger closes when their handlers
-    /// return.
+    /// return (acked, or dead-lettered with reason `shutdown`).
     pub stuck_workers: usize,
     /// The final counters; the invariant holds exactly unless workers were
     /// left stuck.
@@ -314,22 +314,24 @@ impl Subscriber {
         Some(Duration::from_nanos(until - now))
     }
 
+    /// Stops the workers and waits for all of them.
     fn stop_and_join(&self) {
-        self.stop.store(true, Ordering::Release);
-        let workers =
-            std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
-        for w in workers {
-            let _ = w.join();
-        }
+        self.stop_and_join_until(None);
     }
 
-    /// Stops the workers and joins those that finish by `until`; the others
-    /// (a handler that does not return) are left running, detached. Returns
-    /// how many were left.
-    fn stop_and_join_until(&self, until: Instant) -> usize {
+    /// Stops the workers and joins those that finish by `until` (all, with
+    /// `None`); the others (a handler that does not return) are left
+    /// running, detached. Returns how many were left.
+    fn stop_and_join_until(&self, until: Option<Instant>) -> usize {
         self.stop.store(true, Ordering::Release);
         let mut workers =
             std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
+        let Some(until) = until else {
+            for w in workers {
+                let _ = w.join();
+            }
+            return 0;
+        };
         loop {
             let (done, running): (Vec<_>, Vec<_>) =
                 workers.into_iter().partition(JoinHandle::is_finished);
@@ -559,7 +561,7 @@ impl Bus {
             // The copy was accepted; with the DLQ refusing, it goes back into
             // its own group's queue past the bound rather than be lost.
             if let Err(env) = self.shared.transport.requeue(group, leftover.envelope) {
-                tracing::error!(message_id = %env.id, group, "overflow copy could neither be dead-lettered nor re-queued (transport closed)");
+                tracing::error!(message_id = %env.id, group, "overflow copy could neither be dead-lettered nor re-queued (transport closed, or it keeps no queues of its own); counted as returned_at_shutdown and dropped");
                 self.shared.counters.inc(Counter::returned_at_shutdown);
             }
         }
@@ -592,8 +594,12 @@ impl Bus {
 
     /// Stops intake, lets workers drain until everything is settled or
     /// `timeout` passes, stops the workers, and dead-letters whatever is
-    /// still undelivered (reason `shutdown`). Nothing is left unaccounted:
-    /// the returned stats satisfy the invariant exactly.
+    /// still undelivered (reason `shutdown`). The returned stats satisfy the
+    /// invariant exactly, unless a handler did not return: its worker is left
+    /// running (`stuck_workers`; the wait for it ends two poll intervals
+    /// after the deadline at the latest), its delivery stays in flight, and
+    /// it is settled when the handler returns (acked, or dead-lettered with
+    /// reason `shutdown`).
     pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         let deadline = Instant::now() + timeout;
         let s = &self.shared;
@@ -637,7 +643,7 @@ impl Bus {
         let join_by = deadline.max(Instant::now() + 2 * s.config.poll_interval);
         let stuck: usize = subscribers
             .iter()
-            .map(|sub| sub.stop_and_join_until(join_by))
+            .map(|sub| sub.stop_and_join_until(Some(join_by)))
             .sum();
         if stuck > 0 {
             tracing::error!(

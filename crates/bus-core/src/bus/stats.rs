@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// `published = acked + dead_lettered + rejected_at_publish + discarded_by_policy + returned_at_shutdown`,
 /// where `returned_at_shutdown` is zero unless the dead-letter store refused
 /// writes during shutdown (those messages are handed back in the
-/// [`ShutdownReport`](crate::ShutdownReport)).
+/// [`ShutdownReport`](crate::ShutdownReport); one refused after the report
+/// was made, from a handler that outlived the shutdown, can only be logged
+/// with its id).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct BusStats {

@@ -67,6 +67,18 @@ pub(super) fn store_letter(shared: &Shared, letter: DeadLetter) -> Result<(), Bo
     }
 }
 
+/// Settles a delivery that can no longer be redelivered because the bus has
+/// shut down (its handler outlived the deadline): dead-lettered with reason
+/// shutdown, or, if the store refuses, counted as returned at shutdown. The
+/// shutdown report is already out, so such a message can only be logged.
+fn settle_after_close(shared: &Shared, group: &str, delivery: Delivery) {
+    let env = delivery.envelope().clone();
+    if let Err(env) = super::dead_letter_at_shutdown(shared, group, env) {
+        tracing::error!(message_id = %env.id, group, "a delivery settled after shutdown could not be dead-lettered; it is counted as returned_at_shutdown and dropped");
+    }
+    delivery.term();
+}
+
 impl Worker {
     pub(super) fn run(mut self) {
         let poll = self.shared.config.poll_interval;
@@ -229,6 +241,13 @@ impl Worker {
         });
 
         match decision {
+            Decision::Retry { .. } | Decision::Reconnect { .. }
+                if s.state.load(Ordering::Acquire) == super::CLOSED =>
+            {
+                // A handler that outlived the shutdown deadline: the
+                // transport is closed, so a retry has nowhere to wait.
+                settle_after_close(s, &self.group, delivery);
+            }
             Decision::Retry { after } | Decision::Reconnect { after } => {
                 if matches!(decision, Decision::Reconnect { .. })
                     && let Err(e) = s.transport.reconnect()
@@ -279,6 +298,10 @@ impl Worker {
                         }
                         Err(error) => {
                             letter_refused(&shared, &letter, &error);
+                            if shared.state.load(Ordering::Acquire) == super::CLOSED {
+                                settle_after_close(&shared, &letter.group, delivery);
+                                return;
+                            }
                             // Keep the message: undo this attempt's record,
                             // redeliver after a pause, and pause the subscriber.
                             let mut delivery = delivery;

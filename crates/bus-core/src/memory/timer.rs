@@ -63,7 +63,8 @@ impl TimerHandle {
         envelope: Envelope,
     ) -> Result<(), Envelope> {
         let now = self.clock.now();
-        // A delay past what an Instant can hold waits as long as it can.
+        // A delay past what an Instant can hold waits 136 years instead (and
+        // is due at once only if even that overflows).
         let due = now
             .checked_add(delay)
             .or_else(|| now.checked_add(Duration::from_secs(u64::from(u32::MAX))))
@@ -117,9 +118,22 @@ fn run(rx: &Receiver<Cmd>, clock: &SharedClock) {
                 });
             }
             Ok(Cmd::Close(reply)) => {
+                // Schedules sent before this close are handed back too, not
+                // dropped with the channel (later sends fail at the sender,
+                // which keeps the message).
+                let late = rx.try_iter().filter_map(|cmd| match cmd {
+                    Cmd::Schedule(due, group, envelope) => Some(Parked {
+                        due,
+                        seq: 0,
+                        group,
+                        envelope,
+                    }),
+                    Cmd::Close(_) => None,
+                });
                 let left = heap
                     .into_vec()
                     .into_iter()
+                    .chain(late.collect::<Vec<_>>())
                     .map(|p| {
                         p.group.unpark();
                         (Arc::clone(&p.group.name), p.envelope)
