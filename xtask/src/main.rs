@@ -577,12 +577,14 @@ fn bench_ratios(
             &|v| Some(v < 1.0),
         );
     }
-    // Two threads against one: the raw ratios carry what this shared
-    // machine charges any second busy thread, so the goal is judged on the
-    // shared breaker's ratio over the same code with a breaker per thread
-    // (nothing shared), measured in the same rounds. Met when the median or
-    // at least the lower quartile of that ratio is at most 1x: sharing the
-    // breaker is not measurably slower.
+    // Two threads against one: the raw 2/1 ratios carry what this shared
+    // machine charges any second busy thread (the per-thread control shows
+    // it), so the goal ("no shared cache line written") is judged on the
+    // shared breaker's per-call time on two threads over the same code with
+    // a breaker per thread, measured back to back in each round. Met when
+    // its median is at most 1x, or within the noise floor: the upper
+    // quartile of the same ratio on one thread, where the two workloads are
+    // identical.
     push(
         "breaker call_ok per call, 2 threads / 1 thread (slowest thread; median of rounds)",
         brk("bus-breaker_two_over_one"),
@@ -597,9 +599,19 @@ fn bench_ratios(
         "-",
         &|_| None,
     );
-    for (key, label) in [
-        ("two_over_one_over_control", "slowest thread"),
-        ("two_over_one_mean_over_control", "mean of the threads"),
+    let noise = brk("bus-breaker_sharing_1_thread_p75");
+    for (key, label, goal) in [
+        (
+            "sharing_1_thread",
+            "1 thread, identical workloads: the noise floor",
+            false,
+        ),
+        ("sharing_2_threads", "2 threads, slowest thread", true),
+        (
+            "sharing_2_threads_mean",
+            "2 threads, mean of the threads",
+            false,
+        ),
     ] {
         let p25 = brk(&format!("bus-breaker_{key}_p25"));
         let p75 = brk(&format!("bus-breaker_{key}_p75"));
@@ -608,13 +620,15 @@ fn bench_ratios(
             _ => format!("{v:.3}x"),
         };
         push(
-            &format!(
-                "breaker shared by 2 threads, 2/1 threads per call over the per-thread control ({label})"
-            ),
+            &format!("breaker shared by the threads / a breaker per thread, per call ({label})"),
             brk(&format!("bus-breaker_{key}")),
             &quartiles,
-            "<= 1x (p25)",
-            &|v| Some(v <= 1.0 || p25.is_some_and(|a| a <= 1.0)),
+            if goal {
+                "<= 1x or the noise floor's p75"
+            } else {
+                "-"
+            },
+            &|v| goal.then(|| v <= 1.0 || noise.is_some_and(|n| v <= n)),
         );
     }
     let tput = |a: &str, b: &str| Some(mean(b)? / mean(a)?); // throughput of a relative to b
@@ -681,30 +695,39 @@ fn bench_ratios(
             .and_then(json_number)
     };
     let us = |v: f64| fmt_ns(v);
-    // The per-round differences (median over interleaved rounds), where the
-    // bench wrote them; a pooled difference from an older result otherwise.
-    let added = |key: &str, bus: &str, base: &str| {
-        json_field(latency?, key)
+    // The per-round differences (median over interleaved rounds); a result
+    // file from before the rounds has only the pooled p99s, and says so.
+    for (key, bus, base, vs, goal) in [
+        (
+            "added_p99_on_raw_ns",
+            "bus_on",
+            "raw_crossbeam",
+            "raw",
+            true,
+        ),
+        ("added_p99_on_off_ns", "bus_on", "bus_off", "bus off", false),
+    ] {
+        let per_round = latency
+            .and_then(|l| json_field(l, key))
             .and_then(|v| json_field(v, "median"))
-            .and_then(json_number)
-            .or_else(|| Some(lat(bus, "p99_ns")? - lat(base, "p99_ns")?))
-    };
-    push(
-        "added p99 latency, bus on - raw (median of per-round differences)",
-        added("added_p99_on_raw_ns", "bus_on", "raw_crossbeam"),
-        &us,
-        "< 10 µs",
-        // A negative difference means the baseline itself stalled (a noisy
-        // machine): the run says nothing about the goal either way.
-        &|v| (v >= 0.0).then_some(v < 10_000.0),
-    );
-    push(
-        "added p99 latency, bus on - bus off (median of per-round differences)",
-        added("added_p99_on_off_ns", "bus_on", "bus_off"),
-        &us,
-        "-",
-        &|_| None,
-    );
+            .and_then(json_number);
+        let (value, how) = match per_round {
+            Some(v) => (Some(v), "median of per-round differences"),
+            None => (
+                (|| Some(lat(bus, "p99_ns")? - lat(base, "p99_ns")?))(),
+                "pooled p99s",
+            ),
+        };
+        push(
+            &format!("added p99 latency, bus on - {vs} ({how})"),
+            value,
+            &us,
+            if goal { "< 10 µs" } else { "-" },
+            // A negative difference means the baseline itself stalled (a
+            // noisy machine): the run says nothing about the goal either way.
+            &|v| goal.then_some(()).and((v >= 0.0).then_some(v < 10_000.0)),
+        );
+    }
     push(
         "one failed message (memory DLQ)",
         mean("error_path/one_failure/memory_dlq"),

@@ -26,7 +26,7 @@
 
 mod support;
 
-use bus_bench::{Fixture, OnOptions, TOPIC, payload};
+use bus_bench::{Fixture, OnOptions, TOPIC, payload, quartiles};
 use bus_core::Message;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hdrhistogram::Histogram;
@@ -119,13 +119,6 @@ fn percentiles(name: &str, h: &Histogram<u64>) -> String {
     );
     eprintln!("latency {name}: {json}");
     json
-}
-
-/// (p25, median, p75) of `v`.
-fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    (at(0.25), at(0.5), at(0.75))
 }
 
 fn latency(c: &mut Criterion) {

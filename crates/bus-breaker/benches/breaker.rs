@@ -137,6 +137,13 @@ fn closed_state(c: &mut Criterion) {
     }
 }
 
+/// (p25, median, p75) of `v`: the same definition as bus-bench's ratios.
+fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.25), at(0.5), at(0.75))
+}
+
 /// The goals as ratios, measured in interleaved rounds: every round times
 /// each contender's `call_ok` on one thread and on two threads back to back,
 /// so a slow spell of a shared machine lands on all of them. Prints the
@@ -153,22 +160,42 @@ fn interleaved() {
     // (mean of the threads)] nanoseconds per call, per round
     let mut times = vec![[Vec::new(), Vec::new(), Vec::new()]; calls.len()];
     let per_call = |d: Duration| d.as_secs_f64() * 1e9 / iters as f64;
+    let control = calls
+        .iter()
+        .position(|(name, _)| *name == PER_THREAD)
+        .expect("the control is a contender");
+    let mut measure = |i: usize, threads: usize| {
+        let t = thread_times(threads, iters, &calls[i].1);
+        if threads == 1 {
+            times[i][0].push(per_call(t[0]));
+        } else {
+            let max = t.iter().max().copied().unwrap_or_default();
+            times[i][1].push(per_call(max));
+            times[i][2].push(t.iter().map(|d| per_call(*d)).sum::<f64>() / t.len() as f64);
+        }
+    };
     for round in 0..rounds {
         for k in 0..calls.len() {
             let i = (round + k) % calls.len();
-            let one = thread_times(1, iters, &calls[i].1);
-            times[i][0].push(per_call(one[0]));
-            let two = thread_times(2, iters, &calls[i].1);
-            let max = two.iter().max().copied().unwrap_or_default();
-            times[i][1].push(per_call(max));
-            let mean = two.iter().map(|d| per_call(*d)).sum::<f64>() / two.len() as f64;
-            times[i][2].push(mean);
+            if i == control {
+                continue; // measured right beside bus-breaker
+            }
+            // bus-breaker and its control run back to back at each thread
+            // count, the order alternating by round, so the sharing ratio
+            // compares runs moments apart.
+            let pair: &[usize] = match (i, round % 2) {
+                (0, 0) => &[0, control],
+                (0, _) => &[control, 0],
+                _ => std::slice::from_ref(&i),
+            };
+            for threads in [1, 2] {
+                for &j in pair {
+                    measure(j, threads);
+                }
+            }
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let median = |v: Vec<f64>| quartiles(v).1;
     let ratio = |a: &[f64], b: &[f64]| median(a.iter().zip(b).map(|(x, y)| x / y).collect());
     let ours = &times[0];
     let mut json = format!("{{\n  \"rounds\": {rounds},\n  \"iters\": {iters}");
@@ -196,28 +223,34 @@ fn interleaved() {
             ",\n  \"{name}_ns_1_thread\": {one:.2},\n  \"{name}_ns_2_threads\": {two:.2}"
         ));
     }
-    // Sharing's own cost: per round, the shared breaker's two/one ratio over
-    // the per-thread breakers' two/one ratio, measured moments apart.
-    let control = calls
-        .iter()
-        .position(|(name, _)| *name == PER_THREAD)
-        .expect("the control is a contender");
-    for (t, key, label) in [
-        (1, "two_over_one_over_control", "slowest thread"),
-        (2, "two_over_one_mean_over_control", "mean of the threads"),
-    ] {
-        let mut r: Vec<f64> = (0..rounds)
-            .map(|n| (ours[t][n] / ours[0][n]) / (times[control][t][n] / times[control][0][n]))
-            .collect();
-        r.sort_by(f64::total_cmp);
-        let (p25, mid, p75) = (r[rounds / 4], r[rounds / 2], r[rounds * 3 / 4]);
+    // Sharing's own cost: per round, the shared breaker's per-call time on
+    // two threads over the per-thread breakers' (the same code, nothing
+    // shared), measured back to back. The same ratio on one thread compares
+    // two identical workloads: its spread is the noise floor.
+    let mut sharing = |t: usize, key: &str, label: &str| {
+        let (p25, mid, p75) = quartiles(
+            (0..rounds)
+                .map(|n| ours[t][n] / times[control][t][n])
+                .collect(),
+        );
         println!(
-            "interleaved: bus-breaker shared by 2 threads, 2 threads / 1 thread per call, over the same with a breaker per thread: {mid:.3} (p25 {p25:.3}, p75 {p75:.3}; {label})"
+            "interleaved: bus-breaker shared / one breaker per thread, per call, {label}: {mid:.3} (p25 {p25:.3}, p75 {p75:.3})"
         );
         json.push_str(&format!(
             ",\n  \"bus-breaker_{key}\": {mid:.4},\n  \"bus-breaker_{key}_p25\": {p25:.4},\n  \"bus-breaker_{key}_p75\": {p75:.4}"
         ));
-    }
+    };
+    sharing(1, "sharing_2_threads", "2 threads (slowest thread)");
+    sharing(
+        2,
+        "sharing_2_threads_mean",
+        "2 threads (mean of the threads)",
+    );
+    sharing(
+        0,
+        "sharing_1_thread",
+        "1 thread (identical workloads: the noise floor)",
+    );
     json.push_str("\n}\n");
     let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),

@@ -17,7 +17,7 @@
 #[path = "../../benches/support/mod.rs"]
 mod support;
 
-use bus_bench::{FailEvery, Fixture, OnOptions, payload};
+use bus_bench::{FailEvery, Fixture, OnOptions, payload, quartiles};
 use std::time::Instant;
 use support::{Raw, publish_from, settle, subscribe};
 
@@ -30,13 +30,6 @@ fn rate(n: u64, run: impl FnOnce()) -> f64 {
     let t0 = Instant::now();
     run();
     n as f64 / t0.elapsed().as_secs_f64()
-}
-
-/// (p25, median, p75) of `v`.
-fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    (at(0.25), at(0.5), at(0.75))
 }
 
 fn main() -> Result<(), BoxError> {
