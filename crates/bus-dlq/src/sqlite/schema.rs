@@ -11,6 +11,19 @@ use std::time::Duration;
 /// `PRAGMA application_id` of a bus DLQ: "BUSD".
 pub(crate) const APPLICATION_ID: i32 = 0x4255_5344;
 
+/// The page size of a new store. 8 KiB instead of SQLite's 4 KiB: a 1 KiB
+/// letter's row (~1.8 KiB) fills pages in fours instead of pairs, so the
+/// writer allocates half as many pages, splits index pages half as often,
+/// and writes (and the checkpoint copies) half as many WAL frames, each a
+/// syscall or two, for the same bytes. Measured with 4 pipelined pushers:
+/// a third fewer read/write syscalls per letter and 5 % fewer writer
+/// instructions, 40 % -> 50-60 % of the `write` + `fdatasync` per 256
+/// baseline. A lone push writes about as many frames either way, each
+/// twice as large, so its fsync moves more bytes: somewhat slower.
+/// A store keeps the page size it was created with (SQLite cannot change
+/// it in WAL mode without a `VACUUM`).
+pub(crate) const PAGE_SIZE: u32 = 8192;
+
 /// The schema version this build writes.
 pub(crate) const SCHEMA_VERSION: i32 = 3;
 
@@ -232,6 +245,11 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), DlqError
              use a newer busctl",
             path.display()
         )));
+    }
+    if fresh {
+        // Only takes effect before the first page is written, and before WAL.
+        conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE};"))
+            .map_err(db_err)?;
     }
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))

@@ -326,6 +326,40 @@ fn a_version_1_file_is_migrated_with_every_field_and_keeps_its_totals() {
 }
 
 #[test]
+fn a_new_store_has_8_kib_pages_and_an_old_one_keeps_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    let size: u32 = dlq
+        .conn()
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(size, schema::PAGE_SIZE);
+    drop(dlq);
+    // A store made by an older build (4 KiB pages, WAL) opens as it is.
+    let old = tempfile::tempdir().unwrap();
+    let config = DlqConfig::new(old.path());
+    {
+        let c = rusqlite::Connection::open(config.db_path()).unwrap();
+        c.execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;")
+            .unwrap();
+        c.execute_batch(schema::V1).unwrap();
+        c.execute_batch(&format!(
+            "PRAGMA application_id = {}; PRAGMA user_version = 1;",
+            schema::APPLICATION_ID
+        ))
+        .unwrap();
+    }
+    let dlq = SqliteDlq::open(config).unwrap();
+    let size: u32 = dlq
+        .conn()
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(size, 4096);
+    dlq.push(&letter("a", "x", 1)).unwrap();
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 1);
+}
+
+#[test]
 fn every_required_column_is_indexed() {
     let dir = tempfile::tempdir().unwrap();
     let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
@@ -379,8 +413,9 @@ fn the_wal_starts_over_under_a_steady_stream_of_commits() {
     // The writer's own checkpoint past INLINE_FRAMES, plus at most one batch
     // (under a page per letter) committed before the WAL starts over.
     let frames = u64::try_from(super::checkpoint::INLINE_FRAMES).unwrap() + max_batch as u64;
+    let page = u64::from(schema::PAGE_SIZE);
     assert!(
-        wal_bytes <= frames * (4096 + 24) + 32,
+        wal_bytes <= frames * (page + 24) + 32,
         "WAL grew to {wal_bytes} bytes"
     );
     drop(dlq);
