@@ -71,7 +71,17 @@ thread_local! {
     static CLAIM: Claim = Claim::take();
 }
 
-/// How the calling thread may write its stripe.
+/// How the calling thread may write its stripe. It stays on that thread:
+///
+/// ```compile_fail
+/// use bus_core::stripe::Striped;
+/// use std::sync::atomic::AtomicU64;
+///
+/// let hits = std::sync::Arc::new(Striped::new(|| AtomicU64::new(0)));
+/// let (_, writer) = hits.mine();
+/// // An owner's plain stores from another thread would lose counts.
+/// std::thread::spawn(move || drop(writer));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Writer {
     exclusive: bool,
