@@ -1,7 +1,8 @@
 //! Striped counters: one copy of a set of atomics per stripe of threads, each
 //! copy on its own cache lines, so threads counting at once (publishers and
 //! workers) never write a shared cache line; readers sum the stripes. Used
-//! wherever the hot path counts: breaker windows, health counters.
+//! wherever the hot path counts: the bus's ledger, breaker windows, health
+//! counters.
 //!
 //! A thread claims a stripe of its own the first time it asks, and gives it
 //! back when it exits. Up to `STRIPES - 1` threads at once own one; the
@@ -91,6 +92,13 @@ pub struct Writer {
 }
 
 impl Writer {
+    fn new(exclusive: bool) -> Self {
+        Self {
+            exclusive,
+            _here: std::marker::PhantomData,
+        }
+    }
+
     /// Adds `n` to `cell`: a plain load and store when this thread owns the
     /// stripe, an atomic add when it shares it.
     #[inline]
@@ -140,33 +148,21 @@ impl Writer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stripe {
     index: usize,
+    /// Not `Send`, and so neither is the stripe: each thread looks up its own.
     writer: Writer,
-    /// Not `Send`: an owned stripe is written with plain stores, which only
-    /// the thread that looked it up may do.
-    _here: std::marker::PhantomData<*const ()>,
 }
 
 impl Stripe {
-    /// The calling thread's stripe (not `Send`: each thread looks up its own).
+    /// The calling thread's stripe.
     #[inline]
     pub fn current() -> Self {
-        CLAIM
-            .try_with(|c| Self {
-                index: c.index,
-                writer: Writer {
-                    exclusive: c.exclusive,
-                    _here: std::marker::PhantomData,
-                },
-                _here: std::marker::PhantomData,
-            })
-            .unwrap_or(Self {
-                index: SHARED,
-                writer: Writer {
-                    exclusive: false,
-                    _here: std::marker::PhantomData,
-                },
-                _here: std::marker::PhantomData,
-            })
+        let (index, exclusive) = CLAIM
+            .try_with(|c| (c.index, c.exclusive))
+            .unwrap_or((SHARED, false));
+        Self {
+            index,
+            writer: Writer::new(exclusive),
+        }
     }
 }
 

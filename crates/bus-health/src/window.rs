@@ -102,8 +102,9 @@ impl Window {
         u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Where the events of `now` go: computed once per event (two divisions),
-    /// then used for each of its counts.
+    /// Where the events of `now` go: computed once per event, then used for
+    /// each of its counts. Within the bucket of `recent` it is a compare;
+    /// a new bucket costs the two divisions and one store.
     #[inline]
     pub(crate) fn cursor(&self, now: Instant) -> Cursor {
         let nanos = self.nanos(now);

@@ -94,6 +94,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Whether shutdown has closed the transport: a delivery settled now
+    /// cannot be redelivered.
+    pub(crate) fn closed(&self) -> bool {
+        self.state.load(Ordering::Acquire) == CLOSED
+    }
+
     /// Tells the observer, stamped now (no clock is read if nobody listens).
     pub(crate) fn event(&self, event: &BusEvent<'_>) {
         if self.plugs.observing {
@@ -506,12 +512,9 @@ impl Bus {
     #[cold]
     fn leftovers(&self, receipt: crate::Receipt) {
         for (group, env) in receipt.closed {
-            // The transport closed mid-publish (shutdown): the copy
-            // was accepted, so it is dead-lettered like the rest of
-            // what close returned.
-            if let Err(env) = dead_letter_at_shutdown(&self.shared, &group, env) {
-                tracing::error!(message_id = %env.id, group = %group, "a copy accepted during shutdown could not be dead-lettered");
-            }
+            // The transport closed mid-publish (shutdown): the copy was
+            // accepted, so it is dead-lettered like what close returned.
+            dead_letter_late(&self.shared, &group, env);
         }
         for (group, env) in receipt.spilled {
             self.spill(&group, env);
@@ -688,6 +691,15 @@ fn dead_letter_at_shutdown(s: &Shared, group: &str, env: Envelope) -> Result<(),
         s.counters.inc(Counter::returned_at_shutdown);
         letter.envelope
     })
+}
+
+/// [`dead_letter_at_shutdown`] for a message that reaches the end after the
+/// shutdown report was made (no `unsaved` list to hand it back in): if the
+/// store refuses, it is counted as returned and logged with its id.
+fn dead_letter_late(s: &Shared, group: &str, env: Envelope) {
+    if let Err(env) = dead_letter_at_shutdown(s, group, env) {
+        tracing::error!(message_id = %env.id, group, "a message settled during or after shutdown could not be dead-lettered; it is counted as returned_at_shutdown and dropped");
+    }
 }
 
 /// Configures and starts a subscriber.

@@ -69,13 +69,9 @@ pub(super) fn store_letter(shared: &Shared, letter: DeadLetter) -> Result<(), Bo
 
 /// Settles a delivery that can no longer be redelivered because the bus has
 /// shut down (its handler outlived the deadline): dead-lettered with reason
-/// shutdown, or, if the store refuses, counted as returned at shutdown. The
-/// shutdown report is already out, so such a message can only be logged.
+/// shutdown, or, if the store refuses, counted as returned and logged.
 fn settle_after_close(shared: &Shared, group: &str, delivery: Delivery) {
-    let env = delivery.envelope().clone();
-    if let Err(env) = super::dead_letter_at_shutdown(shared, group, env) {
-        tracing::error!(message_id = %env.id, group, "a delivery settled after shutdown could not be dead-lettered; it is counted as returned_at_shutdown and dropped");
-    }
+    super::dead_letter_late(shared, group, delivery.envelope().clone());
     delivery.term();
 }
 
@@ -241,9 +237,7 @@ impl Worker {
         });
 
         match decision {
-            Decision::Retry { .. } | Decision::Reconnect { .. }
-                if s.state.load(Ordering::Acquire) == super::CLOSED =>
-            {
+            Decision::Retry { .. } | Decision::Reconnect { .. } if s.closed() => {
                 // A handler that outlived the shutdown deadline: the
                 // transport is closed, so a retry has nowhere to wait.
                 settle_after_close(s, &self.group, delivery);
@@ -298,7 +292,7 @@ impl Worker {
                         }
                         Err(error) => {
                             letter_refused(&shared, &letter, &error);
-                            if shared.state.load(Ordering::Acquire) == super::CLOSED {
+                            if shared.closed() {
                                 settle_after_close(&shared, &letter.group, delivery);
                                 return;
                             }

@@ -27,6 +27,13 @@ struct Group {
 /// and SipHash was a visible share of a publish.
 type Routes = HashMap<Topic, Arc<Vec<Arc<Group>>>, foldhash::fast::RandomState>;
 
+/// The group named `name` of `topic`, if it exists.
+fn find<'a>(routes: &'a Routes, topic: &Topic, name: &str) -> Option<&'a Arc<Group>> {
+    routes
+        .get(topic)
+        .and_then(|gs| gs.iter().find(|g| *g.queue.name == *name))
+}
+
 /// The in-process [`Transport`]: the embedded default.
 ///
 /// Each consumer group of a topic has its own bounded queue with four
@@ -124,10 +131,7 @@ impl MemoryTransport {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let routes = self.routes.load();
-        if let Some(existing) = routes
-            .get(topic)
-            .and_then(|gs| gs.iter().find(|g| *g.queue.name == *options.group))
-        {
+        if let Some(existing) = find(&routes, topic, &options.group) {
             return Ok(Arc::clone(existing));
         }
         let queue = Arc::new(GroupQueue::new(
@@ -291,14 +295,10 @@ impl Transport for MemoryTransport {
         if self.closed.load(Ordering::Acquire) {
             return Err(envelope);
         }
-        let routes = self.routes.load();
-        let Some(g) = routes
-            .get(&envelope.topic)
-            .and_then(|gs| gs.iter().find(|g| *g.queue.name == *group))
-        else {
-            return Err(envelope);
-        };
-        g.queue.requeue(envelope)
+        match find(&self.routes.load(), &envelope.topic, group) {
+            Some(g) => g.queue.requeue(envelope),
+            None => Err(envelope),
+        }
     }
 
     fn close(&self) -> Vec<(Arc<str>, Envelope)> {

@@ -202,15 +202,23 @@ fn a_publish_refused_by_one_group_reaches_no_group() {
     );
 }
 
-#[test]
-fn nak_with_delay_waits_for_the_clock() {
+/// A transport on a manual clock whose one message "x" was taken by group
+/// "g" and nakked with `delay`; the clock, the transport (kept alive) and
+/// the subscription.
+fn nakked(delay: Duration) -> (ManualClock, MemoryTransport, Box<dyn Subscription>) {
     let clock = ManualClock::new();
     let t = MemoryTransport::with_clock(Arc::new(clock.clone()));
     let mut s = t
         .subscribe(&topic(), &SubscribeOptions::group("g"))
         .unwrap();
     t.publish(env(Priority::Normal, "x"), T).unwrap();
-    s.next(T).unwrap().unwrap().nak(Duration::from_secs(30));
+    s.next(T).unwrap().unwrap().nak(delay);
+    (clock, t, s)
+}
+
+#[test]
+fn nak_with_delay_waits_for_the_clock() {
+    let (clock, t, mut s) = nakked(Duration::from_secs(30));
     assert_eq!(
         t.queue_depths()[0].depth,
         1,
@@ -235,13 +243,7 @@ fn nak_with_delay_waits_for_the_clock() {
 #[test]
 fn the_delay_runs_from_the_nak_not_from_when_the_timer_sees_it() {
     for _ in 0..50 {
-        let clock = ManualClock::new();
-        let t = MemoryTransport::with_clock(Arc::new(clock.clone()));
-        let mut s = t
-            .subscribe(&topic(), &SubscribeOptions::group("g"))
-            .unwrap();
-        t.publish(env(Priority::Normal, "x"), T).unwrap();
-        s.next(T).unwrap().unwrap().nak(Duration::from_secs(3600));
+        let (clock, _t, mut s) = nakked(Duration::from_secs(3600));
         clock.advance(Duration::from_secs(3600));
         let d = s
             .next(Duration::from_secs(5))

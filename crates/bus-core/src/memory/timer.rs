@@ -133,7 +133,7 @@ fn run(rx: &Receiver<Cmd>, clock: &SharedClock) {
                 let left = heap
                     .into_vec()
                     .into_iter()
-                    .chain(late.collect::<Vec<_>>())
+                    .chain(late)
                     .map(|p| {
                         p.group.unpark();
                         (Arc::clone(&p.group.name), p.envelope)
