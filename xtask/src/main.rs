@@ -125,6 +125,23 @@ const BENCH_CRATES: [&str; 6] = [
 
 /// `cargo xtask bench [--quick]`: runs the criterion benches and the RSS run,
 /// then writes `target/bench-report.json` and `docs/benchmarks.md`.
+/// `cargo run` of one of bus-bench's binaries, in the bench profile; its own
+/// arguments follow.
+fn bench_bin(name: &str) -> Command {
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--profile",
+        "bench",
+        "-p",
+        "bus-bench",
+        "--bin",
+        name,
+        "--",
+    ]);
+    c
+}
+
 fn bench(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     let started = std::time::SystemTime::now();
@@ -171,18 +188,8 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
     let messages = if quick { "10000" } else { "1000000" };
     let rss_json = target.join("bench-rss.json");
-    let mut rss = cargo();
-    rss.args([
-        "run",
-        "--profile",
-        "bench",
-        "-p",
-        "bus-bench",
-        "--bin",
-        "rss",
-    ])
-    .args(["--", "--messages", messages, "--out"])
-    .arg(&rss_json);
+    let mut rss = bench_bin("rss");
+    rss.args(["--messages", messages, "--out"]).arg(&rss_json);
     if let Err(e) = step(&format!("peak RSS ({messages} messages)"), rss) {
         failures.push(e);
     }
@@ -195,18 +202,9 @@ fn bench(args: &[String]) -> Result<(), String> {
     } else {
         ("15", "200000")
     };
-    let mut interleaved = cargo();
+    let mut interleaved = bench_bin("ratios");
     interleaved
-        .args([
-            "run",
-            "--profile",
-            "bench",
-            "-p",
-            "bus-bench",
-            "--bin",
-            "ratios",
-        ])
-        .args(["--", "--rounds", rounds, "--messages", per_round, "--out"])
+        .args(["--rounds", rounds, "--messages", per_round, "--out"])
         .arg(&ratios_json);
     if let Err(e) = step(
         &format!("interleaved throughput ratios ({rounds} rounds of {per_round} messages)"),
@@ -515,6 +513,26 @@ fn fmt_rate(rate: f64, unit: &str) -> String {
     }
 }
 
+/// A figure measured in interleaved rounds: its median and quartiles.
+#[derive(Debug, Clone, Copy)]
+struct Quartiles {
+    p25: f64,
+    median: f64,
+    p75: f64,
+}
+
+/// The `{"median": m, "p25": a, "p75": b}` object under `key` in a bench's
+/// results file (every interleaved-rounds figure is written so).
+fn quartiles_of(json: Option<&str>, key: &str) -> Option<Quartiles> {
+    let obj = json_field(json?, key)?;
+    let f = |name| json_field(obj, name).and_then(json_number);
+    Some(Quartiles {
+        p25: f("p25")?,
+        median: f("median")?,
+        p75: f("p75")?,
+    })
+}
+
 /// The headline ratios against the issue's goals.
 fn bench_ratios(
     results: &[BenchResult],
@@ -599,7 +617,7 @@ fn bench_ratios(
         "-",
         &|_| None,
     );
-    let noise = brk("bus-breaker_sharing_1_thread_p75");
+    let noise = quartiles_of(breaker, "bus-breaker_sharing_1_thread").map(|q| q.p75);
     for (key, label, goal) in [
         (
             "sharing_1_thread",
@@ -613,16 +631,15 @@ fn bench_ratios(
             false,
         ),
     ] {
-        let p25 = brk(&format!("bus-breaker_{key}_p25"));
-        let p75 = brk(&format!("bus-breaker_{key}_p75"));
-        let quartiles = |v: f64| match (p25, p75) {
-            (Some(a), Some(b)) => format!("{v:.3}x (p25-p75 {a:.3}-{b:.3})"),
-            _ => format!("{v:.3}x"),
+        let q = quartiles_of(breaker, &format!("bus-breaker_{key}"));
+        let shown = |v: f64| match q {
+            Some(q) => format!("{v:.3}x (p25-p75 {:.3}-{:.3})", q.p25, q.p75),
+            None => format!("{v:.3}x"),
         };
         push(
             &format!("breaker shared by the threads / a breaker per thread, per call ({label})"),
-            brk(&format!("bus-breaker_{key}")),
-            &quartiles,
+            q.map(|q| q.median),
+            &shown,
             if goal {
                 "<= 1x or the noise floor's p75"
             } else {
@@ -632,23 +649,15 @@ fn bench_ratios(
         );
     }
     let tput = |a: &str, b: &str| Some(mean(b)? / mean(a)?); // throughput of a relative to b
-    // Median over interleaved rounds of the per-round ratio (bench-ratios.json).
-    let median = |key: &str| {
-        json_field(interleaved?, key)
-            .and_then(|v| json_field(v, "median"))
-            .and_then(json_number)
-    };
+    // Medians and quartiles over interleaved rounds (bench-ratios.json).
     let spread = |key: &str| {
-        let q = |f| {
-            json_field(interleaved?, key)
-                .and_then(|v| json_field(v, f))
-                .and_then(json_number)
-        };
-        Some(format!(
-            "median of rounds; p25-p75 {:.1}-{:.1} %",
-            q("p25")? * 100.0,
-            q("p75")? * 100.0
-        ))
+        quartiles_of(interleaved, key).map(|q| {
+            format!(
+                "median of rounds; p25-p75 {:.1}-{:.1} %",
+                q.p25 * 100.0,
+                q.p75 * 100.0
+            )
+        })
     };
     for (topology, pair, label, goal) in [
         (
@@ -683,7 +692,7 @@ fn bench_ratios(
         let note = spread(&key).unwrap_or_default();
         push(
             &format!("{label}, {topology} ({note})"),
-            median(&key),
+            quartiles_of(interleaved, &key).map(|q| q.median),
             &pct,
             goal.map_or("-", |(_, shown)| shown),
             &|v| goal.map(|(g, _)| v >= g),
@@ -707,10 +716,7 @@ fn bench_ratios(
         ),
         ("added_p99_on_off_ns", "bus_on", "bus_off", "bus off", false),
     ] {
-        let per_round = latency
-            .and_then(|l| json_field(l, key))
-            .and_then(|v| json_field(v, "median"))
-            .and_then(json_number);
+        let per_round = quartiles_of(latency, key).map(|q| q.median);
         let (value, how, pooled) = match per_round {
             Some(v) => (Some(v), "median of per-round differences", false),
             None => (
@@ -1058,4 +1064,22 @@ fn soak(_args: &[String]) -> Result<(), String> {
     ])
     .env("BUS_SOAK", "1");
     step("soak", s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quartiles_of_reads_a_rounds_object_and_nothing_else() {
+        let json = r#"{ "1to1/on_raw": { "median": 0.5, "p25": 0.4, "p75": 0.6 }, "rounds": 15 }"#;
+        let q = quartiles_of(Some(json), "1to1/on_raw").expect("an object of quartiles");
+        assert_eq!((q.p25, q.median, q.p75), (0.4, 0.5, 0.6));
+        assert!(
+            quartiles_of(Some(json), "rounds").is_none(),
+            "a bare number"
+        );
+        assert!(quartiles_of(Some(json), "missing").is_none());
+        assert!(quartiles_of(None, "1to1/on_raw").is_none());
+    }
 }

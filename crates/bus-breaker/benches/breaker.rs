@@ -3,6 +3,7 @@
 //!
 //! `cargo bench -p bus-breaker --bench breaker -- --quick`
 
+use bus_test::quartiles;
 use criterion::{Criterion, criterion_group};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -140,13 +141,6 @@ fn closed_state(c: &mut Criterion) {
     }
 }
 
-/// (p25, median, p75) of `v`: the same definition as bus-bench's ratios.
-fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    (at(0.25), at(0.5), at(0.75))
-}
-
 /// The goals as ratios, measured in interleaved rounds: every round times
 /// each contender's `call_ok` on one thread and on two threads back to back,
 /// so a slow spell of a shared machine lands on all of them. Prints the
@@ -240,7 +234,7 @@ fn interleaved() {
             "interleaved: bus-breaker shared / one breaker per thread, per call, {label}: {mid:.3} (p25 {p25:.3}, p75 {p75:.3})"
         );
         json.push_str(&format!(
-            ",\n  \"bus-breaker_{key}\": {mid:.4},\n  \"bus-breaker_{key}_p25\": {p25:.4},\n  \"bus-breaker_{key}_p75\": {p75:.4}"
+            ",\n  \"bus-breaker_{key}\": {{ \"median\": {mid:.4}, \"p25\": {p25:.4}, \"p75\": {p75:.4} }}"
         ));
     };
     sharing(1, "sharing_2_threads", "2 threads (slowest thread)");

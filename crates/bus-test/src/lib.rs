@@ -29,10 +29,12 @@
 #![warn(missing_docs)]
 
 pub mod conformance;
+mod measure;
 pub mod nats;
 mod proc;
 
 pub use bus_core::time::{Clock, ManualClock};
+pub use measure::quartiles;
 pub use proc::{ProcStatus, proc_status};
 
 use bus_core::{
