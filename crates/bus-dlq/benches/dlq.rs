@@ -15,13 +15,11 @@
 
 mod support;
 
-use bus_dlq::{DlqConfig, SqliteDlq};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{PAYLOAD, letters_per_thread, push_blocking, push_pipelined};
+use support::{Push, time_new_store, write_sync};
 
 fn scratch() -> tempfile::TempDir {
     // Same filesystem as the target directory.
@@ -30,69 +28,38 @@ fn scratch() -> tempfile::TempDir {
     tempfile::tempdir_in(base).unwrap()
 }
 
-fn push_with(threads: usize, iters: u64) -> Duration {
-    push_chunks(threads, iters, 1)
+/// `iters` letters from `threads` pushers into a new store.
+fn pushes(threads: usize, iters: u64, how: Push) -> Duration {
+    time_new_store(&scratch().path().join("dlq"), threads, iters, how)
 }
 
-/// `threads` pushers, each handing `chunk` letters at a time to `push_many`.
-fn push_chunks(threads: usize, iters: u64, chunk: usize) -> Duration {
-    let dir = scratch();
-    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
-    let letters = letters_per_thread(threads, iters);
-    let start = Instant::now();
-    push_blocking(&dlq, &letters, chunk);
-    let took = start.elapsed();
-    dlq.close();
-    took
-}
-
-/// `threads` pushers handing letters over with `push_then` (as the bus's
-/// workers do): nobody waits for a commit, so batches fill up; the clock stops
-/// when the last letter is durable.
-fn push_then_all(threads: usize, iters: u64) -> Duration {
-    let dir = scratch();
-    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
-    let letters = letters_per_thread(threads, iters);
-    let start = Instant::now();
-    push_pipelined(&dlq, letters);
-    let took = start.elapsed();
-    dlq.close();
-    took
-}
-
-/// Appends `iters` records of one letter's row size, `sync_data` every `every`.
-fn write_sync(iters: u64, every: u64) -> Duration {
-    let dir = scratch();
-    let mut f = std::fs::File::create(dir.path().join("log")).unwrap();
-    let record = vec![0xAB_u8; PAYLOAD + 512]; // payload plus the JSON columns
-    let start = Instant::now();
-    for i in 1..=iters {
-        f.write_all(&record).unwrap();
-        if i % every == 0 {
-            f.sync_data().unwrap();
-        }
-    }
-    f.sync_data().unwrap();
-    start.elapsed()
+/// The baseline, `sync_data` every `every` records.
+fn baseline(iters: u64, every: u64) -> Duration {
+    write_sync(scratch().path(), iters, every)
 }
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("dlq_1KiB");
     g.throughput(Throughput::Elements(1));
     g.sample_size(10);
-    g.bench_function("full_4_pushers", |b| b.iter_custom(|n| push_with(4, n)));
+    let one_by_one = Push::Blocking { chunk: 1 };
+    g.bench_function("full_4_pushers", |b| {
+        b.iter_custom(|n| pushes(4, n, one_by_one))
+    });
     g.bench_function("baseline_write_fdatasync_per_256", |b| {
-        b.iter_custom(|n| write_sync(n, 256))
+        b.iter_custom(|n| baseline(n, 256))
     });
     g.bench_function("full_4_pushers_pipelined", |b| {
-        b.iter_custom(|n| push_then_all(4, n))
+        b.iter_custom(|n| pushes(4, n, Push::Pipelined))
     });
     g.bench_function("full_4_pushers_push_many_64", |b| {
-        b.iter_custom(|n| push_chunks(4, n, 64))
+        b.iter_custom(|n| pushes(4, n, Push::Blocking { chunk: 64 }))
     });
-    g.bench_function("full_1_pusher", |b| b.iter_custom(|n| push_with(1, n)));
+    g.bench_function("full_1_pusher", |b| {
+        b.iter_custom(|n| pushes(1, n, one_by_one))
+    });
     g.bench_function("baseline_write_fdatasync_per_record", |b| {
-        b.iter_custom(|n| write_sync(n, 1))
+        b.iter_custom(|n| baseline(n, 1))
     });
     g.finish();
 }

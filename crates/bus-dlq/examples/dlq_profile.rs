@@ -8,7 +8,7 @@
 mod support;
 
 use bus_dlq::{DlqConfig, SqliteDlq};
-use std::time::Instant;
+use support::Push;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -18,14 +18,12 @@ fn main() {
     let mode = args.get(4).map_or("push", String::as_str).to_owned();
     let _ = std::fs::remove_dir_all(&dir);
     let dlq = SqliteDlq::open(DlqConfig::new(&dir)).unwrap();
-    let letters = support::letters_per_thread(threads, total);
-    let start = Instant::now();
-    if mode == "then" {
-        support::push_pipelined(&dlq, letters);
+    let how = if mode == "then" {
+        Push::Pipelined
     } else {
-        support::push_blocking(&dlq, &letters, 1);
-    }
-    let took = start.elapsed();
+        Push::Blocking { chunk: 1 }
+    };
+    let took = support::time_pushes(&dlq, support::letters_per_thread(threads, total), how);
     eprintln!(
         "{total} letters, {threads} threads, {mode}: {:?}, {:.0}/s",
         took,
@@ -44,36 +42,39 @@ fn main() {
     dlq.close();
 }
 
+/// The `/proc` directory of the `bus-dlq-writer` thread.
+fn writer_task() -> Option<std::path::PathBuf> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|t| t.path())
+        .find(|t| {
+            std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == "bus-dlq-writer")
+        })
+}
+
 /// The writer thread's time on a CPU and waiting on a run queue, in ms.
 fn writer_schedstat_ms() -> (f64, f64) {
-    for t in std::fs::read_dir("/proc/self/task").unwrap() {
-        let t = t.unwrap().path();
-        let comm = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
-        if comm.trim() == "bus-dlq-writer" {
-            let s = std::fs::read_to_string(t.join("schedstat")).unwrap();
-            let f: Vec<f64> = s.split_whitespace().map(|x| x.parse().unwrap()).collect();
-            return (f[0] / 1e6, f[1] / 1e6);
-        }
-    }
-    (0.0, 0.0)
+    let Some(t) = writer_task() else {
+        return (0.0, 0.0);
+    };
+    let s = std::fs::read_to_string(t.join("schedstat")).unwrap();
+    let f: Vec<f64> = s.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    (f[0] / 1e6, f[1] / 1e6)
 }
 
 /// CPU time (user, system) of the `bus-dlq-writer` thread so far, in ms.
 fn writer_cpu_ms() -> (f64, f64) {
-    let mut ms = (0.0, 0.0);
-    for t in std::fs::read_dir("/proc/self/task").unwrap() {
-        let t = t.unwrap().path();
-        let comm = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
-        if comm.trim() != "bus-dlq-writer" {
-            continue;
-        }
-        let stat = std::fs::read_to_string(t.join("stat")).unwrap();
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = after.split(' ').collect();
-        // Fields 14 and 15 (utime, stime) are at 11 and 12 after the comm.
-        // USER_HZ = 100
-        ms.0 += f[11].parse::<f64>().unwrap() * 10.0;
-        ms.1 += f[12].parse::<f64>().unwrap() * 10.0;
-    }
-    ms
+    let Some(t) = writer_task() else {
+        return (0.0, 0.0);
+    };
+    let stat = std::fs::read_to_string(t.join("stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the comm;
+    // USER_HZ = 100.
+    (
+        f[11].parse::<f64>().unwrap() * 10.0,
+        f[12].parse::<f64>().unwrap() * 10.0,
+    )
 }

@@ -410,7 +410,7 @@ impl DlqQuery for SqliteDlq {
             for r in &rows {
                 if r.insert(&mut stmt).map_err(db_err)? {
                     n += 1;
-                    bytes = bytes.saturating_add(r.bytes_i64());
+                    bytes = bytes.saturating_add(r.row_bytes);
                 }
             }
         }

@@ -12,12 +12,9 @@ pub(crate) const SUMMARY_COLUMNS: &str = "id, topic, category, component, error_
     signature, first_failure_at, last_failure_at, dead_lettered_at, length(payload), state, \
     replayed_at, summary_json";
 
-/// The columns [`decode`] reads, in order ([`FULL_COLUMN_COUNT`] of them).
+/// The columns [`decode`] reads, in order.
 pub(crate) const FULL_COLUMNS: &str = "id, payload, summary_json, detail_json, component, \
     dead_lettered_at, state, replayed_at, replay_topic, signature";
-
-/// How many columns [`FULL_COLUMNS`] names.
-pub(crate) const FULL_COLUMN_COUNT: usize = 10;
 
 /// The columns a push sets, in the order [`EncodedRow::bind`] binds them;
 /// `state`, `replayed_at` and `replay_topic` keep their defaults.
@@ -117,8 +114,9 @@ pub(crate) struct EncodedRow {
     summary_json: String,
     detail_json: String,
     imported: Option<Imported>,
-    /// Payload plus JSON bytes: what counts against `max_bytes`.
-    pub(crate) bytes: u64,
+    /// Payload plus JSON bytes: what counts against `max_bytes` (the
+    /// `row_bytes` column).
+    pub(crate) row_bytes: i64,
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String, DlqError> {
@@ -164,7 +162,8 @@ impl EncodedRow {
             attempts: letter.envelope.attempt,
         })?;
         let payload = letter.envelope.payload.clone();
-        let bytes = (payload.len() + summary_json.len() + detail_json.len()) as u64;
+        let row_bytes = i64::try_from(payload.len() + summary_json.len() + detail_json.len())
+            .unwrap_or(i64::MAX);
         Ok(Self {
             id: letter.id.to_string(),
             topic: letter.envelope.topic.as_str().to_owned(),
@@ -179,7 +178,7 @@ impl EncodedRow {
             summary_json,
             detail_json,
             imported,
-            bytes,
+            row_bytes,
         })
     }
 
@@ -217,18 +216,13 @@ impl EncodedRow {
             &&self.payload[..],
             &self.summary_json,
             &self.detail_json,
-            &self.bytes_i64(),
+            &self.row_bytes,
         ];
         let first = nth * PARAMS_PER_ROW + 1;
         for (i, v) in values.into_iter().enumerate() {
             stmt.raw_bind_parameter(first + i, v)?;
         }
         Ok(())
-    }
-
-    /// [`bytes`](Self::bytes) as SQLite stores it.
-    pub(crate) fn bytes_i64(&self) -> i64 {
-        i64::try_from(self.bytes).unwrap_or(i64::MAX)
     }
 }
 

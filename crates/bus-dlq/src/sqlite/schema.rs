@@ -15,11 +15,14 @@ pub(crate) const APPLICATION_ID: i32 = 0x4255_5344;
 /// letter's row (~1.8 KiB) fills pages in fours instead of pairs, so the
 /// writer allocates half as many pages, splits index pages half as often,
 /// and writes (and the checkpoint copies) half as many WAL frames, each a
-/// syscall or two, for the same bytes. Measured with 4 pipelined pushers:
-/// a third fewer read/write syscalls per letter and 5 % fewer writer
-/// instructions, 40 % -> 50-60 % of the `write` + `fdatasync` per 256
-/// baseline. A lone push writes about as many frames either way, each
-/// twice as large, so its fsync moves more bytes: somewhat slower.
+/// syscall or two, for the same bytes. Measured when it was chosen (commit
+/// 3a0375f, this project's 2-core machine, `examples/dlq_profile.rs` under
+/// `strace -c` and callgrind, and `examples/dlq_rounds.rs`), with 4
+/// pipelined pushers: a third fewer read/write syscalls per letter, 5 %
+/// fewer writer instructions, and about 40 % -> 46-54 % of the `write` +
+/// `fdatasync` per 256 baseline. A lone push writes about as many frames
+/// either way, each twice as large, so its fsync moves more bytes: the
+/// single pusher went from about 2.3-3.0x to 3.0-3.7x the baseline.
 /// A store keeps the page size it was created with (SQLite cannot change
 /// it in WAL mode without a `VACUUM`).
 pub(crate) const PAGE_SIZE: u32 = 8192;
@@ -101,7 +104,9 @@ CREATE INDEX letters_state_active ON letters(state) WHERE state <> 'dead';";
 ///   type, attempts: what a listing shows) and `detail_json` (envelope
 ///   without payload and history, last report, history, reason: what
 ///   rebuilding the letter needs). A push binds 13 values instead of 24;
-///   binding each (SQLite copies it) was over a quarter of the writer's work.
+///   binding each (SQLite copies it) was over a quarter of the writer's
+///   instructions under callgrind before this version (43.3k -> 30.5k per
+///   letter with 4 pipelined pushers, `examples/dlq_profile.rs`).
 ///   `state`, `replayed_at` and `replay_topic` are not bound by a push: they
 ///   keep their defaults.
 /// - The `state` CHECK compares with `=` instead of `IN (...)`: SQLite built

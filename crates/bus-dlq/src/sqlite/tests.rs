@@ -274,6 +274,30 @@ fn insert_old_row(c: &rusqlite::Connection, stored: &StoredLetter) {
     .unwrap();
 }
 
+/// A database file as a version 1 build created it (after `pragmas`).
+fn v1_file(config: &DlqConfig, pragmas: &str) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(config.db_path()).unwrap();
+    c.execute_batch(pragmas).unwrap();
+    c.execute_batch(schema::V1).unwrap();
+    c.execute_batch(&format!(
+        "PRAGMA application_id = {}; PRAGMA user_version = 1;",
+        schema::APPLICATION_ID
+    ))
+    .unwrap();
+    c
+}
+
+/// Every letter's id and rowid, in rowid order.
+fn rowids(c: &rusqlite::Connection) -> Vec<(String, i64)> {
+    let mut stmt = c
+        .prepare("SELECT CAST(id AS TEXT), rowid FROM letters ORDER BY rowid")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 #[test]
 fn a_version_1_file_is_migrated_with_every_field_and_keeps_its_totals() {
     let dir = tempfile::tempdir().unwrap();
@@ -284,20 +308,16 @@ fn a_version_1_file_is_migrated_with_every_field_and_keeps_its_totals() {
     replayed.replayed_at =
         Some(replayed.letter.dead_lettered_at + std::time::Duration::from_secs(9));
     replayed.replay_topic = Some(Topic::new("orders.fixed").unwrap());
-    {
+    let old_rowids = {
         // A file as a version 1 build left it, with letters its insert
         // trigger counted.
-        let c = rusqlite::Connection::open(config.db_path()).unwrap();
-        c.execute_batch(schema::V1).unwrap();
-        c.execute_batch(&format!(
-            "PRAGMA application_id = {}; PRAGMA user_version = 1;",
-            schema::APPLICATION_ID
-        ))
-        .unwrap();
+        let c = v1_file(&config, "");
         insert_old_row(&c, &old);
         insert_old_row(&c, &replayed);
-    }
+        rowids(&c)
+    };
     let dlq = SqliteDlq::open(config).unwrap();
+    assert_eq!(rowids(&dlq.conn()), old_rowids, "the rebuild keeps rowids");
     let version: i32 = dlq
         .conn()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -338,17 +358,10 @@ fn a_new_store_has_8_kib_pages_and_an_old_one_keeps_its_own() {
     // A store made by an older build (4 KiB pages, WAL) opens as it is.
     let old = tempfile::tempdir().unwrap();
     let config = DlqConfig::new(old.path());
-    {
-        let c = rusqlite::Connection::open(config.db_path()).unwrap();
-        c.execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;")
-            .unwrap();
-        c.execute_batch(schema::V1).unwrap();
-        c.execute_batch(&format!(
-            "PRAGMA application_id = {}; PRAGMA user_version = 1;",
-            schema::APPLICATION_ID
-        ))
-        .unwrap();
-    }
+    drop(v1_file(
+        &config,
+        "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;",
+    ));
     let dlq = SqliteDlq::open(config).unwrap();
     let size: u32 = dlq
         .conn()
@@ -603,11 +616,10 @@ fn the_writer_commits_the_next_batch_while_the_syncer_syncs_the_last() {
         second.clone(),
         Box::new(move |r, l| answer.send((r.is_ok(), l.id)).unwrap()),
     );
-    let deadline = std::time::Instant::now() + EVENTUALLY;
-    while dlq.get(second.id).unwrap().is_none() {
-        assert!(std::time::Instant::now() < deadline, "never committed");
-        std::thread::yield_now();
-    }
+    assert!(
+        bus_test::wait_until(EVENTUALLY, || dlq.get(second.id).unwrap().is_some()),
+        "never committed"
+    );
     assert!(answers.try_recv().is_err(), "answered before its sync");
     go.send(Ok(())).unwrap();
     // Both answered Ok: the second by the first sync or the next one.
@@ -615,4 +627,32 @@ fn the_writer_commits_the_next_batch_while_the_syncer_syncs_the_last() {
     got.sort();
     assert!(got.iter().all(|(ok, _)| *ok));
     assert!(got.iter().any(|(_, id)| *id == second.id));
+}
+
+/// What docs/formats.md says of the columns and connections: the reader
+/// (purges, replay marks, imports) keeps `synchronous=FULL` under `Full`
+/// while the writer's commits are synced by the syncer, and the packed JSON
+/// columns answer SQLite's JSON functions.
+#[test]
+fn the_reader_syncs_its_own_commits_and_summary_json_is_queryable() {
+    for (durability, expect) in [(Durability::Full, 2), (Durability::Normal, 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let dlq = SqliteDlq::open(DlqConfig::new(dir.path()).with_durability(durability)).unwrap();
+        let sync: i64 = dlq
+            .conn()
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, expect, "{durability:?}");
+        let l = letter("a", "x", 1);
+        dlq.push(&l).unwrap();
+        let severity: String = dlq
+            .conn()
+            .query_row(
+                "SELECT json_extract(summary_json, '$.severity') FROM letters",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(severity, l.report.severity.as_str());
+    }
 }

@@ -65,7 +65,10 @@ pub(super) fn verify(conn: &Connection) -> Result<VerifyReport, DlqError> {
             }
         };
         report.rows_checked += 1;
-        let raw_id: String = r.get(row::FULL_COLUMN_COUNT).unwrap_or_default();
+        // The last column: the id as text, whatever its stored type.
+        let raw_id: String = r
+            .get(r.as_ref().column_count().saturating_sub(1))
+            .unwrap_or_default();
         match row::decode(r) {
             Ok(s) if s.signature.len() == 16 => {}
             Ok(s) => report.bad_rows.push(BadRow {

@@ -288,19 +288,17 @@ fn totals(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
 }
 
-/// The largest rowid in `letters` (0 when empty).
-fn max_rowid(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT coalesce(max(rowid), 0) FROM letters")?
-        .query_row([], |r| r.get(0))
-}
-
-/// Bytes of the rows inserted after `max_rowid` returned `before`. Exact
-/// because the table has no `AUTOINCREMENT` and SQLite gives a new row the
-/// largest rowid plus one (it picks unused rowids at random only once the
-/// largest is `i64::MAX`, which no store reaches: nothing sets rowids).
-fn bytes_since(conn: &Connection, before: i64) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT coalesce(sum(row_bytes), 0) FROM letters WHERE rowid > ?1")?
-        .query_row([before], |r| r.get(0))
+/// Bytes of the `n` rows inserted last. Exact because the table has no
+/// `AUTOINCREMENT` and SQLite gives a new row the largest rowid plus one (it
+/// picks unused rowids at random only once the largest is `i64::MAX`, which
+/// no store reaches: nothing sets rowids), so the rows a statement just
+/// added are the `n` largest.
+fn bytes_of_last(conn: &Connection, n: usize) -> rusqlite::Result<i64> {
+    conn.prepare_cached(
+        "SELECT coalesce(sum(row_bytes), 0) FROM \
+         (SELECT row_bytes FROM letters ORDER BY rowid DESC LIMIT ?1)",
+    )?
+    .query_row([i64::try_from(n).unwrap_or(i64::MAX)], |r| r.get(0))
 }
 
 /// Opens a write transaction, inserts the batch and adds it to `totals`;
@@ -321,7 +319,7 @@ fn insert_all(
     // Held for the whole batch: a cached statement handed back clears its
     // bindings, and rebinding would then allocate every value again. The
     // chunk statement only for a batch that can use it: clearing its
-    // `24 * CHUNK` bindings shows in a one-letter commit.
+    // `PARAMS_PER_ROW * CHUNK` bindings shows in a one-letter commit.
     let mut chunk_stmt = (batch.len() >= CHUNK)
         .then(|| conn.prepare_cached(&sql.chunk))
         .transpose()?;
@@ -331,14 +329,13 @@ fn insert_all(
         if let (Some(chunk), Some(chunk_stmt)) = (rest.get(..CHUNK), chunk_stmt.as_mut()) {
             let chunk_bytes = chunk
                 .iter()
-                .fold(0_i64, |b, j| b.saturating_add(j.row.bytes_i64()));
+                .fold(0_i64, |b, j| b.saturating_add(j.row.row_bytes));
             // Every row of the chunk fits even if all are new: the same
             // answers as row by row, in one statement.
             if all_fit(bounds, letters, bytes, CHUNK, chunk_bytes) {
                 // No savepoint around the chunk: one would copy every page
                 // the chunk touches to a statement journal (a temporary
                 // file), which cost more than the inserts' b-tree work.
-                let before = max_rowid(conn)?;
                 for (nth, job) in chunk.iter().enumerate() {
                     job.row.bind(chunk_stmt, nth)?;
                 }
@@ -348,8 +345,8 @@ fn insert_all(
                     chunk_bytes
                 } else {
                     // Some ids were stored already (`OR IGNORE` skipped
-                    // them): the new rows are those past the old last rowid.
-                    bytes_since(conn, before)?
+                    // them): count the rows this statement added.
+                    bytes_of_last(conn, added)?
                 });
                 outcomes.extend(std::iter::repeat_n(Outcome::Stored, CHUNK));
                 rest = &rest[CHUNK..];
@@ -358,7 +355,7 @@ fn insert_all(
         }
         let (job, tail) = rest.split_first().expect("rest is not empty");
         rest = tail;
-        let row_bytes = job.row.bytes_i64();
+        let row_bytes = job.row.row_bytes;
         if let Some(full) = over_bound(bounds, letters, bytes, row_bytes) {
             outcomes.push(Outcome::Full(full));
             continue;
