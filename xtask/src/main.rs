@@ -123,25 +123,20 @@ const BENCH_CRATES: [&str; 6] = [
     "bus-dlq",
 ];
 
-/// `cargo xtask bench [--quick]`: runs the criterion benches and the RSS run,
-/// then writes `target/bench-report.json` and `docs/benchmarks.md`.
-/// `cargo run` of one of bus-bench's binaries, in the bench profile; its own
+/// `cargo run` of a measuring program (`target`: `["--bin", name]` or
+/// `["--example", name]`) of `package`, in the bench profile; its own
 /// arguments follow.
-fn bench_bin(name: &str) -> Command {
+fn bench_run(package: &str, target: [&str; 2]) -> Command {
     let mut c = cargo();
-    c.args([
-        "run",
-        "--profile",
-        "bench",
-        "-p",
-        "bus-bench",
-        "--bin",
-        name,
-        "--",
-    ]);
+    c.args(["run", "--profile", "bench", "-p", package])
+        .args(target)
+        .arg("--");
     c
 }
 
+/// `cargo xtask bench [--quick]`: runs the criterion benches, the RSS run and
+/// the interleaved-rounds measurements, then writes
+/// `target/bench-report.json` and `docs/benchmarks.md`.
 fn bench(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     let started = std::time::SystemTime::now();
@@ -188,7 +183,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
     let messages = if quick { "10000" } else { "1000000" };
     let rss_json = target.join("bench-rss.json");
-    let mut rss = bench_bin("rss");
+    let mut rss = bench_run("bus-bench", ["--bin", "rss"]);
     rss.args(["--messages", messages, "--out"]).arg(&rss_json);
     if let Err(e) = step(&format!("peak RSS ({messages} messages)"), rss) {
         failures.push(e);
@@ -202,13 +197,27 @@ fn bench(args: &[String]) -> Result<(), String> {
     } else {
         ("15", "200000")
     };
-    let mut interleaved = bench_bin("ratios");
+    let mut interleaved = bench_run("bus-bench", ["--bin", "ratios"]);
     interleaved
         .args(["--rounds", rounds, "--messages", per_round, "--out"])
         .arg(&ratios_json);
     if let Err(e) = step(
         &format!("interleaved throughput ratios ({rounds} rounds of {per_round} messages)"),
         interleaved,
+    ) {
+        failures.push(e);
+    }
+
+    // The DLQ goals (#5), in interleaved rounds as well.
+    let dlq_json = target.join("bench-dlq-rounds.json");
+    let (dlq_rounds, dlq_letters) = if quick { ("3", "5000") } else { ("9", "50000") };
+    let mut dlq = bench_run("bus-dlq", ["--example", "dlq_rounds"]);
+    dlq.arg(target.join("bench-scratch/dlq-rounds"))
+        .args([dlq_rounds, "both", dlq_letters])
+        .arg(&dlq_json);
+    if let Err(e) = step(
+        &format!("DLQ interleaved rounds ({dlq_rounds} rounds, {dlq_letters} pipelined letters)"),
+        dlq,
     ) {
         failures.push(e);
     }
@@ -228,11 +237,15 @@ fn bench(args: &[String]) -> Result<(), String> {
     let rss = read_fresh(&rss_json);
     let interleaved = read_fresh(&ratios_json);
     let breaker = read_fresh(&target.join("bench-breaker-ratios.json"));
+    let dlq_rounds = read_fresh(&dlq_json);
     let machine = Machine::probe(quick, load_before, t0.elapsed().as_secs_f64());
     let ratios = bench_ratios(
         &results,
-        breaker.as_deref(),
-        interleaved.as_deref(),
+        Rounds {
+            breaker: breaker.as_deref(),
+            throughput: interleaved.as_deref(),
+            dlq: dlq_rounds.as_deref(),
+        },
         latency.as_deref(),
         rss.as_deref(),
     );
@@ -533,14 +546,25 @@ fn quartiles_of(json: Option<&str>, key: &str) -> Option<Quartiles> {
     })
 }
 
+/// The results files of the interleaved-rounds measurements.
+struct Rounds<'a> {
+    breaker: Option<&'a str>,
+    throughput: Option<&'a str>,
+    dlq: Option<&'a str>,
+}
+
 /// The headline ratios against the goals.
 fn bench_ratios(
     results: &[BenchResult],
-    breaker: Option<&str>,
-    interleaved: Option<&str>,
+    rounds: Rounds<'_>,
     latency: Option<&str>,
     rss: Option<&str>,
 ) -> Vec<Ratio> {
+    let Rounds {
+        breaker,
+        throughput: interleaved,
+        dlq,
+    } = rounds;
     let mean = |id: &str| results.iter().find(|r| r.id == id).map(|r| r.mean_ns);
     let mut out = Vec::new();
     let mut push = |name: &str,
@@ -754,36 +778,57 @@ fn bench_ratios(
         "< 5 µs",
         &|v| Some(v < 5_000.0),
     );
+    // The DLQ goals (#5) from interleaved rounds; criterion's separate
+    // stretches beside them, for the absolute rates.
+    let around = |key: &str| {
+        quartiles_of(dlq, key)
+            .map(|q| format!("median of rounds; p25-p75 {:.2}-{:.2}", q.p25, q.p75))
+            .unwrap_or_default()
+    };
     push(
-        "DLQ 4 pushers Full (push_then) / write+fdatasync per 256",
-        tput(
-            "dlq_1KiB/full_4_pushers_pipelined",
-            "dlq_1KiB/baseline_write_fdatasync_per_256",
+        &format!(
+            "DLQ 4 pushers Full (push_then) / write+fdatasync per 256 ({})",
+            around("pipelined_over_per_256")
         ),
+        quartiles_of(dlq, "pipelined_over_per_256").map(|q| q.median),
         &pct,
         ">= 50 %",
         &|v| Some(v >= 0.50),
     );
     push(
-        "DLQ 4 blocking pushers Full / write+fdatasync per 256",
-        tput(
-            "dlq_1KiB/full_4_pushers",
-            "dlq_1KiB/baseline_write_fdatasync_per_256",
+        &format!(
+            "DLQ 1 pusher Full, time / write+fdatasync per record ({})",
+            around("single_over_per_record")
         ),
-        &pct,
-        "-",
-        &|_| None,
-    );
-    push(
-        "DLQ 1 pusher Full, time / write+fdatasync per record",
-        tput(
-            "dlq_1KiB/baseline_write_fdatasync_per_record",
-            "dlq_1KiB/full_1_pusher",
-        ),
-        &|v: f64| format!("{v:.2}x"),
+        quartiles_of(dlq, "single_over_per_record").map(|q| q.median),
+        &times,
         "<= 2x",
         &|v| Some(v <= 2.0),
     );
+    // (label, a, b, as a time ratio): the throughput of a relative to b.
+    for (label, a, b, time) in [
+        (
+            "DLQ 4 pushers Full (push_then) / write+fdatasync per 256 (criterion)",
+            "dlq_1KiB/full_4_pushers_pipelined",
+            "dlq_1KiB/baseline_write_fdatasync_per_256",
+            false,
+        ),
+        (
+            "DLQ 4 blocking pushers Full / write+fdatasync per 256 (criterion)",
+            "dlq_1KiB/full_4_pushers",
+            "dlq_1KiB/baseline_write_fdatasync_per_256",
+            false,
+        ),
+        (
+            "DLQ 1 pusher Full, time / write+fdatasync per record (criterion)",
+            "dlq_1KiB/baseline_write_fdatasync_per_record",
+            "dlq_1KiB/full_1_pusher",
+            true,
+        ),
+    ] {
+        let shown: &dyn Fn(f64) -> String = if time { &times } else { &pct };
+        push(label, tput(a, b), shown, "-", &|_| None);
+    }
     push(
         "bus on, 10 % failing / 0 % failing",
         tput(
