@@ -49,8 +49,8 @@ pub use observe::{BusEvent, ErrorSink, NoObserver, NoSink, Observer, Observers};
 pub use recovery::{Decision, Failure, NoRetry, RecoveryPolicy, SimpleRetry, Success};
 pub use topic::{MAX_TOPIC_LEN, Topic, TopicError};
 pub use transport::{
-    Delivery, OverflowPolicy, PublishError, QueueDepth, Receipt, Settle, SubscribeOptions,
-    Subscription, Transport, TransportError,
+    Delivery, Leftovers, OverflowPolicy, PublishError, QueueDepth, Receipt, Settle,
+    SubscribeOptions, Subscription, Transport, TransportError,
 };
 
 pub use bus_errors;

@@ -84,6 +84,31 @@ impl SubscribeOptions {
 pub struct Receipt {
     /// How many subscriber groups accepted a copy.
     pub copies: u32,
+    /// Messages the caller must still settle, if any. `None` in the common
+    /// case: a receipt with nothing left over is dropped with one check.
+    pub leftovers: Option<Box<Leftovers>>,
+}
+
+impl Receipt {
+    /// A receipt for `copies` copies enqueued, with nothing left over.
+    pub fn copies(copies: u32) -> Self {
+        Self {
+            copies,
+            leftovers: None,
+        }
+    }
+
+    /// The leftovers, created empty on first use (transports filling them).
+    pub fn leftovers_mut(&mut self) -> &mut Leftovers {
+        self.leftovers.get_or_insert_with(Box::default)
+    }
+}
+
+/// What a publish handed back to its caller to settle: the rare outcomes of
+/// overflow policies and of a close racing the publish.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Leftovers {
     /// Copies refused by a full queue whose policy is
     /// [`OverflowPolicy::DeadLetter`], with their group: the caller must
     /// dead-letter them.

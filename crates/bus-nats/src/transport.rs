@@ -445,11 +445,7 @@ impl Transport for NatsTransport {
             .inner
             .call(timeout, async move { inner.publish_async(&env).await });
         match outcome {
-            Some(Ok(copies)) => {
-                let mut r = Receipt::default();
-                r.copies = copies;
-                Ok(r)
-            }
+            Some(Ok(copies)) => Ok(Receipt::copies(copies)),
             Some(Err(PublishFail::NoSubscribers)) => Err(PublishError::NoSubscribers { envelope }),
             Some(Err(PublishFail::Transport(source))) => {
                 Err(PublishError::Transport { envelope, source })

@@ -80,9 +80,9 @@ pub use facade::Bus;
 pub use bus_core::{
     BusConfig, BusEvent, BusStats, CircuitState, DeadLetter, DeadLetterReason, DeadLetterStore,
     Decision, Delivery, DlqError, Envelope, ErrorSink, Failure, Guard, GuardProvider, Handler,
-    LetterId, MemoryDeadLetters, Message, MessageId, NoGuard, NoObserver, NoRetry, NoSink,
-    Observer, Observers, Outcome, OverflowPolicy, Permit, Priority, PublishError, QueueDepth,
-    Receipt, RecoveryPolicy, Rejected, ShutdownReport, SimpleRetry, SubscribeError,
+    Leftovers, LetterId, MemoryDeadLetters, Message, MessageId, NoGuard, NoObserver, NoRetry,
+    NoSink, Observer, Observers, Outcome, OverflowPolicy, Permit, Priority, PublishError,
+    QueueDepth, Receipt, RecoveryPolicy, Rejected, ShutdownReport, SimpleRetry, SubscribeError,
     SubscribeOptions, SubscriberBuilder, SubscriptionHandle, Success, Topic, TopicError, Transport,
     TransportError, Unrouted,
 };

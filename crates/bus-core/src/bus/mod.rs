@@ -480,11 +480,8 @@ impl Bus {
                         copies: receipt.copies,
                     });
                 }
-                if !(receipt.closed.is_empty()
-                    && receipt.spilled.is_empty()
-                    && receipt.discarded.is_empty())
-                {
-                    self.leftovers(receipt);
+                if let Some(leftovers) = receipt.leftovers {
+                    self.leftovers(*leftovers);
                 }
                 Ok(id)
             }
@@ -510,16 +507,16 @@ impl Bus {
     /// Settles what a publish's receipt handed back: copies enqueued as the
     /// transport closed, copies spilled by a full queue, messages discarded.
     #[cold]
-    fn leftovers(&self, receipt: crate::Receipt) {
-        for (group, env) in receipt.closed {
+    fn leftovers(&self, leftovers: crate::Leftovers) {
+        for (group, env) in leftovers.closed {
             // The transport closed mid-publish (shutdown): the copy was
             // accepted, so it is dead-lettered like what close returned.
             dead_letter_late(&self.shared, &group, env);
         }
-        for (group, env) in receipt.spilled {
+        for (group, env) in leftovers.spilled {
             self.spill(&group, env);
         }
-        for (group, env) in receipt.discarded {
+        for (group, env) in leftovers.discarded {
             self.discard(
                 &group,
                 &env,

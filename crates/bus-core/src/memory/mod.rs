@@ -172,10 +172,7 @@ impl Transport for MemoryTransport {
         if let [only] = groups.as_slice() {
             match only.queue.try_push(envelope) {
                 Ok(()) => {
-                    return Ok(Receipt {
-                        copies: 1,
-                        ..Receipt::default()
-                    });
+                    return Ok(Receipt::copies(1));
                 }
                 Err(back) => envelope = back,
             }
@@ -226,10 +223,7 @@ impl Transport for MemoryTransport {
 
         // Phase 2: hand out copies (the last group gets the original, so a
         // single group moves the message straight into its queue).
-        let mut receipt = Receipt {
-            copies: u32::try_from(groups.len()).unwrap_or(u32::MAX),
-            ..Receipt::default()
-        };
+        let mut receipt = Receipt::copies(u32::try_from(groups.len()).unwrap_or(u32::MAX));
         let place = |g: &Group, slot: Slot, copy: Envelope, receipt: &mut Receipt| {
             // The group's name is cloned only for the receipt: its refcount is
             // a line other threads touch, and the common case needs no name.
@@ -237,17 +231,17 @@ impl Transport for MemoryTransport {
             match slot {
                 Slot::Reserved => {
                     if let Err(copy) = g.queue.push_reserved(copy) {
-                        receipt.closed.push((name(), copy));
+                        receipt.leftovers_mut().closed.push((name(), copy));
                     }
                 }
                 Slot::Evicted(victim) => {
                     if let Err(copy) = g.queue.push_reserved(copy) {
-                        receipt.closed.push((name(), copy));
+                        receipt.leftovers_mut().closed.push((name(), copy));
                     }
-                    receipt.discarded.push((name(), *victim));
+                    receipt.leftovers_mut().discarded.push((name(), *victim));
                 }
-                Slot::Spill => receipt.spilled.push((name(), copy)),
-                Slot::Discard => receipt.discarded.push((name(), copy)),
+                Slot::Spill => receipt.leftovers_mut().spilled.push((name(), copy)),
+                Slot::Discard => receipt.leftovers_mut().discarded.push((name(), copy)),
             }
         };
         let mut slots = slots.into_iter();

@@ -158,9 +158,10 @@ fn dead_letter_policy_accepts_and_spills_the_copy() {
     t.publish(env(Priority::Normal, "1"), T).unwrap();
     let r = t.publish(env(Priority::Normal, "2"), T).unwrap();
     assert_eq!(r.copies, 1);
-    assert_eq!(r.spilled.len(), 1);
-    assert_eq!(&r.spilled[0].1.payload[..], b"2");
-    assert_eq!(&*r.spilled[0].0, "g");
+    let spilled = &r.leftovers.unwrap().spilled;
+    assert_eq!(spilled.len(), 1);
+    assert_eq!(&spilled[0].1.payload[..], b"2");
+    assert_eq!(&*spilled[0].0, "g");
 }
 
 #[test]
@@ -172,11 +173,12 @@ fn discard_lowest_evicts_the_oldest_lower_priority_message() {
     t.publish(env(Priority::Low, "low1"), T).unwrap();
     t.publish(env(Priority::Normal, "n"), T).unwrap();
     let r = t.publish(env(Priority::High, "h"), T).unwrap();
-    assert_eq!(r.discarded.len(), 1);
-    assert_eq!(&r.discarded[0].1.payload[..], b"low1");
+    let discarded = &r.leftovers.unwrap().discarded;
+    assert_eq!(discarded.len(), 1);
+    assert_eq!(&discarded[0].1.payload[..], b"low1");
     // The incoming message is itself discarded when nothing lower is queued.
     let r = t.publish(env(Priority::Low, "low2"), T).unwrap();
-    assert_eq!(&r.discarded[0].1.payload[..], b"low2");
+    assert_eq!(&r.leftovers.unwrap().discarded[0].1.payload[..], b"low2");
     assert_eq!(take(&mut s), "h");
     assert_eq!(take(&mut s), "n");
     assert!(s.next(SHORT).unwrap().is_none());
