@@ -34,6 +34,16 @@ const BACKGROUND_FRAMES: i32 = 1000;
 /// pages): bounds the WAL and lets it start over.
 pub(super) const INLINE_FRAMES: i32 = 2 * BACKGROUND_FRAMES;
 
+/// About the most bytes the WAL of the database behind `conn` holds between
+/// two restarts: [`INLINE_FRAMES`] frames of its page size, and the header.
+pub(super) fn wal_bytes(conn: &Connection) -> Result<u64, DlqError> {
+    let page: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(db_err)?;
+    let page = page.unsigned_abs();
+    Ok(u64::from(INLINE_FRAMES.unsigned_abs()) * (page + 24) + 32)
+}
+
 /// Installs the WAL hook on the writer's connection and starts the thread
 /// checkpointing on `conn`. The thread ends once the writer's connection is
 /// closed (the hook, holding the only sender, is dropped with it).

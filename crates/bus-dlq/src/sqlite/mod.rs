@@ -83,7 +83,10 @@ impl SqliteDlq {
         // connection (purges, replays, imports, checkpoints) keeps `FULL`.
         let full = config.durability == Durability::Full;
         let wal = full
-            .then(|| syncer::open_wal(&path).map(Arc::new))
+            .then(|| {
+                let len = checkpoint::wal_bytes(&admin)?;
+                syncer::open_wal(&path, &admin, len).map(Arc::new)
+            })
             .transpose()?;
         let mut writer_conn = schema::connect(&path, Durability::Normal)?;
         let checkpoint_conn = schema::connect(&path, config.durability)?;

@@ -47,7 +47,9 @@
 //! succeed with the data gone): the batches it covered and every later one
 //! are answered with `DlqError::Poisoned`, never with `Ok`.
 
+use super::schema::db_err;
 use super::writer::{Job, Outcome, Shared};
+use bus_core::DlqError;
 use crossbeam_channel::Receiver;
 use std::fs::File;
 use std::sync::atomic::Ordering;
@@ -56,14 +58,23 @@ use std::sync::atomic::Ordering;
 /// gets once the sync succeeded.
 pub(crate) type Committed = (Vec<Job>, Vec<Outcome>);
 
-/// Opens the WAL file of the database at `db` for syncing, and makes it and
-/// its directory entry durable. Call after WAL mode is on and while a
-/// connection is open (the WAL exists then).
-pub(crate) fn open_wal(db: &std::path::Path) -> std::io::Result<File> {
+/// Opens the WAL file of the database at `db` for syncing, extends it with
+/// zeros to `len` bytes (see [`preallocate`]) and makes it and its directory
+/// entry durable. Call after WAL mode is on, with `conn` a connection to the
+/// database (the WAL exists then).
+pub(crate) fn open_wal(
+    db: &std::path::Path,
+    conn: &rusqlite::Connection,
+    len: u64,
+) -> Result<File, DlqError> {
     let mut path = db.as_os_str().to_owned();
     path.push("-wal");
-    // Read-only: `fdatasync` needs no write access, and nothing here writes.
-    let wal = File::open(path)?;
+    // Written only by `preallocate`, past every frame.
+    let wal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    preallocate(&wal, conn, len)?;
     wal.sync_data()?;
     if let Some(dir) = db.parent() {
         let dir = if dir.as_os_str().is_empty() {
@@ -74,6 +85,39 @@ pub(crate) fn open_wal(db: &std::path::Path) -> std::io::Result<File> {
         File::open(dir)?.sync_all()?;
     }
     Ok(wal)
+}
+
+/// Writes zeros past the end of the WAL up to `len` bytes, so that commits
+/// overwrite blocks the file already has instead of appending to it. An
+/// `fdatasync` after an append must also commit the file system's journal
+/// (the file's size and new blocks), one more device round trip: on this
+/// project's machine a lone commit of ten 8 KiB frames took about 800 µs to
+/// write and sync when appended, 500 µs when overwriting (`fallocate` would
+/// not help: writing into its unwritten extents changes metadata too).
+/// SQLite reuses its WAL from the start once a checkpoint has copied
+/// everything, and only truncates it if `journal_size_limit` is set (it is
+/// not), so `len` is about the most the WAL grows to between restarts.
+///
+/// Safe for SQLite: the bytes written are past every frame, and a WAL is
+/// read only up to its last valid commit frame (recovery stops at the first
+/// frame whose salt or checksum does not match, as it does over the stale
+/// frames of a reused WAL). The write lock is held throughout, so no other
+/// connection (another process) appends frames where the zeros go.
+fn preallocate(wal: &File, conn: &rusqlite::Connection, len: u64) -> Result<(), DlqError> {
+    use std::os::unix::fs::FileExt;
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
+    let written = (|| {
+        let zeros = vec![0_u8; 1 << 20];
+        let mut at = wal.metadata()?.len();
+        while at < len {
+            let n = usize::try_from(len - at).map_or(zeros.len(), |n| n.min(zeros.len()));
+            wal.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        wal.sync_data()
+    })();
+    conn.execute_batch("ROLLBACK").map_err(db_err)?;
+    Ok(written?)
 }
 
 /// Runs until the writer drops its sender.

@@ -656,3 +656,52 @@ fn the_reader_syncs_its_own_commits_and_summary_json_is_queryable() {
         assert_eq!(severity, l.report.severity.as_str());
     }
 }
+
+fn wal_len(dlq: &SqliteDlq) -> u64 {
+    let mut wal = dlq.path().as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).unwrap().len()
+}
+
+#[test]
+fn a_full_store_preallocates_its_wal_and_commits_overwrite_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    let len = checkpoint::wal_bytes(&dlq.conn()).unwrap();
+    assert_eq!(wal_len(&dlq), len);
+    for i in 0..200 {
+        dlq.push(&letter("a", "x", i)).unwrap();
+    }
+    // Each lone commit wrote its frames inside the preallocated file.
+    assert_eq!(wal_len(&dlq), len);
+    drop(dlq);
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 200);
+}
+
+#[test]
+fn preallocating_keeps_the_frames_another_connection_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let normal = DlqConfig::new(dir.path()).with_durability(Durability::Normal);
+    let dlq = SqliteDlq::open(normal).unwrap();
+    for i in 0..50 {
+        dlq.push(&letter("a", "x", i)).unwrap();
+    }
+    // Keeps the WAL, with its frames, past the store's close (the last
+    // connection to close would checkpoint and delete it).
+    let keep = schema::connect(dlq.path(), Durability::Normal).unwrap();
+    let before = wal_len(&dlq);
+    drop(dlq);
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    assert!(wal_len(&dlq) > before, "{} <= {before}", wal_len(&dlq));
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 50);
+    for i in 50..100 {
+        dlq.push(&letter("a", "x", i)).unwrap();
+    }
+    drop(dlq);
+    drop(keep);
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 100);
+    assert!(dlq.verify().unwrap().is_ok());
+    assert_totals_exact(&dlq);
+}
