@@ -27,6 +27,7 @@ mod support;
 
 use bus_bench::{BenchError, FailEvery, Fixture, OnOptions, TOPIC, payload};
 use bus_breaker::{BreakerConfig, BreakerRegistry};
+use bus_core::time::{Clock, SystemClock};
 use bus_core::{
     AttemptRecord, BusEvent, DeadLetter, DeadLetterStore, Decision, Envelope, ErrorSink, Failure,
     Guard, GuardProvider, MemoryDeadLetters, Observer, Outcome, RecoveryPolicy, Success, Topic,
@@ -91,7 +92,7 @@ impl Pipeline {
         let permit = self.guard.try_acquire().unwrap();
         let elapsed = Duration::from_micros(1);
         // The worker reads its clock once when the handler returns.
-        let ended = Instant::now();
+        let ended = SystemClock.stamp();
         let error = HandlerError::from(BenchError(7));
         let ctx = ErrorContext::new(COMPONENT)
             .with_topic(env.topic.as_str())
@@ -132,7 +133,7 @@ impl Pipeline {
         dlq.push(&letter).unwrap();
         // Stamped when the store answers (the bus reads its clock then).
         self.health.on_event(
-            Instant::now(),
+            SystemClock.stamp(),
             &BusEvent::DeadLettered {
                 topic: &letter.envelope.topic,
                 component: COMPONENT,
@@ -146,7 +147,7 @@ impl Pipeline {
     fn succeed_one(&self, env: Envelope) {
         let permit = self.guard.try_acquire().unwrap();
         let elapsed = Duration::from_micros(1);
-        let ended = Instant::now();
+        let ended = SystemClock.stamp();
         self.guard.record(permit, Outcome::Success { elapsed });
         self.recovery
             .on_success(&Success::new(&env, COMPONENT, elapsed, ended));

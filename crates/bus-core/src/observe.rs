@@ -3,10 +3,11 @@
 //! no-op defaults for every method, so an implementation overrides only what
 //! it needs, and both run on the delivery thread: they must not block.
 
+use crate::time::Stamp;
 use crate::{CircuitState, Topic, dlq::DeadLetterReason, dlq::DlqError};
 use bus_errors::{ErrorCategory, ErrorReport};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Receives every error report (sanitized). Must not block the caller.
 pub trait ErrorSink: Send + Sync {
@@ -142,7 +143,7 @@ pub enum BusEvent<'a> {
 /// again (a clock read costs more than counting the event).
 pub trait Observer: Send + Sync {
     /// Called for each event.
-    fn on_event(&self, _at: Instant, _event: &BusEvent<'_>) {}
+    fn on_event(&self, _at: Stamp, _event: &BusEvent<'_>) {}
 
     /// Whether this observer wants events at all. [`NoObserver`] does not, so
     /// a bus without observers reads no clock to stamp them.
@@ -152,7 +153,7 @@ pub trait Observer: Send + Sync {
 }
 
 impl<T: Observer + ?Sized> Observer for Arc<T> {
-    fn on_event(&self, at: Instant, event: &BusEvent<'_>) {
+    fn on_event(&self, at: Stamp, event: &BusEvent<'_>) {
         (**self).on_event(at, event)
     }
 
@@ -206,7 +207,7 @@ impl std::fmt::Debug for Observers {
 }
 
 impl Observer for Observers {
-    fn on_event(&self, at: Instant, event: &BusEvent<'_>) {
+    fn on_event(&self, at: Stamp, event: &BusEvent<'_>) {
         for o in &self.0 {
             o.on_event(at, event);
         }
@@ -224,7 +225,7 @@ mod tests {
 
     struct Counting(std::sync::atomic::AtomicU32);
     impl Observer for Counting {
-        fn on_event(&self, _: Instant, _: &BusEvent<'_>) {
+        fn on_event(&self, _: Stamp, _: &BusEvent<'_>) {
             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -242,7 +243,7 @@ mod tests {
             Arc::clone(&wrapped).listening(),
             "Arc<T> forwards listening()"
         );
-        wrapped.on_event(Instant::now(), &BusEvent::DlqRecovered { component: "c" });
+        wrapped.on_event(Stamp::default(), &BusEvent::DlqRecovered { component: "c" });
         assert_eq!(counting.0.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 }

@@ -1,10 +1,11 @@
 //! The [`RecoveryPolicy`] plug: what to do with a failed delivery. The bus
 //! asks; `bus-recovery` answers with per-category strategies and a budget.
 
+use crate::time::Stamp;
 use crate::{Envelope, dlq::DeadLetterReason};
 use bus_errors::{ErrorCategory, ErrorReport};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A failed delivery, as shown to a [`RecoveryPolicy`].
 #[derive(Debug)]
@@ -66,12 +67,12 @@ pub struct Success<'a> {
     /// How long the handler ran.
     pub elapsed: Duration,
     /// When it returned, on the bus's clock.
-    pub at: Instant,
+    pub at: Stamp,
 }
 
 impl<'a> Success<'a> {
     /// Bundles a success: the handler ran `elapsed` and returned `at`.
-    pub fn new(envelope: &'a Envelope, component: &'a str, elapsed: Duration, at: Instant) -> Self {
+    pub fn new(envelope: &'a Envelope, component: &'a str, elapsed: Duration, at: Stamp) -> Self {
         Self {
             envelope,
             component,

@@ -6,6 +6,7 @@
 //! read once. `observe/acked` is the same event stamped by the monitor's own
 //! system clock, for what a caller outside a bus pays (clock read included).
 
+use bus_core::time::{Clock, SystemClock};
 use bus_core::{BusEvent, Observer, Topic};
 use bus_errors::{Classification, ErrorCategory, ErrorReport, Severity};
 use bus_health::HealthMonitor;
@@ -13,7 +14,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn events(c: &mut Criterion) {
     let monitor = HealthMonitor::new();
@@ -32,7 +33,7 @@ fn events(c: &mut Criterion) {
     };
     let failed = BusEvent::Failed { report: &report };
 
-    let at = Instant::now();
+    let at = SystemClock.stamp();
     let mut g = c.benchmark_group("on_event");
     g.bench_function("acked/1-thread", |b| {
         b.iter(|| monitor.on_event(black_box(at), black_box(&acked)))

@@ -6,13 +6,14 @@ use crate::config::{ConfigError, HealthConfig};
 use crate::report::{Counts, HealthReport, HealthStatus, LatencySummary};
 use crate::window::{Cursor, Kind, Latency, SLOTS, Totals, Window, category_slot, reason_index};
 use bus_core::stripe::Stripe;
+use bus_core::time::Stamp;
 use bus_core::time::{SharedClock, system_clock};
 use bus_core::{BusEvent, CircuitState, Observer, QueueDepth};
 use bus_errors::{ErrorCategory, Severity};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 /// Reads the subscriber queues (usually `Transport::queue_depths`).
 pub type QueueSource = Arc<dyn Fn() -> Vec<QueueDepth> + Send + Sync>;
@@ -31,11 +32,12 @@ pub type AgeSource = Arc<dyn Fn() -> Option<Duration> + Send + Sync>;
 /// ```
 /// use bus_core::{BusEvent, Observer, Topic};
 /// use bus_health::{HealthMonitor, HealthStatus};
-/// use std::time::{Duration, Instant};
+/// use bus_core::time::{Clock, SystemClock};
+/// use std::time::Duration;
 ///
 /// let monitor = HealthMonitor::new();
 /// let topic = Topic::new("orders.created").unwrap();
-/// monitor.on_event(Instant::now(), &BusEvent::Acked {
+/// monitor.on_event(SystemClock.stamp(), &BusEvent::Acked {
 ///     topic: &topic, component: "billing",
 ///     created_at: std::time::SystemTime::UNIX_EPOCH, handler_time: Duration::from_millis(1), attempt: 1,
 /// });
@@ -132,7 +134,7 @@ impl HealthMonitorBuilder {
         if sinks.is_empty() {
             sinks.push(Arc::new(crate::TracingAlertSink));
         }
-        let started = self.clock.now();
+        let started = self.clock.stamp();
         let inner = Arc::new_cyclic(|weak| Inner {
             window: Window::new(started, self.config.window, self.config.buckets),
             alerts: Alerter::start(&self.config, sinks, weak.clone()),
@@ -196,7 +198,7 @@ impl HealthMonitor {
     /// [`Observer::on_event`] with the time it already read, on its own clock;
     /// give the monitor that same clock.
     pub fn observe(&self, event: &BusEvent<'_>) {
-        self.inner.on_event(self.inner.clock.now(), event);
+        self.inner.on_event(self.inner.clock.stamp(), event);
     }
 
     /// Waits until the alert thread has handled every alert raised so far
@@ -212,11 +214,11 @@ impl Inner {
         self.window.add(tick, slot, me);
     }
 
-    fn since_start(&self, now: Instant) -> u64 {
+    fn since_start(&self, now: Stamp) -> u64 {
         self.window.nanos(now)
     }
 
-    fn on_event(&self, now: Instant, event: &BusEvent<'_>) {
+    fn on_event(&self, now: Stamp, event: &BusEvent<'_>) {
         let tick = self.window.cursor(now);
         // One thread-local lookup for every count this event makes.
         let me = Stripe::current();
@@ -306,7 +308,7 @@ impl Inner {
     }
 
     pub(crate) fn report(&self) -> HealthReport {
-        let now = self.clock.now();
+        let now = self.clock.stamp();
         let w = self.window.sum(self.window.tick(now));
         let t = self.totals.snapshot();
         let window = counts(&w);
@@ -470,7 +472,7 @@ fn counts(v: &[u64; SLOTS]) -> Counts {
 }
 
 impl Observer for HealthMonitor {
-    fn on_event(&self, at: Instant, event: &BusEvent<'_>) {
+    fn on_event(&self, at: Stamp, event: &BusEvent<'_>) {
         self.inner.on_event(at, event);
     }
 }

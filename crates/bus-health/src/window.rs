@@ -15,9 +15,10 @@
 //! and stores: five locked instructions in a row were most of an event.
 
 use bus_core::stripe::{Stripe, Striped};
+use bus_core::time::Stamp;
 use bus_errors::ErrorCategory;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What a cell counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +63,7 @@ struct Bucket([AtomicU64; SLOTS]);
 /// A ring of `n` buckets of `bucket_nanos` each, per stripe.
 #[derive(Debug)]
 pub(crate) struct Window {
-    start: Instant,
+    start: Stamp,
     bucket_nanos: u64,
     len: u64,
     /// The last cursor computed, `tick << 16 | idx` (buckets <= 3600): every
@@ -73,7 +74,7 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    pub(crate) fn new(start: Instant, window: Duration, buckets: u32) -> Self {
+    pub(crate) fn new(start: Stamp, window: Duration, buckets: u32) -> Self {
         let n = buckets.max(1);
         let bucket_nanos = u64::try_from((window / n).as_nanos())
             .unwrap_or(u64::MAX)
@@ -93,20 +94,20 @@ impl Window {
 
     /// The bucket tick of `now`.
     #[inline]
-    pub(crate) fn tick(&self, now: Instant) -> u64 {
+    pub(crate) fn tick(&self, now: Stamp) -> u64 {
         self.nanos(now) / self.bucket_nanos
     }
 
     /// Nanoseconds from the window's start (the monitor's start) to `now`.
-    pub(crate) fn nanos(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
+    pub(crate) fn nanos(&self, now: Stamp) -> u64 {
+        now.nanos_since(self.start)
     }
 
     /// Where the events of `now` go: computed once per event, then used for
     /// each of its counts. Within the bucket of `recent` it is a compare;
     /// a new bucket costs the two divisions and one store.
     #[inline]
-    pub(crate) fn cursor(&self, now: Instant) -> Cursor {
+    pub(crate) fn cursor(&self, now: Stamp) -> Cursor {
         let nanos = self.nanos(now);
         let recent = self.recent.load(Relaxed);
         let tick = recent >> 16;
@@ -325,7 +326,7 @@ mod tests {
 
     #[test]
     fn counts_fall_out_of_the_window_as_ticks_advance() {
-        let t0 = Instant::now();
+        let t0 = Stamp::default();
         let w = Window::new(t0, Duration::from_secs(10), 10);
         for _ in 0..3 {
             w.add(w.cursor_at(0), 1, Stripe::current());
@@ -342,7 +343,7 @@ mod tests {
 
     #[test]
     fn the_cached_cursor_always_matches_the_computed_one() {
-        let t0 = Instant::now();
+        let t0 = Stamp::from_nanos(1_000);
         let w = Window::new(t0, Duration::from_secs(7), 7);
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         // forwards, within a bucket, across buckets, backwards, and around the ring
@@ -357,7 +358,7 @@ mod tests {
 
     #[test]
     fn a_late_writer_never_clobbers_a_newer_bucket() {
-        let w = Window::new(Instant::now(), Duration::from_secs(4), 4);
+        let w = Window::new(Stamp::default(), Duration::from_secs(4), 4);
         w.add(w.cursor_at(8), 0, Stripe::current());
         w.add(w.cursor_at(4), 0, Stripe::current()); // same slot, older tick
         assert_eq!(w.sum(8)[0], 1);

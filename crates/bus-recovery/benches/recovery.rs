@@ -1,7 +1,7 @@
 //! Cost of `decide()` per failure and of `on_success()` per success.
 //! Run: `cargo bench -p bus-recovery -- --quick`.
 
-use bus_core::time::ManualClock;
+use bus_core::time::{Clock, ManualClock};
 use bus_core::{Envelope, Failure, RecoveryPolicy, Success, Topic};
 use bus_errors::{Classification, ErrorCategory, ErrorReport};
 use bus_recovery::{BudgetConfig, Recovery};
@@ -65,7 +65,7 @@ fn bench_on_success(c: &mut Criterion) {
     let topic = Topic::new("orders").unwrap_or_else(|e| panic!("{e}"));
     let env = Envelope::new(topic, &b"{\"id\":1}"[..]);
     // The bus stamps each success with the time it already read.
-    let at = std::time::Instant::now();
+    let at = bus_core::time::SystemClock.stamp();
     let mut group = c.benchmark_group("on_success");
     let with_budget = recovery(true);
     group.bench_function("budget", |b| {

@@ -10,11 +10,11 @@
 //! step: concurrent failures can never overdraw the budget.
 
 use crate::ConfigError;
-use bus_core::time::SharedClock;
+use bus_core::time::{SharedClock, Stamp};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How many slots the window is cut into.
 const SLOTS: usize = 10;
@@ -99,7 +99,7 @@ impl BudgetConfig {
 #[derive(Debug)]
 pub struct RetryBudget {
     clock: SharedClock,
-    start: Instant,
+    start: Stamp,
     slot_nanos: u64,
     deposit_micro: u128,
     floor_micro: u128,
@@ -118,7 +118,7 @@ impl RetryBudget {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let deposit_micro = (percent * 1_000_000.0).round() as u128;
         Self {
-            start: clock.now(),
+            start: clock.stamp(),
             clock,
             slot_nanos: u64::try_from(slot.as_nanos()).unwrap_or(u64::MAX).max(1),
             deposit_micro,
@@ -129,14 +129,13 @@ impl RetryBudget {
     }
 
     fn epoch(&self) -> u64 {
-        self.epoch_at(self.clock.now())
+        self.epoch_at(self.clock.stamp())
     }
 
-    fn epoch_at(&self, now: Instant) -> u64 {
-        let since = now.saturating_duration_since(self.start);
+    fn epoch_at(&self, now: Stamp) -> u64 {
         // A u64 division: the u128 one was most of a deposit (584 years of
         // nanoseconds fit in a u64).
-        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX) / self.slot_nanos
+        now.nanos_since(self.start) / self.slot_nanos
     }
 
     /// The tag stored with a slot's count (never 0, so a fresh slot matches no epoch).
@@ -152,12 +151,12 @@ impl RetryBudget {
     /// Records one success (earns `percent` of a token). Cheap: meant for
     /// every successful delivery.
     pub fn deposit(&self) {
-        self.deposit_at(self.clock.now());
+        self.deposit_at(self.clock.stamp());
     }
 
     /// [`deposit`](Self::deposit) at `now`, a time the caller already read
     /// from the same clock (the bus stamps each success once).
-    pub fn deposit_at(&self, now: Instant) {
+    pub fn deposit_at(&self, now: Stamp) {
         let epoch = self.epoch_at(now);
         let tag = Self::tag(epoch);
         let cell = &self.deposits[Self::slot(epoch)];

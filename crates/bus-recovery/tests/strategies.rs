@@ -15,7 +15,7 @@ use bus_recovery::{
 };
 use common::{always_fail, deliver, envelope, report};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -48,7 +48,12 @@ fn a_total_outage_sheds_retries_beyond_the_budget_into_the_dlq() {
     for i in 0..10_000_u32 {
         if i % 200 == 0 {
             let env = envelope("orders", b"{}");
-            r.on_success(&Success::new(&env, "billing", Duration::ZERO, clock.now()));
+            r.on_success(&Success::new(
+                &env,
+                "billing",
+                Duration::ZERO,
+                clock.stamp(),
+            ));
             successes += 1;
         }
         match first_failure(&r, ErrorCategory::MessageProcessing, "billing") {
@@ -101,7 +106,12 @@ fn concurrent_failures_and_successes_keep_retries_within_the_budget() {
                 for i in 0..3_000 {
                     if (i + t) % 4 == 0 {
                         let env = envelope("orders", b"{}");
-                        r.on_success(&Success::new(&env, "billing", Duration::ZERO, clock.now()));
+                        r.on_success(&Success::new(
+                            &env,
+                            "billing",
+                            Duration::ZERO,
+                            clock.stamp(),
+                        ));
                         successes += 1;
                     } else if matches!(
                         first_failure(&r, ErrorCategory::Connection, "billing"),
@@ -249,7 +259,12 @@ fn timeouts_grow_the_handler_deadline_and_successes_shrink_it() {
     let env = envelope("orders", b"{}");
     let mut seen = Vec::new();
     for _ in 0..6 {
-        r.on_success(&Success::new(&env, "slow", Duration::ZERO, Instant::now()));
+        r.on_success(&Success::new(
+            &env,
+            "slow",
+            Duration::ZERO,
+            bus_core::time::SystemClock.stamp(),
+        ));
         seen.push(r.handler_deadline("slow").unwrap());
     }
     let s = Duration::from_secs_f64;

@@ -366,7 +366,7 @@ impl RecordingObserver {
 }
 
 impl Observer for RecordingObserver {
-    fn on_event(&self, _at: std::time::Instant, event: &BusEvent<'_>) {
+    fn on_event(&self, _at: bus_core::time::Stamp, event: &BusEvent<'_>) {
         let kind = match event {
             BusEvent::Published { .. } => "published",
             BusEvent::Rejected { .. } => "rejected",

@@ -399,7 +399,7 @@ fn forward_transitions(parts: &Parts, observers: &Arc<Observers>, clock: &Shared
                 "circuit breaker transition"
             );
             obs.on_event(
-                clock.now(),
+                clock.stamp(),
                 &bus_core::BusEvent::CircuitTransition {
                     component: &t.component,
                     from: t.from,

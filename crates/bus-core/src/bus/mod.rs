@@ -103,12 +103,14 @@ impl Shared {
     /// Tells the observer, stamped now (no clock is read if nobody listens).
     pub(crate) fn event(&self, event: &BusEvent<'_>) {
         if self.plugs.observing {
-            self.plugs.observer.on_event(self.plugs.clock.now(), event);
+            self.plugs
+                .observer
+                .on_event(self.plugs.clock.stamp(), event);
         }
     }
 
     /// Tells the observer, stamped with a time the caller already read.
-    pub(crate) fn event_at(&self, at: std::time::Instant, event: &BusEvent<'_>) {
+    pub(crate) fn event_at(&self, at: crate::time::Stamp, event: &BusEvent<'_>) {
         if self.plugs.observing {
             self.plugs.observer.on_event(at, event);
         }

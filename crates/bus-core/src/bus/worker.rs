@@ -8,12 +8,13 @@ use crate::dlq::DeadLetter;
 use crate::guard::{Guard, Outcome};
 use crate::observe::BusEvent;
 use crate::recovery::{Decision, Failure, Success};
+use crate::time::Stamp;
 use crate::{AttemptRecord, Delivery, Handler, Message, Subscription, TransportError};
 use bus_errors::{ErrorContext, ErrorReport, HandlerError, PanicError};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub(super) struct Worker {
     pub(super) shared: Arc<Shared>,
@@ -138,15 +139,15 @@ impl Worker {
     fn process(&self, delivery: Delivery, permit: crate::Permit) {
         let s = &*self.shared;
         let deadline = s.plugs.recovery.handler_deadline(&self.component);
-        let started = s.plugs.clock.now();
+        let started = s.plugs.clock.stamp();
         let result = {
             let msg = Message::new(delivery.envelope(), &self.component, deadline);
             catch_unwind(AssertUnwindSafe(|| self.handler.handle(&msg)))
         };
         // The one clock read after the handler: it times the handler and
         // stamps every event of this delivery.
-        let ended = s.plugs.clock.now();
-        let elapsed = ended.saturating_duration_since(started);
+        let ended = s.plugs.clock.stamp();
+        let elapsed = ended.saturating_since(started);
         let (error, panicked) = match result {
             Ok(Ok(())) => {
                 self.guard.record(permit, Outcome::Success { elapsed });
@@ -184,7 +185,7 @@ impl Worker {
         error: &HandlerError,
         panicked: bool,
         elapsed: Duration,
-        ended: Instant,
+        ended: Stamp,
     ) {
         let s = &*self.shared;
         s.counters.inc(Counter::failed);

@@ -59,7 +59,12 @@ pub fn deliver(
     for _ in 0..1_000 {
         let category = match handler(&env) {
             Ok(()) => {
-                policy.on_success(&Success::new(&env, component, Duration::ZERO, clock.now()));
+                policy.on_success(&Success::new(
+                    &env,
+                    component,
+                    Duration::ZERO,
+                    clock.stamp(),
+                ));
                 trace.acked = true;
                 break;
             }
