@@ -7,11 +7,11 @@ use crate::permit::Permit;
 use crate::state::{Probes, Word};
 use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering};
 use crate::window::{Counts, Mark, Window};
-use bus_core::time::{SharedClock, system_clock};
+use bus_core::time::{SharedClock, Stamp, system_clock};
 use bus_core::{CircuitState, Rejected};
 use std::error::Error;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Decides whether an error returned through [`CircuitBreaker::call`] counts
 /// as a failure (`false`: the call is ignored, neither success nor failure).
@@ -59,7 +59,7 @@ pub struct CircuitBreaker {
     name: Arc<str>,
     config: BreakerConfig,
     clock: SharedClock,
-    base: Instant,
+    base: Stamp,
     slow_nanos: Option<u64>,
     state: AtomicU64,
     probes: AtomicU64,
@@ -151,7 +151,7 @@ impl CircuitBreakerBuilder {
     /// `build` for a configuration already validated.
     pub(crate) fn build_validated(self) -> CircuitBreaker {
         let clock = self.clock.unwrap_or_else(system_clock);
-        let base = clock.now();
+        let base = clock.stamp();
         let listeners = Listeners::default();
         for l in self.listeners {
             listeners.push(l);
@@ -237,17 +237,17 @@ impl CircuitBreaker {
     }
 
     pub(crate) fn now(&self) -> u64 {
-        nanos(self.clock.now().saturating_duration_since(self.base))
+        self.clock.stamp().nanos_since(self.base)
     }
 
     #[inline]
-    pub(crate) fn started(&self) -> Option<Instant> {
-        self.slow_nanos.map(|_| self.clock.now())
+    pub(crate) fn started(&self) -> Option<Stamp> {
+        self.slow_nanos.map(|_| self.clock.stamp())
     }
 
     #[inline]
-    pub(crate) fn elapsed_since(&self, started: Option<Instant>) -> Option<Duration> {
-        started.map(|s| self.clock.now().saturating_duration_since(s))
+    pub(crate) fn elapsed_since(&self, started: Option<Stamp>) -> Option<Duration> {
+        started.map(|s| self.clock.stamp().saturating_since(s))
     }
 
     pub(crate) fn predicate(&self) -> Option<&FailurePredicate> {

@@ -4,7 +4,7 @@ use crate::breaker::{CircuitBreaker, Verdict};
 use bus_core::{CircuitState, Rejected};
 use bus_errors::ErrorCategory;
 use std::error::Error;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Permission to run one call, issued by [`CircuitBreaker::try_acquire`].
 ///
@@ -19,7 +19,7 @@ pub struct Permit<'a> {
     breaker: &'a CircuitBreaker,
     kind: CircuitState,
     generation: u64,
-    started: Option<Instant>,
+    started: Option<bus_core::time::Stamp>,
     done: bool,
 }
 
