@@ -257,6 +257,14 @@ impl SqliteDlq {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Test hook: the idle writer does not fold `inbox`.
+    #[cfg(test)]
+    pub(crate) fn hold_idle_fold(&self) {
+        self.shared
+            .hold_idle_fold
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     #[cfg(test)]
     pub(crate) fn fail_next_commit(&self) {
         self.shared
@@ -317,10 +325,14 @@ impl DlqQuery for SqliteDlq {
             clause.push_str(" AND id > ?");
             params.push(Value::Text(a.to_string()));
         }
+        let mut params = both_tables(params);
         params.push(Value::Integer(i64::try_from(max).unwrap_or(i64::MAX)));
+        // SQLite merges the two arms, each in id order (the id index of
+        // `letters`, a sort of the few staged letters).
         let sql = format!(
-            "SELECT {} FROM letters WHERE {clause} ORDER BY id LIMIT ?",
-            row::SUMMARY_COLUMNS
+            "SELECT {cols} FROM letters WHERE {clause} UNION ALL \
+             SELECT {cols} FROM inbox WHERE {clause} ORDER BY id LIMIT ?",
+            cols = row::SUMMARY_COLUMNS
         );
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
@@ -336,7 +348,11 @@ impl DlqQuery for SqliteDlq {
 
     fn get(&self, id: LetterId) -> Result<Option<StoredLetter>, DlqError> {
         let conn = self.conn();
-        let sql = format!("SELECT {} FROM letters WHERE id = ?", row::FULL_COLUMNS);
+        let sql = format!(
+            "SELECT {cols} FROM letters WHERE id = ?1 UNION ALL \
+             SELECT {cols} FROM inbox WHERE id = ?1",
+            cols = row::FULL_COLUMNS
+        );
         let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
         let mut rows = stmt.query([id.to_string()]).map_err(db_err)?;
         match rows.next().map_err(db_err)? {
@@ -347,10 +363,15 @@ impl DlqQuery for SqliteDlq {
 
     fn count(&self, filter: &Filter) -> Result<u64, DlqError> {
         let (clause, params) = filter_sql::compile(filter);
-        let sql = format!("SELECT count(*) FROM letters WHERE {clause}");
+        let sql = format!(
+            "SELECT (SELECT count(*) FROM letters WHERE {clause}) + \
+             (SELECT count(*) FROM inbox WHERE {clause})"
+        );
         let total: i64 = self
             .conn()
-            .query_row(&sql, rusqlite::params_from_iter(params), |r| r.get(0))
+            .query_row(&sql, rusqlite::params_from_iter(both_tables(params)), |r| {
+                r.get(0)
+            })
             .map_err(db_err)?;
         let after_offset = total.unsigned_abs().saturating_sub(filter.offset as u64);
         Ok(filter
@@ -382,9 +403,7 @@ impl DlqQuery for SqliteDlq {
         ];
         all.append(&mut params);
         all.extend(from.iter().map(|s| Value::Text(s.as_str().into())));
-        self.conn()
-            .execute(&sql, rusqlite::params_from_iter(all))
-            .map_err(db_err)
+        self.write_folded(|tx| tx.execute(&sql, rusqlite::params_from_iter(all)))
     }
 
     fn delete(&self, ids: &[LetterId]) -> Result<usize, DlqError> {
@@ -392,12 +411,12 @@ impl DlqQuery for SqliteDlq {
             return Ok(0);
         }
         let (marks, params) = id_values(ids);
-        self.conn()
-            .execute(
+        self.write_folded(|tx| {
+            tx.execute(
                 &format!("DELETE FROM letters WHERE id IN ({marks})"),
                 rusqlite::params_from_iter(params),
             )
-            .map_err(db_err)
+        })
     }
 
     fn insert(&self, letters: &[StoredLetter]) -> Result<usize, DlqError> {
@@ -405,22 +424,49 @@ impl DlqQuery for SqliteDlq {
             .iter()
             .map(EncodedRow::from_stored)
             .collect::<Result<Vec<_>, _>>()?;
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db_err)?;
-        let (mut n, mut bytes) = (0, 0_i64);
-        {
-            let mut stmt = tx.prepare_cached(&row::import_sql()).map_err(db_err)?;
-            for r in &rows {
-                if r.insert(&mut stmt).map_err(db_err)? {
-                    n += 1;
-                    bytes = bytes.saturating_add(r.row_bytes);
+        self.write_folded(|tx| {
+            let (mut n, mut bytes) = (0, 0_i64);
+            {
+                let mut stmt = tx.prepare_cached(&row::import_sql())?;
+                for r in &rows {
+                    if r.insert(&mut stmt)? {
+                        n += 1;
+                        bytes = bytes.saturating_add(r.row_bytes);
+                    }
                 }
             }
-        }
-        schema::add_to_totals(&tx, i64::try_from(n).unwrap_or(i64::MAX), bytes).map_err(db_err)?;
-        tx.commit().map_err(db_err)?;
-        Ok(n)
+            schema::add_to_totals(tx, i64::try_from(n).unwrap_or(i64::MAX), bytes)?;
+            Ok(n)
+        })
     }
+}
+
+impl SqliteDlq {
+    /// Runs `write` on the reader's connection in a transaction that first
+    /// folds the writer's staged letters into `letters` (see
+    /// [`schema::fold_inbox`]), so it has only that table to change.
+    /// `IMMEDIATE`: the fold reads before it writes, and a deferred
+    /// transaction could not always take the write lock after its read.
+    fn write_folded<T>(
+        &self,
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, DlqError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        schema::fold_inbox(&tx).map_err(db_err)?;
+        let done = write(&tx).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(done)
+    }
+}
+
+/// The parameters of a clause used once per table (`letters`, then `inbox`).
+fn both_tables(params: Vec<Value>) -> Vec<Value> {
+    let mut both = params.clone();
+    both.extend(params);
+    both
 }
 
 #[cfg(test)]

@@ -22,6 +22,11 @@ const PUSH_COLUMNS: &str = "id, topic, category, component, error_message, signa
     first_failure_at, last_failure_at, dead_lettered_at, payload, summary_json, detail_json, \
     row_bytes";
 
+/// Every column a row stores (`inbox` and `letters` alike).
+pub(crate) const STORED_COLUMNS: &str = "id, topic, category, component, error_message, \
+    signature, first_failure_at, last_failure_at, dead_lettered_at, payload, summary_json, \
+    detail_json, state, replayed_at, replay_topic, row_bytes";
+
 /// Parameters per row in [`insert_sql`].
 const PARAMS_PER_ROW: usize = 13;
 
@@ -38,6 +43,18 @@ pub(crate) fn import_sql() -> String {
         &format!("{PUSH_COLUMNS}, state, replayed_at, replay_topic"),
         PARAMS_PER_ROW + 3,
         1,
+    )
+}
+
+/// Stages one pushed letter in `inbox` unless its id is stored already
+/// (in either table); binds like [`insert_sql`]`(1)`.
+pub(crate) fn stage_sql() -> String {
+    let params: Vec<String> = (1..=PARAMS_PER_ROW).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO inbox ({PUSH_COLUMNS}) SELECT {} \
+         WHERE NOT EXISTS (SELECT 1 FROM letters WHERE id = ?1) \
+         AND NOT EXISTS (SELECT 1 FROM inbox WHERE id = ?1)",
+        params.join(", ")
     )
 }
 

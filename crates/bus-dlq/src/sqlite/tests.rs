@@ -323,6 +323,7 @@ fn a_version_1_file_is_migrated_with_every_field_and_keeps_its_totals() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, schema::SCHEMA_VERSION);
+    assert_eq!(in_table(&dlq, "inbox"), 0);
     assert_totals_exact(&dlq);
     // Every field survives the re-nesting of the JSON columns.
     assert_eq!(dlq.get(old.letter.id).unwrap().unwrap(), old);
@@ -648,7 +649,7 @@ fn the_reader_syncs_its_own_commits_and_summary_json_is_queryable() {
         let severity: String = dlq
             .conn()
             .query_row(
-                "SELECT json_extract(summary_json, '$.severity') FROM letters",
+                "SELECT json_extract(summary_json, '$.severity') FROM every_letter",
                 [],
                 |r| r.get(0),
             )
@@ -704,4 +705,168 @@ fn preallocating_keeps_the_frames_another_connection_committed() {
     assert_eq!(dlq.count(&Filter::all()).unwrap(), 100);
     assert!(dlq.verify().unwrap().is_ok());
     assert_totals_exact(&dlq);
+}
+
+/// Rows in `table` (`letters` or `inbox`).
+fn in_table(dlq: &SqliteDlq, table: &str) -> i64 {
+    dlq.conn()
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Folds whatever the writer staged, as every write on the reader does.
+fn fold(dlq: &SqliteDlq) {
+    dlq.write_folded(|_| Ok(())).unwrap();
+}
+
+fn ids_of(summaries: &[LetterSummary]) -> Vec<LetterId> {
+    summaries.iter().map(|s| s.id).collect()
+}
+
+#[test]
+fn lone_pushes_are_staged_and_every_query_and_write_sees_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    dlq.hold_idle_fold();
+    let indexed: Vec<DeadLetter> = (0..10).map(|i| letter("a", "x", i)).collect();
+    assert!(dlq.push_many(&indexed).iter().all(Result::is_ok));
+    // The writer may have taken the first or last few as a batch to stage.
+    fold(&dlq);
+    let lone = [
+        letter("b", "y", 10),
+        letter("a", "y", 11),
+        letter("b", "z", 12),
+    ];
+    for l in &lone {
+        dlq.push(l).unwrap();
+    }
+    assert_eq!(
+        (in_table(&dlq, "letters"), in_table(&dlq, "inbox")),
+        (10, 3)
+    );
+    // A staged id and an indexed one pushed again alone stay single.
+    dlq.push(&lone[0]).unwrap();
+    dlq.push(&indexed[0]).unwrap();
+    assert_eq!(in_table(&dlq, "inbox"), 3);
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 13);
+    let mut all: Vec<LetterId> = indexed.iter().chain(&lone).map(|l| l.id).collect();
+    all.sort();
+    assert_eq!(ids_of(&dlq.list(&Filter::all()).unwrap()), all);
+    // Paging walks across both tables in id order.
+    let first = dlq.scan(&Filter::all(), None, 7).unwrap();
+    let rest = dlq.scan(&Filter::all(), Some(first[6].id), 100).unwrap();
+    assert_eq!([ids_of(&first), ids_of(&rest)].concat(), all);
+    let topic_b = Filter::all().topic("b");
+    assert_eq!(
+        ids_of(&dlq.list(&topic_b).unwrap()),
+        vec![lone[0].id, lone[2].id]
+    );
+    assert_eq!(dlq.count(&topic_b).unwrap(), 2);
+    for l in &lone {
+        assert_eq!(dlq.get(l.id).unwrap().unwrap().letter.id, l.id);
+    }
+    // A write folds the staged letters into `letters` first.
+    assert_eq!(dlq.request_replay(&topic_b, None).unwrap(), 2);
+    assert_eq!(
+        (in_table(&dlq, "letters"), in_table(&dlq, "inbox")),
+        (13, 0)
+    );
+    assert_eq!(
+        dlq.count(&Filter::all().state(LetterState::ReplayRequested))
+            .unwrap(),
+        2
+    );
+    assert_totals_exact(&dlq);
+    dlq.push(&letter("c", "x", 13)).unwrap();
+    assert_eq!(dlq.purge(&Filter::all().topic("c")).unwrap(), 1);
+    assert_eq!(
+        (in_table(&dlq, "letters"), in_table(&dlq, "inbox")),
+        (13, 0)
+    );
+    assert_totals_exact(&dlq);
+    assert!(dlq.verify().unwrap().is_ok());
+}
+
+#[test]
+fn staged_ids_pushed_again_in_batches_stay_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    dlq.hold_idle_fold();
+    let letters: Vec<DeadLetter> = (0..10).map(|i| letter("a", "x", i)).collect();
+    dlq.push(&letters[0]).unwrap();
+    dlq.push(&letters[1]).unwrap();
+    assert_eq!(in_table(&dlq, "inbox"), 2);
+    // The staged two again, in batches staged or inserted into `letters`
+    // (however the writer happens to cut them).
+    assert!(dlq.push_many(&letters).iter().all(Result::is_ok));
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 10);
+    fold(&dlq);
+    assert_eq!(
+        (in_table(&dlq, "letters"), in_table(&dlq, "inbox")),
+        (10, 0)
+    );
+    assert_totals_exact(&dlq);
+}
+
+#[test]
+fn the_writer_folds_past_fold_at_when_idle_and_at_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    dlq.hold_idle_fold();
+    let first = letter("a", "x", 0);
+    dlq.push(&first).unwrap();
+    for i in 1..writer::FOLD_AT {
+        dlq.push(&letter("a", "x", u32::try_from(i).unwrap()))
+            .unwrap();
+    }
+    let fold_at = i64::try_from(writer::FOLD_AT).unwrap();
+    assert_eq!(in_table(&dlq, "inbox"), fold_at);
+    // Past `FOLD_AT` the push goes into `letters`, after the fold: a staged
+    // id pushed again is not stored twice.
+    dlq.push(&first).unwrap();
+    assert_eq!(
+        (in_table(&dlq, "letters"), in_table(&dlq, "inbox")),
+        (fold_at, 0)
+    );
+    assert_totals_exact(&dlq);
+    dlq.push(&letter("a", "x", 1000)).unwrap();
+    dlq.push(&letter("a", "x", 1001)).unwrap();
+    drop(dlq);
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    assert_eq!(
+        (in_table(&dlq, "letters"), in_table(&dlq, "inbox")),
+        (fold_at + 2, 0)
+    );
+    assert_totals_exact(&dlq);
+    // Without the hold, an idle writer folds on its own.
+    dlq.push(&letter("a", "x", 1002)).unwrap();
+    assert!(bus_test::wait_until(EVENTUALLY, || in_table(&dlq, "inbox") == 0));
+    assert_eq!(in_table(&dlq, "letters"), fold_at + 3);
+    assert_totals_exact(&dlq);
+}
+
+#[test]
+fn bounds_count_the_staged_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path()).with_max_letters(4)).unwrap();
+    dlq.hold_idle_fold();
+    let indexed: Vec<DeadLetter> = (0..5).map(|i| letter("a", "x", i)).collect();
+    let results = dlq.push_many(&indexed[..]);
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 4);
+    assert_eq!(dlq.purge(&Filter::all().limit(2)).unwrap(), 2);
+    dlq.push(&letter("a", "x", 10)).unwrap();
+    dlq.push(&letter("a", "x", 11)).unwrap();
+    assert_eq!(in_table(&dlq, "inbox"), 2);
+    let err = dlq.push(&letter("a", "x", 12)).unwrap_err();
+    assert!(matches!(err, DlqError::Full(_)), "{err}");
+}
+
+#[test]
+fn normal_durability_does_not_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq =
+        SqliteDlq::open(DlqConfig::new(dir.path()).with_durability(Durability::Normal)).unwrap();
+    dlq.hold_idle_fold();
+    dlq.push(&letter("a", "x", 1)).unwrap();
+    assert_eq!((in_table(&dlq, "letters"), in_table(&dlq, "inbox")), (1, 0));
 }

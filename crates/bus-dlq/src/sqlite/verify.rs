@@ -46,8 +46,16 @@ pub(super) fn verify(conn: &Connection) -> Result<VerifyReport, DlqError> {
                 .push(r.get::<_, String>(0).unwrap_or_else(|e| e.to_string()));
         }
     }
+    for table in ["letters", "inbox"] {
+        check_rows(conn, table, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// Decodes every row of `table` (`letters` or the staged `inbox`).
+fn check_rows(conn: &Connection, table: &str, report: &mut VerifyReport) -> Result<(), DlqError> {
     let sql = format!(
-        "SELECT {}, CAST(id AS TEXT) FROM letters ORDER BY rowid",
+        "SELECT {}, CAST(id AS TEXT) FROM {table} ORDER BY rowid",
         row::FULL_COLUMNS
     );
     let mut stmt = conn.prepare(&sql).map_err(db_err)?;
@@ -81,5 +89,5 @@ pub(super) fn verify(conn: &Connection) -> Result<VerifyReport, DlqError> {
             }),
         }
     }
-    Ok(report)
+    Ok(())
 }
