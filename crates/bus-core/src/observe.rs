@@ -31,13 +31,6 @@ impl ErrorSink for NoSink {}
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub enum BusEvent<'a> {
-    /// A publish call was accepted; `copies` subscriber groups got the message.
-    Published {
-        /// The topic.
-        topic: &'a Topic,
-        /// How many groups accepted a copy.
-        copies: u32,
-    },
     /// A publish (or one group's copy) was refused; the publisher keeps it.
     Rejected {
         /// The topic as given.
@@ -135,7 +128,8 @@ pub enum BusEvent<'a> {
     },
 }
 
-/// Sees every [`BusEvent`]. Must be cheap and must not block.
+/// Sees every [`BusEvent`] and every accepted publish. Must be cheap and
+/// must not block.
 ///
 /// Each event comes stamped with `at`, when it happened on the bus's
 /// [`Clock`](crate::time::Clock): the bus has already read the clock for its
@@ -144,6 +138,16 @@ pub enum BusEvent<'a> {
 pub trait Observer: Send + Sync {
     /// Called for each event.
     fn on_event(&self, _at: Stamp, _event: &BusEvent<'_>) {}
+
+    /// A publish was accepted: `copies` subscriber groups got the message.
+    ///
+    /// Called on the publisher's thread for every publish, and, unlike
+    /// [`on_event`](Self::on_event), without a time stamp: the publisher
+    /// has no reading of its own to share, and one clock read per publish
+    /// was most of what error handling added to a publish (docs/benchmarks.md).
+    /// An observer that files publishes by time reads a clock itself, or
+    /// uses the time of its latest stamped event, as `bus-health` does.
+    fn on_published(&self, _topic: &Topic, _copies: u32) {}
 
     /// Whether this observer wants events at all. [`NoObserver`] does not, so
     /// a bus without observers reads no clock to stamp them.
@@ -155,6 +159,10 @@ pub trait Observer: Send + Sync {
 impl<T: Observer + ?Sized> Observer for Arc<T> {
     fn on_event(&self, at: Stamp, event: &BusEvent<'_>) {
         (**self).on_event(at, event)
+    }
+
+    fn on_published(&self, topic: &Topic, copies: u32) {
+        (**self).on_published(topic, copies)
     }
 
     fn listening(&self) -> bool {
@@ -210,6 +218,12 @@ impl Observer for Observers {
     fn on_event(&self, at: Stamp, event: &BusEvent<'_>) {
         for o in &self.0 {
             o.on_event(at, event);
+        }
+    }
+
+    fn on_published(&self, topic: &Topic, copies: u32) {
+        for o in &self.0 {
+            o.on_published(topic, copies);
         }
     }
 

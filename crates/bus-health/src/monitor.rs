@@ -6,9 +6,8 @@ use crate::config::{ConfigError, HealthConfig};
 use crate::report::{Counts, HealthReport, HealthStatus, LatencySummary};
 use crate::window::{Cursor, Kind, Latency, SLOTS, Totals, Window, category_slot, reason_index};
 use bus_core::stripe::Stripe;
-use bus_core::time::Stamp;
-use bus_core::time::{SharedClock, system_clock};
-use bus_core::{BusEvent, CircuitState, Observer, QueueDepth};
+use bus_core::time::{SharedClock, Stamp, system_clock};
+use bus_core::{BusEvent, CircuitState, Observer, QueueDepth, Topic};
 use bus_errors::{ErrorCategory, Severity};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -218,15 +217,22 @@ impl Inner {
         self.window.nanos(now)
     }
 
+    /// A publish comes unstamped (see [`Observer::on_published`]): it is
+    /// filed in the bucket of the latest stamped event or report, which
+    /// under traffic is the current one (deliveries are stamped). With no
+    /// delivery, failure or report for longer than a bucket, publishes land
+    /// in that older bucket and leave the window early; the totals are exact.
+    fn on_published(&self, copies: u32) {
+        let me = Stripe::current();
+        self.count(self.window.recent_cursor(), Kind::Published as usize, me);
+        self.totals.add_copies(u64::from(copies), me);
+    }
+
     fn on_event(&self, now: Stamp, event: &BusEvent<'_>) {
         let tick = self.window.cursor(now);
         // One thread-local lookup for every count this event makes.
         let me = Stripe::current();
         match *event {
-            BusEvent::Published { copies, .. } => {
-                self.count(tick, Kind::Published as usize, me);
-                self.totals.add_copies(u64::from(copies), me);
-            }
             BusEvent::Rejected { .. } => self.count(tick, Kind::Rejected as usize, me),
             BusEvent::Acked {
                 handler_time,
@@ -309,6 +315,8 @@ impl Inner {
 
     pub(crate) fn report(&self) -> HealthReport {
         let now = self.clock.stamp();
+        // Moves the bucket unstamped publishes go to, as an event would.
+        self.window.cursor(now);
         let w = self.window.sum(self.window.tick(now));
         let t = self.totals.snapshot();
         let window = counts(&w);
@@ -474,5 +482,9 @@ fn counts(v: &[u64; SLOTS]) -> Counts {
 impl Observer for HealthMonitor {
     fn on_event(&self, at: Stamp, event: &BusEvent<'_>) {
         self.inner.on_event(at, event);
+    }
+
+    fn on_published(&self, _topic: &Topic, copies: u32) {
+        self.inner.on_published(copies);
     }
 }

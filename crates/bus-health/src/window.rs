@@ -130,6 +130,17 @@ impl Window {
         c
     }
 
+    /// The bucket of the latest [`cursor`](Self::cursor) computed (by an
+    /// event or a report): where counts without a time of their own go.
+    #[inline]
+    pub(crate) fn recent_cursor(&self) -> Cursor {
+        let recent = self.recent.load(Relaxed);
+        Cursor {
+            idx: (recent & 0xFFFF) as usize,
+            tag: (recent >> 16) as u32,
+        }
+    }
+
     #[inline]
     pub(crate) fn cursor_at(&self, tick: u64) -> Cursor {
         Cursor {

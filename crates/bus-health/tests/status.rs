@@ -194,10 +194,7 @@ fn sources_feed_queues_circuits_and_age() {
 fn every_event_kind_is_counted() {
     let (m, _) = monitor(HealthConfig::default());
     let t = topic();
-    m.observe(&BusEvent::Published {
-        topic: &t,
-        copies: 3,
-    });
+    bus_core::Observer::on_published(&m, &t, 3);
     m.observe(&BusEvent::Rejected {
         topic: "orders.created",
         reason: "queue_full",
@@ -235,6 +232,54 @@ fn every_event_kind_is_counted() {
             w.escalated
         ),
         (1, 1, 1, 1, 1, 1)
+    );
+}
+
+/// Publishes come unstamped: each is filed in the bucket of the latest
+/// stamped event or report. Totals stay exact whatever the buckets.
+#[test]
+fn publishes_are_filed_in_the_bucket_of_the_latest_stamped_event() {
+    use bus_core::Observer;
+    use bus_core::time::Clock;
+    let config = HealthConfig::default();
+    let window = config.window;
+    let (m, clock) = monitor(config);
+    let t = topic();
+    m.on_published(&t, 1);
+    m.on_published(&t, 2);
+    let r = m.report();
+    assert_eq!((r.window.published, r.totals.published), (2, 2));
+
+    // Two windows pass with no event: a publish then still goes to the
+    // old bucket, which the report finds outside the window...
+    clock.advance(window * 2);
+    m.on_published(&t, 1);
+    let r = m.report();
+    assert_eq!((r.window.published, r.totals.published), (0, 3));
+    // ...and the report moved the bucket: the next one is in the window.
+    m.on_published(&t, 1);
+    assert_eq!(m.report().window.published, 1);
+
+    // A stamped event moves it too, to its own bucket.
+    clock.advance(window * 2);
+    m.on_event(
+        clock.stamp(),
+        &BusEvent::Acked {
+            topic: &t,
+            component: "billing",
+            created_at: std::time::SystemTime::UNIX_EPOCH,
+            handler_time: Duration::from_micros(300),
+            attempt: 1,
+        },
+    );
+    m.on_published(&t, 4);
+    let r = m.report();
+    assert_eq!((r.window.published, r.window.acked), (1, 1));
+    assert_eq!(r.totals.published, 5);
+    let text = m.render_metrics_text();
+    assert!(
+        text.contains("bus_message_copies_published_total 9"),
+        "copies are exact: {text}"
     );
 }
 

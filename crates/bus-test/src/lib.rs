@@ -7,7 +7,7 @@
 //! - [`FaultInjector`]: seeded random transient failures, poison messages and
 //!   panics, decided per message id so a retry of a transient failure can
 //!   succeed while a poison message never does.
-//! - [`RecordingObserver`]: counts every [`BusEvent`] kind.
+//! - [`RecordingObserver`]: counts every [`BusEvent`] kind, and publishes.
 //! - [`FlakyStore`]: a dead-letter store that refuses writes on demand.
 //! - [`assert_invariant`] and [`wait_until`].
 //!
@@ -344,6 +344,15 @@ impl RecordingObserver {
         Arc::new(Self::default())
     }
 
+    fn bump(&self, kind: &'static str) {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(kind)
+            .or_default() += 1;
+    }
+
     /// How many events of `kind` were seen (`"published"`, `"acked"`, `"failed"`,
     /// `"retried"`, `"dead_lettered"`, `"escalated"`, `"discarded"`,
     /// `"rejected"`, `"parked"`, `"transition"`, `"dlq_failed"`, `"dlq_recovered"`).
@@ -368,7 +377,6 @@ impl RecordingObserver {
 impl Observer for RecordingObserver {
     fn on_event(&self, _at: bus_core::time::Stamp, event: &BusEvent<'_>) {
         let kind = match event {
-            BusEvent::Published { .. } => "published",
             BusEvent::Rejected { .. } => "rejected",
             BusEvent::Acked { .. } => "acked",
             BusEvent::Failed { report } => {
@@ -388,12 +396,11 @@ impl Observer for RecordingObserver {
             BusEvent::DlqRecovered { .. } => "dlq_recovered",
             _ => "other",
         };
-        *self
-            .counts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(kind)
-            .or_default() += 1;
+        self.bump(kind);
+    }
+
+    fn on_published(&self, _topic: &bus_core::Topic, _copies: u32) {
+        self.bump("published");
     }
 }
 
