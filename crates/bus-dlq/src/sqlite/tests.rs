@@ -409,15 +409,15 @@ fn the_wal_starts_over_under_a_steady_stream_of_commits() {
     let config = DlqConfig::new(dir.path());
     let max_batch = config.max_batch;
     let dlq = SqliteDlq::open(config).unwrap();
-    let letters: Vec<DeadLetter> = (0..8000)
+    let letters: Vec<DeadLetter> = (0..16_000)
         .map(|i| {
             let mut l = letter("a", "x", i);
             l.envelope.payload = vec![0xAB_u8; 1024].into();
             l
         })
         .collect();
-    // About 4000 WAL frames in all: if only passive checkpoints racing the
-    // writer ran, the WAL would hold them all.
+    // About 8000 WAL frames in all, twice `INLINE_FRAMES`: if only passive
+    // checkpoints racing the writer ran, the WAL would hold them all.
     for chunk in letters.chunks(500) {
         assert!(dlq.push_many(chunk).iter().all(Result::is_ok));
     }
@@ -434,7 +434,7 @@ fn the_wal_starts_over_under_a_steady_stream_of_commits() {
     );
     drop(dlq);
     let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
-    assert_eq!(dlq.count(&Filter::all()).unwrap(), 8000);
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 16_000);
     assert_totals_exact(&dlq);
 }
 
