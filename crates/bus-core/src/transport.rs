@@ -354,12 +354,14 @@ pub trait Subscription: Send {
 /// Settles deliveries for a transport. A [`Delivery`] calls exactly one of
 /// these, exactly once.
 pub trait Settle: Send + Sync {
-    /// Processing succeeded: forget the message.
-    fn ack(&self, token: u64, envelope: Envelope);
+    /// Processing succeeded: forget the message. Lent, not given: the
+    /// delivery drops it where it lies (moving 184 bytes out to drop them
+    /// was a copy per message).
+    fn ack(&self, token: u64, envelope: &Envelope);
     /// Redeliver `envelope` (possibly updated: attempt, history) after `delay`.
     fn nak(&self, token: u64, envelope: Envelope, delay: Duration);
     /// Never redeliver (the message was dead-lettered or discarded).
-    fn term(&self, token: u64, envelope: Envelope);
+    fn term(&self, token: u64, envelope: &Envelope);
     /// The handler is still working: extend the redelivery deadline if the
     /// transport has one. A no-op by default.
     fn in_progress(&self, _token: u64) {}
@@ -408,9 +410,11 @@ impl Delivery {
 
     /// Success: the message is done.
     pub fn ack(mut self) {
-        if let Some(env) = self.envelope.take() {
+        if let Some(env) = &self.envelope {
             self.settler.ack(self.token, env);
         }
+        // Settled: dropped in place, so `Drop` finds nothing to redeliver.
+        self.envelope = None;
     }
 
     /// Redeliver after `delay`.
@@ -422,9 +426,10 @@ impl Delivery {
 
     /// Never redeliver.
     pub fn term(mut self) {
-        if let Some(env) = self.envelope.take() {
+        if let Some(env) = &self.envelope {
             self.settler.term(self.token, env);
         }
+        self.envelope = None;
     }
 }
 

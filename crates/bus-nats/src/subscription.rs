@@ -157,7 +157,7 @@ impl Settler {
 }
 
 impl Settle for Settler {
-    fn ack(&self, token: u64, envelope: Envelope) {
+    fn ack(&self, token: u64, envelope: &Envelope) {
         if let Some(f) = self.take(token) {
             lock(&self.group.acked).insert(envelope.id, ());
             self.send(self.acker(f.reply), AckKind::Ack);
@@ -176,7 +176,7 @@ impl Settle for Settler {
         }
     }
 
-    fn term(&self, token: u64, _envelope: Envelope) {
+    fn term(&self, token: u64, _envelope: &Envelope) {
         if let Some(f) = self.take(token) {
             self.send(self.acker(f.reply), AckKind::Term);
         }

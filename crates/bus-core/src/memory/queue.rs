@@ -145,6 +145,7 @@ impl GroupQueue {
     /// Enqueues if there is room now: a reserve and a push in one critical
     /// section (the publish of a topic with one group). No room, or a closed
     /// queue: the message is handed back untouched.
+    #[inline]
     pub(super) fn try_push(&self, env: Envelope) -> Result<(), Envelope> {
         let mut st = self.lock();
         if !self.try_reserve(&mut st) {
@@ -196,6 +197,7 @@ impl GroupQueue {
         Ok(())
     }
 
+    #[inline]
     fn push(&self, st: &mut MutexGuard<'_, Lanes>, env: Envelope) {
         st.lanes[env.priority.index()].push_back(env);
         self.queued.store(st.queued(), Relaxed);
@@ -252,17 +254,22 @@ impl GroupQueue {
         }
     }
 
+    #[inline]
     fn try_pop(&self) -> Option<Envelope> {
         let mut st = self.lock();
         self.take(&mut st)
     }
 
+    #[inline]
     fn take(&self, st: &mut MutexGuard<'_, Lanes>) -> Option<Envelope> {
-        let env = st.lanes.iter_mut().rev().find_map(VecDeque::pop_front)?;
+        // Highest lane first. Written out rather than as `find_map`: the
+        // iterator adapter copied the envelope once more on its way out.
+        let lane = st.lanes.iter().rposition(|l| !l.is_empty())?;
+        let env = st.lanes[lane].pop_front();
         self.queued.store(st.queued(), Relaxed);
         st.depth -= 1;
         self.wake_publishers(st);
-        Some(env)
+        env
     }
 
     // Blocked publishers are woken when the queue has drained to half (or
@@ -319,7 +326,7 @@ pub(super) struct GroupSettler {
 }
 
 impl Settle for GroupSettler {
-    fn ack(&self, _token: u64, _envelope: Envelope) {}
+    fn ack(&self, _token: u64, _envelope: &Envelope) {}
 
     fn nak(&self, _token: u64, envelope: Envelope, delay: Duration) {
         if delay.is_zero() {
@@ -337,5 +344,5 @@ impl Settle for GroupSettler {
         }
     }
 
-    fn term(&self, _token: u64, _envelope: Envelope) {}
+    fn term(&self, _token: u64, _envelope: &Envelope) {}
 }
