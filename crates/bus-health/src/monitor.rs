@@ -224,8 +224,9 @@ impl Inner {
     /// in that older bucket and leave the window early; the totals are exact.
     fn on_published(&self, copies: u32) {
         let me = Stripe::current();
-        self.count(self.window.recent_cursor(), Kind::Published as usize, me);
-        self.totals.add_copies(u64::from(copies), me);
+        self.window
+            .add(self.window.recent_cursor(), Kind::Published as usize, me);
+        self.totals.add_published(u64::from(copies), me);
     }
 
     fn on_event(&self, now: Stamp, event: &BusEvent<'_>) {

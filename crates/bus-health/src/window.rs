@@ -235,9 +235,11 @@ impl Totals {
         writer.add(&cells[slot], 1);
     }
 
+    /// One publish of `copies` copies: both its counters in one stripe lookup.
     #[inline]
-    pub(crate) fn add_copies(&self, copies: u64, me: Stripe) {
+    pub(crate) fn add_published(&self, copies: u64, me: Stripe) {
         let (cells, writer) = self.hot.get(me);
+        writer.add(&cells[Kind::Published as usize], 1);
         writer.add(&cells[SLOTS], copies);
     }
 
