@@ -376,7 +376,7 @@ fn a_publisher_blocked_at_close_gets_its_message_back() {
     let publisher = std::thread::spawn(move || {
         t2.publish(env(Priority::Normal, "blocked"), Duration::from_secs(30))
     });
-    let queue = Arc::clone(&t.routes.load().get(&topic()).unwrap()[0].queue);
+    let queue = Arc::clone(&t.routes().get(&topic()).unwrap()[0].queue);
     while queue.waiting_publishers() == 0 {
         std::thread::yield_now();
     }
@@ -389,4 +389,46 @@ fn a_publisher_blocked_at_close_gets_its_message_back() {
         }
         Ok(r) => panic!("a publish that raced close was accepted into a drained queue: {r:?}"),
     }
+}
+
+/// A publish that waits for room must not hold the routing table: a
+/// subscribe meanwhile (here, on another thread) goes through at once
+/// instead of waiting out the publisher's 30 s.
+#[test]
+fn a_subscribe_does_not_wait_for_a_publisher_blocked_on_a_full_queue() {
+    let t = Arc::new(MemoryTransport::new());
+    let block = OverflowPolicy::Block {
+        timeout: Duration::from_secs(30),
+    };
+    let mut s = t.subscribe(&topic(), &opts("g", 1, block)).unwrap();
+    t.publish(env(Priority::Normal, "queued"), T).unwrap();
+    let t2 = Arc::clone(&t);
+    let publisher = std::thread::spawn(move || {
+        t2.publish(env(Priority::Normal, "blocked"), Duration::from_secs(30))
+    });
+    let queue = Arc::clone(&t.routes().get(&topic()).unwrap()[0].queue);
+    while queue.waiting_publishers() == 0 {
+        std::thread::yield_now();
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let t3 = Arc::clone(&t);
+    let subscriber = std::thread::spawn(move || {
+        let sub = t3.subscribe(&topic(), &opts("late", 4, OverflowPolicy::default()));
+        let _ = tx.send(sub.is_ok());
+    });
+    let subscribed = rx.recv_timeout(Duration::from_secs(10));
+    // Free the publisher either way, so a failure does not hang the run.
+    assert_eq!(take(&mut s), "queued");
+    let receipt = publisher.join().unwrap().unwrap();
+    subscriber.join().unwrap();
+    assert_eq!(
+        subscribed,
+        Ok(true),
+        "subscribe waited for the blocked publisher"
+    );
+    assert_eq!(
+        receipt.copies, 1,
+        "the late group came after the publish began"
+    );
+    assert_eq!(take(&mut s), "blocked");
 }
