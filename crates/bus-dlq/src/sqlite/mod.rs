@@ -228,6 +228,25 @@ impl SqliteDlq {
         self.reader.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Runs `write` on the reader's connection in a transaction that first
+    /// folds the writer's staged letters into `letters` (see
+    /// [`schema::fold_inbox`]), so it has only that table to change.
+    /// `IMMEDIATE`: the fold reads before it writes, and a deferred
+    /// transaction could not always take the write lock after its read.
+    fn write_folded<T>(
+        &self,
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, DlqError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        schema::fold_inbox(&tx).map_err(db_err)?;
+        let done = write(&tx).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(done)
+    }
+
     /// Test hook: hold the next WAL sync until the test answers on the
     /// returned sender (`Err` fails it); the receiver hears when it starts,
     /// and on which thread.
@@ -438,27 +457,6 @@ impl DlqQuery for SqliteDlq {
             schema::add_to_totals(tx, i64::try_from(n).unwrap_or(i64::MAX), bytes)?;
             Ok(n)
         })
-    }
-}
-
-impl SqliteDlq {
-    /// Runs `write` on the reader's connection in a transaction that first
-    /// folds the writer's staged letters into `letters` (see
-    /// [`schema::fold_inbox`]), so it has only that table to change.
-    /// `IMMEDIATE`: the fold reads before it writes, and a deferred
-    /// transaction could not always take the write lock after its read.
-    fn write_folded<T>(
-        &self,
-        write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
-    ) -> Result<T, DlqError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(db_err)?;
-        schema::fold_inbox(&tx).map_err(db_err)?;
-        let done = write(&tx).map_err(db_err)?;
-        tx.commit().map_err(db_err)?;
-        Ok(done)
     }
 }
 
