@@ -32,7 +32,10 @@ use writer::{Bounds, Job, Reply, Shared};
 /// committed with the configured [`Durability`](crate::Durability).
 /// Concurrent pushes share one transaction and one fsync (group commit); under
 /// `Durability::Full` a syncer thread runs that fsync while the writer
-/// inserts the next batch. After a failed commit or a failed fsync the store
+/// inserts the next batch, and a batch of a few letters is staged in a
+/// small unindexed table and moved into the indexed one many at a time
+/// later (see `docs/formats.md`, table `inbox`), so a lone push syncs one
+/// WAL page instead of ten. After a failed commit or a failed fsync the store
 /// is poisoned and refuses every later push with [`DlqError::Poisoned`]. Other processes (`busctl dlq`) can read and work
 /// the same file while it is open here.
 ///
