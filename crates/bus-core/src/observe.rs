@@ -141,10 +141,11 @@ pub trait Observer: Send + Sync {
 
     /// A publish was accepted: `copies` subscriber groups got the message.
     ///
-    /// Called on the publisher's thread for every publish, and, unlike
-    /// [`on_event`](Self::on_event), without a time stamp: the publisher
-    /// has no reading of its own to share, and one clock read per publish
-    /// was most of what error handling added to a publish (docs/benchmarks.md).
+    /// Called on the publisher's thread for every accepted publish, and,
+    /// unlike [`on_event`](Self::on_event), without a time stamp: the
+    /// publisher has no reading of its own to share, and one clock read per
+    /// publish was most of what error handling added to a publish
+    /// (docs/architecture.md, "Time").
     /// An observer that files publishes by time reads a clock itself, or
     /// uses the time of its latest stamped event, as `bus-health` does.
     fn on_published(&self, _topic: &Topic, _copies: u32) {}

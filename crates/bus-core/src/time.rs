@@ -81,9 +81,10 @@ fn raw_nanos() -> u64 {
 
 #[cfg(not(target_os = "linux"))]
 fn raw_nanos() -> u64 {
-    // No direct reading elsewhere: stamps count from the first use (the
-    // origin's own `Instant::now`), and `SystemClock::stamp` converts.
-    0
+    // No direct reading elsewhere: stamps count from the origin, placed far
+    // from zero so instants before it (a manual clock made earlier) still
+    // convert in order, and `SystemClock::stamp` converts.
+    1 << 62
 }
 
 impl Stamp {

@@ -352,7 +352,9 @@ pub trait Subscription: Send {
 }
 
 /// Settles deliveries for a transport. A [`Delivery`] calls exactly one of
-/// these, exactly once.
+/// these, exactly once. They must not panic: a delivery whose `ack` or
+/// `term` panics still holds its envelope, and redelivers it when dropped
+/// (a duplicate rather than a loss).
 pub trait Settle: Send + Sync {
     /// Processing succeeded: forget the message. Lent, not given: the
     /// delivery drops it where it lies (moving 184 bytes out to drop them

@@ -716,3 +716,33 @@ fn a_refused_dead_letter_pauses_the_subscriber() {
     assert_invariant(&s);
     assert_eq!((s.acked, s.dead_lettered, s.dlq_write_failures), (1, 1, 1));
 }
+
+/// Every accepted publish reaches the observer once, unstamped, with the
+/// number of group copies; refused ones do not.
+#[test]
+fn accepted_publishes_reach_the_observer_with_their_copies() {
+    #[derive(Default)]
+    struct Publishes(Mutex<Vec<(String, u32)>>);
+    impl bus_core::Observer for Publishes {
+        fn on_published(&self, topic: &Topic, copies: u32) {
+            self.0.lock().unwrap().push((topic.to_string(), copies));
+        }
+    }
+    let seen = Arc::new(Publishes::default());
+    let bus = Bus::builder().observer(seen.clone()).build();
+    for group in ["billing", "audit"] {
+        bus.subscriber(group)
+            .topic("orders")
+            .start(|_: &Message<'_>| Ok::<(), HandlerError>(()))
+            .unwrap();
+    }
+    for i in 0..3_u8 {
+        bus.publish("orders", vec![i]).unwrap();
+    }
+    assert!(bus.publish("orders..bad", &b"x"[..]).is_err());
+    assert!(bus.publish("nobody.listens", &b"x"[..]).is_err());
+    let s = bus.shutdown(LONG).stats;
+    assert_invariant(&s);
+    let seen = seen.0.lock().unwrap().clone();
+    assert_eq!(seen, vec![("orders".to_owned(), 2); 3]);
+}

@@ -218,10 +218,11 @@ impl Inner {
     }
 
     /// A publish comes unstamped (see [`Observer::on_published`]): it is
-    /// filed in the bucket of the latest stamped event or report, which
-    /// under traffic is the current one (deliveries are stamped). With no
-    /// delivery, failure or report for longer than a bucket, publishes land
-    /// in that older bucket and leave the window early; the totals are exact.
+    /// filed in the bucket of the newest stamped event or report, which
+    /// under traffic is the current one (deliveries are stamped), and
+    /// otherwise at most `evaluate_every` old (the alert thread reports that
+    /// often). Publishes made while that bucket is stale leave the window
+    /// early; the totals are exact.
     fn on_published(&self, copies: u32) {
         let me = Stripe::current();
         self.window

@@ -123,14 +123,17 @@ impl Window {
         let tick = nanos / self.bucket_nanos;
         let c = self.cursor_at(tick);
         // idx < buckets <= 3600 always fits its 16 bits; a tick past 2^48
-        // (9 years of 1 ms buckets) is simply not cached.
+        // (9 years of 1 ms buckets) is simply not cached. Only ever forward
+        // (the tick is in the high bits): an event stamped late, say by a
+        // worker that read its clock just before a bucket boundary, must not
+        // send the unstamped counts that follow back to an older bucket.
         if tick < (1 << 48) {
-            self.recent.store(tick << 16 | c.idx as u64, Relaxed);
+            self.recent.fetch_max(tick << 16 | c.idx as u64, Relaxed);
         }
         c
     }
 
-    /// The bucket of the latest [`cursor`](Self::cursor) computed (by an
+    /// The bucket of the newest [`cursor`](Self::cursor) computed (by an
     /// event or a report): where counts without a time of their own go.
     #[inline]
     pub(crate) fn recent_cursor(&self) -> Cursor {
@@ -367,6 +370,16 @@ mod tests {
             let expect = w.cursor_at(w.tick(at(ms)));
             assert_eq!((c.idx, c.tag), (expect.idx, expect.tag), "at {ms} ms");
         }
+    }
+
+    #[test]
+    fn a_late_event_does_not_move_unstamped_counts_back() {
+        let t0 = Stamp::default();
+        let w = Window::new(t0, Duration::from_secs(4), 4);
+        let now = w.cursor(t0 + Duration::from_secs(9));
+        w.cursor(t0 + Duration::from_secs(2)); // stamped before the boundary
+        let recent = w.recent_cursor();
+        assert_eq!((recent.idx, recent.tag), (now.idx, now.tag));
     }
 
     #[test]

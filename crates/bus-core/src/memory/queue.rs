@@ -266,6 +266,7 @@ impl GroupQueue {
         // iterator adapter copied the envelope once more on its way out.
         let lane = st.lanes.iter().rposition(|l| !l.is_empty())?;
         let env = st.lanes[lane].pop_front();
+        debug_assert!(env.is_some(), "rposition found a non-empty lane");
         self.queued.store(st.queued(), Relaxed);
         st.depth -= 1;
         self.wake_publishers(st);
