@@ -168,9 +168,10 @@ END;
 /// `Durability::Full` (see [`super::writer`]). A commit into `letters` writes
 /// a page of the table, a page of each of its seven indexes and `totals`:
 /// ten WAL frames, about 80 KiB to sync for a 1 KiB letter. A commit into
-/// `inbox` writes one or two: it has the same columns but no index besides
-/// its key (a `WITHOUT ROWID` table is its own id index), and is not counted
-/// in `totals` (whoever needs its size sums it: it holds a few dozen rows).
+/// `inbox` writes one or two: it has the same columns but no index at all
+/// (ids stay unique because staging checks both tables first; `verify`
+/// reports an id found twice), and is not counted in `totals` (whoever
+/// needs its size sums it: it holds at most `FOLD_AT` rows per writer).
 /// The writer folds it into `letters` ([`fold_inbox`]) once it holds
 /// [`super::writer::FOLD_AT`] letters, before a larger batch, when it has
 /// been idle a moment, and at close; so does every other write (purge,

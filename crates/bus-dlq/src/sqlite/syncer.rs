@@ -95,29 +95,49 @@ pub(crate) fn open_wal(
 /// write and sync when appended, 500 µs when overwriting (`fallocate` would
 /// not help: writing into its unwritten extents changes metadata too).
 /// SQLite reuses its WAL from the start once a checkpoint has copied
-/// everything, and only truncates it if `journal_size_limit` is set (it is
-/// not), so `len` is about the most the WAL grows to between restarts.
+/// everything, and truncates it only if `journal_size_limit` is set (it is
+/// not), on a `TRUNCATE` checkpoint (which this crate never runs; a hand-run
+/// one costs speed, not safety) or when the last connection closes (the
+/// next open preallocates again), so `len` is about the most the WAL grows
+/// to between restarts.
 ///
 /// Safe for SQLite: the bytes written are past every frame, and a WAL is
 /// read only up to its last valid commit frame (recovery stops at the first
 /// frame whose salt or checksum does not match, as it does over the stale
 /// frames of a reused WAL). The write lock is held throughout, so no other
 /// connection (another process) appends frames where the zeros go.
-fn preallocate(wal: &File, conn: &rusqlite::Connection, len: u64) -> Result<(), DlqError> {
+///
+/// Best effort: it only makes commits cheaper. If the disk has no room for
+/// it (or any write fails), the file is cut back to where it was, still
+/// under the lock, and the store opens anyway: a store on a full disk must
+/// still open, so that an operator can purge or export.
+pub(super) fn preallocate(
+    wal: &File,
+    conn: &rusqlite::Connection,
+    len: u64,
+) -> Result<(), DlqError> {
     use std::os::unix::fs::FileExt;
     conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
-    let written = (|| {
+    let extended = wal.metadata().and_then(|m| {
+        let start = m.len();
         let zeros = vec![0_u8; 1 << 20];
-        let mut at = wal.metadata()?.len();
-        while at < len {
-            let n = usize::try_from(len - at).map_or(zeros.len(), |n| n.min(zeros.len()));
-            wal.write_all_at(&zeros[..n], at)?;
-            at += n as u64;
-        }
-        wal.sync_data()
-    })();
+        let mut at = start;
+        let written = (|| {
+            while at < len {
+                let n = usize::try_from(len - at).map_or(zeros.len(), |n| n.min(zeros.len()));
+                wal.write_all_at(&zeros[..n], at)?;
+                at += n as u64;
+            }
+            wal.sync_data()
+        })();
+        // Nothing past `start` is a frame: cutting it off loses nothing.
+        written.or_else(|e| wal.set_len(start).and(Err(e)))
+    });
+    if let Err(e) = extended {
+        tracing::warn!(error = %e, "dead-letter WAL not preallocated; commits will append to it");
+    }
     conn.execute_batch("ROLLBACK").map_err(db_err)?;
-    Ok(written?)
+    Ok(())
 }
 
 /// Runs until the writer drops its sender.

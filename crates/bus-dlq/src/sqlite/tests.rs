@@ -870,3 +870,50 @@ fn normal_durability_does_not_stage() {
     dlq.push(&letter("a", "x", 1)).unwrap();
     assert_eq!((in_table(&dlq, "letters"), in_table(&dlq, "inbox")), (1, 0));
 }
+
+/// Preallocation only makes commits cheaper: when it cannot be done (a
+/// full disk in the field; here, a handle that cannot write) the WAL keeps
+/// its frames and length, and opening goes on.
+#[test]
+fn a_wal_that_cannot_be_preallocated_is_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let normal = DlqConfig::new(dir.path()).with_durability(Durability::Normal);
+    let dlq = SqliteDlq::open(normal).unwrap();
+    dlq.push(&letter("a", "x", 1)).unwrap();
+    let keep = schema::connect(dlq.path(), Durability::Normal).unwrap();
+    let before = wal_len(&dlq);
+    let mut path = dlq.path().as_os_str().to_owned();
+    path.push("-wal");
+    let read_only = std::fs::File::open(path).unwrap();
+    syncer::preallocate(&read_only, &keep, before + (8 << 20))
+        .expect("a failed preallocation does not fail the open");
+    assert_eq!(wal_len(&dlq), before);
+    dlq.push(&letter("a", "x", 2)).unwrap();
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 2);
+    assert!(dlq.verify().unwrap().is_ok());
+}
+
+/// `verify` reads both tables in one snapshot and flags a letter stored in
+/// both (the fold would silently drop the staged copy).
+#[test]
+fn verify_flags_a_letter_both_staged_and_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    dlq.hold_idle_fold();
+    let l = letter("a", "x", 7);
+    dlq.push(&l).unwrap();
+    fold(&dlq);
+    assert_eq!((in_table(&dlq, "letters"), in_table(&dlq, "inbox")), (1, 0));
+    assert!(dlq.verify().unwrap().is_ok());
+    dlq.conn()
+        .execute_batch(
+            "INSERT INTO inbox SELECT id, topic, category, component, error_message, \
+             signature, first_failure_at, last_failure_at, dead_lettered_at, payload, \
+             summary_json, detail_json, state, replayed_at, replay_topic, row_bytes FROM letters",
+        )
+        .unwrap();
+    let report = dlq.verify().unwrap();
+    assert_eq!(report.bad_rows.len(), 1, "{report:?}");
+    assert_eq!(report.bad_rows[0].id, l.id.to_string());
+    assert!(report.bad_rows[0].error.contains("stored twice"));
+}

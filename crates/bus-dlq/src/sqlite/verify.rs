@@ -46,10 +46,36 @@ pub(super) fn verify(conn: &Connection) -> Result<VerifyReport, DlqError> {
                 .push(r.get::<_, String>(0).unwrap_or_else(|e| e.to_string()));
         }
     }
-    for table in ["letters", "inbox"] {
-        check_rows(conn, table, &mut report)?;
+    // One read transaction: a fold committed by the writer between the two
+    // passes would otherwise move staged rows out of both.
+    conn.execute_batch("BEGIN").map_err(db_err)?;
+    let checked = ["letters", "inbox"]
+        .into_iter()
+        .try_for_each(|table| check_rows(conn, table, &mut report))
+        .and_then(|()| check_unique_ids(conn, &mut report));
+    let ended = conn.execute_batch("COMMIT").map_err(db_err);
+    checked.and(ended).map(|()| report)
+}
+
+/// A letter must be in exactly one table, once: the fold's `INSERT OR
+/// IGNORE` would drop a staged row whose id `letters` already holds.
+fn check_unique_ids(conn: &Connection, report: &mut VerifyReport) -> Result<(), DlqError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT CAST(id AS TEXT) FROM inbox WHERE id IN (SELECT id FROM letters) \
+             UNION ALL SELECT CAST(id AS TEXT) FROM inbox GROUP BY id HAVING count(*) > 1",
+        )
+        .map_err(db_err)?;
+    let ids = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(db_err)?;
+    for id in ids {
+        report.bad_rows.push(BadRow {
+            id: id.map_err(db_err)?,
+            error: "stored twice (staged and indexed, or staged twice)".to_owned(),
+        });
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Decodes every row of `table` (`letters` or the staged `inbox`).

@@ -188,9 +188,13 @@ pub(crate) fn run(
     // though another connection may fold them meanwhile (then this is too
     // high, and a fold finds nothing to move). Unknown: fold at once.
     let mut staged = inbox_totals(&conn).map_or(FOLD_AT, |(n, _)| n.unsigned_abs() as usize);
+    // How long to stay idle before folding: doubles while folds fail (a
+    // full disk, another process holding the lock), so a failing fold is
+    // retried and logged a few times a minute, not twenty times a second.
+    let mut fold_wait = FOLD_IDLE;
     loop {
         let next = if staged > 0 {
-            rx.recv_timeout(FOLD_IDLE)
+            rx.recv_timeout(fold_wait)
         } else {
             rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
         };
@@ -201,7 +205,11 @@ pub(crate) fn run(
                 if shared.hold_idle_fold.load(Ordering::SeqCst) {
                     continue;
                 }
-                fold_alone(&conn, &shared, &mut staged);
+                fold_wait = if fold_alone(&conn, &shared, &mut staged) {
+                    FOLD_IDLE
+                } else {
+                    (fold_wait * 2).min(FOLD_BACKOFF_MAX)
+                };
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -250,19 +258,28 @@ pub(crate) fn run(
 /// staged and the store is not poisoned. Its commit needs no sync: the
 /// letters it moves were durable in `inbox`, and whether the move survives
 /// a power loss or not, each is in exactly one of the tables (a later
-/// push's sync covers it anyway). A failure leaves them staged.
-fn fold_alone(conn: &Connection, shared: &Shared, staged: &mut usize) {
+/// push's sync covers it anyway). A failure before the commit leaves them
+/// staged; a failed commit poisons the store, as a batch's does (what
+/// reached the disk is unknown). False if the fold failed.
+fn fold_alone(conn: &Connection, shared: &Shared, staged: &mut usize) -> bool {
     if *staged == 0 || shared.poison_reason().is_some() {
-        return;
+        return true;
     }
-    let folded = run_cached(conn, "BEGIN IMMEDIATE")
-        .and_then(|()| fold_inbox(conn))
-        .and_then(|()| run_cached(conn, "COMMIT"));
-    match folded {
-        Ok(()) => *staged = 0,
+    let moved = run_cached(conn, "BEGIN IMMEDIATE").and_then(|()| fold_inbox(conn));
+    if let Err(e) = moved {
+        rollback(conn);
+        tracing::warn!(error = %e, "dead-letter inbox not folded; it stays staged");
+        return false;
+    }
+    match run_cached(conn, "COMMIT") {
+        Ok(()) => {
+            *staged = 0;
+            true
+        }
         Err(e) => {
             rollback(conn);
-            tracing::warn!(error = %e, "dead-letter inbox not folded; it stays staged");
+            shared.poison(format!("inbox fold commit failed: {e}"));
+            false
         }
     }
 }
@@ -353,6 +370,9 @@ pub(crate) const FOLD_AT: usize = 64;
 /// before it folds them: readers (other processes) see `inbox` too, so this
 /// only bounds how long a letter stays outside the indexes.
 const FOLD_IDLE: Duration = Duration::from_millis(50);
+
+/// The longest the writer waits between attempts at a fold that keeps failing.
+const FOLD_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// The writer's SQL, built once.
 struct Sql {
