@@ -127,8 +127,11 @@ impl Window {
         // (the tick is in the high bits): an event stamped late, say by a
         // worker that read its clock just before a bucket boundary, must not
         // send the unstamped counts that follow back to an older bucket.
-        if tick < (1 << 48) {
-            self.recent.fetch_max(tick << 16 | c.idx as u64, Relaxed);
+        // Checked first: a late event (or many, stamped alike) reads the
+        // line and leaves it shared instead of taking it for a no-op RMW.
+        let newer = tick << 16 | c.idx as u64;
+        if tick < (1 << 48) && newer > recent {
+            self.recent.fetch_max(newer, Relaxed);
         }
         c
     }
