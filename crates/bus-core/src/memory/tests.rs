@@ -361,18 +361,20 @@ fn many_publishers_and_consumers_lose_nothing() {
     assert_eq!(all.len(), 8_000);
 }
 
-/// A publisher blocked on a full queue when the transport closes gets its
-/// message back; it must not be told Ok and then find its copy in a queue
-/// that close has already emptied.
-#[test]
-fn a_publisher_blocked_at_close_gets_its_message_back() {
-    let t = Arc::new(MemoryTransport::new());
+/// Group `g` of capacity 1 (blocking for 30 s) holding "queued", and a
+/// publisher of "blocked" already waiting for room.
+fn with_a_blocked_publisher(
+    t: &Arc<MemoryTransport>,
+) -> (
+    Box<dyn Subscription>,
+    std::thread::JoinHandle<Result<Receipt, PublishError>>,
+) {
     let block = OverflowPolicy::Block {
         timeout: Duration::from_secs(30),
     };
-    let _s = t.subscribe(&topic(), &opts("g", 1, block)).unwrap();
+    let s = t.subscribe(&topic(), &opts("g", 1, block)).unwrap();
     t.publish(env(Priority::Normal, "queued"), T).unwrap();
-    let t2 = Arc::clone(&t);
+    let t2 = Arc::clone(t);
     let publisher = std::thread::spawn(move || {
         t2.publish(env(Priority::Normal, "blocked"), Duration::from_secs(30))
     });
@@ -380,6 +382,16 @@ fn a_publisher_blocked_at_close_gets_its_message_back() {
     while queue.waiting_publishers() == 0 {
         std::thread::yield_now();
     }
+    (s, publisher)
+}
+
+/// A publisher blocked on a full queue when the transport closes gets its
+/// message back; it must not be told Ok and then find its copy in a queue
+/// that close has already emptied.
+#[test]
+fn a_publisher_blocked_at_close_gets_its_message_back() {
+    let t = Arc::new(MemoryTransport::new());
+    let (_s, publisher) = with_a_blocked_publisher(&t);
     let left = t.close();
     assert_eq!(left.len(), 1, "close returns the queued message");
     match publisher.join().unwrap() {
@@ -397,19 +409,7 @@ fn a_publisher_blocked_at_close_gets_its_message_back() {
 #[test]
 fn a_subscribe_does_not_wait_for_a_publisher_blocked_on_a_full_queue() {
     let t = Arc::new(MemoryTransport::new());
-    let block = OverflowPolicy::Block {
-        timeout: Duration::from_secs(30),
-    };
-    let mut s = t.subscribe(&topic(), &opts("g", 1, block)).unwrap();
-    t.publish(env(Priority::Normal, "queued"), T).unwrap();
-    let t2 = Arc::clone(&t);
-    let publisher = std::thread::spawn(move || {
-        t2.publish(env(Priority::Normal, "blocked"), Duration::from_secs(30))
-    });
-    let queue = Arc::clone(&t.routes().get(&topic()).unwrap()[0].queue);
-    while queue.waiting_publishers() == 0 {
-        std::thread::yield_now();
-    }
+    let (mut s, publisher) = with_a_blocked_publisher(&t);
     let (tx, rx) = crossbeam_channel::bounded(1);
     let t3 = Arc::clone(&t);
     let subscriber = std::thread::spawn(move || {

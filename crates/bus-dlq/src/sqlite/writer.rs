@@ -415,16 +415,13 @@ fn stage_all(
     let mut stmt = conn.prepare_cached(&sql.stage)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch {
-        let row_bytes = job.row.row_bytes;
-        if let Some(full) = over_bound(bounds, letters, bytes, row_bytes) {
-            outcomes.push(Outcome::Full(full));
-            continue;
-        }
-        if job.row.insert(&mut stmt)? {
-            letters += 1;
-            bytes = bytes.saturating_add(row_bytes);
-        }
-        outcomes.push(Outcome::Stored);
+        outcomes.push(insert_within(
+            &mut stmt,
+            job,
+            bounds,
+            &mut letters,
+            &mut bytes,
+        )?);
     }
     Ok(outcomes)
 }
@@ -485,16 +482,13 @@ fn insert_all(
         }
         let (job, tail) = rest.split_first().expect("rest is not empty");
         rest = tail;
-        let row_bytes = job.row.row_bytes;
-        if let Some(full) = over_bound(bounds, letters, bytes, row_bytes) {
-            outcomes.push(Outcome::Full(full));
-            continue;
-        }
-        if job.row.insert(&mut one_stmt)? {
-            letters += 1;
-            bytes = bytes.saturating_add(row_bytes);
-        }
-        outcomes.push(Outcome::Stored);
+        outcomes.push(insert_within(
+            &mut one_stmt,
+            job,
+            bounds,
+            &mut letters,
+            &mut bytes,
+        )?);
     }
     add_to_totals(conn, letters - start_letters, bytes - start_bytes)?;
     Ok(outcomes)
@@ -506,6 +500,27 @@ fn all_fit(bounds: Bounds, letters: i64, bytes: i64, n: usize, add: i64) -> bool
     let bytes_after = bytes.saturating_add(add).unsigned_abs();
     bounds.max_letters.is_none_or(|m| letters_after <= m)
         && bounds.max_bytes.is_none_or(|m| bytes_after <= m)
+}
+
+/// One row on its own (staged or indexed, by `stmt`): refused with `Full`
+/// if it would pass a bound, else inserted and, unless its id was stored
+/// already, counted into `letters` and `bytes`.
+fn insert_within(
+    stmt: &mut rusqlite::Statement<'_>,
+    job: &Job,
+    bounds: Bounds,
+    letters: &mut i64,
+    bytes: &mut i64,
+) -> rusqlite::Result<Outcome> {
+    let row_bytes = job.row.row_bytes;
+    if let Some(full) = over_bound(bounds, *letters, *bytes, row_bytes) {
+        return Ok(Outcome::Full(full));
+    }
+    if job.row.insert(stmt)? {
+        *letters += 1;
+        *bytes = bytes.saturating_add(row_bytes);
+    }
+    Ok(Outcome::Stored)
 }
 
 fn over_bound(bounds: Bounds, letters: i64, bytes: i64, row_bytes: i64) -> Option<String> {
