@@ -405,13 +405,7 @@ fn stage_all(
     sql: &Sql,
 ) -> rusqlite::Result<Vec<Outcome>> {
     run_cached(conn, "BEGIN IMMEDIATE")?;
-    let (mut letters, mut bytes) = if bounds.max_letters.is_none() && bounds.max_bytes.is_none() {
-        (0, 0)
-    } else {
-        let (l, b) = totals(conn)?;
-        let (staged_l, staged_b) = inbox_totals(conn)?;
-        (l + staged_l, b.saturating_add(staged_b))
-    };
+    let (mut letters, mut bytes) = stored(conn, bounds, true)?;
     let mut stmt = conn.prepare_cached(&sql.stage)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch {
@@ -437,10 +431,7 @@ fn insert_all(
 ) -> rusqlite::Result<Vec<Outcome>> {
     run_cached(conn, "BEGIN IMMEDIATE")?;
     fold_inbox(conn)?;
-    // Without bounds the running totals only serve to count what this
-    // batch adds: no need to read them.
-    let unbounded = bounds.max_letters.is_none() && bounds.max_bytes.is_none();
-    let (start_letters, start_bytes) = if unbounded { (0, 0) } else { totals(conn)? };
+    let (start_letters, start_bytes) = stored(conn, bounds, false)?;
     let (mut letters, mut bytes) = (start_letters, start_bytes);
     let mut outcomes = Vec::with_capacity(batch.len());
     // Held for the whole batch: a cached statement handed back clears its
@@ -500,6 +491,21 @@ fn all_fit(bounds: Bounds, letters: i64, bytes: i64, n: usize, add: i64) -> bool
     let bytes_after = bytes.saturating_add(add).unsigned_abs();
     bounds.max_letters.is_none_or(|m| letters_after <= m)
         && bounds.max_bytes.is_none_or(|m| bytes_after <= m)
+}
+
+/// Letters and bytes stored, as the bounds judge them: `totals`, plus what
+/// `inbox` holds if `with_staged`. Without bounds the running counts only
+/// measure what a batch adds, so they start at zero and nothing is read.
+fn stored(conn: &Connection, bounds: Bounds, with_staged: bool) -> rusqlite::Result<(i64, i64)> {
+    if bounds.max_letters.is_none() && bounds.max_bytes.is_none() {
+        return Ok((0, 0));
+    }
+    let (letters, bytes) = totals(conn)?;
+    if !with_staged {
+        return Ok((letters, bytes));
+    }
+    let (staged, staged_bytes) = inbox_totals(conn)?;
+    Ok((letters + staged, bytes.saturating_add(staged_bytes)))
 }
 
 /// One row on its own (staged or indexed, by `stmt`): refused with `Full`
