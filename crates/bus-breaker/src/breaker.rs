@@ -7,7 +7,7 @@ use crate::permit::Permit;
 use crate::state::{Probes, Word};
 use crate::sync::{AtomicU32, AtomicU64, Mutex, Ordering};
 use crate::window::{Counts, Mark, Window};
-use bus_core::time::{SharedClock, Stamp, system_clock};
+use bus_core::time::{SharedClock, Stamp, saturating_nanos, system_clock};
 use bus_core::{CircuitState, Rejected};
 use std::error::Error;
 use std::sync::Arc;
@@ -158,10 +158,7 @@ impl CircuitBreakerBuilder {
         }
         CircuitBreaker {
             name: self.name,
-            slow_nanos: self
-                .config
-                .slow_call_threshold
-                .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
+            slow_nanos: self.config.slow_call_threshold.map(saturating_nanos),
             window: Window::new(self.config.window),
             config: self.config,
             clock,
@@ -179,10 +176,6 @@ impl CircuitBreakerBuilder {
             predicate: self.predicate,
         }
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn rate(part: u64, of: u64) -> Option<f64> {
@@ -295,7 +288,7 @@ impl CircuitBreaker {
                     }
                     if w.admitted >= self.config.permitted_calls_in_half_open {
                         let wait = Duration::from_nanos(until - now).min(HALF_OPEN_RETRY);
-                        return Err(self.reject(CircuitState::HalfOpen, nanos(wait)));
+                        return Err(self.reject(CircuitState::HalfOpen, saturating_nanos(wait)));
                     }
                     let next = Word {
                         admitted: w.admitted + 1,
@@ -310,9 +303,10 @@ impl CircuitBreaker {
                     }
                 }
                 CircuitState::ForcedOpen => {
-                    return Err(
-                        self.reject(CircuitState::ForcedOpen, nanos(self.config.wait_in_open))
-                    );
+                    return Err(self.reject(
+                        CircuitState::ForcedOpen,
+                        saturating_nanos(self.config.wait_in_open),
+                    ));
                 }
                 kind => return Ok((kind, w.generation)),
             }
@@ -358,7 +352,7 @@ impl CircuitBreaker {
     #[inline]
     fn is_slow(&self, elapsed: Option<Duration>) -> bool {
         match (self.slow_nanos, elapsed) {
-            (Some(limit), Some(e)) => nanos(e) >= limit,
+            (Some(limit), Some(e)) => saturating_nanos(e) >= limit,
             _ => false,
         }
     }
@@ -524,12 +518,14 @@ impl CircuitBreaker {
                 *trips_in_row = trips_in_row.saturating_add(1);
                 let wait = self.config.open_wait(*trips_in_row);
                 open_for = Some(wait);
-                self.deadline
-                    .store(now.saturating_add(nanos(wait)), Ordering::Release);
+                self.deadline.store(
+                    now.saturating_add(saturating_nanos(wait)),
+                    Ordering::Release,
+                );
                 self.trips.fetch_add(1, Ordering::Relaxed);
             }
             CircuitState::HalfOpen => {
-                let max = nanos(self.config.max_wait_in_half_open);
+                let max = saturating_nanos(self.config.max_wait_in_half_open);
                 self.deadline
                     .store(now.saturating_add(max), Ordering::Release);
             }

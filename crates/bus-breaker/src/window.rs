@@ -23,6 +23,7 @@
 
 use crate::config::{MAX_TIME_BUCKETS, SlidingWindow};
 use crate::sync::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use bus_core::time::saturating_nanos;
 use std::time::Duration;
 
 /// One recorded outcome, as the windows see it.
@@ -381,7 +382,7 @@ impl TimeWindow {
     fn new(length: Duration) -> Self {
         let secs = u32::try_from(length.as_secs()).unwrap_or(u32::MAX);
         let buckets = secs.clamp(1, MAX_TIME_BUCKETS) as usize;
-        let total = u64::try_from(length.as_nanos()).unwrap_or(u64::MAX);
+        let total = saturating_nanos(length);
         Self {
             bucket_nanos: (total / buckets as u64).max(1),
             buckets,

@@ -103,8 +103,8 @@ impl Stamp {
     pub fn of(instant: Instant) -> Self {
         let (origin, base) = *ORIGIN;
         match instant.checked_duration_since(origin) {
-            Some(after) => Self(base.saturating_add(nanos_of(after))),
-            None => Self(base.saturating_sub(nanos_of(origin - instant))),
+            Some(after) => Self(base.saturating_add(saturating_nanos(after))),
+            None => Self(base.saturating_sub(saturating_nanos(origin - instant))),
         }
     }
 
@@ -123,11 +123,21 @@ impl Add<Duration> for Stamp {
     type Output = Stamp;
 
     fn add(self, d: Duration) -> Stamp {
-        Stamp(self.0.saturating_add(nanos_of(d)))
+        Stamp(self.0.saturating_add(saturating_nanos(d)))
     }
 }
 
-fn nanos_of(d: Duration) -> u64 {
+/// `d` in nanoseconds, saturating at `u64::MAX` (584 years): the form every
+/// time window, budget and deadline here counts in.
+///
+/// ```
+/// use bus_core::time::saturating_nanos;
+/// use std::time::Duration;
+///
+/// assert_eq!(saturating_nanos(Duration::from_millis(3)), 3_000_000);
+/// assert_eq!(saturating_nanos(Duration::MAX), u64::MAX);
+/// ```
+pub fn saturating_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
@@ -182,7 +192,8 @@ impl ManualClock {
 
     /// Moves time forward by `by`.
     pub fn advance(&self, by: Duration) {
-        self.offset_nanos.fetch_add(nanos_of(by), Ordering::SeqCst);
+        self.offset_nanos
+            .fetch_add(saturating_nanos(by), Ordering::SeqCst);
     }
 
     /// How far the clock has been advanced in total.

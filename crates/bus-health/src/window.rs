@@ -15,7 +15,7 @@
 //! and stores: five locked instructions in a row were most of an event.
 
 use bus_core::stripe::{Stripe, Striped};
-use bus_core::time::Stamp;
+use bus_core::time::{Stamp, saturating_nanos};
 use bus_errors::ErrorCategory;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -295,7 +295,7 @@ impl Latency {
 
     #[inline]
     pub(crate) fn record(&self, d: Duration, me: Stripe) {
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let nanos = saturating_nanos(d);
         let idx = self
             .bounds_nanos
             .iter()

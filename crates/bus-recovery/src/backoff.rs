@@ -4,6 +4,7 @@
 //! seeded generator gives the same schedule on every run.
 
 use crate::ConfigError;
+use bus_core::time::saturating_nanos;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -207,8 +208,8 @@ impl Backoff {
 
 /// Uniform in `[lo, hi]` at nanosecond resolution.
 fn uniform(rng: &mut fastrand::Rng, lo: Duration, hi: Duration) -> Duration {
-    let lo = u64::try_from(lo.as_nanos()).unwrap_or(u64::MAX);
-    let hi = u64::try_from(hi.as_nanos()).unwrap_or(u64::MAX).max(lo);
+    let lo = saturating_nanos(lo);
+    let hi = saturating_nanos(hi).max(lo);
     Duration::from_nanos(rng.u64(lo..=hi))
 }
 

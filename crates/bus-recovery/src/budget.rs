@@ -10,7 +10,7 @@
 //! step: concurrent failures can never overdraw the budget.
 
 use crate::ConfigError;
-use bus_core::time::{SharedClock, Stamp};
+use bus_core::time::{SharedClock, Stamp, saturating_nanos};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -120,7 +120,7 @@ impl RetryBudget {
         Self {
             start: clock.stamp(),
             clock,
-            slot_nanos: u64::try_from(slot.as_nanos()).unwrap_or(u64::MAX).max(1),
+            slot_nanos: saturating_nanos(slot).max(1),
             deposit_micro,
             floor_micro: u128::from(config.floor()) * TOKEN,
             deposits: Default::default(),

@@ -8,6 +8,7 @@
 
 use crate::ConfigError;
 use arc_swap::ArcSwap;
+use bus_core::time::saturating_nanos;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -70,10 +71,6 @@ struct Entry {
     streak: AtomicU32,
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 /// Per-component adaptive deadlines: a TIMEOUT grows a component's deadline
 /// by `factor` up to `cap`; every `shrink_after` successes in a row shrink it
 /// one step back toward its base. Reads and successes are lock-free.
@@ -134,8 +131,8 @@ impl AdaptiveDeadlines {
         let mut map = HashMap::clone(&self.entries.load());
         let entry = Arc::clone(map.entry(component.to_owned()).or_insert_with(|| {
             Arc::new(Entry {
-                base: nanos(base),
-                current: AtomicU64::new(nanos(base)),
+                base: saturating_nanos(base),
+                current: AtomicU64::new(saturating_nanos(base)),
                 streak: AtomicU32::new(0),
             })
         }));
@@ -150,7 +147,7 @@ impl AdaptiveDeadlines {
     pub fn on_timeout(&self, component: &str, elapsed: Duration) -> Option<Duration> {
         let entry = self.entry(component, elapsed)?;
         entry.streak.store(0, Ordering::Relaxed);
-        let cap = nanos(self.config.cap);
+        let cap = saturating_nanos(self.config.cap);
         let factor = self.config.factor;
         let grown = entry
             .current

@@ -302,7 +302,7 @@ impl Default for Subscriber {
 impl Subscriber {
     pub(crate) fn pause_for(&self, d: Duration) {
         let until = self.epoch.elapsed() + d;
-        let nanos = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let nanos = crate::time::saturating_nanos(until).max(1);
         self.paused_until.fetch_max(nanos, Ordering::AcqRel);
     }
 
@@ -312,7 +312,7 @@ impl Subscriber {
         if until == 0 {
             return None;
         }
-        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let now = crate::time::saturating_nanos(self.epoch.elapsed());
         if now >= until {
             let _ =
                 self.paused_until

@@ -14,6 +14,7 @@ pub use sinks::{AlertError, CommandAlertSink, TracingAlertSink, WebhookAlertSink
 
 use crate::config::HealthConfig;
 use crate::monitor::Inner;
+use bus_core::time::saturating_nanos;
 use bus_errors::{ErrorCategory, ErrorReport, Severity};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde::{Deserialize, Serialize};
@@ -136,7 +137,7 @@ impl Alerter {
         monitor: Weak<Inner>,
     ) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(config.alert_queue_capacity);
-        let interval_nanos = u64::try_from(config.alert_interval.as_nanos()).unwrap_or(u64::MAX);
+        let interval_nanos = saturating_nanos(config.alert_interval);
         let every = config.evaluate_every;
         let spawned = std::thread::Builder::new()
             .name("bus-health-alerts".into())
