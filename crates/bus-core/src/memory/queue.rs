@@ -50,7 +50,19 @@ struct Lanes {
     /// Forced pushes (redeliveries) may take it past the capacity.
     depth: usize,
     consumers_waiting: usize,
+    /// Wake-ups sent to waiting consumers that none of them has used yet.
+    /// A push signals only while waiters outnumber them: a consumer that
+    /// was woken but has not run yet (its core is busy, common on a loaded
+    /// machine) would otherwise cost every push in between a futex call.
+    consumers_signalled: usize,
     publishers_waiting: usize,
+    /// Whether the publishers waiting now were all woken already (reset by
+    /// each publisher that starts waiting): the takes that drain the queue
+    /// further before a woken publisher runs need not wake it again.
+    publishers_signalled: bool,
+    /// Notifies sent to consumers and to publishers, for tests of the above.
+    #[cfg(test)]
+    notified: (usize, usize),
 }
 
 impl Lanes {
@@ -120,6 +132,7 @@ impl GroupQueue {
                     if now >= deadline || self.closed.load(SeqCst) {
                         break false;
                     }
+                    st.publishers_signalled = false;
                     st = self
                         .space
                         .wait_timeout(st, (deadline - now).min(WAIT_SLICE))
@@ -159,7 +172,7 @@ impl GroupQueue {
     pub(super) fn unreserve(&self) {
         let mut st = self.lock();
         st.depth -= 1;
-        self.wake_publishers(&st);
+        self.wake_publishers(&mut st);
     }
 
     /// Enqueues into a reserved slot. If the queue was drained since the
@@ -201,7 +214,12 @@ impl GroupQueue {
     fn push(&self, st: &mut MutexGuard<'_, Lanes>, env: Envelope) {
         st.lanes[env.priority.index()].push_back(env);
         self.queued.store(st.queued(), Relaxed);
-        if st.consumers_waiting > 0 {
+        if st.consumers_waiting > st.consumers_signalled {
+            st.consumers_signalled += 1;
+            #[cfg(test)]
+            {
+                st.notified.0 += 1;
+            }
             self.ready.notify_one();
         }
     }
@@ -251,6 +269,9 @@ impl GroupQueue {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
             st.consumers_waiting -= 1;
+            // Whether this consumer was woken or timed out, one wake-up fewer
+            // is owed: undercounting only costs a spare notify.
+            st.consumers_signalled = st.consumers_signalled.saturating_sub(1);
         }
     }
 
@@ -265,12 +286,13 @@ impl GroupQueue {
         // Highest lane first. Written out rather than as `find_map`: the
         // iterator adapter copied the envelope once more on its way out.
         let lane = st.lanes.iter().rposition(|l| !l.is_empty())?;
-        let env = st.lanes[lane].pop_front();
-        debug_assert!(env.is_some(), "rposition found a non-empty lane");
-        self.queued.store(st.queued(), Relaxed);
+        // The bookkeeping first, so that the message moves once, from its
+        // lane into the caller's slot (each move of an envelope is a
+        // 184-byte memcpy).
+        self.queued.store(st.queued() - 1, Relaxed);
         st.depth -= 1;
         self.wake_publishers(st);
-        env
+        st.lanes[lane].pop_front()
     }
 
     // Blocked publishers are woken when the queue has drained to half (or
@@ -278,8 +300,13 @@ impl GroupQueue {
     // instead of one futex call per message. They also re-check every
     // WAIT_SLICE, so a consumer that stalls just below the bound delays them
     // by at most that long.
-    fn wake_publishers(&self, st: &Lanes) {
-        if st.publishers_waiting > 0 && st.depth <= self.capacity / 2 {
+    fn wake_publishers(&self, st: &mut Lanes) {
+        if st.publishers_waiting > 0 && !st.publishers_signalled && st.depth <= self.capacity / 2 {
+            st.publishers_signalled = true;
+            #[cfg(test)]
+            {
+                st.notified.1 += 1;
+            }
             self.space.notify_all();
         }
     }
@@ -304,6 +331,12 @@ impl GroupQueue {
     #[cfg(test)]
     pub(super) fn waiting_publishers(&self) -> usize {
         self.lock().publishers_waiting
+    }
+
+    /// Consumers asleep waiting for a message (tests wait on it).
+    #[cfg(test)]
+    pub(super) fn waiting_consumers(&self) -> usize {
+        self.lock().consumers_waiting
     }
 
     pub(super) fn is_closed(&self) -> bool {
@@ -346,4 +379,104 @@ impl Settle for GroupSettler {
     }
 
     fn term(&self, _token: u64, _envelope: &Envelope) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(capacity: usize) -> GroupQueue {
+        let topic = Topic::new("t").unwrap_or_else(|e| unreachable!("{e}"));
+        let block = OverflowPolicy::Block {
+            timeout: Duration::from_secs(30),
+        };
+        GroupQueue::new(topic.clone(), "g", capacity, block)
+    }
+
+    fn env(n: u8) -> Envelope {
+        let topic = Topic::new("t").unwrap_or_else(|e| unreachable!("{e}"));
+        Envelope::new(topic, vec![n])
+    }
+
+    /// Two consumers asleep and ten pushes before either runs: two
+    /// notifies, one per sleeper, not one per push (each a futex call).
+    #[test]
+    fn sleeping_consumers_are_signalled_once_each() {
+        let q = queue(64);
+        q.lock().consumers_waiting = 2;
+        for n in 0..10 {
+            assert!(q.try_push(env(n)).is_ok());
+        }
+        assert_eq!(q.lock().notified.0, 2);
+        // One of them runs (woken): the other still has its wake-up coming.
+        {
+            let mut st = q.lock();
+            st.consumers_waiting -= 1;
+            st.consumers_signalled -= 1;
+        }
+        assert!(q.try_push(env(10)).is_ok());
+        assert_eq!(q.lock().notified.0, 2);
+        // A third goes to sleep: the next push wakes it.
+        q.lock().consumers_waiting += 1;
+        assert!(q.try_push(env(11)).is_ok());
+        assert_eq!(q.lock().notified.0, 3);
+    }
+
+    /// A blocked publisher is woken once when the queue has drained to
+    /// half, not again by every take before it runs.
+    #[test]
+    fn a_blocked_publisher_is_signalled_once_per_wait() {
+        let q = queue(4);
+        for n in 0..4 {
+            assert!(q.try_push(env(n)).is_ok());
+        }
+        q.lock().publishers_waiting = 1;
+        for _ in 0..4 {
+            assert!(q.try_pop().is_some());
+        }
+        assert_eq!(q.lock().notified.1, 1, "woken at half, then left alone");
+        // It found no room after all and waits again: the next take at
+        // half or below wakes it again.
+        q.lock().publishers_signalled = false;
+        assert!(q.try_push(env(9)).is_ok());
+        assert!(q.try_pop().is_some());
+        assert_eq!(q.lock().notified.1, 2);
+    }
+
+    /// Ping-pong with consumers that are asleep before every push: a
+    /// wake-up the bookkeeping wrongly thought was on its way would leave a
+    /// message waiting out the consumers' 30 s timeout.
+    #[test]
+    fn no_wake_up_is_lost_by_sleeping_consumers() {
+        let q = Arc::new(queue(64));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let (q, tx) = (Arc::clone(&q), tx.clone());
+                std::thread::spawn(move || {
+                    while let Some(env) = q.pop(Duration::from_secs(30)) {
+                        let _ = tx.send(env.payload[0]);
+                    }
+                })
+            })
+            .collect();
+        for round in 0..300u32 {
+            // Both asleep (past their spinning) before the push.
+            while q.waiting_consumers() < 2 {
+                std::thread::yield_now();
+            }
+            let n = (round % 256) as u8;
+            assert!(q.try_push(env(n)).is_ok());
+            assert_eq!(
+                rx.recv_timeout(Duration::from_secs(10)),
+                Ok(n),
+                "round {round}: the message waited for a consumer's timeout"
+            );
+        }
+        assert_eq!(q.drain().len(), 0);
+        for c in consumers {
+            c.join()
+                .unwrap_or_else(|_| unreachable!("consumer panicked"));
+        }
+    }
 }
