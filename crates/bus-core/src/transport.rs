@@ -412,6 +412,14 @@ impl Delivery {
 
     /// Success: the message is done.
     pub fn ack(mut self) {
+        self.ack_in_place();
+    }
+
+    /// [`ack`](Self::ack) for a delivery the caller keeps (the worker's,
+    /// which lives in its frame so that the envelope is never moved): the
+    /// envelope is dropped where it is, and the emptied delivery drops as a
+    /// settled one.
+    pub(crate) fn ack_in_place(&mut self) {
         if let Some(env) = &self.envelope {
             self.settler.ack(self.token, env);
         }

@@ -104,8 +104,14 @@ impl Worker {
                 Ok(Some(delivery)) => {
                     // The pipeline does not panic, but plugs are user code: a
                     // panicking plug must not kill the worker. The delivery,
-                    // dropped while unwinding, is redelivered (never lost).
-                    if catch_unwind(AssertUnwindSafe(|| self.process(delivery, permit))).is_err() {
+                    // dropped unsettled after the unwind, is redelivered
+                    // (never lost). It stays in this frame and the closure
+                    // borrows it: catch_unwind moves its closure, and a
+                    // closure owning the delivery would copy the envelope.
+                    let mut delivery = Some(delivery);
+                    if catch_unwind(AssertUnwindSafe(|| self.process(&mut delivery, permit)))
+                        .is_err()
+                    {
                         tracing::error!(component = %self.component, "a bus plug panicked; the delivery will be redelivered");
                         self.pause(poll);
                     }
@@ -136,7 +142,13 @@ impl Worker {
         }
     }
 
-    fn process(&self, delivery: Delivery, permit: crate::Permit) {
+    /// Runs the handler on the delivery in `slot`. A success settles it
+    /// where it is; a failure takes it out (the failure path may hand it to
+    /// the dead-letter store's callback).
+    fn process(&self, slot: &mut Option<Delivery>, permit: crate::Permit) {
+        let Some(delivery) = slot.as_mut() else {
+            return;
+        };
         let s = &*self.shared;
         let deadline = s.plugs.recovery.handler_deadline(&self.component);
         let started = s.plugs.clock.stamp();
@@ -165,7 +177,7 @@ impl Worker {
                         attempt: env.attempt,
                     },
                 );
-                delivery.ack();
+                delivery.ack_in_place();
                 s.counters.inc(Counter::acked);
                 return;
             }
@@ -175,7 +187,9 @@ impl Worker {
                 true,
             ),
         };
-        self.fail(delivery, permit, &error, panicked, elapsed, ended);
+        if let Some(delivery) = slot.take() {
+            self.fail(delivery, permit, &error, panicked, elapsed, ended);
+        }
     }
 
     fn fail(
