@@ -4,12 +4,15 @@
 //! retry. A wide outage therefore sheds its excess retries into the
 //! dead-letter queue instead of multiplying the load.
 //!
-//! Deposits (one per success, on the hot path) are a load and a `fetch_add`
-//! on a time-slotted atomic counter. Withdrawals (one per retry, on the
-//! failure path) take a small mutex so the check and the withdrawal are one
-//! step: concurrent failures can never overdraw the budget.
+//! Deposits (one per success, on the hot path) count into a time-slotted
+//! counter of the calling thread's own stripe: workers of different
+//! subscribers succeeding at once would otherwise bounce one cache line
+//! between their cores on every message. Withdrawals (one per retry, on the
+//! failure path) sum the stripes and take a small mutex so the check and the
+//! withdrawal are one step: concurrent failures can never overdraw the budget.
 
 use crate::ConfigError;
+use bus_core::stripe::Striped;
 use bus_core::time::{SharedClock, Stamp, saturating_nanos};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,8 +106,8 @@ pub struct RetryBudget {
     slot_nanos: u64,
     deposit_micro: u128,
     floor_micro: u128,
-    /// Per slot: `tag << COUNT_BITS | successes`.
-    deposits: [AtomicU64; SLOTS],
+    /// Per stripe, per slot: `tag << COUNT_BITS | successes`.
+    deposits: Striped<[AtomicU64; SLOTS]>,
     /// Per slot: `(epoch, retries)`.
     withdrawals: Mutex<[(u64, u64); SLOTS]>,
 }
@@ -123,7 +126,7 @@ impl RetryBudget {
             slot_nanos: saturating_nanos(slot).max(1),
             deposit_micro,
             floor_micro: u128::from(config.floor()) * TOKEN,
-            deposits: Default::default(),
+            deposits: Striped::new(Default::default),
             withdrawals: Mutex::new([(u64::MAX, 0); SLOTS]),
         }
     }
@@ -159,24 +162,16 @@ impl RetryBudget {
     pub fn deposit_at(&self, now: Stamp) {
         let epoch = self.epoch_at(now);
         let tag = Self::tag(epoch);
-        let cell = &self.deposits[Self::slot(epoch)];
-        let mut current = cell.load(Ordering::Relaxed);
-        loop {
-            if current >> COUNT_BITS == tag {
-                cell.fetch_add(1, Ordering::Relaxed);
-                return;
+        let (cells, writer) = self.deposits.mine();
+        writer.update(&cells[Self::slot(epoch)], |current| {
+            if current >> COUNT_BITS != tag {
+                // The slot holds an older epoch: restart it at 1.
+                Some((tag << COUNT_BITS) | 1)
+            } else {
+                // A full count stays full rather than carry into the tag.
+                (current & COUNT_MASK != COUNT_MASK).then_some(current + 1)
             }
-            // The slot holds an older epoch: restart it at 1.
-            match cell.compare_exchange_weak(
-                current,
-                (tag << COUNT_BITS) | 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(seen) => current = seen,
-            }
-        }
+        });
     }
 
     fn epochs_in_window(epoch: u64) -> impl Iterator<Item = u64> {
@@ -184,14 +179,17 @@ impl RetryBudget {
     }
 
     fn successes_in_window(&self, epoch: u64) -> u64 {
-        Self::epochs_in_window(epoch)
-            .map(|e| {
-                let packed = self.deposits[Self::slot(e)].load(Ordering::Relaxed);
-                if packed >> COUNT_BITS == Self::tag(e) {
-                    packed & COUNT_MASK
-                } else {
-                    0
-                }
+        self.deposits
+            .iter()
+            .flat_map(|cells| {
+                Self::epochs_in_window(epoch).map(move |e| {
+                    let packed = cells[Self::slot(e)].load(Ordering::Relaxed);
+                    if packed >> COUNT_BITS == Self::tag(e) {
+                        packed & COUNT_MASK
+                    } else {
+                        0
+                    }
+                })
             })
             .sum()
     }
