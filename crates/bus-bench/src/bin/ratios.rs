@@ -6,11 +6,17 @@
 //! the result, the quartiles its spread.
 //!
 //! ```text
-//! cargo run --profile bench -p bus-bench --bin ratios -- [--rounds R] [--messages N] [--out PATH]
+//! cargo run --profile bench -p bus-bench --bin ratios -- [--rounds R] [--messages N] [--out PATH] [--only TOPOLOGY] [--hog]
 //! ```
 //!
 //! Same topologies, payloads and fixtures as the `throughput` criterion
 //! bench (`1to1`, `4to1`, `1to4`). Writes `target/bench-ratios.json`.
+//!
+//! `--hog` runs one more thread that only spins, for the whole run: on a
+//! two-core machine the publisher and the consumer then share their cores
+//! with it, as they do on a host whose other tenants are busy. Throughput
+//! then follows the instructions both threads spend per message, not the
+//! slower thread's, which is the regime where the bus's ratios are lowest.
 
 #![allow(clippy::unwrap_used)]
 
@@ -37,19 +43,41 @@ fn main() -> Result<(), BoxError> {
     let mut rounds: usize = 15;
     let mut n: u64 = 200_000;
     let mut out = bus_bench::target_dir().join("bench-ratios.json");
+    let (mut only, mut hog) = (None, false);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rounds" => rounds = args.next().ok_or("--rounds R")?.parse()?,
             "--messages" => n = args.next().ok_or("--messages N")?.parse()?,
             "--out" => out = args.next().ok_or("--out PATH")?.into(),
+            "--only" => only = Some(args.next().ok_or("--only TOPOLOGY")?),
+            "--hog" => hog = true,
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
     if rounds == 0 || n == 0 {
         return Err("--rounds and --messages must be at least 1".into());
     }
+    if only
+        .as_deref()
+        .is_some_and(|o| !TOPOLOGIES.iter().any(|t| t.0 == o))
+    {
+        return Err(format!("--only: one of 1to1, 4to1, 1to4, not {only:?}").into());
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hog = hog.then(|| {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut x = 0_u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+            }
+        })
+    });
     let mut entries = Vec::new();
     for (name, publishers, groups) in TOPOLOGIES {
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
         let raw = Raw::new(groups as usize, |env| {
             std::hint::black_box(env.payload.len());
         });
@@ -113,8 +141,14 @@ fn main() -> Result<(), BoxError> {
             ));
         }
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let hogged = hog.is_some();
+    if let Some(h) = hog {
+        let _ = h.join();
+    }
     let json = format!(
-        "{{\n  \"rounds\": {rounds},\n  \"messages\": {n},\n{}\n}}\n",
+        "{{\n  \"rounds\": {rounds},\n  \"messages\": {n},\n  \"hog\": {},\n{}\n}}\n",
+        hogged,
         entries.join(",\n")
     );
     if let Some(dir) = out.parent() {
