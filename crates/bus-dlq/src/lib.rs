@@ -62,4 +62,4 @@ pub use query::{DlqQuery, FailureGroup, Filter, ImportReport, ReplayReport, Stat
 pub use record::{LetterState, LetterSummary, StoredLetter, UnknownState, letter_signature};
 pub use replay::{ORIGINAL_ID_HEADER, REPLAYED_FROM_HEADER, replay_envelope};
 pub use signature::{normalize_message, signature};
-pub use sqlite::{BadRow, SqliteDlq, VerifyReport};
+pub use sqlite::{BadRow, SqliteDlq, TotalsMismatch, VerifyReport};

@@ -1,8 +1,9 @@
 //! Crash test (like sled's): this binary re-runs itself as a child that
 //! pushes letters from several threads under `Durability::Full` and prints
 //! each id once its push returned `Ok`. The parent kills it with SIGKILL at a
-//! random moment, reopens the DLQ, verifies it, and checks every acknowledged
-//! letter is there. Many iterations on the same database, so recovery after
+//! random moment, reopens the DLQ, verifies it (rows, duplicate ids, the
+//! running totals against the table), and checks every acknowledged letter
+//! is there, once. Many iterations on the same database, so recovery after
 //! recovery is exercised too.
 
 // A harness = false target is not cfg(test): allow unwrap as every test does.
@@ -121,12 +122,18 @@ fn parent() {
             report.is_ok(),
             "iteration {iteration} (seed {seed}): verify: {report:?}"
         );
-        let stored: BTreeSet<LetterId> = dlq
+        let listed: Vec<LetterId> = dlq
             .list(&Filter::all())
             .unwrap()
             .into_iter()
             .map(|l| l.id)
             .collect();
+        let stored: BTreeSet<LetterId> = listed.iter().copied().collect();
+        assert_eq!(
+            stored.len(),
+            listed.len(),
+            "iteration {iteration} (seed {seed}): a letter is listed twice"
+        );
         let missing: Vec<_> = acked.difference(&stored).collect();
         assert!(
             missing.is_empty(),

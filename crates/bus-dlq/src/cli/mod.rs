@@ -239,7 +239,9 @@ pub fn run(cmd: DlqCommand, out: &mut dyn Write) -> Result<(), CliError> {
             match report.is_ok() {
                 true => Ok(()),
                 false => Err(CliError::VerifyFailed(
-                    report.bad_rows.len() + usize::from(report.integrity != ["ok"]),
+                    report.bad_rows.len()
+                        + usize::from(report.integrity != ["ok"])
+                        + usize::from(report.totals_mismatch.is_some()),
                 )),
             }
         }

@@ -165,6 +165,13 @@ pub(super) fn verify(out: &mut dyn Write, r: &VerifyReport) -> Result<(), CliErr
     for b in &r.bad_rows {
         writeln!(out, "  {}: {}", b.id, b.error)?;
     }
+    if let Some(t) = &r.totals_mismatch {
+        writeln!(
+            out,
+            "totals record {} letters ({} bytes), the letters table holds {} ({} bytes)",
+            t.recorded_letters, t.recorded_bytes, t.counted_letters, t.counted_bytes
+        )?;
+    }
     writeln!(out, "{}", if r.is_ok() { "OK" } else { "PROBLEMS FOUND" })?;
     Ok(())
 }

@@ -8,7 +8,7 @@ mod syncer;
 mod verify;
 mod writer;
 
-pub use verify::{BadRow, VerifyReport};
+pub use verify::{BadRow, TotalsMismatch, VerifyReport};
 
 use crate::config::{DlqConfig, Durability};
 use crate::query::{DlqQuery, Filter};

@@ -1,4 +1,5 @@
-//! `verify`: SQLite's integrity check plus our own decoding of every row.
+//! `verify`: SQLite's integrity check, our own decoding of every row, and
+//! the running totals against what the tables hold.
 
 use super::row;
 use super::schema::db_err;
@@ -16,6 +17,22 @@ pub struct BadRow {
     pub error: String,
 }
 
+/// The `totals` row disagreeing with the `letters` table. The bounds
+/// (`max_letters`, `max_bytes`) judge every push by these totals, so a wrong
+/// one refuses letters that fit or admits letters that do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TotalsMismatch {
+    /// Letters the `totals` row records.
+    pub recorded_letters: i64,
+    /// Bytes the `totals` row records.
+    pub recorded_bytes: i64,
+    /// Letters `letters` holds.
+    pub counted_letters: i64,
+    /// Bytes `letters` holds.
+    pub counted_bytes: i64,
+}
+
 /// What [`SqliteDlq::verify`](crate::SqliteDlq::verify) found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -26,12 +43,16 @@ pub struct VerifyReport {
     pub rows_checked: u64,
     /// Rows that did not decode into a letter.
     pub bad_rows: Vec<BadRow>,
+    /// Set when the running totals disagree with the `letters` table
+    /// (staged letters are counted only once folded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totals_mismatch: Option<TotalsMismatch>,
 }
 
 impl VerifyReport {
-    /// Whether both checks passed.
+    /// Whether every check passed.
     pub fn is_ok(&self) -> bool {
-        self.integrity == ["ok"] && self.bad_rows.is_empty()
+        self.integrity == ["ok"] && self.bad_rows.is_empty() && self.totals_mismatch.is_none()
     }
 }
 
@@ -52,7 +73,8 @@ pub(super) fn verify(conn: &Connection) -> Result<VerifyReport, DlqError> {
     let checked = ["letters", "inbox"]
         .into_iter()
         .try_for_each(|table| check_rows(conn, table, &mut report))
-        .and_then(|()| check_unique_ids(conn, &mut report));
+        .and_then(|()| check_unique_ids(conn, &mut report))
+        .and_then(|()| check_totals(conn, &mut report));
     let ended = conn.execute_batch("COMMIT").map_err(db_err);
     checked.and(ended).map(|()| report)
 }
@@ -73,6 +95,32 @@ fn check_unique_ids(conn: &Connection, report: &mut VerifyReport) -> Result<(), 
         report.bad_rows.push(BadRow {
             id: id.map_err(db_err)?,
             error: "stored twice (staged and indexed, or staged twice)".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The `totals` row against a count of `letters` (in the same snapshot:
+/// every insert and delete updates both in one transaction).
+pub(super) fn check_totals(conn: &Connection, report: &mut VerifyReport) -> Result<(), DlqError> {
+    let (recorded_letters, recorded_bytes) = conn
+        .query_row("SELECT letters, bytes FROM totals WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .map_err(db_err)?;
+    let (counted_letters, counted_bytes) = conn
+        .query_row(
+            "SELECT count(*), coalesce(sum(row_bytes), 0) FROM letters",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(db_err)?;
+    if (recorded_letters, recorded_bytes) != (counted_letters, counted_bytes) {
+        report.totals_mismatch = Some(TotalsMismatch {
+            recorded_letters,
+            recorded_bytes,
+            counted_letters,
+            counted_bytes,
         });
     }
     Ok(())
