@@ -229,3 +229,35 @@ fn verify_fails_on_a_damaged_row() {
     assert!(matches!(run(cmd, &mut out), Err(CliError::VerifyFailed(1))));
     assert!(String::from_utf8(out).unwrap().contains(&id));
 }
+
+/// The reading commands must not write to the store of a running service: a
+/// `Full` open fills the write-ahead log with about 32 MiB of zeros first.
+#[test]
+fn reading_commands_leave_a_live_stores_write_ahead_log_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // The service keeps the store open (under `Normal`, which does not
+    // preallocate), so the log outlives each command.
+    let config = DlqConfig::new(dir.path()).with_durability(bus_dlq::Durability::Normal);
+    let wal = std::path::PathBuf::from(format!("{}-wal", config.db_path().display()));
+    let service = SqliteDlq::open(config).unwrap();
+    service
+        .push(&common::letter(
+            "orders",
+            ErrorCategory::Timeout,
+            "svc",
+            "x",
+        ))
+        .unwrap();
+    let len = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let before = len();
+    let d = dir.path().to_str().unwrap();
+    for cmd in ["list", "groups", "stats", "verify", "export"] {
+        exec(&[cmd, "--data-dir", d]).unwrap();
+        assert!(
+            len() < before + (1 << 20),
+            "`{cmd}` grew the log from {before} to {} bytes",
+            len()
+        );
+    }
+    assert_eq!(service.count(&Filter::all()).unwrap(), 1);
+}

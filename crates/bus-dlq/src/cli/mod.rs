@@ -10,7 +10,7 @@ mod render;
 
 pub use args::{FilterArgs, StoreArgs};
 
-use crate::{DlqConfig, DlqError, DlqQuery, Filter, LetterState, SqliteDlq};
+use crate::{DlqConfig, DlqError, DlqQuery, Durability, Filter, LetterState, SqliteDlq};
 use bus_core::Topic;
 use indicatif::{ProgressBar, ProgressDrawTarget};
 use std::io::Write;
@@ -141,8 +141,22 @@ fn json(out: &mut dyn Write, v: &impl serde::Serialize) -> Result<(), CliError> 
     Ok(())
 }
 
+/// Opens the store for a command that changes it (replay, purge), with the
+/// default `Full` durability.
 fn open(store: &StoreArgs) -> Result<SqliteDlq, CliError> {
     Ok(SqliteDlq::open_existing(DlqConfig::new(&store.data_dir))?)
+}
+
+/// Opens the store for a command that only reads it, under `Normal`: a
+/// `Full` open would first fill the write-ahead log with up to 32 MiB of
+/// zeros and sync it, under the write lock, and start a syncer thread, which
+/// an operator looking into a running service's queue should not do to it.
+/// The one commit such a command may make, folding letters the service
+/// staged, is atomic under either: lost in a crash, it leaves them staged.
+fn open_to_read(store: &StoreArgs) -> Result<SqliteDlq, CliError> {
+    Ok(SqliteDlq::open_existing(
+        DlqConfig::new(&store.data_dir).with_durability(Durability::Normal),
+    )?)
 }
 
 fn progress(len: u64) -> ProgressBar {
@@ -155,7 +169,7 @@ pub fn run(cmd: DlqCommand, out: &mut dyn Write) -> Result<(), CliError> {
     let now = SystemTime::now();
     match cmd {
         DlqCommand::List { store, filter } => {
-            let letters = open(&store)?.list(&filter.to_filter(now)?)?;
+            let letters = open_to_read(&store)?.list(&filter.to_filter(now)?)?;
             if store.json {
                 json(out, &letters)
             } else {
@@ -163,7 +177,7 @@ pub fn run(cmd: DlqCommand, out: &mut dyn Write) -> Result<(), CliError> {
             }
         }
         DlqCommand::Show { store, id } => {
-            let dlq = open(&store)?;
+            let dlq = open_to_read(&store)?;
             let Some(letter) = dlq.get(id)? else {
                 return Err(CliError::Usage(format!("no letter {id}")));
             };
@@ -174,7 +188,7 @@ pub fn run(cmd: DlqCommand, out: &mut dyn Write) -> Result<(), CliError> {
             }
         }
         DlqCommand::Groups { store, filter } => {
-            let groups = open(&store)?.groups(&filter.to_filter(now)?)?;
+            let groups = open_to_read(&store)?.groups(&filter.to_filter(now)?)?;
             if store.json {
                 json(out, &groups)
             } else {
@@ -222,7 +236,7 @@ pub fn run(cmd: DlqCommand, out: &mut dyn Write) -> Result<(), CliError> {
             purge(out, &store, &f, dry_run)
         }
         DlqCommand::Stats { store } => {
-            let stats = open(&store)?.stats()?;
+            let stats = open_to_read(&store)?.stats()?;
             if store.json {
                 json(out, &stats)
             } else {
@@ -230,7 +244,7 @@ pub fn run(cmd: DlqCommand, out: &mut dyn Write) -> Result<(), CliError> {
             }
         }
         DlqCommand::Verify { store } => {
-            let report = open(&store)?.verify()?;
+            let report = open_to_read(&store)?.verify()?;
             if store.json {
                 json(out, &report)?;
             } else {
@@ -250,7 +264,7 @@ pub fn run(cmd: DlqCommand, out: &mut dyn Write) -> Result<(), CliError> {
             filter,
             output,
         } => {
-            let dlq = open(&store)?;
+            let dlq = open_to_read(&store)?;
             let f = filter.to_filter(now)?;
             let Some(path) = output else {
                 // The letters are the output.
