@@ -98,3 +98,64 @@ fn readers_and_purgers_run_beside_pushers() {
     assert_eq!(dlq.count(&Filter::all().topic("keep")).unwrap(), 600);
     assert_eq!(dlq.count(&Filter::all()).unwrap(), 600);
 }
+
+/// Lone pushes under `Full` are staged in `inbox` and folded into `letters`
+/// every 64: readers running meanwhile must see every acknowledged letter,
+/// once, whichever table it is in when their query runs.
+#[test]
+fn readers_see_each_letter_once_while_the_writer_folds() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    const LETTERS: usize = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = Arc::new(SqliteDlq::open(DlqConfig::new(dir.path())).unwrap());
+    let acked = Arc::new(AtomicUsize::new(0));
+    let start = Arc::new(std::sync::Barrier::new(3));
+    let pusher = {
+        let (dlq, acked, start) = (Arc::clone(&dlq), Arc::clone(&acked), Arc::clone(&start));
+        std::thread::spawn(move || {
+            start.wait();
+            for i in 0..LETTERS {
+                let l = common::letter("t", ErrorCategory::Timeout, "c", &format!("lone {i}"));
+                dlq.push(&l).unwrap();
+                acked.fetch_add(1, SeqCst);
+            }
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (dlq, acked, start) = (Arc::clone(&dlq), Arc::clone(&acked), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                let mut queries = 0;
+                loop {
+                    let floor = acked.load(SeqCst);
+                    let ids: Vec<LetterId> = dlq
+                        .list(&Filter::all())
+                        .unwrap()
+                        .into_iter()
+                        .map(|l| l.id)
+                        .collect();
+                    let unique: BTreeSet<LetterId> = ids.iter().copied().collect();
+                    assert_eq!(unique.len(), ids.len(), "a letter listed twice");
+                    assert!(
+                        ids.len() >= floor,
+                        "{} listed, {floor} acknowledged before the query",
+                        ids.len()
+                    );
+                    let counted = dlq.count(&Filter::all()).unwrap();
+                    assert!(counted >= ids.len() as u64, "the count went back");
+                    queries += 1;
+                    if floor == LETTERS {
+                        return queries;
+                    }
+                }
+            })
+        })
+        .collect();
+    pusher.join().unwrap();
+    for r in readers {
+        assert!(r.join().unwrap() > 1, "the reader ran beside the pusher");
+    }
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), LETTERS as u64);
+    assert!(dlq.verify().unwrap().is_ok());
+}
