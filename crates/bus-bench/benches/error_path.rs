@@ -229,8 +229,8 @@ fn failure_throughput(c: &mut Criterion) {
         }),
     ];
     for (name, every, make) in cases {
-        let mut fx = make();
-        subscribe(&mut fx, 1, FailEvery(every));
+        let fx = make();
+        subscribe(&fx, 1, FailEvery(every));
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;

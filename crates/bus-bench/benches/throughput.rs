@@ -59,8 +59,8 @@ fn throughput(c: &mut Criterion) {
             ("bus_off", (|| Fixture::off()) as fn() -> Fixture),
             ("bus_on", || Fixture::on(OnOptions::default()).unwrap()),
         ] {
-            let mut fx = make();
-            subscribe(&mut fx, subscribers, FailEvery(0));
+            let fx = make();
+            subscribe(&fx, subscribers, FailEvery(0));
             g.bench_function(variant, |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;

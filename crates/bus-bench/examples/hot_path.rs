@@ -35,12 +35,12 @@ fn main() {
             raw.wait(n);
         }
         "on" | "off" => {
-            let mut fx = if variant == "on" {
+            let fx = if variant == "on" {
                 Fixture::on(OnOptions::default()).unwrap()
             } else {
                 Fixture::off()
             };
-            subscribe(&mut fx, 1, FailEvery(0));
+            subscribe(&fx, 1, FailEvery(0));
             publish_from(1, 0, n, &|seq| fx.publish(seq));
             settle(&fx);
         }

@@ -81,10 +81,10 @@ fn main() -> Result<(), BoxError> {
         let raw = Raw::new(groups as usize, |env| {
             std::hint::black_box(env.payload.len());
         });
-        let mut off = Fixture::off();
-        subscribe(&mut off, groups, FailEvery(0));
-        let mut on = Fixture::on(OnOptions::default())?;
-        subscribe(&mut on, groups, FailEvery(0));
+        let off = Fixture::off();
+        subscribe(&off, groups, FailEvery(0));
+        let on = Fixture::on(OnOptions::default())?;
+        subscribe(&on, groups, FailEvery(0));
         let run_raw = || {
             let target = raw.handled.load(std::sync::atomic::Ordering::Relaxed) + n * groups;
             rate(n, || {
