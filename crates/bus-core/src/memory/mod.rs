@@ -156,7 +156,7 @@ impl MemoryTransport {
 }
 
 impl Transport for MemoryTransport {
-    fn publish(&self, mut envelope: Envelope, timeout: Duration) -> Result<Receipt, PublishError> {
+    fn publish(&self, envelope: Envelope, timeout: Duration) -> Result<Receipt, PublishError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(PublishError::Closed { envelope });
         }
@@ -169,13 +169,11 @@ impl Transport for MemoryTransport {
         // round trip, and the envelope moves once, into the queue. Anything
         // else (full, closed) takes the general path below, which applies
         // the overflow policy.
-        if let [only] = groups.as_slice() {
-            match only.queue.try_push(envelope) {
-                Ok(()) => {
-                    return Ok(Receipt::copies(1));
-                }
-                Err(back) => envelope = back,
-            }
+        if let [only] = groups.as_slice()
+            && let Some(room) = only.queue.room()
+        {
+            room.push(envelope);
+            return Ok(Receipt::copies(1));
         }
 
         // What follows may wait for room: not with the table locked (a

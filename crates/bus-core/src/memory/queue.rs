@@ -33,14 +33,43 @@ pub(super) struct GroupQueue {
     /// Publishers wait here for room.
     space: Condvar,
     /// Messages in the lanes, mirrored outside the lock for spinning consumers
-    /// (only ever stored under the lock). A hint, never trusted: a consumer
-    /// that sees it non-zero takes under the lock, and one that sleeps
-    /// registers under the lock, so it is stored relaxed (a `SeqCst` store is
-    /// a locked `xchg` on x86, twice per message). On a line of its own, so
-    /// spinning reads of it do not pull the lock's line from the publisher.
+    /// (stored by publishers just after they unlock, by consumers under the
+    /// lock; see `push`). A hint, never trusted: a consumer that sees it
+    /// non-zero takes under the lock, and one that sleeps registers under the
+    /// lock, so it is stored relaxed (a `SeqCst` store is a locked `xchg` on
+    /// x86, twice per message). On a line of its own, so spinning reads of it
+    /// do not pull the lock's line from the publisher.
     queued: CachePadded<AtomicUsize>,
     parked: AtomicUsize,
     closed: AtomicBool,
+}
+
+/// One slot reserved in a [`GroupQueue`], with its lock held (see
+/// [`GroupQueue::room`]). Dropped unfilled, it gives the slot back.
+pub(super) struct Room<'a> {
+    queue: &'a GroupQueue,
+    st: Option<MutexGuard<'a, Lanes>>,
+}
+
+impl Room<'_> {
+    /// Fills the slot and releases the lock.
+    #[inline]
+    pub(super) fn push(mut self, env: Envelope) {
+        if let Some(mut st) = self.st.take() {
+            let queued = self.queue.push(&mut st, env);
+            drop(st);
+            self.queue.queued.store(queued, Relaxed);
+        }
+    }
+}
+
+impl Drop for Room<'_> {
+    fn drop(&mut self) {
+        if let Some(st) = &mut self.st {
+            st.depth -= 1;
+            self.queue.wake_publishers(st);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -155,17 +184,19 @@ impl GroupQueue {
         }
     }
 
-    /// Enqueues if there is room now: a reserve and a push in one critical
-    /// section (the publish of a topic with one group). No room, or a closed
-    /// queue: the message is handed back untouched.
+    /// Reserves a slot if there is room now, keeping the lock until the
+    /// [`Room`] is filled: the publish of a topic with one group reserves and
+    /// pushes in one critical section. No room, or a closed queue: `None`,
+    /// and the publisher still holds its message. The envelope then moves
+    /// once, from the publisher into its lane; a `try_push` that handed the
+    /// envelope back on refusal copied it twice more (184 bytes each).
     #[inline]
-    pub(super) fn try_push(&self, env: Envelope) -> Result<(), Envelope> {
+    pub(super) fn room(&self) -> Option<Room<'_>> {
         let mut st = self.lock();
-        if !self.try_reserve(&mut st) {
-            return Err(env);
-        }
-        self.push(&mut st, env);
-        Ok(())
+        self.try_reserve(&mut st).then(|| Room {
+            queue: self,
+            st: Some(st),
+        })
     }
 
     /// Gives back a slot reserved by [`reserve`](Self::reserve) but not used.
@@ -183,7 +214,9 @@ impl GroupQueue {
             st.depth -= 1;
             return Err(env);
         }
-        self.push(&mut st, env);
+        let queued = self.push(&mut st, env);
+        drop(st);
+        self.queued.store(queued, Relaxed);
         Ok(())
     }
 
@@ -206,14 +239,25 @@ impl GroupQueue {
             return Err(env);
         }
         st.depth += 1;
-        self.push(&mut st, env);
+        let queued = self.push(&mut st, env);
+        drop(st);
+        self.queued.store(queued, Relaxed);
         Ok(())
     }
 
+    /// Enqueues and returns the count for [`queued`](Self::queued), which
+    /// the caller stores *after* unlocking: a consumer spinning on the count
+    /// then finds the lock free. Stored under the lock, the count showed the
+    /// message to the consumer before the publisher let go, and the two
+    /// collided on the lock on every message (the consumer of an idle-ish
+    /// queue is there first). A late store can only make the count too
+    /// high, never zero while a message waits: every push stores at least
+    /// one, after its message is in, and consumers store under the lock.
     #[inline]
-    fn push(&self, st: &mut MutexGuard<'_, Lanes>, env: Envelope) {
+    #[must_use]
+    fn push(&self, st: &mut MutexGuard<'_, Lanes>, env: Envelope) -> usize {
         st.lanes[env.priority.index()].push_back(env);
-        self.queued.store(st.queued(), Relaxed);
+        let queued = st.queued();
         if st.consumers_waiting > st.consumers_signalled {
             st.consumers_signalled += 1;
             #[cfg(test)]
@@ -222,6 +266,7 @@ impl GroupQueue {
             }
             self.ready.notify_one();
         }
+        queued
     }
 
     /// Takes the highest-priority message, waiting up to `timeout`.
@@ -285,7 +330,12 @@ impl GroupQueue {
     fn take(&self, st: &mut MutexGuard<'_, Lanes>) -> Option<Envelope> {
         // Highest lane first. Written out rather than as `find_map`: the
         // iterator adapter copied the envelope once more on its way out.
-        let lane = st.lanes.iter().rposition(|l| !l.is_empty())?;
+        let Some(lane) = st.lanes.iter().rposition(|l| !l.is_empty()) else {
+            // Corrects a count a publisher stored late (see `push`), so
+            // spinning consumers stop taking the lock for nothing.
+            self.queued.store(0, Relaxed);
+            return None;
+        };
         // The bookkeeping first, so that the message moves once, from its
         // lane into the caller's slot (each move of an envelope is a
         // 184-byte memcpy).
@@ -405,7 +455,7 @@ mod tests {
         let q = queue(64);
         q.lock().consumers_waiting = 2;
         for n in 0..10 {
-            assert!(q.try_push(env(n)).is_ok());
+            q.room().expect("room").push(env(n));
         }
         assert_eq!(q.lock().notified.0, 2);
         // One of them runs (woken): the other still has its wake-up coming.
@@ -414,12 +464,38 @@ mod tests {
             st.consumers_waiting -= 1;
             st.consumers_signalled -= 1;
         }
-        assert!(q.try_push(env(10)).is_ok());
+        q.room().expect("room").push(env(10));
         assert_eq!(q.lock().notified.0, 2);
         // A third goes to sleep: the next push wakes it.
         q.lock().consumers_waiting += 1;
-        assert!(q.try_push(env(11)).is_ok());
+        q.room().expect("room").push(env(11));
         assert_eq!(q.lock().notified.0, 3);
+    }
+
+    /// A publish that reserves a slot and then does not fill it (it never
+    /// happens today, but a `Room` is a guard) must not shrink the queue.
+    #[test]
+    fn an_unfilled_room_gives_its_slot_back() {
+        let q = queue(1);
+        drop(q.room().expect("room"));
+        assert_eq!(q.depth(), 0);
+        q.room().expect("the slot was given back").push(env(1));
+        assert!(q.room().is_none(), "full at one");
+    }
+
+    /// Publishers store the count after unlocking, so it can arrive after
+    /// a consumer took the message: the next take that finds the lanes
+    /// empty sets it straight, or spinning consumers would keep locking an
+    /// empty queue.
+    #[test]
+    fn a_count_stored_late_is_set_straight_by_an_empty_take() {
+        let q = queue(4);
+        q.room().expect("room").push(env(1));
+        assert_eq!(q.queued.load(Relaxed), 1);
+        assert!(q.try_pop().is_some());
+        q.queued.store(1, Relaxed); // the publisher's late store
+        assert!(q.try_pop().is_none());
+        assert_eq!(q.queued.load(Relaxed), 0);
     }
 
     /// A blocked publisher is woken once when the queue has drained to
@@ -428,7 +504,7 @@ mod tests {
     fn a_blocked_publisher_is_signalled_once_per_wait() {
         let q = queue(4);
         for n in 0..4 {
-            assert!(q.try_push(env(n)).is_ok());
+            q.room().expect("room").push(env(n));
         }
         q.lock().publishers_waiting = 1;
         for _ in 0..4 {
@@ -438,7 +514,7 @@ mod tests {
         // It found no room after all and waits again: the next take at
         // half or below wakes it again.
         q.lock().publishers_signalled = false;
-        assert!(q.try_push(env(9)).is_ok());
+        q.room().expect("room").push(env(9));
         assert!(q.try_pop().is_some());
         assert_eq!(q.lock().notified.1, 2);
     }
@@ -466,7 +542,7 @@ mod tests {
                 std::thread::yield_now();
             }
             let n = (round % 256) as u8;
-            assert!(q.try_push(env(n)).is_ok());
+            q.room().expect("room").push(env(n));
             assert_eq!(
                 rx.recv_timeout(Duration::from_secs(10)),
                 Ok(n),
