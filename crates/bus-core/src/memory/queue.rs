@@ -33,8 +33,8 @@ pub(super) struct GroupQueue {
     /// Publishers wait here for room.
     space: Condvar,
     /// Messages in the lanes, mirrored outside the lock for spinning consumers
-    /// (stored by publishers just after they unlock, by consumers under the
-    /// lock; see `push`). A hint, never trusted: a consumer that sees it
+    /// (stored by pushes just after they unlock, by takes, evictions and
+    /// `drain` under the lock; see `push`). A hint, never trusted: a consumer that sees it
     /// non-zero takes under the lock, and one that sleeps registers under the
     /// lock, so it is stored relaxed (a `SeqCst` store is a locked `xchg` on
     /// x86, twice per message). On a line of its own, so spinning reads of it
@@ -55,11 +55,12 @@ impl Room<'_> {
     /// Fills the slot and releases the lock.
     #[inline]
     pub(super) fn push(mut self, env: Envelope) {
-        if let Some(mut st) = self.st.take() {
-            let queued = self.queue.push(&mut st, env);
-            drop(st);
-            self.queue.queued.store(queued, Relaxed);
-        }
+        let Some(st) = self.st.as_mut() else { return };
+        // Pushed through the guard still in place: a push that panics
+        // (allocation) leaves the slot for `drop` to give back.
+        let queued = self.queue.push(st, env);
+        drop(self.st.take());
+        self.queue.queued.store(queued, Relaxed);
     }
 }
 
@@ -250,9 +251,15 @@ impl GroupQueue {
     /// then finds the lock free. Stored under the lock, the count showed the
     /// message to the consumer before the publisher let go, and the two
     /// collided on the lock on every message (the consumer of an idle-ish
-    /// queue is there first). A late store can only make the count too
-    /// high, never zero while a message waits: every push stores at least
-    /// one, after its message is in, and consumers store under the lock.
+    /// queue is there first).
+    ///
+    /// The count may lag: it reads 0 until the store lands, and two
+    /// publishers' stores may land out of order. It is never *left* at 0
+    /// while a message waits: a push stores at least 1 after its message is
+    /// in, and every store under the lock (takes, evictions, `drain`) is
+    /// exact and ordered before any later push's store by the mutex. A
+    /// consumer that misses a message in the gap finds it under the lock
+    /// before it sleeps (`pop`).
     #[inline]
     #[must_use]
     fn push(&self, st: &mut MutexGuard<'_, Lanes>, env: Envelope) -> usize {
@@ -333,7 +340,9 @@ impl GroupQueue {
         let Some(lane) = st.lanes.iter().rposition(|l| !l.is_empty()) else {
             // Corrects a count a publisher stored late (see `push`), so
             // spinning consumers stop taking the lock for nothing.
-            self.queued.store(0, Relaxed);
+            if self.queued.load(Relaxed) != 0 {
+                self.queued.store(0, Relaxed);
+            }
             return None;
         };
         // The bookkeeping first, so that the message moves once, from its
@@ -481,6 +490,32 @@ mod tests {
         assert_eq!(q.depth(), 0);
         q.room().expect("the slot was given back").push(env(1));
         assert!(q.room().is_none(), "full at one");
+    }
+
+    /// The slot an unfilled room gives back may be the room a blocked
+    /// publisher waits for.
+    #[test]
+    fn an_unfilled_room_wakes_a_blocked_publisher() {
+        let q = queue(2);
+        q.room().expect("room").push(env(1));
+        q.lock().publishers_waiting = 1;
+        drop(q.room().expect("room"));
+        assert_eq!(q.lock().notified.1, 1);
+    }
+
+    /// A consumer that spins while a publisher's count has not landed yet
+    /// still gets the message, from under the lock, before it would sleep.
+    #[test]
+    fn a_message_whose_count_has_not_landed_is_still_taken() {
+        let q = queue(4);
+        {
+            let mut st = q.lock();
+            st.depth += 1;
+            let _count_not_stored = q.push(&mut st, env(7));
+        }
+        assert_eq!(q.queued.load(Relaxed), 0);
+        let got = q.pop(Duration::from_secs(10));
+        assert_eq!(got.map(|e| e.payload[0]), Some(7));
     }
 
     /// Publishers store the count after unlocking, so it can arrive after
