@@ -36,8 +36,8 @@ mod topic;
 pub mod transport;
 
 pub use bus::{
-    Bus, BusBuilder, BusConfig, BusStats, ShutdownReport, SubscribeError, SubscriberBuilder,
-    SubscriptionHandle, Unrouted,
+    Bus, BusBuilder, BusConfig, BusStats, Ledger, ShutdownReport, SubscribeError,
+    SubscriberBuilder, SubscriptionHandle, Unrouted,
 };
 pub use dlq::{
     DeadLetter, DeadLetterReason, DeadLetterStore, DlqError, LetterId, MemoryDeadLetters, PushDone,

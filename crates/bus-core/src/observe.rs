@@ -4,7 +4,7 @@
 //! it needs, and both run on the delivery thread: they must not block.
 
 use crate::time::Stamp;
-use crate::{CircuitState, Topic, dlq::DeadLetterReason, dlq::DlqError};
+use crate::{CircuitState, Ledger, Topic, dlq::DeadLetterReason, dlq::DlqError};
 use bus_errors::{ErrorCategory, ErrorReport};
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,8 +128,8 @@ pub enum BusEvent<'a> {
     },
 }
 
-/// Sees every [`BusEvent`] and every accepted publish. Must be cheap and
-/// must not block.
+/// Sees every [`BusEvent`], and reads publishes from the bus's [`Ledger`].
+/// Must be cheap and must not block.
 ///
 /// Each event comes stamped with `at`, when it happened on the bus's
 /// [`Clock`](crate::time::Clock): the bus has already read the clock for its
@@ -139,16 +139,14 @@ pub trait Observer: Send + Sync {
     /// Called for each event.
     fn on_event(&self, _at: Stamp, _event: &BusEvent<'_>) {}
 
-    /// A publish was accepted: `copies` subscriber groups got the message.
-    ///
-    /// Called on the publisher's thread for every accepted publish, and,
-    /// unlike [`on_event`](Self::on_event), without a time stamp: the
-    /// publisher has no reading of its own to share, and one clock read per
-    /// publish was most of what error handling added to a publish
+    /// Called once by each bus built with this observer, before it runs,
+    /// with that bus's [`Ledger`]. Publishes are not events: the ledger
+    /// counts them (every accepted publish, times the groups it reached,
+    /// plus refused ones, also counted in `rejected_at_publish`), and an
+    /// observer that reports them reads it when it reports. A call per
+    /// publish cost the publisher more than all the rest of error handling
     /// (docs/architecture.md, "Time").
-    /// An observer that files publishes by time reads a clock itself, or
-    /// uses the time of its latest stamped event, as `bus-health` does.
-    fn on_published(&self, _topic: &Topic, _copies: u32) {}
+    fn attach(&self, _ledger: &Ledger) {}
 
     /// Whether this observer wants events at all. [`NoObserver`] does not, so
     /// a bus without observers reads no clock to stamp them.
@@ -162,8 +160,8 @@ impl<T: Observer + ?Sized> Observer for Arc<T> {
         (**self).on_event(at, event)
     }
 
-    fn on_published(&self, topic: &Topic, copies: u32) {
-        (**self).on_published(topic, copies)
+    fn attach(&self, ledger: &Ledger) {
+        (**self).attach(ledger)
     }
 
     fn listening(&self) -> bool {
@@ -222,9 +220,9 @@ impl Observer for Observers {
         }
     }
 
-    fn on_published(&self, topic: &Topic, copies: u32) {
+    fn attach(&self, ledger: &Ledger) {
         for o in &self.0 {
-            o.on_published(topic, copies);
+            o.attach(ledger);
         }
     }
 

@@ -717,18 +717,19 @@ fn a_refused_dead_letter_pauses_the_subscriber() {
     assert_eq!((s.acked, s.dead_lettered, s.dlq_write_failures), (1, 1, 1));
 }
 
-/// Every accepted publish reaches the observer once, unstamped, with the
-/// number of group copies; refused ones do not.
+/// An observer is handed the bus's own ledger once, at build, and reads
+/// every publish from it: accepted ones times their group copies, refused
+/// ones once each and also as rejected.
 #[test]
-fn accepted_publishes_reach_the_observer_with_their_copies() {
+fn observers_read_publishes_from_the_ledger_they_are_attached_to() {
     #[derive(Default)]
-    struct Publishes(Mutex<Vec<(String, u32)>>);
-    impl bus_core::Observer for Publishes {
-        fn on_published(&self, topic: &Topic, copies: u32) {
-            self.0.lock().unwrap().push((topic.to_string(), copies));
+    struct Attached(Mutex<Vec<bus_core::Ledger>>);
+    impl bus_core::Observer for Attached {
+        fn attach(&self, ledger: &bus_core::Ledger) {
+            self.0.lock().unwrap().push(ledger.clone());
         }
     }
-    let seen = Arc::new(Publishes::default());
+    let seen = Arc::new(Attached::default());
     let bus = Bus::builder().observer(seen.clone()).build();
     for group in ["billing", "audit"] {
         bus.subscriber(group)
@@ -743,6 +744,9 @@ fn accepted_publishes_reach_the_observer_with_their_copies() {
     assert!(bus.publish("nobody.listens", &b"x"[..]).is_err());
     let s = bus.shutdown(LONG).stats;
     assert_invariant(&s);
-    let seen = seen.0.lock().unwrap().clone();
-    assert_eq!(seen, vec![("orders".to_owned(), 2); 3]);
+    let ledgers = seen.0.lock().unwrap().clone();
+    assert_eq!(ledgers.len(), 1, "attached once");
+    let read = ledgers[0].stats();
+    assert_eq!(read, s, "the observer reads the bus's own ledger");
+    assert_eq!((read.published, read.rejected_at_publish), (3 * 2 + 2, 2));
 }

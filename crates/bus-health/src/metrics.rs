@@ -157,12 +157,12 @@ fn cap_labels<K: Ord + Clone>(items: Vec<(K, u64)>, cap: usize, other: K) -> BTr
 impl Collector for MetricsCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
         let inner = &self.inner;
-        let t = inner.totals.snapshot();
+        let t = inner.totals(inner.clock.stamp());
         let k = |kind: Kind| t[kind as usize];
         for (name, help, kind) in [
             (
                 "bus_messages_published",
-                "Publish calls accepted.",
+                "Deliveries published: one per subscriber group an accepted publish reached.",
                 Kind::Published,
             ),
             (
@@ -199,12 +199,6 @@ impl Collector for MetricsCollector {
         ] {
             counter(&mut enc, name, help, k(kind))?;
         }
-        counter(
-            &mut enc,
-            "bus_message_copies_published",
-            "Subscriber-group copies made by accepted publishes.",
-            inner.totals.published_copies(),
-        )?;
         {
             let c = ConstCounter::new(0u64);
             let mut m = enc.encode_descriptor(

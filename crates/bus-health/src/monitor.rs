@@ -7,10 +7,10 @@ use crate::report::{Counts, HealthReport, HealthStatus, LatencySummary};
 use crate::window::{Cursor, Kind, Latency, SLOTS, Totals, Window, category_slot, reason_index};
 use bus_core::stripe::Stripe;
 use bus_core::time::{SharedClock, Stamp, system_clock};
-use bus_core::{BusEvent, CircuitState, Observer, QueueDepth, Topic};
+use bus_core::{BusEvent, CircuitState, Ledger, Observer, QueueDepth};
 use bus_errors::{ErrorCategory, Severity};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -24,9 +24,11 @@ pub type AgeSource = Arc<dyn Fn() -> Option<Duration> + Send + Sync>;
 /// Watches the bus through [`Observer::on_event`] and judges its health.
 ///
 /// Cheap to clone (an `Arc`). `on_event` takes no lock for message events
-/// (published, acked, failed, retried, dead-lettered, ...): it bumps atomic
-/// counters in a ring of time buckets. Circuit transitions and dead-letter
-/// write failures (rare) update a small map under a mutex.
+/// (acked, failed, retried, dead-lettered, ...): it bumps atomic counters in
+/// a ring of time buckets. Circuit transitions and dead-letter write failures
+/// (rare) update a small map under a mutex. Publishes are read from the
+/// ledger of each bus the monitor is attached to ([`Observer::attach`]), on
+/// each report.
 ///
 /// ```
 /// use bus_core::{BusEvent, Observer, Topic};
@@ -70,6 +72,10 @@ pub(crate) struct Inner {
     age_source: Option<AgeSource>,
     pub(crate) alerts: Alerter,
     last_status: AtomicU8,
+    /// The ledgers of the buses this monitor observes: they count publishes.
+    ledgers: Mutex<Vec<Ledger>>,
+    /// Publishes already filed in the window (see `publishes`).
+    publishes_filed: AtomicU64,
 }
 
 /// Builds a [`HealthMonitor`].
@@ -147,6 +153,8 @@ impl HealthMonitorBuilder {
             circuit_source: self.circuit_source,
             age_source: self.age_source,
             last_status: AtomicU8::new(HealthStatus::Healthy.code()),
+            ledgers: Mutex::new(Vec::new()),
+            publishes_filed: AtomicU64::new(0),
         });
         Ok(HealthMonitor { inner })
     }
@@ -217,17 +225,39 @@ impl Inner {
         self.window.nanos(now)
     }
 
-    /// A publish comes unstamped (see [`Observer::on_published`]): it is
-    /// filed in the bucket of the newest stamped event or report, which
-    /// under traffic is the current one (deliveries are stamped), and
-    /// otherwise at most `evaluate_every` old (the alert thread reports that
-    /// often). Publishes made while that bucket is stale leave the window
-    /// early; the totals are exact.
-    fn on_published(&self, copies: u32) {
-        let me = Stripe::current();
-        self.window
-            .add(self.window.recent_cursor(), Kind::Published as usize, me);
-        self.totals.add_published(u64::from(copies), me);
+    /// Publishes accepted by the observed buses so far (deliveries: one per
+    /// subscriber group reached), read from their ledgers. Those not seen
+    /// by an earlier call are filed in the window's bucket of `now`: the
+    /// alert thread reports every `evaluate_every`, so a publish lands in
+    /// the window at most that late. The total is exact.
+    fn publishes(&self, now: Stamp) -> u64 {
+        let total: u64 = lock(&self.ledgers)
+            .iter()
+            .map(|l| {
+                let s = l.stats();
+                s.published.saturating_sub(s.rejected_at_publish)
+            })
+            .sum();
+        // A maximum, not a swap: two reports racing each file their part once.
+        let filed = self.publishes_filed.fetch_max(total, Ordering::Relaxed);
+        if total > filed {
+            self.window.add_n(
+                self.window.cursor(now),
+                Kind::Published as usize,
+                total - filed,
+                Stripe::current(),
+            );
+        }
+        total
+    }
+
+    /// The totals since start, publishes included (filed into the window
+    /// first, so read the window after this).
+    pub(crate) fn totals(&self, now: Stamp) -> [u64; SLOTS] {
+        let published = self.publishes(now);
+        let mut t = self.totals.snapshot();
+        t[Kind::Published as usize] = published;
+        t
     }
 
     fn on_event(&self, now: Stamp, event: &BusEvent<'_>) {
@@ -317,10 +347,8 @@ impl Inner {
 
     pub(crate) fn report(&self) -> HealthReport {
         let now = self.clock.stamp();
-        // Moves the bucket unstamped publishes go to, as an event would.
-        self.window.cursor(now);
+        let t = self.totals(now);
         let w = self.window.sum(self.window.tick(now));
-        let t = self.totals.snapshot();
         let window = counts(&w);
         let totals = counts(&t);
         let mut circuits = lock(&self.circuits).clone();
@@ -486,7 +514,7 @@ impl Observer for HealthMonitor {
         self.inner.on_event(at, event);
     }
 
-    fn on_published(&self, _topic: &Topic, copies: u32) {
-        self.inner.on_published(copies);
+    fn attach(&self, ledger: &Ledger) {
+        lock(&self.inner.ledgers).push(ledger.clone());
     }
 }

@@ -48,7 +48,8 @@ impl std::fmt::Display for HealthStatus {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Counts {
-    /// Publish calls accepted.
+    /// Deliveries published: one per subscriber group an accepted publish
+    /// reached, read from the ledgers of the buses the monitor is attached to.
     pub published: u64,
     /// Deliveries acknowledged.
     pub acked: u64,

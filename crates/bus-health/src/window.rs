@@ -8,9 +8,8 @@
 //! store by the stripe's owner, a CAS loop on the shared stripe). A writer
 //! holding an older tick than the cell never overwrites newer data.
 //!
-//! Every hot counter is [`Striped`]: a publisher counting `Published` and a
-//! worker counting `Acked` write different cache lines, and reads sum the
-//! stripes. (One shared line bounced between two cores costs more than the
+//! Every hot counter is [`Striped`]: two workers counting `Acked` write
+//! different cache lines, and reads sum the stripes. (One shared line bounced between two cores costs more than the
 //! rest of the event.) A thread that owns its stripe counts with plain loads
 //! and stores: five locked instructions in a row were most of an event.
 
@@ -125,8 +124,8 @@ impl Window {
         // idx < buckets <= 3600 always fits its 16 bits; a tick past 2^48
         // (9 years of 1 ms buckets) is simply not cached. Only ever forward
         // (the tick is in the high bits): an event stamped late, say by a
-        // worker that read its clock just before a bucket boundary, must not
-        // send the unstamped counts that follow back to an older bucket.
+        // worker that read its clock just before a bucket boundary, gets its
+        // own bucket without evicting the current one from the cache.
         // Checked first: a late event (or many, stamped alike) reads the
         // line and leaves it shared instead of taking it for a no-op RMW.
         let newer = tick << 16 | c.idx as u64;
@@ -134,17 +133,6 @@ impl Window {
             self.recent.fetch_max(newer, Relaxed);
         }
         c
-    }
-
-    /// The bucket of the newest [`cursor`](Self::cursor) computed (by an
-    /// event or a report): where counts without a time of their own go.
-    #[inline]
-    pub(crate) fn recent_cursor(&self) -> Cursor {
-        let recent = self.recent.load(Relaxed);
-        Cursor {
-            idx: (recent & 0xFFFF) as usize,
-            tag: (recent >> 16) as u32,
-        }
     }
 
     #[inline]
@@ -158,17 +146,25 @@ impl Window {
     /// Adds one to `slot` in the bucket of `at`, in this thread's stripe.
     #[inline]
     pub(crate) fn add(&self, at: Cursor, slot: usize, me: Stripe) {
+        self.add_n(at, slot, 1, me);
+    }
+
+    /// Adds `n` to `slot` in the bucket of `at`, in this thread's stripe.
+    #[inline]
+    pub(crate) fn add_n(&self, at: Cursor, slot: usize, n: u64, me: Stripe) {
         let (ring, writer) = self.stripes.get(me);
         let tag = at.tag;
+        let n = n.min(COUNT_MASK);
         writer.update(&ring[at.idx].0[slot], |cur| {
             let cur_tag = (cur >> 32) as u32;
             if cur_tag == tag {
                 // Saturated cells stay saturated.
-                (cur & COUNT_MASK != COUNT_MASK).then_some(cur + 1)
+                let count = cur & COUNT_MASK;
+                (count != COUNT_MASK).then(|| (cur - count) | (count + n).min(COUNT_MASK))
             } else if (cur_tag.wrapping_sub(tag) as i32) > 0 {
                 None // the cell already belongs to a newer bucket: this event is out of the window
             } else {
-                Some((u64::from(tag) << 32) | 1)
+                Some((u64::from(tag) << 32) | n)
             }
         });
     }
@@ -195,8 +191,9 @@ impl Window {
 /// Monotonic counters since start (exact; the Prometheus `_total`s).
 #[derive(Debug)]
 pub(crate) struct Totals {
-    /// Per stripe: one counter per slot, then the published copies.
-    hot: Striped<[AtomicU64; SLOTS + 1]>,
+    /// Per stripe: one counter per slot (`Published` stays 0: publishes are
+    /// read from the bus's ledger).
+    hot: Striped<[AtomicU64; SLOTS]>,
     /// Dead letters per reason, indexed by [`reason_index`].
     pub(crate) dlq_reasons: [AtomicU64; REASONS.len()],
     pub(crate) circuit_transitions: AtomicU64,
@@ -241,24 +238,12 @@ impl Totals {
         writer.add(&cells[slot], 1);
     }
 
-    /// One publish of `copies` copies: both its counters in one stripe lookup.
-    #[inline]
-    pub(crate) fn add_published(&self, copies: u64, me: Stripe) {
-        let (cells, writer) = self.hot.get(me);
-        writer.add(&cells[Kind::Published as usize], 1);
-        writer.add(&cells[SLOTS], copies);
-    }
-
     fn sum(&self, i: usize) -> u64 {
         self.hot.iter().map(|s| s[i].load(Relaxed)).sum()
     }
 
     pub(crate) fn snapshot(&self) -> [u64; SLOTS] {
         std::array::from_fn(|i| self.sum(i))
-    }
-
-    pub(crate) fn published_copies(&self) -> u64 {
-        self.sum(SLOTS)
     }
 }
 
@@ -376,13 +361,20 @@ mod tests {
     }
 
     #[test]
-    fn a_late_event_does_not_move_unstamped_counts_back() {
-        let t0 = Stamp::default();
-        let w = Window::new(t0, Duration::from_secs(4), 4);
-        let now = w.cursor(t0 + Duration::from_secs(9));
-        w.cursor(t0 + Duration::from_secs(2)); // stamped before the boundary
-        let recent = w.recent_cursor();
-        assert_eq!((recent.idx, recent.tag), (now.idx, now.tag));
+    fn adding_many_at_once_saturates_and_restarts_stale_cells() {
+        let w = Window::new(Stamp::default(), Duration::from_secs(4), 4);
+        let me = Stripe::current();
+        w.add_n(w.cursor_at(3), 0, 5, me);
+        w.add(w.cursor_at(3), 0, me);
+        assert_eq!(w.sum(3)[0], 6);
+        w.add_n(w.cursor_at(3), 0, u64::MAX, me);
+        assert_eq!(
+            w.sum(3)[0],
+            COUNT_MASK,
+            "saturated, not wrapped into the tag"
+        );
+        w.add_n(w.cursor_at(7), 0, 2, me); // the same cell, four ticks on
+        assert_eq!((w.sum(7)[0], w.sum(3)[0]), (2, 0));
     }
 
     #[test]

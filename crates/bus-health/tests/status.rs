@@ -194,7 +194,6 @@ fn sources_feed_queues_circuits_and_age() {
 fn every_event_kind_is_counted() {
     let (m, _) = monitor(HealthConfig::default());
     let t = topic();
-    bus_core::Observer::on_published(&m, &t, 3);
     m.observe(&BusEvent::Rejected {
         topic: "orders.created",
         reason: "queue_full",
@@ -223,65 +222,57 @@ fn every_event_kind_is_counted() {
     m.observe(&BusEvent::Escalated { report: &r });
     let w = m.report().window;
     assert_eq!(
-        (
-            w.published,
-            w.rejected,
-            w.retried,
-            w.discarded,
-            w.parked,
-            w.escalated
-        ),
-        (1, 1, 1, 1, 1, 1)
+        (w.rejected, w.retried, w.discarded, w.parked, w.escalated),
+        (1, 1, 1, 1, 1)
     );
 }
 
-/// Publishes come unstamped: each is filed in the bucket of the latest
-/// stamped event or report. Totals stay exact whatever the buckets.
+/// Publishes are read from the ledger of the bus the monitor observes, on
+/// each report: every delivery published (a publish reaching two groups
+/// counts two), none refused. The window holds them from the report that
+/// first saw them; the totals are exact, in the report and in /metrics.
 #[test]
-fn publishes_are_filed_in_the_bucket_of_the_latest_stamped_event() {
-    use bus_core::Observer;
-    use bus_core::time::Clock;
-    // The alert thread's periodic report would move the bucket too.
+fn publishes_are_read_from_the_ledger_of_the_observed_bus() {
+    use bus_core::{Bus, Message};
+    use bus_errors::HandlerError;
+    // The alert thread's periodic report would file publishes too.
     let mut config = HealthConfig::default();
     config.evaluate_every = Duration::from_secs(3600);
     let window = config.window;
     let (m, clock) = monitor(config);
-    let t = topic();
-    m.on_published(&t, 1);
-    m.on_published(&t, 2);
+    let bus = Bus::builder()
+        .clock(Arc::new(clock.clone()))
+        .observer(Arc::new(m.clone()))
+        .build();
+    for group in ["billing", "audit"] {
+        bus.subscriber(group)
+            .topic("orders.created")
+            .start(|_: &Message<'_>| Ok::<(), HandlerError>(()))
+            .unwrap();
+    }
+    bus.publish("orders.created", &b"1"[..]).unwrap();
+    bus.publish("orders.created", &b"2"[..]).unwrap();
+    assert!(bus.publish("nobody.listens", &b"x"[..]).is_err());
     let r = m.report();
-    assert_eq!((r.window.published, r.totals.published), (2, 2));
+    assert_eq!((r.window.published, r.totals.published), (4, 4));
 
-    // Two windows pass with no event: a publish then still goes to the
-    // old bucket, which the report finds outside the window...
+    // Two windows on, the publishes have left the window, not the totals.
     clock.advance(window * 2);
-    m.on_published(&t, 1);
+    bus.publish("orders.created", &b"3"[..]).unwrap();
     let r = m.report();
-    assert_eq!((r.window.published, r.totals.published), (0, 3));
-    // ...and the report moved the bucket: the next one is in the window.
-    m.on_published(&t, 1);
-    assert_eq!(m.report().window.published, 1);
+    assert_eq!((r.window.published, r.totals.published), (2, 6));
+    clock.advance(window * 2);
+    assert_eq!(m.report().window.published, 0);
 
-    // A stamped event moves it too, to its own bucket.
-    clock.advance(window * 2);
-    m.on_event(
-        clock.stamp(),
-        &BusEvent::Acked {
-            topic: &t,
-            component: "billing",
-            created_at: std::time::SystemTime::UNIX_EPOCH,
-            handler_time: Duration::from_micros(300),
-            attempt: 1,
-        },
-    );
-    m.on_published(&t, 4);
-    let r = m.report();
-    assert_eq!((r.window.published, r.window.acked), (1, 1));
-    assert_eq!(r.totals.published, 5);
     let text = m.render_metrics_text();
     assert!(
-        text.contains("bus_message_copies_published_total 9"),
-        "copies are exact: {text}"
+        text.contains("bus_messages_published_total 6"),
+        "totals are exact: {text}"
+    );
+    let s = bus.shutdown(Duration::from_secs(10)).stats;
+    assert_eq!(
+        m.report().totals.published,
+        s.published - s.rejected_at_publish
     );
 }
 

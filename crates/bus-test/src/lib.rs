@@ -353,7 +353,7 @@ impl RecordingObserver {
             .or_default() += 1;
     }
 
-    /// How many events of `kind` were seen (`"published"`, `"acked"`, `"failed"`,
+    /// How many events of `kind` were seen (`"acked"`, `"failed"`,
     /// `"retried"`, `"dead_lettered"`, `"escalated"`, `"discarded"`,
     /// `"rejected"`, `"parked"`, `"transition"`, `"dlq_failed"`, `"dlq_recovered"`).
     pub fn count(&self, kind: &str) -> u64 {
@@ -397,10 +397,6 @@ impl Observer for RecordingObserver {
             _ => "other",
         };
         self.bump(kind);
-    }
-
-    fn on_published(&self, _topic: &bus_core::Topic, _copies: u32) {
-        self.bump("published");
     }
 }
 

@@ -3,7 +3,7 @@
 mod stats;
 mod worker;
 
-pub use stats::BusStats;
+pub use stats::{BusStats, Ledger};
 
 use crate::dlq::{DeadLetter, DeadLetterReason, DeadLetterStore, MemoryDeadLetters};
 use crate::guard::{GuardProvider, NoGuard};
@@ -88,7 +88,7 @@ pub(crate) struct Shared {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) plugs: Plugs,
     pub(crate) config: BusConfig,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Arc<Counters>,
     pub(crate) dlq_failing: AtomicBool,
     state: AtomicU8,
 }
@@ -210,6 +210,8 @@ impl BusBuilder {
         let transport = self
             .transport
             .unwrap_or_else(|| Arc::new(MemoryTransport::with_clock(Arc::clone(&self.clock))));
+        let counters = Arc::new(Counters::default());
+        self.observer.attach(&Ledger(Arc::clone(&counters)));
         Bus {
             shared: Arc::new(Shared {
                 transport,
@@ -224,7 +226,7 @@ impl BusBuilder {
                     clock: self.clock,
                 },
                 config: self.config,
-                counters: Counters::default(),
+                counters,
                 dlq_failing: AtomicBool::new(false),
                 state: AtomicU8::new(RUNNING),
             }),
@@ -469,17 +471,13 @@ impl Bus {
             return Err(self.rejected(topic.as_str(), err));
         }
         let id = envelope.id;
-        // Kept for the observer only: the topic's refcount is a line the
-        // workers touch too (each delivered envelope drops a reference).
-        let topic = s.plugs.observing.then(|| envelope.topic.clone());
         match s.transport.publish(envelope, timeout) {
             Ok(receipt) => {
+                // Observers read publishes from this ledger (`Observer::attach`):
+                // told of each one, they cost the publisher more than the
+                // rest of error handling did.
                 s.counters
                     .add(Counter::published, u64::from(receipt.copies));
-                if let Some(topic) = &topic {
-                    // Unstamped: a clock read here would cost more than the count.
-                    s.plugs.observer.on_published(topic, receipt.copies);
-                }
                 if let Some(leftovers) = receipt.leftovers {
                     self.leftovers(*leftovers);
                 }

@@ -2,6 +2,7 @@
 
 use crate::stripe::Striped;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// A snapshot of the bus's counters.
@@ -66,6 +67,50 @@ impl BusStats {
     /// Whether the no-loss invariant holds exactly (only meaningful once idle).
     pub fn invariant_holds(&self) -> bool {
         self.published == self.settled()
+    }
+}
+
+/// A read-only handle on a bus's ledger, the counters behind
+/// [`Bus::stats`](crate::Bus::stats): an [`Observer`](crate::Observer) gets
+/// one in [`attach`](crate::Observer::attach) and reads publishes from it
+/// rather than being told of each one. Cheap to clone; a read sums every
+/// stripe of every counter, so read it when reporting, not per message.
+///
+/// ```
+/// use bus_core::bus_errors::HandlerError;
+/// use bus_core::{Bus, Ledger, Message, Observer};
+/// use std::sync::{Arc, OnceLock};
+///
+/// #[derive(Default)]
+/// struct Rates(OnceLock<Ledger>);
+/// impl Observer for Rates {
+///     fn attach(&self, ledger: &Ledger) {
+///         let _ = self.0.set(ledger.clone());
+///     }
+/// }
+///
+/// let rates = Arc::new(Rates::default());
+/// let bus = Bus::builder().observer(rates.clone()).build();
+/// bus.subscriber("billing")
+///     .topic("orders")
+///     .start(|_: &Message<'_>| Ok::<(), HandlerError>(()))
+///     .unwrap();
+/// bus.publish("orders", &b"x"[..]).unwrap();
+/// assert_eq!(rates.0.get().unwrap().stats().published, 1);
+/// ```
+#[derive(Clone)]
+pub struct Ledger(pub(crate) Arc<Counters>);
+
+impl Ledger {
+    /// The counters now (the same snapshot as [`Bus::stats`](crate::Bus::stats)).
+    pub fn stats(&self) -> BusStats {
+        self.0.snapshot()
+    }
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Ledger").field(&self.stats()).finish()
     }
 }
 
