@@ -248,7 +248,11 @@ impl Inner {
                 Stripe::current(),
             );
         }
-        total
+        // Never less than an earlier read: a snapshot sums `published`
+        // before `rejected_at_publish`, so a refusal between the two reads
+        // makes one read a publish short, and a Prometheus counter that
+        // goes down reads as a reset.
+        total.max(filed)
     }
 
     /// The totals since start, publishes included (filed into the window

@@ -92,6 +92,10 @@ fn dependency_outage_opens_only_its_breaker_parks_messages_and_recovers() {
     assert!(rec.count("transition") >= 1, "CircuitTransition forwarded");
     let health = bus.health().unwrap();
     assert_eq!(health.circuits["inventory"], CircuitState::Open);
+    assert_eq!(
+        health.totals.published, 20,
+        "the monitor reads the bus's ledger: 10 publishes to two groups"
+    );
     let stats = bus.stats();
     assert_eq!(stats.dead_lettered, 0, "parked, not failed: {stats:?}");
     assert_eq!(stats.in_flight(), 10, "inventory's copies wait");
