@@ -141,11 +141,11 @@ pub trait Observer: Send + Sync {
 
     /// Called once by each bus built with this observer, before it runs,
     /// with that bus's [`Ledger`]. Publishes are not events: the ledger
-    /// counts them (every accepted publish, times the groups it reached,
-    /// plus refused ones, also counted in `rejected_at_publish`), and an
-    /// observer that reports them reads it when it reports. A call per
-    /// publish cost the publisher more than all the rest of error handling
-    /// (docs/architecture.md, "Time").
+    /// counts them ([`Ledger::accepted`], and refusals in
+    /// `rejected_at_publish`), and an observer that reports them reads it
+    /// when it reports. A call per publish, even unstamped, was most of
+    /// what error handling still added to a publish (docs/architecture.md,
+    /// "Time").
     fn attach(&self, _ledger: &Ledger) {}
 
     /// Whether this observer wants events at all. [`NoObserver`] does not, so

@@ -749,4 +749,5 @@ fn observers_read_publishes_from_the_ledger_they_are_attached_to() {
     let read = ledgers[0].stats();
     assert_eq!(read, s, "the observer reads the bus's own ledger");
     assert_eq!((read.published, read.rejected_at_publish), (3 * 2 + 2, 2));
+    assert_eq!((read.accepted, ledgers[0].accepted()), (3 * 2, 3 * 2));
 }

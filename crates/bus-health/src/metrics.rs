@@ -162,7 +162,7 @@ impl Collector for MetricsCollector {
         for (name, help, kind) in [
             (
                 "bus_messages_published",
-                "Deliveries published: one per subscriber group an accepted publish reached.",
+                "Deliveries published: one per subscriber group an accepted publish reached, plus unrouted publishes discarded by policy.",
                 Kind::Published,
             ),
             (

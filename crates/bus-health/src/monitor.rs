@@ -73,6 +73,8 @@ pub(crate) struct Inner {
     pub(crate) alerts: Alerter,
     last_status: AtomicU8,
     /// The ledgers of the buses this monitor observes: they count publishes.
+    /// Kept after a bus is gone (its publishes stay in the totals); each
+    /// costs a sum of one striped counter per report.
     ledgers: Mutex<Vec<Ledger>>,
     /// Publishes already filed in the window (see `publishes`).
     publishes_filed: AtomicU64,
@@ -225,19 +227,14 @@ impl Inner {
         self.window.nanos(now)
     }
 
-    /// Publishes accepted by the observed buses so far (deliveries: one per
-    /// subscriber group reached), read from their ledgers. Those not seen
+    /// Publishes accepted by the observed buses so far
+    /// ([`Ledger::accepted`]: one per subscriber group reached), read from
+    /// their ledgers. Those not seen
     /// by an earlier call are filed in the window's bucket of `now`: the
     /// alert thread reports every `evaluate_every`, so a publish lands in
     /// the window at most that late. The total is exact.
     fn publishes(&self, now: Stamp) -> u64 {
-        let total: u64 = lock(&self.ledgers)
-            .iter()
-            .map(|l| {
-                let s = l.stats();
-                s.published.saturating_sub(s.rejected_at_publish)
-            })
-            .sum();
+        let total: u64 = lock(&self.ledgers).iter().map(Ledger::accepted).sum();
         // A maximum, not a swap: two reports racing each file their part once.
         let filed = self.publishes_filed.fetch_max(total, Ordering::Relaxed);
         if total > filed {
@@ -248,10 +245,9 @@ impl Inner {
                 Stripe::current(),
             );
         }
-        // Never less than an earlier read: a snapshot sums `published`
-        // before `rejected_at_publish`, so a refusal between the two reads
-        // makes one read a publish short, and a Prometheus counter that
-        // goes down reads as a reset.
+        // Never less than another report's read: each ledger only grows, but
+        // two reports race, and a Prometheus counter that goes down reads as
+        // a reset.
         total.max(filed)
     }
 

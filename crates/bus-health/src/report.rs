@@ -49,7 +49,9 @@ impl std::fmt::Display for HealthStatus {
 #[non_exhaustive]
 pub struct Counts {
     /// Deliveries published: one per subscriber group an accepted publish
-    /// reached, read from the ledgers of the buses the monitor is attached to.
+    /// reached, plus unrouted publishes discarded by policy, read from the
+    /// ledgers of the buses the monitor is attached to
+    /// ([`Ledger::accepted`](bus_core::Ledger::accepted)).
     pub published: u64,
     /// Deliveries acknowledged.
     pub acked: u64,

@@ -276,6 +276,37 @@ fn publishes_are_read_from_the_ledger_of_the_observed_bus() {
     );
 }
 
+/// One monitor watching two buses counts both; a bus that is gone keeps
+/// its publishes in the totals (they never go down).
+#[test]
+fn a_monitor_on_two_buses_counts_the_publishes_of_both() {
+    use bus_core::{Bus, Message};
+    use bus_errors::HandlerError;
+    let (m, clock) = monitor(HealthConfig::default());
+    let bus = || {
+        let bus = Bus::builder()
+            .clock(Arc::new(clock.clone()))
+            .observer(Arc::new(m.clone()))
+            .build();
+        bus.subscriber("billing")
+            .topic("orders.created")
+            .start(|_: &Message<'_>| Ok::<(), HandlerError>(()))
+            .unwrap();
+        bus
+    };
+    let (a, b) = (bus(), bus());
+    a.publish("orders.created", &b"a"[..]).unwrap();
+    b.publish("orders.created", &b"b"[..]).unwrap();
+    b.publish("orders.created", &b"c"[..]).unwrap();
+    assert_eq!(m.report().totals.published, 3);
+    a.shutdown(Duration::from_secs(10));
+    drop(a);
+    b.publish("orders.created", &b"d"[..]).unwrap();
+    let r = m.report();
+    assert_eq!((r.totals.published, r.window.published), (4, 4));
+    b.shutdown(Duration::from_secs(10));
+}
+
 /// The bus stamps each event; the monitor counts it in the bucket of that
 /// stamp, not of the moment it happened to see it.
 #[test]

@@ -476,8 +476,7 @@ impl Bus {
                 // Observers read publishes from this ledger (`Observer::attach`):
                 // told of each one, they cost the publisher more than the
                 // rest of error handling did.
-                s.counters
-                    .add(Counter::published, u64::from(receipt.copies));
+                s.counters.add(Counter::accepted, u64::from(receipt.copies));
                 if let Some(leftovers) = receipt.leftovers {
                     self.leftovers(*leftovers);
                 }
@@ -486,7 +485,7 @@ impl Bus {
             Err(PublishError::NoSubscribers { envelope })
                 if s.config.unrouted == Unrouted::Discard =>
             {
-                s.counters.inc(Counter::published);
+                s.counters.inc(Counter::accepted);
                 self.discard(
                     "-",
                     &envelope,
@@ -525,7 +524,6 @@ impl Bus {
 
     fn rejected(&self, topic: &str, err: PublishError) -> PublishError {
         let c = &self.shared.counters;
-        c.inc(Counter::published);
         c.inc(Counter::rejected_at_publish);
         self.shared.event(&BusEvent::Rejected {
             topic,
