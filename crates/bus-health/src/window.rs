@@ -9,8 +9,8 @@
 //! holding an older tick than the cell never overwrites newer data.
 //!
 //! Every hot counter is [`Striped`]: two workers counting `Acked` write
-//! different cache lines, and reads sum the stripes. (One shared line bounced between two cores costs more than the
-//! rest of the event.) A thread that owns its stripe counts with plain loads
+//! different cache lines, and reads sum the stripes. (One shared line
+//! bounced between two cores costs more than the rest of the event.) A thread that owns its stripe counts with plain loads
 //! and stores: five locked instructions in a row were most of an event.
 
 use bus_core::stripe::{Stripe, Striped};

@@ -233,23 +233,12 @@ fn every_event_kind_is_counted() {
 /// first saw them; the totals are exact, in the report and in /metrics.
 #[test]
 fn publishes_are_read_from_the_ledger_of_the_observed_bus() {
-    use bus_core::{Bus, Message};
-    use bus_errors::HandlerError;
     // The alert thread's periodic report would file publishes too.
     let mut config = HealthConfig::default();
     config.evaluate_every = Duration::from_secs(3600);
     let window = config.window;
     let (m, clock) = monitor(config);
-    let bus = Bus::builder()
-        .clock(Arc::new(clock.clone()))
-        .observer(Arc::new(m.clone()))
-        .build();
-    for group in ["billing", "audit"] {
-        bus.subscriber(group)
-            .topic("orders.created")
-            .start(|_: &Message<'_>| Ok::<(), HandlerError>(()))
-            .unwrap();
-    }
+    let bus = observed_bus(&m, &clock, &["billing", "audit"]);
     bus.publish("orders.created", &b"1"[..]).unwrap();
     bus.publish("orders.created", &b"2"[..]).unwrap();
     assert!(bus.publish("nobody.listens", &b"x"[..]).is_err());
@@ -280,20 +269,8 @@ fn publishes_are_read_from_the_ledger_of_the_observed_bus() {
 /// its publishes in the totals (they never go down).
 #[test]
 fn a_monitor_on_two_buses_counts_the_publishes_of_both() {
-    use bus_core::{Bus, Message};
-    use bus_errors::HandlerError;
     let (m, clock) = monitor(HealthConfig::default());
-    let bus = || {
-        let bus = Bus::builder()
-            .clock(Arc::new(clock.clone()))
-            .observer(Arc::new(m.clone()))
-            .build();
-        bus.subscriber("billing")
-            .topic("orders.created")
-            .start(|_: &Message<'_>| Ok::<(), HandlerError>(()))
-            .unwrap();
-        bus
-    };
+    let bus = || observed_bus(&m, &clock, &["billing"]);
     let (a, b) = (bus(), bus());
     a.publish("orders.created", &b"a"[..]).unwrap();
     b.publish("orders.created", &b"b"[..]).unwrap();

@@ -474,8 +474,8 @@ impl Bus {
         match s.transport.publish(envelope, timeout) {
             Ok(receipt) => {
                 // Observers read publishes from this ledger (`Observer::attach`):
-                // told of each one, they cost the publisher more than the
-                // rest of error handling did.
+                // a call per publish was most of what error handling still
+                // added to a publish.
                 s.counters.add(Counter::accepted, u64::from(receipt.copies));
                 if let Some(leftovers) = receipt.leftovers {
                     self.leftovers(*leftovers);

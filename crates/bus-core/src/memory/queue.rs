@@ -34,11 +34,12 @@ pub(super) struct GroupQueue {
     space: Condvar,
     /// Messages in the lanes, mirrored outside the lock for spinning consumers
     /// (stored by pushes just after they unlock, by takes, evictions and
-    /// `drain` under the lock; see `push`). A hint, never trusted: a consumer that sees it
-    /// non-zero takes under the lock, and one that sleeps registers under the
-    /// lock, so it is stored relaxed (a `SeqCst` store is a locked `xchg` on
-    /// x86, twice per message). On a line of its own, so spinning reads of it
-    /// do not pull the lock's line from the publisher.
+    /// `drain` under the lock; see `unlock_with_count`). A hint, never
+    /// trusted: a consumer that sees it non-zero takes under the lock, and
+    /// one that sleeps registers under the lock, so it is stored relaxed (a
+    /// `SeqCst` store is a locked `xchg` on x86, twice per message). On a line
+    /// of its own, so spinning reads of it do not pull the lock's line from
+    /// the publisher.
     queued: CachePadded<AtomicUsize>,
     parked: AtomicUsize,
     closed: AtomicBool,
@@ -56,11 +57,12 @@ impl Room<'_> {
     #[inline]
     pub(super) fn push(mut self, env: Envelope) {
         let Some(st) = self.st.as_mut() else { return };
-        // Pushed through the guard still in place: a push that panics
+        // Enqueued through the guard still in place: a push that panics
         // (allocation) leaves the slot for `drop` to give back.
-        let queued = self.queue.push(st, env);
-        drop(self.st.take());
-        self.queue.queued.store(queued, Relaxed);
+        let queued = self.queue.enqueue(st, env);
+        if let Some(st) = self.st.take() {
+            self.queue.unlock_with_count(st, queued);
+        }
     }
 }
 
@@ -215,9 +217,7 @@ impl GroupQueue {
             st.depth -= 1;
             return Err(env);
         }
-        let queued = self.push(&mut st, env);
-        drop(st);
-        self.queued.store(queued, Relaxed);
+        self.push(st, env);
         Ok(())
     }
 
@@ -240,14 +240,18 @@ impl GroupQueue {
             return Err(env);
         }
         st.depth += 1;
-        let queued = self.push(&mut st, env);
-        drop(st);
-        self.queued.store(queued, Relaxed);
+        self.push(st, env);
         Ok(())
     }
 
-    /// Enqueues and returns the count for [`queued`](Self::queued), which
-    /// the caller stores *after* unlocking: a consumer spinning on the count
+    /// Enqueues, unlocks, then publishes the count (see `unlock_with_count`).
+    fn push(&self, mut st: MutexGuard<'_, Lanes>, env: Envelope) {
+        let queued = self.enqueue(&mut st, env);
+        self.unlock_with_count(st, queued);
+    }
+
+    /// Releases the lock, then stores `queued` (from [`enqueue`](Self::enqueue))
+    /// for spinning consumers: a consumer that sees the count
     /// then finds the lock free. Stored under the lock, the count showed the
     /// message to the consumer before the publisher let go, and the two
     /// collided on the lock on every message (the consumer of an idle-ish
@@ -261,8 +265,16 @@ impl GroupQueue {
     /// consumer that misses a message in the gap finds it under the lock
     /// before it sleeps (`pop`).
     #[inline]
+    fn unlock_with_count(&self, st: MutexGuard<'_, Lanes>, queued: usize) {
+        drop(st);
+        self.queued.store(queued, Relaxed);
+    }
+
+    /// Enqueues and returns the lanes' count, for
+    /// [`unlock_with_count`](Self::unlock_with_count).
+    #[inline]
     #[must_use]
-    fn push(&self, st: &mut MutexGuard<'_, Lanes>, env: Envelope) -> usize {
+    fn enqueue(&self, st: &mut MutexGuard<'_, Lanes>, env: Envelope) -> usize {
         st.lanes[env.priority.index()].push_back(env);
         let queued = st.queued();
         if st.consumers_waiting > st.consumers_signalled {
@@ -511,7 +523,7 @@ mod tests {
         {
             let mut st = q.lock();
             st.depth += 1;
-            let _count_not_stored = q.push(&mut st, env(7));
+            let _count_not_stored = q.enqueue(&mut st, env(7));
         }
         assert_eq!(q.queued.load(Relaxed), 0);
         let got = q.pop(Duration::from_secs(10));

@@ -24,6 +24,22 @@ pub fn monitor(config: HealthConfig) -> (HealthMonitor, ManualClock) {
     (m, clock)
 }
 
+/// A bus on `clock`, observed by `m`, with one subscriber that acks every
+/// message on `orders.created` per group in `groups`.
+pub fn observed_bus(m: &HealthMonitor, clock: &ManualClock, groups: &[&str]) -> bus_core::Bus {
+    let bus = bus_core::Bus::builder()
+        .clock(Arc::new(clock.clone()))
+        .observer(Arc::new(m.clone()))
+        .build();
+    for group in groups {
+        bus.subscriber(group)
+            .topic("orders.created")
+            .start(|_: &bus_core::Message<'_>| Ok::<(), bus_errors::HandlerError>(()))
+            .unwrap();
+    }
+    bus
+}
+
 pub fn acked(m: &HealthMonitor, n: u64, attempt: u32) {
     let t = topic();
     for _ in 0..n {
