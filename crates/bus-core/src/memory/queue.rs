@@ -27,7 +27,8 @@ pub(super) struct GroupQueue {
     pub(super) name: Arc<str>,
     pub(super) capacity: usize,
     pub(super) overflow: OverflowPolicy,
-    state: Mutex<Lanes>,
+    /// Aligned to a line of its own (see [`Lanes`]).
+    state: CachePadded<Mutex<Lanes>>,
     /// Consumers wait here for a message.
     ready: Condvar,
     /// Publishers wait here for room.
@@ -75,19 +76,28 @@ impl Drop for Room<'_> {
     }
 }
 
+/// The state under the queue's lock. Laid out so that what a steady stream
+/// writes on every push and take (the lock word just before this struct,
+/// the normal lane's head and length, `depth`) shares one cache line with
+/// the counts both sides read: a message then moves that one line between
+/// the publisher's core and the consumer's, not three. The other lanes and
+/// the signalled flags are only read while the stream is steady, so their
+/// line stays shared in both caches.
 #[derive(Default)]
+#[repr(C)]
 struct Lanes {
-    lanes: [VecDeque<Envelope>; 4],
     /// Slots taken: messages in the lanes plus reservations not yet filled.
     /// Forced pushes (redeliveries) may take it past the capacity.
     depth: usize,
     consumers_waiting: usize,
+    publishers_waiting: usize,
+    /// By [`slot`]: the normal lane first, next to the counts above.
+    lanes: [VecDeque<Envelope>; 4],
     /// Wake-ups sent to waiting consumers that none of them has used yet.
     /// A push signals only while waiters outnumber them: a consumer that
     /// was woken but has not run yet (its core is busy, common on a loaded
     /// machine) would otherwise cost every push in between a futex call.
     consumers_signalled: usize,
-    publishers_waiting: usize,
     /// Whether the publishers waiting now were all woken already (reset by
     /// each publisher that starts waiting): the takes that drain the queue
     /// further before a woken publisher runs need not wake it again.
@@ -97,9 +107,20 @@ struct Lanes {
     notified: (usize, usize),
 }
 
+/// Where each priority's lane sits in [`Lanes::lanes`], by
+/// [`Priority::index`]: normal first (see [`Lanes`]).
+const SLOT: [usize; 4] = [1, 0, 2, 3];
+
+/// Lane slots from the highest priority to the lowest, the order of takes.
+const TAKE_ORDER: [usize; 4] = [SLOT[3], SLOT[2], SLOT[1], SLOT[0]];
+
 impl Lanes {
     fn queued(&self) -> usize {
         self.lanes.iter().map(VecDeque::len).sum()
+    }
+
+    fn lane(&mut self, priority: Priority) -> &mut VecDeque<Envelope> {
+        &mut self.lanes[SLOT[priority.index()]]
     }
 }
 
@@ -110,7 +131,7 @@ impl GroupQueue {
             name: Arc::from(name),
             capacity: capacity.max(1),
             overflow,
-            state: Mutex::new(Lanes::default()),
+            state: CachePadded::new(Mutex::new(Lanes::default())),
             ready: Condvar::new(),
             space: Condvar::new(),
             queued: CachePadded::new(AtomicUsize::new(0)),
@@ -175,8 +196,8 @@ impl GroupQueue {
                 if ok { Ok(None) } else { Err(()) }
             }
             OverflowPolicy::DiscardLowest => {
-                for lane in &mut st.lanes[..priority.index()] {
-                    if let Some(victim) = lane.pop_front() {
+                for slot in &SLOT[..priority.index()] {
+                    if let Some(victim) = st.lanes[*slot].pop_front() {
                         self.queued.store(st.queued(), Relaxed);
                         return Ok(Some(victim)); // its slot passes to the newcomer
                     }
@@ -275,7 +296,7 @@ impl GroupQueue {
     #[inline]
     #[must_use]
     fn enqueue(&self, st: &mut MutexGuard<'_, Lanes>, env: Envelope) -> usize {
-        st.lanes[env.priority.index()].push_back(env);
+        st.lane(env.priority).push_back(env);
         let queued = st.queued();
         if st.consumers_waiting > st.consumers_signalled {
             st.consumers_signalled += 1;
@@ -349,7 +370,7 @@ impl GroupQueue {
     fn take(&self, st: &mut MutexGuard<'_, Lanes>) -> Option<Envelope> {
         // Highest lane first. Written out rather than as `find_map`: the
         // iterator adapter copied the envelope once more on its way out.
-        let Some(lane) = st.lanes.iter().rposition(|l| !l.is_empty()) else {
+        let Some(lane) = TAKE_ORDER.into_iter().find(|&l| !st.lanes[l].is_empty()) else {
             // Corrects a count a publisher stored late (see `push`), so
             // spinning consumers stop taking the lock for nothing.
             if self.queued.load(Relaxed) != 0 {
@@ -387,8 +408,8 @@ impl GroupQueue {
         let mut st = self.lock();
         self.closed.store(true, SeqCst);
         let mut out = Vec::with_capacity(st.queued());
-        for lane in st.lanes.iter_mut().rev() {
-            out.extend(lane.drain(..));
+        for slot in TAKE_ORDER {
+            out.extend(st.lanes[slot].drain(..));
         }
         st.depth -= out.len().min(st.depth);
         self.queued.store(0, Relaxed);
@@ -601,5 +622,54 @@ mod tests {
             c.join()
                 .unwrap_or_else(|_| unreachable!("consumer panicked"));
         }
+    }
+
+    #[test]
+    fn a_steady_stream_writes_one_line_of_the_queue_state() {
+        let q = queue(4);
+        let lock = (&raw const *q.state).addr();
+        assert_eq!(lock % 64, 0, "the lock starts a cache line");
+        let st = q.lock();
+        let normal = SLOT[Priority::Normal.index()];
+        let ends = [
+            (&raw const st.depth).addr() + size_of::<usize>(),
+            (&raw const st.consumers_waiting).addr() + size_of::<usize>(),
+            (&raw const st.publishers_waiting).addr() + size_of::<usize>(),
+            (&raw const st.lanes[normal]).addr() + size_of::<VecDeque<Envelope>>(),
+        ];
+        for end in ends {
+            assert!(end - lock <= 64, "a hot field ends at byte {}", end - lock);
+        }
+    }
+
+    #[test]
+    fn lanes_are_taken_highest_priority_first_and_evicted_lowest_first() {
+        let q = GroupQueue::new(
+            Topic::new("t").unwrap_or_else(|e| unreachable!("{e}")),
+            "g",
+            4,
+            OverflowPolicy::DiscardLowest,
+        );
+        let with = |n: u8, p: Priority| {
+            let mut e = env(n);
+            e.priority = p;
+            e
+        };
+        for (n, p) in [
+            (0, Priority::Normal),
+            (1, Priority::Low),
+            (2, Priority::Critical),
+            (5, Priority::Low),
+        ] {
+            q.room().expect("room").push(with(n, p));
+        }
+        // Full: a high-priority publish evicts the oldest of the lowest lane.
+        let victim = q.reserve(Priority::High, Duration::ZERO);
+        assert_eq!(victim.ok().flatten().map(|e| e.payload[0]), Some(1));
+        q.push_reserved(with(4, Priority::High)).expect("open");
+        let order: Vec<u8> = std::iter::from_fn(|| q.try_pop())
+            .map(|e| e.payload[0])
+            .collect();
+        assert_eq!(order, [2, 4, 0, 5]);
     }
 }
