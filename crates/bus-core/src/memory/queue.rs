@@ -92,7 +92,7 @@ struct Lanes {
     depth: usize,
     consumers_waiting: usize,
     publishers_waiting: usize,
-    /// By [`slot`]: the normal lane first, next to the counts above.
+    /// By [`SLOT`]: the normal lane first, next to the counts above.
     lanes: [VecDeque<Envelope>; 4],
     /// Wake-ups sent to waiting consumers that none of them has used yet.
     /// A push signals only while waiters outnumber them: a consumer that
