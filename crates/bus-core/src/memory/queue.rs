@@ -27,7 +27,8 @@ pub(super) struct GroupQueue {
     pub(super) name: Arc<str>,
     pub(super) capacity: usize,
     pub(super) overflow: OverflowPolicy,
-    /// Aligned to a line of its own (see [`Lanes`]).
+    /// Cache-padded: the mutex starts a line whatever the field order, and
+    /// the condvars after it stay off that line (see [`Lanes`]).
     state: CachePadded<Mutex<Lanes>>,
     /// Consumers wait here for a message.
     ready: Condvar,
@@ -112,7 +113,8 @@ struct Lanes {
 /// [`Priority::index`]: normal first (see [`Lanes`]).
 const SLOT: [usize; 4] = [1, 0, 2, 3];
 
-/// Lane slots from the highest priority to the lowest, the order of takes.
+/// Lane slots from the highest priority to the lowest: the order of takes,
+/// and of the leftovers `drain` hands back at close.
 const TAKE_ORDER: [usize; 4] = [SLOT[3], SLOT[2], SLOT[1], SLOT[0]];
 
 impl Lanes {
@@ -369,8 +371,9 @@ impl GroupQueue {
 
     #[inline]
     fn take(&self, st: &mut MutexGuard<'_, Lanes>) -> Option<Envelope> {
-        // Highest lane first. Written out rather than as `find_map`: the
-        // iterator adapter copied the envelope once more on its way out.
+        // Highest priority first (by TAKE_ORDER). The slot is found first and
+        // popped last, so the envelope moves once: a `find_map` returning it
+        // copied it once more on its way out.
         let Some(lane) = TAKE_ORDER.into_iter().find(|&l| !st.lanes[l].is_empty()) else {
             // Corrects a count a publisher stored late (see `push`), so
             // spinning consumers stop taking the lock for nothing.
@@ -625,13 +628,18 @@ mod tests {
         }
     }
 
-    // Linux only: there std's mutex is a 4-byte futex word and a poison
-    // flag, so `Lanes` starts 8 bytes in. Elsewhere the lock is larger and
-    // the layout is a best effort.
-    #[cfg(target_os = "linux")]
+    // Where std's mutex is a 4-byte futex word and a poison flag, `Lanes`
+    // starts 8 bytes in. Elsewhere (macOS: a boxed pthread mutex) the lock
+    // is larger and the layout is a best effort; on 32-bit targets
+    // `CachePadded` aligns to less than a line.
+    #[cfg(all(
+        any(target_os = "linux", target_os = "android"),
+        target_pointer_width = "64"
+    ))]
     #[test]
     fn a_steady_stream_writes_one_line_of_the_queue_state() {
         let q = queue(4);
+        assert!(align_of_val(&q.state) >= 64, "the lock is cache-padded");
         let lock = (&raw const *q.state).addr();
         assert_eq!(lock % 64, 0, "the lock starts a cache line");
         let st = q.lock();
@@ -676,5 +684,22 @@ mod tests {
             .map(|e| e.payload[0])
             .collect();
         assert_eq!(order, [2, 4, 0, 5]);
+    }
+
+    #[test]
+    fn drain_hands_back_the_highest_priority_first() {
+        let q = queue(4);
+        for (n, p) in [
+            (0, Priority::Low),
+            (1, Priority::Normal),
+            (2, Priority::Critical),
+            (3, Priority::High),
+        ] {
+            let mut e = env(n);
+            e.priority = p;
+            q.room().expect("room").push(e);
+        }
+        let order: Vec<u8> = q.drain().iter().map(|e| e.payload[0]).collect();
+        assert_eq!(order, [2, 3, 1, 0]);
     }
 }
