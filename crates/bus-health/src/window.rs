@@ -10,8 +10,9 @@
 //!
 //! Every hot counter is [`Striped`]: two workers counting `Acked` write
 //! different cache lines, and reads sum the stripes. (One shared line
-//! bounced between two cores costs more than the rest of the event.) A thread that owns its stripe counts with plain loads
-//! and stores: five locked instructions in a row were most of an event.
+//! bounced between two cores costs more than the rest of the event.) A
+//! thread that owns its stripe counts with plain loads and stores: five
+//! locked instructions in a row were most of an event.
 
 use bus_core::stripe::{Stripe, Striped};
 use bus_core::time::{Stamp, saturating_nanos};

@@ -663,23 +663,19 @@ mod tests {
             4,
             OverflowPolicy::DiscardLowest,
         );
-        let with = |n: u8, p: Priority| {
-            let mut e = env(n);
-            e.priority = p;
-            e
-        };
         for (n, p) in [
             (0, Priority::Normal),
             (1, Priority::Low),
             (2, Priority::Critical),
             (5, Priority::Low),
         ] {
-            q.room().expect("room").push(with(n, p));
+            q.room().expect("room").push(env(n).with_priority(p));
         }
         // Full: a high-priority publish evicts the oldest of the lowest lane.
         let victim = q.reserve(Priority::High, Duration::ZERO);
         assert_eq!(victim.ok().flatten().map(|e| e.payload[0]), Some(1));
-        q.push_reserved(with(4, Priority::High)).expect("open");
+        q.push_reserved(env(4).with_priority(Priority::High))
+            .expect("open");
         let order: Vec<u8> = std::iter::from_fn(|| q.try_pop())
             .map(|e| e.payload[0])
             .collect();
@@ -695,9 +691,7 @@ mod tests {
             (2, Priority::Critical),
             (3, Priority::High),
         ] {
-            let mut e = env(n);
-            e.priority = p;
-            q.room().expect("room").push(e);
+            q.room().expect("room").push(env(n).with_priority(p));
         }
         let order: Vec<u8> = q.drain().iter().map(|e| e.payload[0]).collect();
         assert_eq!(order, [2, 3, 1, 0]);
