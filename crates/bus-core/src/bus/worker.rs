@@ -100,18 +100,18 @@ impl Worker {
                     continue;
                 }
             };
-            match self.sub.next(poll) {
-                Ok(Some(delivery)) => {
+            // The delivery stays where the transport put it, in this frame:
+            // the pipeline borrows its slot. (Each move of a delivery copies
+            // the envelope: catch_unwind moves its closure, and rebinding
+            // the delivery out of the result was one more copy.)
+            let mut next = self.sub.next(poll);
+            match &mut next {
+                Ok(slot @ Some(_)) => {
                     // The pipeline does not panic, but plugs are user code: a
                     // panicking plug must not kill the worker. The delivery,
                     // dropped unsettled after the unwind, is redelivered
-                    // (never lost). It stays in this frame and the closure
-                    // borrows it: catch_unwind moves its closure, and a
-                    // closure owning the delivery would copy the envelope.
-                    let mut delivery = Some(delivery);
-                    if catch_unwind(AssertUnwindSafe(|| self.process(&mut delivery, permit)))
-                        .is_err()
-                    {
+                    // (never lost).
+                    if catch_unwind(AssertUnwindSafe(|| self.process(slot, permit))).is_err() {
                         tracing::error!(component = %self.component, "a bus plug panicked; the delivery will be redelivered");
                         self.pause(poll);
                     }

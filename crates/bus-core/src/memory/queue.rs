@@ -313,6 +313,7 @@ impl GroupQueue {
     }
 
     /// Takes the highest-priority message, waiting up to `timeout`.
+    #[inline]
     pub(super) fn pop(&self, timeout: Duration) -> Option<Envelope> {
         if timeout.is_zero() {
             return self.try_pop(); // a poll: no spinning
@@ -363,13 +364,13 @@ impl GroupQueue {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn try_pop(&self) -> Option<Envelope> {
         let mut st = self.lock();
         self.take(&mut st)
     }
 
-    #[inline]
+    #[inline(always)]
     fn take(&self, st: &mut MutexGuard<'_, Lanes>) -> Option<Envelope> {
         // Highest priority first (by TAKE_ORDER). The slot is found first and
         // popped last, so the envelope moves once: a `find_map` returning it
