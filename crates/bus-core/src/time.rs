@@ -141,6 +141,113 @@ pub fn saturating_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Where a [`Stamp`] falls on a [`TickRing`]: its tick (periods since the
+/// ring's start) and that tick's slot on the ring (`tick % len`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingPos {
+    /// Whole periods from the ring's start.
+    pub tick: u64,
+    /// `tick % len`: the slot this tick reuses.
+    pub slot: usize,
+}
+
+/// Time cut into equal ticks from a start, laid on a ring of `len` slots:
+/// what sliding windows (health's buckets, the retry budget's slots) count
+/// into. [`pos`](Self::pos) is on every message's path, so it remembers the
+/// last tick it computed: within that tick it costs a multiply and a
+/// compare instead of two divisions (a 64-bit division is tens of cycles).
+///
+/// ```
+/// use bus_core::time::{RingPos, Stamp, TickRing};
+/// use std::time::Duration;
+///
+/// let ring = TickRing::new(Stamp::from_nanos(1_000), Duration::from_micros(1), 4);
+/// assert_eq!(ring.pos(Stamp::from_nanos(1_000)), RingPos { tick: 0, slot: 0 });
+/// assert_eq!(ring.pos(Stamp::from_nanos(6_500)), RingPos { tick: 5, slot: 1 });
+/// assert_eq!(ring.pos(Stamp::from_nanos(500)), RingPos { tick: 0, slot: 0 }); // before the start
+/// ```
+#[derive(Debug)]
+pub struct TickRing {
+    start: Stamp,
+    tick_nanos: u64,
+    len: u64,
+    /// The furthest position computed, `tick << 16 | slot`. Written once per
+    /// tick (only ever forward), so its line stays shared between the cores
+    /// that read it instead of bouncing.
+    recent: AtomicU64,
+}
+
+impl TickRing {
+    /// Ticks of `tick` (at least 1 ns) from `start`, on `len` slots (1 to
+    /// 65 536; clamped).
+    pub fn new(start: Stamp, tick: Duration, len: u32) -> Self {
+        Self {
+            start,
+            tick_nanos: saturating_nanos(tick).max(1),
+            len: u64::from(len.clamp(1, 1 << 16)),
+            recent: AtomicU64::new(0),
+        }
+    }
+
+    /// The ring's start.
+    pub fn start(&self) -> Stamp {
+        self.start
+    }
+
+    /// Slots on the ring.
+    pub fn slots(&self) -> u64 {
+        self.len
+    }
+
+    /// The length of one tick.
+    pub fn tick_length(&self) -> Duration {
+        Duration::from_nanos(self.tick_nanos)
+    }
+
+    /// The tick of `now` (0 before the start), computed.
+    pub fn tick(&self, now: Stamp) -> u64 {
+        now.nanos_since(self.start) / self.tick_nanos
+    }
+
+    /// The slot of `tick`.
+    pub fn pos_of(&self, tick: u64) -> RingPos {
+        // `len` <= 2^16: the remainder fits any usize.
+        RingPos {
+            tick,
+            slot: usize::try_from(tick % self.len).unwrap_or(0),
+        }
+    }
+
+    /// Where `now` falls: [`pos_of`](Self::pos_of)([`tick`](Self::tick)`(now)`),
+    /// from the remembered tick when `now` is in it.
+    #[inline]
+    pub fn pos(&self, now: Stamp) -> RingPos {
+        let nanos = now.nanos_since(self.start);
+        let recent = self.recent.load(Ordering::Relaxed);
+        let tick = recent >> 16;
+        // tick * tick_nanos <= the nanos it was computed from: no overflow.
+        if nanos
+            .checked_sub(tick * self.tick_nanos)
+            .is_some_and(|into| into < self.tick_nanos)
+        {
+            return RingPos {
+                tick,
+                slot: (recent & 0xFFFF) as usize,
+            };
+        }
+        let pos = self.pos_of(nanos / self.tick_nanos);
+        // Only ever forward: a late stamp (a thread that read its clock just
+        // before a tick ended) gets its own tick without evicting the current
+        // one. Checked before the write, so late stamps leave the line
+        // shared. A tick past 2^48 (9 years of 1 ms ticks) is not kept.
+        let newer = pos.tick << 16 | pos.slot as u64;
+        if pos.tick < (1 << 48) && newer > recent {
+            self.recent.fetch_max(newer, Ordering::Relaxed);
+        }
+        pos
+    }
+}
+
 /// The real monotonic clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
@@ -248,6 +355,34 @@ mod tests {
         if let Some(earlier) = earlier {
             assert_eq!(at_origin.nanos_since(Stamp::of(earlier)), 7_000_000);
         }
+    }
+
+    #[test]
+    fn a_ring_position_is_the_computed_one_whatever_was_remembered() {
+        // Ticks of 7 ns from 100 on 5 slots, visited forward, backward
+        // (late stamps), across the start and far ahead: the remembered
+        // tick must never answer for a stamp outside it.
+        let ring = TickRing::new(Stamp::from_nanos(100), Duration::from_nanos(7), 5);
+        let mut visits: Vec<u64> = (0..300).collect();
+        visits.extend((0..300).rev());
+        visits.extend([1 << 40, 99, 1 << 40, (1 << 40) + 6, (1 << 40) + 7, 100]);
+        for n in visits {
+            let now = Stamp::from_nanos(n);
+            let tick = ring.tick(now);
+            assert_eq!(tick, n.saturating_sub(100) / 7);
+            assert_eq!(ring.pos(now), ring.pos_of(tick), "at {n} ns");
+            assert_eq!(ring.pos_of(tick).slot, (tick % 5) as usize);
+        }
+    }
+
+    #[test]
+    fn a_late_stamp_does_not_move_the_remembered_tick_back() {
+        let ring = TickRing::new(Stamp::from_nanos(0), Duration::from_nanos(10), 4);
+        ring.pos(Stamp::from_nanos(95));
+        ring.pos(Stamp::from_nanos(15)); // late: its own tick, computed
+        assert_eq!(ring.recent.load(Ordering::Relaxed) >> 16, 9);
+        ring.pos(Stamp::from_nanos(1_000));
+        assert_eq!(ring.recent.load(Ordering::Relaxed) >> 16, 100);
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! locked instructions in a row were most of an event.
 
 use bus_core::stripe::{Stripe, Striped};
-use bus_core::time::{Stamp, saturating_nanos};
+use bus_core::time::{RingPos, Stamp, TickRing, saturating_nanos};
 use bus_errors::ErrorCategory;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -60,30 +60,18 @@ pub(crate) struct Cursor {
 #[repr(align(64))]
 struct Bucket([AtomicU64; SLOTS]);
 
-/// A ring of `n` buckets of `bucket_nanos` each, per stripe.
+/// A ring of `n` buckets, per stripe, on a [`TickRing`] of `n` slots.
 #[derive(Debug)]
 pub(crate) struct Window {
-    start: Stamp,
-    bucket_nanos: u64,
-    len: u64,
-    /// The last cursor computed, `tick << 16 | idx` (buckets <= 3600): every
-    /// event of the same bucket reuses it instead of dividing twice. Written
-    /// once per bucket period, so its line is read-shared, not bounced.
-    recent: AtomicU64,
+    ring: TickRing,
     stripes: Striped<Box<[Bucket]>>,
 }
 
 impl Window {
     pub(crate) fn new(start: Stamp, window: Duration, buckets: u32) -> Self {
         let n = buckets.max(1);
-        let bucket_nanos = u64::try_from((window / n).as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1);
         Self {
-            start,
-            bucket_nanos,
-            len: u64::from(n),
-            recent: AtomicU64::new(0),
+            ring: TickRing::new(start, window / n, n),
             stripes: Striped::new(|| {
                 (0..n)
                     .map(|_| Bucket(std::array::from_fn(|_| AtomicU64::new(0))))
@@ -95,52 +83,31 @@ impl Window {
     /// The bucket tick of `now`.
     #[inline]
     pub(crate) fn tick(&self, now: Stamp) -> u64 {
-        self.nanos(now) / self.bucket_nanos
+        self.ring.tick(now)
     }
 
     /// Nanoseconds from the window's start (the monitor's start) to `now`.
     pub(crate) fn nanos(&self, now: Stamp) -> u64 {
-        now.nanos_since(self.start)
+        now.nanos_since(self.ring.start())
     }
 
     /// Where the events of `now` go: computed once per event, then used for
-    /// each of its counts. Within the bucket of `recent` it is a compare;
-    /// a new bucket costs the two divisions and one store.
+    /// each of its counts (within the current bucket, a compare).
     #[inline]
     pub(crate) fn cursor(&self, now: Stamp) -> Cursor {
-        let nanos = self.nanos(now);
-        let recent = self.recent.load(Relaxed);
-        let tick = recent >> 16;
-        if nanos
-            .checked_sub(tick.saturating_mul(self.bucket_nanos))
-            .is_some_and(|into| into < self.bucket_nanos)
-        {
-            return Cursor {
-                idx: (recent & 0xFFFF) as usize,
-                tag: tick as u32,
-            };
-        }
-        let tick = nanos / self.bucket_nanos;
-        let c = self.cursor_at(tick);
-        // idx < buckets <= 3600 always fits its 16 bits; a tick past 2^48
-        // (9 years of 1 ms buckets) is simply not cached. Only ever forward
-        // (the tick is in the high bits): an event stamped late, say by a
-        // worker that read its clock just before a bucket boundary, gets its
-        // own bucket without evicting the current one from the cache.
-        // Checked first: a late event (or many, stamped alike) reads the
-        // line and leaves it shared instead of taking it for a no-op RMW.
-        let newer = tick << 16 | c.idx as u64;
-        if tick < (1 << 48) && newer > recent {
-            self.recent.fetch_max(newer, Relaxed);
-        }
-        c
+        Self::cursor_of(self.ring.pos(now))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn cursor_at(&self, tick: u64) -> Cursor {
+        Self::cursor_of(self.ring.pos_of(tick))
     }
 
     #[inline]
-    pub(crate) fn cursor_at(&self, tick: u64) -> Cursor {
+    fn cursor_of(pos: RingPos) -> Cursor {
         Cursor {
-            idx: (tick % self.len) as usize,
-            tag: tick as u32,
+            idx: pos.slot,
+            tag: pos.tick as u32,
         }
     }
 
@@ -173,10 +140,10 @@ impl Window {
     /// Sums every slot over the buckets of the window ending at `tick`.
     pub(crate) fn sum(&self, tick: u64) -> [u64; SLOTS] {
         let mut out = [0u64; SLOTS];
-        let first = tick.saturating_sub(self.len - 1);
+        let first = tick.saturating_sub(self.ring.slots() - 1);
         for ring in self.stripes.iter() {
             for t in first..=tick {
-                let b = &ring[(t % self.len) as usize];
+                let b = &ring[self.ring.pos_of(t).slot];
                 for (o, cell) in out.iter_mut().zip(b.0.iter()) {
                     let v = cell.load(Relaxed);
                     if (v >> 32) as u32 == t as u32 {

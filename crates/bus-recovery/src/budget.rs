@@ -13,7 +13,7 @@
 
 use crate::ConfigError;
 use bus_core::stripe::Striped;
-use bus_core::time::{SharedClock, Stamp, saturating_nanos};
+use bus_core::time::{SharedClock, Stamp, TickRing};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -102,8 +102,8 @@ impl BudgetConfig {
 #[derive(Debug)]
 pub struct RetryBudget {
     clock: SharedClock,
-    start: Stamp,
-    slot_nanos: u64,
+    /// The window's slots on the time line: [`SLOTS`] of `window / SLOTS`.
+    ring: TickRing,
     deposit_micro: u128,
     floor_micro: u128,
     /// Per stripe, per slot: `tag << COUNT_BITS | successes`.
@@ -117,13 +117,13 @@ impl RetryBudget {
     /// [`BudgetConfig::validate`]; out-of-range values are clamped.
     pub fn new(config: BudgetConfig, clock: SharedClock) -> Self {
         let slot = config.window.max(Duration::from_millis(10)) / SLOTS as u32;
+        let ring = TickRing::new(clock.stamp(), slot, SLOTS as u32);
         let percent = config.percent.clamp(0.0, 1.0);
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let deposit_micro = (percent * 1_000_000.0).round() as u128;
         Self {
-            start: clock.stamp(),
             clock,
-            slot_nanos: saturating_nanos(slot).max(1),
+            ring,
             deposit_micro,
             floor_micro: u128::from(config.floor()) * TOKEN,
             deposits: Striped::new(Default::default),
@@ -136,9 +136,7 @@ impl RetryBudget {
     }
 
     fn epoch_at(&self, now: Stamp) -> u64 {
-        // A u64 division: the u128 one was most of a deposit (584 years of
-        // nanoseconds fit in a u64).
-        now.nanos_since(self.start) / self.slot_nanos
+        self.ring.tick(now)
     }
 
     /// The tag stored with a slot's count (never 0, so a fresh slot matches no epoch).
@@ -160,10 +158,11 @@ impl RetryBudget {
     /// [`deposit`](Self::deposit) at `now`, a time the caller already read
     /// from the same clock (the bus stamps each success once).
     pub fn deposit_at(&self, now: Stamp) {
-        let epoch = self.epoch_at(now);
-        let tag = Self::tag(epoch);
+        // The ring remembers the current slot: no division per success.
+        let at = self.ring.pos(now);
+        let tag = Self::tag(at.tick);
         let (cells, writer) = self.deposits.mine();
-        writer.update(&cells[Self::slot(epoch)], |current| {
+        writer.update(&cells[at.slot], |current| {
             if current >> COUNT_BITS != tag {
                 // The slot holds an older epoch: restart it at 1.
                 Some((tag << COUNT_BITS) | 1)
