@@ -171,7 +171,7 @@ pub struct TickRing {
     start: Stamp,
     tick_nanos: u64,
     len: u64,
-    /// The furthest position computed, `tick << 16 | slot`. Written once per
+    /// The furthest position computed below tick 2^48, `tick << 16 | slot`. Written once per
     /// tick (only ever forward), so its line stays shared between the cores
     /// that read it instead of bouncing.
     recent: AtomicU64,
@@ -239,7 +239,8 @@ impl TickRing {
         // Only ever forward: a late stamp (a thread that read its clock just
         // before a tick ended) gets its own tick without evicting the current
         // one. Checked before the write, so late stamps leave the line
-        // shared. A tick past 2^48 (9 years of 1 ms ticks) is not kept.
+        // shared. A tick past 2^48 does not fit beside its slot and is not
+        // kept (only ticks under 65 us get there within u64 nanoseconds).
         let newer = pos.tick << 16 | pos.slot as u64;
         if pos.tick < (1 << 48) && newer > recent {
             self.recent.fetch_max(newer, Ordering::Relaxed);
@@ -373,6 +374,24 @@ mod tests {
             assert_eq!(ring.pos(now), ring.pos_of(tick), "at {n} ns");
             assert_eq!(ring.pos_of(tick).slot, (tick % 5) as usize);
         }
+    }
+
+    #[test]
+    fn a_tick_too_large_to_pack_is_computed_every_time() {
+        // 7 ns ticks: 2^48 ticks are about 2e15 ns in. Packed, such a tick
+        // would lose its top bits and answer later stamps with a wrong tick.
+        let ring = TickRing::new(Stamp::from_nanos(0), Duration::from_nanos(7), 5);
+        for n in [
+            7 << 48,
+            (7 << 48) + 3,
+            (7 << 48) + 7,
+            1 << 60,
+            (1 << 60) + 1,
+        ] {
+            let now = Stamp::from_nanos(n);
+            assert_eq!(ring.pos(now), ring.pos_of(n / 7), "at {n} ns");
+        }
+        assert_eq!(ring.recent.load(Ordering::Relaxed), 0, "nothing kept");
     }
 
     #[test]
