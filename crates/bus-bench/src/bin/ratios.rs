@@ -40,7 +40,7 @@ fn rate(n: u64, run: impl FnOnce()) -> f64 {
 
 fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
-    let mut rounds: usize = 15;
+    let mut rounds: usize = 45;
     let mut n: u64 = 200_000;
     let mut out = bus_bench::target_dir().join("bench-ratios.json");
     let (mut only, mut hog) = (None, false);
