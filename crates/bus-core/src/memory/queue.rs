@@ -235,6 +235,7 @@ impl GroupQueue {
 
     /// Enqueues into a reserved slot. If the queue was drained since the
     /// slot was reserved, the message is handed back.
+    #[inline]
     pub(super) fn push_reserved(&self, env: Envelope) -> Result<(), Envelope> {
         let mut st = self.lock();
         if self.closed.load(SeqCst) {
@@ -269,6 +270,7 @@ impl GroupQueue {
     }
 
     /// Enqueues, unlocks, then publishes the count (see `unlock_with_count`).
+    #[inline]
     fn push(&self, mut st: MutexGuard<'_, Lanes>, env: Envelope) {
         let queued = self.enqueue(&mut st, env);
         self.unlock_with_count(st, queued);
