@@ -69,7 +69,8 @@ fn threads() {
     for t in tasks.flatten() {
         let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
         let stat = read("stat");
-        // Fields after the parenthesised name: utime and stime are 14 and 15.
+        // Fields after the parenthesised name: utime and stime are 14 and
+        // 15, in clock ticks (USER_HZ, 100 per second on Linux).
         let after = stat.rsplit_once(") ").map_or("", |(_, r)| r);
         let f: Vec<u64> = after.split(' ').map(|x| x.parse().unwrap_or(0)).collect();
         let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);

@@ -142,16 +142,16 @@ pub fn saturating_nanos(d: Duration) -> u64 {
 }
 
 /// Where a [`Stamp`] falls on a [`TickRing`]: its tick (periods since the
-/// ring's start) and that tick's slot on the ring (`tick % len`).
+/// ring's start) and that tick's slot on the ring (`tick % slots`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingPos {
     /// Whole periods from the ring's start.
     pub tick: u64,
-    /// `tick % len`: the slot this tick reuses.
+    /// `tick % slots`: the slot this tick reuses.
     pub slot: usize,
 }
 
-/// Time cut into equal ticks from a start, laid on a ring of `len` slots:
+/// Time cut into equal ticks from a start, laid on a ring of `slots` slots:
 /// what sliding windows (health's buckets, the retry budget's slots) count
 /// into. [`pos`](Self::pos) is on every message's path, so it remembers the
 /// last tick it computed: within that tick it costs a multiply and a
@@ -170,7 +170,7 @@ pub struct RingPos {
 pub struct TickRing {
     start: Stamp,
     tick_nanos: u64,
-    len: u64,
+    slots: u64,
     /// The furthest position computed below tick 2^48, `tick << 16 | slot`. Written once per
     /// tick (only ever forward), so its line stays shared between the cores
     /// that read it instead of bouncing.
@@ -178,13 +178,13 @@ pub struct TickRing {
 }
 
 impl TickRing {
-    /// Ticks of `tick` (at least 1 ns) from `start`, on `len` slots (1 to
-    /// 65 536; clamped).
-    pub fn new(start: Stamp, tick: Duration, len: u32) -> Self {
+    /// Ticks of `tick` (at least 1 ns) from `start`, on `slots` slots (1
+    /// to 65 536; clamped).
+    pub fn new(start: Stamp, tick: Duration, slots: u32) -> Self {
         Self {
             start,
             tick_nanos: saturating_nanos(tick).max(1),
-            len: u64::from(len.clamp(1, 1 << 16)),
+            slots: u64::from(slots.clamp(1, 1 << 16)),
             recent: AtomicU64::new(0),
         }
     }
@@ -196,12 +196,7 @@ impl TickRing {
 
     /// Slots on the ring.
     pub fn slots(&self) -> u64 {
-        self.len
-    }
-
-    /// The length of one tick.
-    pub fn tick_length(&self) -> Duration {
-        Duration::from_nanos(self.tick_nanos)
+        self.slots
     }
 
     /// The tick of `now` (0 before the start), computed.
@@ -211,10 +206,10 @@ impl TickRing {
 
     /// The slot of `tick`.
     pub fn pos_of(&self, tick: u64) -> RingPos {
-        // `len` <= 2^16: the remainder fits any usize.
+        // `slots` <= 2^16: the remainder fits any usize.
         RingPos {
             tick,
-            slot: usize::try_from(tick % self.len).unwrap_or(0),
+            slot: usize::try_from(tick % self.slots).unwrap_or(0),
         }
     }
 

@@ -658,6 +658,13 @@ mod tests {
         }
     }
 
+    /// Pushes `env(n)` at priority `p` for each pair, in order.
+    fn fill(q: &GroupQueue, messages: impl IntoIterator<Item = (u8, Priority)>) {
+        for (n, p) in messages {
+            q.room().expect("room").push(env(n).with_priority(p));
+        }
+    }
+
     #[test]
     fn lanes_are_taken_highest_priority_first_and_evicted_lowest_first() {
         let q = GroupQueue::new(
@@ -666,14 +673,15 @@ mod tests {
             4,
             OverflowPolicy::DiscardLowest,
         );
-        for (n, p) in [
-            (0, Priority::Normal),
-            (1, Priority::Low),
-            (2, Priority::Critical),
-            (5, Priority::Low),
-        ] {
-            q.room().expect("room").push(env(n).with_priority(p));
-        }
+        fill(
+            &q,
+            [
+                (0, Priority::Normal),
+                (1, Priority::Low),
+                (2, Priority::Critical),
+                (5, Priority::Low),
+            ],
+        );
         // Full: a high-priority publish evicts the oldest of the lowest lane.
         let victim = q.reserve(Priority::High, Duration::ZERO);
         assert_eq!(victim.ok().flatten().map(|e| e.payload[0]), Some(1));
@@ -688,14 +696,15 @@ mod tests {
     #[test]
     fn drain_hands_back_the_highest_priority_first() {
         let q = queue(4);
-        for (n, p) in [
-            (0, Priority::Low),
-            (1, Priority::Normal),
-            (2, Priority::Critical),
-            (3, Priority::High),
-        ] {
-            q.room().expect("room").push(env(n).with_priority(p));
-        }
+        fill(
+            &q,
+            [
+                (0, Priority::Low),
+                (1, Priority::Normal),
+                (2, Priority::Critical),
+                (3, Priority::High),
+            ],
+        );
         let order: Vec<u8> = q.drain().iter().map(|e| e.payload[0]).collect();
         assert_eq!(order, [2, 3, 1, 0]);
     }
