@@ -106,12 +106,10 @@ impl Pipeline {
             .with_attempt(env.attempt);
         report.retry_count = env.retries();
         self.sanitizer.sanitize(&mut report);
-        let (decision, action) = {
-            let mut failure = Failure::new(&report, &mut env, COMPONENT, elapsed);
-            let decision = self.recovery.decide(&mut failure);
-            let action = failure.note.take().unwrap_or_else(|| decision.describe());
-            (decision, action)
-        };
+        let resolution = self
+            .recovery
+            .decide(&Failure::new(&report, &env, COMPONENT, elapsed));
+        let (decision, action) = resolution.apply(&mut env);
         report.record_recovery(false, Some(false), action.clone());
         self.logger.record(&report);
         self.health

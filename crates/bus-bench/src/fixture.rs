@@ -56,7 +56,7 @@ pub struct FailEvery(pub u64);
 impl FailEvery {
     /// Whether the message with `seq` fails on its first attempt.
     pub fn fails(self, seq: u64) -> bool {
-        self.0 != 0 && seq % self.0 == 0
+        self.0 != 0 && seq.is_multiple_of(self.0)
     }
 
     /// A handler counting every call in `calls`, failing per `self` on a

@@ -107,7 +107,7 @@ const PAD_WORDS: usize = 0;
 const STRIPES: usize = 2;
 
 fn stripe_index() -> usize {
-    bus_core::stripe::index() % STRIPES
+    bus_sync::stripe::index() % STRIPES
 }
 
 impl Stripes {
@@ -177,7 +177,10 @@ impl Window {
 
     /// Records one outcome at `now` (nanoseconds since the breaker's base;
     /// ignored by count-based windows). Returns whether the window may now
-    /// warrant a trip (something other than a fast success was written).
+    /// warrant a trip: it holds a failure or a slow call. Thresholds are
+    /// judged after every outcome, as Resilience4j does, so a success that
+    /// completes the minimum number of calls can trip too; a window that
+    /// holds neither answers `false` without writing anything shared.
     pub(crate) fn record(&self, mark: Mark, now: u64) -> bool {
         match self {
             Window::Count(w) => w.record(mark),
@@ -252,7 +255,11 @@ impl CountWindow {
         }
         self.fold();
         self.push(mark, 1);
-        mark != Mark::Success
+        if mark != Mark::Success {
+            return true;
+        }
+        let t = unpack(self.totals.load(Ordering::Acquire));
+        t.failures > 0 || t.slow > 0
     }
 
     /// Moves pending stripe successes into the ring.
@@ -376,6 +383,10 @@ pub(crate) struct TimeWindow {
     shared: Box<[AtomicU64]>,
     /// Fast successes per thread and bucket.
     stripes: Stripes,
+    /// The epoch of the latest failure or slow call (0: none since the last
+    /// reset): a success reads it to know, without summing buckets, whether
+    /// the window may hold something that warrants a trip.
+    marked: AtomicU64,
 }
 
 impl TimeWindow {
@@ -388,6 +399,7 @@ impl TimeWindow {
             buckets,
             shared: (0..buckets * 3).map(|_| AtomicU64::new(0)).collect(),
             stripes: Stripes::new(buckets),
+            marked: AtomicU64::new(0),
         }
     }
 
@@ -401,8 +413,10 @@ impl TimeWindow {
         let slot = (epoch % self.buckets as u64) as usize;
         if mark == Mark::Success {
             bucket_add(self.stripes.mine(slot), epoch, 1);
-            return false;
+            let marked = self.marked.load(Ordering::Acquire);
+            return marked != 0 && epoch.saturating_sub(marked) < self.buckets as u64;
         }
+        self.marked.fetch_max(epoch, Ordering::AcqRel);
         bucket_add(&self.shared[slot * 3], epoch, 1);
         if mark.failed() {
             bucket_add(&self.shared[slot * 3 + 1], epoch, 1);
@@ -435,76 +449,10 @@ impl TimeWindow {
         for word in self.shared.iter() {
             word.store(0, Ordering::Release);
         }
+        self.marked.store(0, Ordering::Release);
         self.stripes.clear();
     }
 }
 
 #[cfg(all(test, not(bus_loom)))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn count_window_folds_clean_successes_before_a_failure() {
-        let w = CountWindow::new(10);
-        for _ in 0..25 {
-            assert!(!w.record(Mark::Success));
-        }
-        assert_eq!(
-            w.counts(),
-            Counts {
-                calls: 10,
-                failures: 0,
-                slow: 0
-            }
-        );
-        assert!(w.record(Mark::Failure));
-        assert_eq!(
-            w.counts(),
-            Counts {
-                calls: 10,
-                failures: 1,
-                slow: 0
-            }
-        );
-        // Nine more successes push the failure out: the ring is clean again.
-        for _ in 0..9 {
-            w.record(Mark::Success);
-        }
-        assert_eq!(w.counts().failures, 1);
-        w.record(Mark::Success);
-        assert_eq!(
-            w.counts(),
-            Counts {
-                calls: 10,
-                failures: 0,
-                slow: 0
-            }
-        );
-    }
-
-    #[test]
-    fn time_window_forgets_whole_buckets() {
-        let w = TimeWindow::new(Duration::from_secs(10));
-        let sec = 1_000_000_000;
-        w.record(Mark::Failure, 0);
-        w.record(Mark::Success, sec);
-        w.record(Mark::SlowSuccess, 5 * sec);
-        assert_eq!(
-            w.counts(5 * sec),
-            Counts {
-                calls: 3,
-                failures: 1,
-                slow: 1
-            }
-        );
-        assert_eq!(
-            w.counts(10 * sec),
-            Counts {
-                calls: 2,
-                failures: 0,
-                slow: 1
-            }
-        );
-        assert_eq!(w.counts(16 * sec), Counts::default());
-    }
-}
+mod tests;

@@ -1,6 +1,6 @@
 //! Loom models of the state transitions (run with `--cfg bus_loom`).
 #![cfg(bus_loom)]
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 use bus_breaker::{BreakerConfig, CircuitBreaker, SlidingWindow};
 use bus_core::CircuitState;

@@ -1,5 +1,5 @@
 //! Many threads at once: half-open admission and closed-state counting.
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 use bus_breaker::{BreakerConfig, CircuitBreaker, SlidingWindow};
 use bus_core::CircuitState;

@@ -1,5 +1,5 @@
 //! One test per transition and threshold, driven by a manual clock.
-#![allow(clippy::unwrap_used)] // tests may unwrap (STYLE.md)
+#![allow(clippy::unwrap_used)] // tests may unwrap
 
 use bus_breaker::{
     BreakerConfig, BreakerConfigBuilder, BreakerGuard, BreakerRegistry, CallError, CircuitBreaker,
@@ -111,6 +111,8 @@ fn settled_window_successes_still_reset_the_run(
 // window 10, min 4, threshold 50%
 #[case::below_minimum_calls("fsf", false)]
 #[case::at_minimum_calls_and_rate("sfsf", true)]
+#[case::a_success_completes_the_minimum_at_the_rate("ffss", true)]
+#[case::a_success_completes_the_minimum_below_the_rate("fsss", false)]
 #[case::rate_below_threshold("sssssssff", false)]
 #[case::rate_reaches_threshold_as_old_successes_slide_out("sssssssssssfffff", true)]
 #[case::clean_successes_before_count(&"s".repeat(50), false)]
@@ -163,6 +165,35 @@ fn time_window_forgets_failures_older_than_its_length() {
     assert_eq!(b.metrics().calls, 3);
     record(&b, "f"); // 2 / 4 = 50 %
     assert_eq!(b.state(), CircuitState::Open);
+}
+
+#[test]
+fn time_window_trips_on_a_success_that_completes_the_minimum() {
+    let (b, clock) = breaker(
+        cfg()
+            .consecutive_failures(None)
+            .window(SlidingWindow::Time {
+                length: Duration::from_secs(10),
+            })
+            .minimum_calls(4)
+            .build()
+            .unwrap(),
+    );
+    record(&b, "ffs");
+    assert_eq!(
+        b.state(),
+        CircuitState::Closed,
+        "3 calls, below the minimum"
+    );
+    record(&b, "s"); // 2 / 4 = 50 %, judged after the success
+    assert_eq!(b.state(), CircuitState::Open);
+
+    // Once the failures have left the window, successes judge nothing.
+    b.reset();
+    record(&b, "ff");
+    clock.advance(11 * SEC);
+    record(&b, "ssss");
+    assert_eq!(b.state(), CircuitState::Closed);
 }
 
 #[test]

@@ -20,6 +20,11 @@ pub type LetterId = Uuid;
 pub enum DeadLetterReason {
     /// Every allowed retry failed.
     RetriesExhausted,
+    /// No retry was allowed: the policy retries nothing ([`NoRetry`],
+    /// the bus with error handling switched off).
+    ///
+    /// [`NoRetry`]: crate::NoRetry
+    NotRetried,
     /// The failure's category is not worth retrying (poison message,
     /// authentication, configuration).
     NotRetryable,
@@ -38,6 +43,7 @@ impl DeadLetterReason {
     pub fn as_str(&self) -> &str {
         match self {
             DeadLetterReason::RetriesExhausted => "retries_exhausted",
+            DeadLetterReason::NotRetried => "not_retried",
             DeadLetterReason::NotRetryable => "not_retryable",
             DeadLetterReason::RetryBudgetExhausted => "retry_budget_exhausted",
             DeadLetterReason::QueueOverflow => "queue_overflow",
@@ -117,6 +123,30 @@ pub enum DlqError {
     /// The store was closed.
     #[error("dead-letter store is closed")]
     Closed,
+    /// No store exists where one was expected (nothing was created).
+    #[error("no dead-letter store at {}", .0.display())]
+    NoStore(std::path::PathBuf),
+    /// The file exists but is not a dead-letter store (empty, foreign, or
+    /// of a newer schema); it was left as it was.
+    #[error("{} is not a dead-letter store: {reason}", path.display())]
+    NotAStore {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// Input given to the store (an import file) is not valid; the store
+    /// itself is fine and unchanged by the bad part.
+    #[error("bad input at line {line}: {reason}")]
+    BadInput {
+        /// The 1-based line of the input.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store was opened read-only and a command tried to change it.
+    #[error("dead-letter store is open read-only")]
+    ReadOnly,
     /// Anything else (database errors, encoding).
     #[error("dead-letter store error: {0}")]
     Other(Box<dyn std::error::Error + Send + Sync>),
@@ -208,6 +238,7 @@ mod tests {
     fn reasons_have_stable_names_and_round_trip() {
         for r in [
             DeadLetterReason::RetriesExhausted,
+            DeadLetterReason::NotRetried,
             DeadLetterReason::NotRetryable,
             DeadLetterReason::RetryBudgetExhausted,
             DeadLetterReason::QueueOverflow,

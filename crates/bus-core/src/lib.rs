@@ -1,8 +1,9 @@
 //! The message lifecycle, with no I/O and no policy of its own.
 //!
 //! `bus-core` owns what happens to a message between `publish` and its end
-//! (acked, dead-lettered, rejected at publish, or discarded by a configured
-//! policy) and asks its plugs for every decision:
+//! (acked, dead-lettered, rejected at publish, discarded by a configured
+//! policy, handed back at shutdown, or left pending in a durable transport)
+//! and asks its plugs for every decision:
 //!
 //! | plug | decides | default here | real one |
 //! |---|---|---|---|
@@ -16,9 +17,10 @@
 //! Messages move over a [`Transport`]; [`memory::MemoryTransport`] is the
 //! embedded one.
 //!
-//! The invariant every test may check, from [`Bus::stats`]:
-//! `published = acked + dead_lettered + rejected_at_publish + discarded_by_policy`
-//! once the bus is idle or shut down.
+//! The invariant every test may check, from [`Bus::stats`], once the bus is
+//! idle or shut down (see [`BusStats`] for each term):
+//! `published = acked + dead_lettered + rejected_at_publish +
+//! discarded_by_policy + returned_at_shutdown + pending`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -30,14 +32,14 @@ mod handler;
 pub mod memory;
 pub mod observe;
 pub mod recovery;
-pub mod stripe;
 pub mod time;
 mod topic;
 pub mod transport;
 
 pub use bus::{
-    Bus, BusBuilder, BusConfig, BusStats, Ledger, ShutdownReport, SubscribeError,
-    SubscriberBuilder, SubscriptionHandle, Unrouted,
+    Bus, BusBuilder, BusConfig, BusLetters, BusStats, Confirmation, FlushTimeout, Ledger,
+    Publisher, PublisherOptions, ShutdownReport, SubscribeError, SubscriberBuilder,
+    SubscriptionHandle, Unrouted, WhenFull,
 };
 pub use dlq::{
     DeadLetter, DeadLetterReason, DeadLetterStore, DlqError, LetterId, MemoryDeadLetters, PushDone,
@@ -46,11 +48,13 @@ pub use envelope::{AttemptRecord, Envelope, MessageId, Priority};
 pub use guard::{CircuitState, Guard, GuardProvider, NoGuard, Outcome, Permit, Rejected};
 pub use handler::{Handler, Message};
 pub use observe::{BusEvent, ErrorSink, NoObserver, NoSink, Observer, Observers};
-pub use recovery::{Decision, Failure, NoRetry, RecoveryPolicy, SimpleRetry, Success};
+pub use recovery::{
+    Decision, Failure, NoRetry, RecoveryPolicy, Resolution, Rewrite, SimpleRetry, Success,
+};
 pub use topic::{MAX_TOPIC_LEN, Topic, TopicError};
 pub use transport::{
-    Delivery, Leftovers, OverflowPolicy, PublishError, QueueDepth, Receipt, Settle,
-    SubscribeOptions, Subscription, Transport, TransportError,
+    BrokerConnection, Confirm, Delivery, Leftovers, OverflowPolicy, PublishError, QueueDepth,
+    Receipt, Route, Settle, SubscribeOptions, Subscription, Transport, TransportError, Wake,
 };
 
 pub use bus_errors;

@@ -13,11 +13,21 @@ use std::time::Duration;
 pub trait ErrorSink: Send + Sync {
     /// Records one report.
     fn record(&self, _report: &ErrorReport) {}
+
+    /// A delivery that failed before succeeded on attempt `attempt` (above
+    /// 1): a recovery that worked. Its failures were reported when they
+    /// happened; this is the outcome they could not know. Called only on
+    /// that path, so an ordinary ack costs a sink nothing.
+    fn recovered(&self, _component: &str, _topic: &Topic, _attempt: u32) {}
 }
 
 impl<T: ErrorSink + ?Sized> ErrorSink for Arc<T> {
     fn record(&self, report: &ErrorReport) {
         (**self).record(report)
+    }
+
+    fn recovered(&self, component: &str, topic: &Topic, attempt: u32) {
+        (**self).recovered(component, topic, attempt)
     }
 }
 
@@ -143,9 +153,9 @@ pub trait Observer: Send + Sync {
     /// with that bus's [`Ledger`]. Publishes are not events: the ledger
     /// counts them ([`Ledger::accepted`], and refusals in
     /// `rejected_at_publish`), and an observer that reports them reads it
-    /// when it reports. A call per publish, even unstamped, was most of
-    /// what error handling still added to a publish (docs/architecture.md,
-    /// "Time").
+    /// when it reports: a call per publish, even unstamped, would cost the
+    /// publish path more than the rest of its error handling
+    /// (docs/architecture.md, "Time").
     fn attach(&self, _ledger: &Ledger) {}
 
     /// Whether this observer wants events at all. [`NoObserver`] does not, so

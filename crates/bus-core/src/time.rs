@@ -4,14 +4,15 @@
 //! A clock answers in two forms. [`Instant`] is for deadlines and waits.
 //! [`Stamp`], plain nanoseconds, is what the delivery pipeline stamps its
 //! events with and what windows and budgets count by: std's `Instant` is
-//! opaque, and turning one into a number (`duration_since`, then `as_nanos`)
-//! cost about 55 instructions, paid by health, the retry budget and the
-//! handler timing on every message.
+//! opaque, and turning one into a number on every message (health, the
+//! retry budget and the handler timing each need one) costs more than
+//! reading the clock as a number once.
 
 use std::fmt::Debug;
 use std::ops::Add;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 /// A source of monotonic time.
@@ -25,6 +26,15 @@ pub trait Clock: Send + Sync + Debug {
     fn stamp(&self) -> Stamp {
         Stamp::of(self.now())
     }
+
+    /// Blocks the calling thread until `deadline` on this clock, or less:
+    /// it may return early (when the thread is unparked, or spuriously), so
+    /// callers re-check their condition and the time in a loop. The default
+    /// sleeps on the real time line; a clock whose time moves by hand
+    /// ([`ManualClock`]) wakes its sleepers whenever it moves.
+    fn park_until(&self, deadline: Instant) {
+        std::thread::park_timeout(deadline.saturating_duration_since(self.now()));
+    }
 }
 
 impl<T: Clock + ?Sized> Clock for Arc<T> {
@@ -35,6 +45,10 @@ impl<T: Clock + ?Sized> Clock for Arc<T> {
     fn stamp(&self) -> Stamp {
         (**self).stamp()
     }
+
+    fn park_until(&self, deadline: Instant) {
+        (**self).park_until(deadline);
+    }
 }
 
 impl<T: Clock + ?Sized> Clock for &T {
@@ -44,6 +58,10 @@ impl<T: Clock + ?Sized> Clock for &T {
 
     fn stamp(&self) -> Stamp {
         (**self).stamp()
+    }
+
+    fn park_until(&self, deadline: Instant) {
+        (**self).park_until(deadline);
     }
 }
 
@@ -141,109 +159,6 @@ pub fn saturating_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Where a [`Stamp`] falls on a [`TickRing`]: its tick (periods since the
-/// ring's start) and that tick's slot on the ring (`tick % slots`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RingPos {
-    /// Whole periods from the ring's start.
-    pub tick: u64,
-    /// `tick % slots`: the slot this tick reuses.
-    pub slot: usize,
-}
-
-/// Time cut into equal ticks from a start, laid on a ring of `slots` slots:
-/// what sliding windows (health's buckets, the retry budget's slots) count
-/// into. [`pos`](Self::pos) is on every message's path, so it remembers the
-/// last tick it computed: within that tick it costs a multiply and a
-/// compare instead of two divisions (a 64-bit division is tens of cycles).
-///
-/// ```
-/// use bus_core::time::{RingPos, Stamp, TickRing};
-/// use std::time::Duration;
-///
-/// let ring = TickRing::new(Stamp::from_nanos(1_000), Duration::from_micros(1), 4);
-/// assert_eq!(ring.pos(Stamp::from_nanos(1_000)), RingPos { tick: 0, slot: 0 });
-/// assert_eq!(ring.pos(Stamp::from_nanos(6_500)), RingPos { tick: 5, slot: 1 });
-/// assert_eq!(ring.pos(Stamp::from_nanos(500)), RingPos { tick: 0, slot: 0 }); // before the start
-/// ```
-#[derive(Debug)]
-pub struct TickRing {
-    start: Stamp,
-    tick_nanos: u64,
-    slots: u64,
-    /// The furthest position computed below tick 2^48, `tick << 16 | slot`. Written once per
-    /// tick (only ever forward), so its line stays shared between the cores
-    /// that read it instead of bouncing.
-    recent: AtomicU64,
-}
-
-impl TickRing {
-    /// Ticks of `tick` (at least 1 ns) from `start`, on `slots` slots (1
-    /// to 65 536; clamped).
-    pub fn new(start: Stamp, tick: Duration, slots: u32) -> Self {
-        Self {
-            start,
-            tick_nanos: saturating_nanos(tick).max(1),
-            slots: u64::from(slots.clamp(1, 1 << 16)),
-            recent: AtomicU64::new(0),
-        }
-    }
-
-    /// The ring's start.
-    pub fn start(&self) -> Stamp {
-        self.start
-    }
-
-    /// Slots on the ring.
-    pub fn slots(&self) -> u64 {
-        self.slots
-    }
-
-    /// The tick of `now` (0 before the start), computed.
-    pub fn tick(&self, now: Stamp) -> u64 {
-        now.nanos_since(self.start) / self.tick_nanos
-    }
-
-    /// The slot of `tick`.
-    pub fn pos_of(&self, tick: u64) -> RingPos {
-        // `slots` <= 2^16: the remainder fits any usize.
-        RingPos {
-            tick,
-            slot: usize::try_from(tick % self.slots).unwrap_or(0),
-        }
-    }
-
-    /// Where `now` falls: [`pos_of`](Self::pos_of)([`tick`](Self::tick)`(now)`),
-    /// from the remembered tick when `now` is in it.
-    #[inline]
-    pub fn pos(&self, now: Stamp) -> RingPos {
-        let nanos = now.nanos_since(self.start);
-        let recent = self.recent.load(Ordering::Relaxed);
-        let tick = recent >> 16;
-        // tick * tick_nanos <= the nanos it was computed from: no overflow.
-        if nanos
-            .checked_sub(tick * self.tick_nanos)
-            .is_some_and(|into| into < self.tick_nanos)
-        {
-            return RingPos {
-                tick,
-                slot: (recent & 0xFFFF) as usize,
-            };
-        }
-        let pos = self.pos_of(nanos / self.tick_nanos);
-        // Only ever forward: a late stamp (a thread that read its clock just
-        // before a tick ended) gets its own tick without evicting the current
-        // one. Checked before the write, so late stamps leave the line
-        // shared. A tick past 2^48 does not fit beside its slot and is not
-        // kept (only ticks under 65 us get there within u64 nanoseconds).
-        let newer = pos.tick << 16 | pos.slot as u64;
-        if pos.tick < (1 << 48) && newer > recent {
-            self.recent.fetch_max(newer, Ordering::Relaxed);
-        }
-        pos
-    }
-}
-
 /// The real monotonic clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
@@ -276,6 +191,9 @@ impl Clock for SystemClock {
 pub struct ManualClock {
     base: Instant,
     offset_nanos: Arc<AtomicU64>,
+    /// Threads in [`park_until`](Clock::park_until), unparked by `advance`:
+    /// nothing else would wake them, as this time moves only by hand.
+    sleepers: Arc<Mutex<Vec<Thread>>>,
 }
 
 impl Default for ManualClock {
@@ -290,13 +208,25 @@ impl ManualClock {
         Self {
             base: Instant::now(),
             offset_nanos: Arc::new(AtomicU64::new(0)),
+            sleepers: Arc::default(),
         }
     }
 
-    /// Moves time forward by `by`.
+    /// Moves time forward by `by`, and wakes the threads waiting on this
+    /// clock (they re-check whether their deadline has come). Time stops at
+    /// the largest offset it can hold: a wrapping add would move it back.
     pub fn advance(&self, by: Duration) {
-        self.offset_nanos
-            .fetch_add(saturating_nanos(by), Ordering::SeqCst);
+        let by = saturating_nanos(by);
+        let _ = self
+            .offset_nanos
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |at| {
+                Some(at.saturating_add(by))
+            });
+        let sleepers =
+            std::mem::take(&mut *self.sleepers.lock().unwrap_or_else(PoisonError::into_inner));
+        for t in sleepers {
+            t.unpark();
+        }
     }
 
     /// How far the clock has been advanced in total.
@@ -308,6 +238,23 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
         self.base + Duration::from_nanos(self.offset_nanos.load(Ordering::SeqCst))
+    }
+
+    fn park_until(&self, deadline: Instant) {
+        // Registered before the time is read: an advance after the read
+        // finds this thread in the list, and its unpark makes the park
+        // below return at once even if it lands first. A thread woken by
+        // something else stays listed until the next advance, once.
+        {
+            let me = std::thread::current();
+            let mut sleepers = self.sleepers.lock().unwrap_or_else(PoisonError::into_inner);
+            if !sleepers.iter().any(|t| t.id() == me.id()) {
+                sleepers.push(me);
+            }
+        }
+        if self.now() < deadline {
+            std::thread::park();
+        }
     }
 }
 
@@ -354,52 +301,6 @@ mod tests {
     }
 
     #[test]
-    fn a_ring_position_is_the_computed_one_whatever_was_remembered() {
-        // Ticks of 7 ns from 100 on 5 slots, visited forward, backward
-        // (late stamps), across the start and far ahead: the remembered
-        // tick must never answer for a stamp outside it.
-        let ring = TickRing::new(Stamp::from_nanos(100), Duration::from_nanos(7), 5);
-        let mut visits: Vec<u64> = (0..300).collect();
-        visits.extend((0..300).rev());
-        visits.extend([1 << 40, 99, 1 << 40, (1 << 40) + 6, (1 << 40) + 7, 100]);
-        for n in visits {
-            let now = Stamp::from_nanos(n);
-            let tick = ring.tick(now);
-            assert_eq!(tick, n.saturating_sub(100) / 7);
-            assert_eq!(ring.pos(now), ring.pos_of(tick), "at {n} ns");
-            assert_eq!(ring.pos_of(tick).slot, (tick % 5) as usize);
-        }
-    }
-
-    #[test]
-    fn a_tick_too_large_to_pack_is_computed_every_time() {
-        // 7 ns ticks: 2^48 ticks are about 2e15 ns in. Packed, such a tick
-        // would lose its top bits and answer later stamps with a wrong tick.
-        let ring = TickRing::new(Stamp::from_nanos(0), Duration::from_nanos(7), 5);
-        for n in [
-            7 << 48,
-            (7 << 48) + 3,
-            (7 << 48) + 7,
-            1 << 60,
-            (1 << 60) + 1,
-        ] {
-            let now = Stamp::from_nanos(n);
-            assert_eq!(ring.pos(now), ring.pos_of(n / 7), "at {n} ns");
-        }
-        assert_eq!(ring.recent.load(Ordering::Relaxed), 0, "nothing kept");
-    }
-
-    #[test]
-    fn a_late_stamp_does_not_move_the_remembered_tick_back() {
-        let ring = TickRing::new(Stamp::from_nanos(0), Duration::from_nanos(10), 4);
-        ring.pos(Stamp::from_nanos(95));
-        ring.pos(Stamp::from_nanos(15)); // late: its own tick, computed
-        assert_eq!(ring.recent.load(Ordering::Relaxed) >> 16, 9);
-        ring.pos(Stamp::from_nanos(1_000));
-        assert_eq!(ring.recent.load(Ordering::Relaxed) >> 16, 100);
-    }
-
-    #[test]
     fn stamps_saturate_instead_of_wrapping() {
         let a = Stamp::from_nanos(10);
         let b = Stamp::from_nanos(25);
@@ -419,5 +320,15 @@ mod tests {
             Stamp::of(clock.now()).nanos_since(Stamp::of(i0)),
             90_000_000_000
         );
+    }
+
+    #[test]
+    fn a_manual_clock_never_moves_back() {
+        let clock = ManualClock::new();
+        clock.advance(Duration::MAX);
+        let far = clock.now();
+        clock.advance(Duration::from_secs(1));
+        assert!(clock.now() >= far);
+        assert_eq!(clock.elapsed(), Duration::from_nanos(u64::MAX));
     }
 }

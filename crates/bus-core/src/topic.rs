@@ -55,6 +55,23 @@ pub enum TopicError {
     },
 }
 
+/// A topic name as an error message shows it: escaped, and cut after
+/// [`SHOWN_CHARS`] characters with its length, so a megabyte of rejected
+/// input never becomes a megabyte of log line.
+pub(crate) struct Shown<'a>(pub(crate) &'a str);
+
+/// How much of a rejected name an error message repeats.
+const SHOWN_CHARS: usize = 64;
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.char_indices().nth(SHOWN_CHARS) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}... ({} bytes)", &self.0[..cut], self.0.len()),
+        }
+    }
+}
+
 impl Topic {
     /// Validates `name`.
     pub fn new(name: &str) -> Result<Self, TopicError> {
@@ -141,6 +158,21 @@ impl fmt::Debug for Topic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_shows_a_long_name_cut_with_its_length() {
+        let long = "a".repeat(100_000);
+        let shown = Shown(&long).to_string();
+        assert_eq!(shown, format!("\"{}\"... (100000 bytes)", "a".repeat(64)));
+        assert_eq!(Shown("orders.created").to_string(), "\"orders.created\"");
+        // Cut on a character boundary, never inside one.
+        let wide = "é".repeat(65);
+        assert!(
+            Shown(&wide)
+                .to_string()
+                .starts_with(&format!("\"{}\"...", "é".repeat(64)))
+        );
+    }
     use rstest::rstest;
 
     #[rstest]

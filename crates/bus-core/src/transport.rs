@@ -51,6 +51,10 @@ pub struct SubscribeOptions {
     pub capacity: usize,
     /// What to do when the queue is full.
     pub overflow: OverflowPolicy,
+    /// Whether the caller chose the capacity or the overflow policy, even if
+    /// it chose the default value: a transport without a per-subscriber
+    /// queue refuses a choice it cannot honour rather than ignore it.
+    bound_chosen: bool,
 }
 
 impl SubscribeOptions {
@@ -60,6 +64,7 @@ impl SubscribeOptions {
             group: group.into(),
             capacity: 1024,
             overflow: OverflowPolicy::default(),
+            bound_chosen: false,
         }
     }
 
@@ -67,6 +72,7 @@ impl SubscribeOptions {
     #[must_use]
     pub fn with_capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity;
+        self.bound_chosen = true;
         self
     }
 
@@ -74,7 +80,20 @@ impl SubscribeOptions {
     #[must_use]
     pub fn with_overflow(mut self, overflow: OverflowPolicy) -> Self {
         self.overflow = overflow;
+        self.bound_chosen = true;
         self
+    }
+
+    /// Whether [`with_capacity`](Self::with_capacity) or
+    /// [`with_overflow`](Self::with_overflow) was called, with any value.
+    ///
+    /// ```
+    /// use bus_core::SubscribeOptions;
+    /// assert!(!SubscribeOptions::group("billing").chooses_queue_bound());
+    /// assert!(SubscribeOptions::group("billing").with_capacity(1024).chooses_queue_bound());
+    /// ```
+    pub fn chooses_queue_bound(&self) -> bool {
+        self.bound_chosen
     }
 }
 
@@ -104,23 +123,97 @@ impl Receipt {
     }
 }
 
-/// What a publish handed back to its caller to settle: the rare outcomes of
-/// overflow policies and of a close racing the publish.
+/// What a publish handed back to its caller to settle: the copies the
+/// transport could not place. The transport only reports what happened to
+/// each copy; the bus settles it (dead-letters it, or discards it and
+/// counts the discard) by the group's [`OverflowPolicy`].
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct Leftovers {
-    /// Copies refused by a full queue whose policy is
-    /// [`OverflowPolicy::DeadLetter`], with their group: the caller must
-    /// dead-letter them.
-    pub spilled: Vec<(Arc<str>, Envelope)>,
-    /// Messages discarded under [`OverflowPolicy::DiscardLowest`] to make room
-    /// (possibly the published one), with their group: the caller must count
-    /// and log them.
-    pub discarded: Vec<(Arc<str>, Envelope)>,
+    /// Copies refused by a full queue whose policy accepts the publish
+    /// anyway ([`OverflowPolicy::DeadLetter`], or
+    /// [`OverflowPolicy::DiscardLowest`] with nothing lower to evict), with
+    /// their group. Under `Block` and `Reject` a full queue refuses the
+    /// whole publish instead ([`PublishError::QueueFull`]).
+    pub full: Vec<(Arc<str>, Envelope)>,
+    /// Messages a queue evicted to make room for a higher-priority one
+    /// ([`OverflowPolicy::DiscardLowest`]), with their group.
+    pub evicted: Vec<(Arc<str>, Envelope)>,
     /// Copies a queue handed back because the transport closed while they
-    /// were being enqueued, with their group: the caller must dead-letter
-    /// them (as the shutdown dead-letters what close returned).
+    /// were being enqueued, with their group: the bus dead-letters them
+    /// (as the shutdown dead-letters what close returned).
     pub closed: Vec<(Arc<str>, Envelope)>,
+}
+
+/// Where a publish goes: every consumer group of the envelope's topic, or
+/// one of them (a replayed dead letter goes back to the group that failed it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// Every group of the topic.
+    Topic,
+    /// The one group named.
+    Group(&'a str),
+}
+
+/// Receives the outcome of a publish that [`Transport::send`] started:
+/// resolved exactly once, now or later, from whichever thread learns it.
+/// A confirm dropped unresolved is a transport bug; the bus that made it
+/// then counts the message refused (see the bus's `Publisher`).
+///
+/// ```
+/// use bus_core::{Confirm, Receipt};
+/// use std::sync::mpsc;
+///
+/// let (tx, rx) = mpsc::channel();
+/// let confirm = Confirm::new(move |outcome| {
+///     let _ = tx.send(outcome.map(|r: Receipt| r.copies));
+/// });
+/// confirm.resolve(Ok(Receipt::copies(2)));
+/// assert_eq!(rx.recv().unwrap().unwrap(), 2);
+/// ```
+pub struct Confirm(Option<ConfirmFn>);
+
+type ConfirmFn = Box<dyn FnOnce(Option<Result<Receipt, PublishError>>) + Send>;
+
+impl Confirm {
+    /// A confirm that hands the outcome to `f`. If the confirm is dropped
+    /// unresolved, `f` is not called.
+    pub fn new(f: impl FnOnce(Result<Receipt, PublishError>) + Send + 'static) -> Self {
+        Self(Some(Box::new(move |outcome| {
+            if let Some(outcome) = outcome {
+                f(outcome);
+            }
+        })))
+    }
+
+    /// A confirm that also hears of being dropped unresolved (`None`): the
+    /// bus's publisher must end every message it counted as in flight.
+    pub(crate) fn tracked(
+        f: impl FnOnce(Option<Result<Receipt, PublishError>>) + Send + 'static,
+    ) -> Self {
+        Self(Some(Box::new(f)))
+    }
+
+    /// Hands over the outcome.
+    pub fn resolve(mut self, outcome: Result<Receipt, PublishError>) {
+        if let Some(f) = self.0.take() {
+            f(Some(outcome));
+        }
+    }
+}
+
+impl Drop for Confirm {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(None);
+        }
+    }
+}
+
+impl fmt::Debug for Confirm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Confirm")
+    }
 }
 
 /// A publish that failed. Every variant that had a message hands it back, so a
@@ -129,7 +222,7 @@ pub struct Leftovers {
 #[non_exhaustive]
 pub enum PublishError {
     /// The topic name is invalid.
-    #[error("invalid topic {topic:?}: {source}")]
+    #[error("invalid topic {}: {source}", crate::topic::Shown(topic))]
     InvalidTopic {
         /// The name given.
         topic: String,
@@ -163,11 +256,48 @@ pub enum PublishError {
         /// The message, handed back.
         envelope: Envelope,
     },
+    /// A publish meant for one consumer group found no such group on the
+    /// topic (it never subscribed, or not in this process).
+    #[error("no group {group:?} subscribes to topic {}", envelope.topic)]
+    NoSuchGroup {
+        /// The message, handed back.
+        envelope: Envelope,
+        /// The group asked for.
+        group: String,
+    },
     /// The bus or transport is shut down.
     #[error("the bus is closed")]
     Closed {
         /// The message, handed back.
         envelope: Envelope,
+    },
+    /// A [`Publisher`](crate::Publisher)'s window of unconfirmed messages
+    /// was full (after waiting, under [`WhenFull::Block`](crate::WhenFull)).
+    #[error("{window} messages already await confirmation (the publisher's window)")]
+    WindowFull {
+        /// The message, handed back.
+        envelope: Envelope,
+        /// The window's size.
+        window: usize,
+    },
+    /// The broker took the message and its answer never came, even after
+    /// resending within the broker's duplicate window: it may or may not be
+    /// stored. Publishing it again (same id) is safe where the broker
+    /// de-duplicates by id within that window.
+    #[error("no confirmation came: {source}")]
+    InDoubt {
+        /// The message, handed back.
+        envelope: Envelope,
+        /// What went wrong.
+        source: TransportError,
+    },
+    /// The transport ended without confirming or refusing a pipelined
+    /// publish (a transport bug, or one torn down mid-publish): the message
+    /// may or may not be stored, and only its id is left to report.
+    #[error("message {id} was neither confirmed nor refused by the transport")]
+    Unanswered {
+        /// The message's id.
+        id: crate::MessageId,
     },
     /// The transport failed (for example, a broker is unreachable past the timeout).
     #[error("transport error: {source}")]
@@ -180,14 +310,18 @@ pub enum PublishError {
 }
 
 impl PublishError {
-    /// The message, if the error carries one (all but `InvalidTopic`).
+    /// The message, if the error carries one (all but `InvalidTopic` and
+    /// `Unanswered`).
     pub fn envelope(&self) -> Option<&Envelope> {
         match self {
-            PublishError::InvalidTopic { .. } => None,
+            PublishError::InvalidTopic { .. } | PublishError::Unanswered { .. } => None,
             PublishError::PayloadTooLarge { envelope, .. }
             | PublishError::QueueFull { envelope, .. }
             | PublishError::NoSubscribers { envelope }
+            | PublishError::NoSuchGroup { envelope, .. }
             | PublishError::Closed { envelope }
+            | PublishError::WindowFull { envelope, .. }
+            | PublishError::InDoubt { envelope, .. }
             | PublishError::Transport { envelope, .. } => Some(envelope),
         }
     }
@@ -195,11 +329,14 @@ impl PublishError {
     /// Takes the message back.
     pub fn into_envelope(self) -> Option<Envelope> {
         match self {
-            PublishError::InvalidTopic { .. } => None,
+            PublishError::InvalidTopic { .. } | PublishError::Unanswered { .. } => None,
             PublishError::PayloadTooLarge { envelope, .. }
             | PublishError::QueueFull { envelope, .. }
             | PublishError::NoSubscribers { envelope }
+            | PublishError::NoSuchGroup { envelope, .. }
             | PublishError::Closed { envelope }
+            | PublishError::WindowFull { envelope, .. }
+            | PublishError::InDoubt { envelope, .. }
             | PublishError::Transport { envelope, .. } => Some(envelope),
         }
     }
@@ -219,7 +356,11 @@ impl PublishError {
             PublishError::PayloadTooLarge { .. } => "payload_too_large",
             PublishError::QueueFull { .. } => "queue_full",
             PublishError::NoSubscribers { .. } => "no_subscribers",
+            PublishError::NoSuchGroup { .. } => "no_such_group",
             PublishError::Closed { .. } => "closed",
+            PublishError::WindowFull { .. } => "window_full",
+            PublishError::InDoubt { .. } => "in_doubt",
+            PublishError::Unanswered { .. } => "unanswered",
             PublishError::Transport { .. } => "transport",
         }
     }
@@ -244,6 +385,9 @@ pub enum TransportError {
     /// The transport is closed.
     #[error("transport closed")]
     Closed,
+    /// The transport cannot do what was asked (it names what).
+    #[error("not supported by this transport: {0}")]
+    Unsupported(&'static str),
     /// The connection to a broker is down.
     #[error("disconnected: {0}")]
     Disconnected(String),
@@ -253,6 +397,10 @@ pub enum TransportError {
     /// Options were refused.
     #[error("invalid options: {0}")]
     InvalidOptions(String),
+    /// A thread the transport needs could not be started (the OS refused:
+    /// a thread or memory limit). Nothing was subscribed.
+    #[error("cannot spawn a transport thread: {0}")]
+    Spawn(#[source] std::io::Error),
     /// Anything else.
     #[error(transparent)]
     Other(Box<dyn Error + Send + Sync>),
@@ -267,6 +415,36 @@ pub trait Transport: Send + Sync + 'static {
     /// Publishes `envelope` to every subscriber group of its topic, waiting at
     /// most `timeout` for room. On `Err` the publisher keeps the message.
     fn publish(&self, envelope: Envelope, timeout: Duration) -> Result<Receipt, PublishError>;
+
+    /// Publishes `envelope` to the one consumer group `group` of its topic,
+    /// bounded like [`publish`](Transport::publish): a replayed dead letter
+    /// goes back to the group whose handler failed it, never to groups that
+    /// already settled it. [`PublishError::NoSuchGroup`] when that group
+    /// does not subscribe to the topic.
+    fn publish_to_group(
+        &self,
+        group: &str,
+        envelope: Envelope,
+        timeout: Duration,
+    ) -> Result<Receipt, PublishError>;
+
+    /// Starts a publish along `route` and returns once the transport has
+    /// taken the message, waiting at most `timeout` for that (for room, for
+    /// a connection); the outcome goes to `confirm`, now or later, exactly
+    /// once. Messages sent from one thread to one topic are stored in call
+    /// order. A transport whose broker confirms each message (JetStream's
+    /// PubAck) keeps many in flight this way instead of one round trip per
+    /// publish.
+    ///
+    /// The default publishes synchronously ([`publish`](Self::publish) or
+    /// [`publish_to_group`](Self::publish_to_group)) and resolves before
+    /// returning: an in-process transport confirms at enqueue.
+    fn send(&self, envelope: Envelope, route: Route<'_>, timeout: Duration, confirm: Confirm) {
+        confirm.resolve(match route {
+            Route::Topic => self.publish(envelope, timeout),
+            Route::Group(group) => self.publish_to_group(group, envelope, timeout),
+        });
+    }
 
     /// Joins (creating if needed) the consumer group of `options` on `topic`.
     fn subscribe(
@@ -286,15 +464,43 @@ pub trait Transport: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// Puts one group's copy back into that group's queue, past its bound:
-    /// a copy a [`Receipt`] handed back as `spilled` that the dead-letter
-    /// store then refused. Only that group gets it (publishing it again
-    /// would give every group a second copy). Hands it back if it cannot:
-    /// the transport is closed, or keeps no bounded queues of its own (the
-    /// default).
+    /// The connection to a broker, for health reports; `None` (the
+    /// default) for in-process transports. Must answer at once, from state
+    /// the transport keeps, never by asking the broker.
+    fn broker_connection(&self) -> Option<BrokerConnection> {
+        None
+    }
+
+    /// Puts one group's copy back into that group's queue, past its bound
+    /// but within a bound of its own (the memory transport: twice the
+    /// queue's capacity in all): a copy a [`Receipt`] handed back as
+    /// [`full`](Leftovers::full) that the dead-letter store then refused. Only that group
+    /// gets it (publishing it again would give every group a second copy).
+    /// Only the bus's settling calls it.
+    /// Hands it back if it cannot: the transport is closed, the queue is
+    /// that far past its bound, or the transport keeps no bounded queues of
+    /// its own (the default).
     fn requeue(&self, group: &str, envelope: Envelope) -> Result<(), Envelope> {
         let _ = group;
         Err(envelope)
+    }
+
+    /// Whether messages outlive the process in a broker (JetStream): what
+    /// the bus has not settled when it shuts down stays there, owed to the
+    /// next run, and the ledger counts it `pending`. `false` (the default)
+    /// for in-process transports, whose leftovers [`close`](Self::close)
+    /// hands back.
+    fn durable(&self) -> bool {
+        false
+    }
+
+    /// Called once by the bus that runs on this transport, when it is
+    /// built: `letters` dead-letters through the bus's store and counts each
+    /// letter in the bus's ledger. A transport that ends deliveries on its
+    /// own (a broker's redelivery limit) settles them there, so the ledger
+    /// balances. Ignored by default.
+    fn attach(&self, letters: crate::BusLetters) {
+        let _ = letters;
     }
 
     /// Stops the transport and hands back every message it still holds that
@@ -310,6 +516,17 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     fn publish(&self, envelope: Envelope, timeout: Duration) -> Result<Receipt, PublishError> {
         (**self).publish(envelope, timeout)
     }
+    fn publish_to_group(
+        &self,
+        group: &str,
+        envelope: Envelope,
+        timeout: Duration,
+    ) -> Result<Receipt, PublishError> {
+        (**self).publish_to_group(group, envelope, timeout)
+    }
+    fn send(&self, envelope: Envelope, route: Route<'_>, timeout: Duration, confirm: Confirm) {
+        (**self).send(envelope, route, timeout, confirm)
+    }
     fn subscribe(
         &self,
         topic: &Topic,
@@ -323,8 +540,17 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     fn queue_depths(&self) -> Vec<QueueDepth> {
         (**self).queue_depths()
     }
+    fn broker_connection(&self) -> Option<BrokerConnection> {
+        (**self).broker_connection()
+    }
     fn requeue(&self, group: &str, envelope: Envelope) -> Result<(), Envelope> {
         (**self).requeue(group, envelope)
+    }
+    fn durable(&self) -> bool {
+        (**self).durable()
+    }
+    fn attach(&self, letters: crate::BusLetters) {
+        (**self).attach(letters)
     }
     fn close(&self) -> Vec<(Arc<str>, Envelope)> {
         (**self).close()
@@ -344,11 +570,102 @@ pub struct QueueDepth {
     pub capacity: usize,
 }
 
+/// The state of a transport's connection to its broker, for health
+/// reports. Times are seconds, so the value serializes as it reads.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct BrokerConnection {
+    /// The broker (a URL).
+    pub broker: String,
+    /// Whether the connection is up now.
+    pub connected: bool,
+    /// How long it has been down, while it is down.
+    pub down_seconds: Option<f64>,
+    /// Times it was lost since the transport started.
+    pub outages: u64,
+    /// Time it spent down since the transport started, the current outage
+    /// included.
+    pub total_down_seconds: f64,
+    /// Messages the broker deleted before they were settled (a stream the
+    /// user allowed to drop them hit a limit). Any is a loss.
+    #[serde(default)]
+    pub dropped: u64,
+}
+
+impl BrokerConnection {
+    /// A connection to `broker`: up when `down_for` is `None`.
+    pub fn new(
+        broker: impl Into<String>,
+        down_for: Option<Duration>,
+        outages: u64,
+        total_down: Duration,
+    ) -> Self {
+        Self {
+            broker: broker.into(),
+            connected: down_for.is_none(),
+            down_seconds: down_for.map(|d| d.as_secs_f64()),
+            outages,
+            total_down_seconds: total_down.as_secs_f64(),
+            dropped: 0,
+        }
+    }
+}
+
 /// A member of a consumer group, pulling deliveries.
 pub trait Subscription: Send {
-    /// Waits up to `timeout` for the next delivery. `Ok(None)` on timeout;
-    /// `Err(TransportError::Closed)` once the transport is closed.
+    /// Waits up to `timeout` for the next delivery (`Duration::MAX`: for as
+    /// long as it takes). `Ok(None)` on timeout, or when a [`Wake`] from
+    /// [`waker`](Self::waker) ended the wait; `Err(TransportError::Closed)`
+    /// once the transport is closed.
     fn next(&mut self, timeout: Duration) -> Result<Option<Delivery>, TransportError>;
+
+    /// A handle that ends this subscription's wait in `next` early, from
+    /// another thread: its owner can then wait without a timeout and still
+    /// stop at once. `None` (the default): the transport cannot be woken,
+    /// so its owner bounds every wait instead.
+    fn waker(&self) -> Option<Wake> {
+        None
+    }
+}
+
+/// Ends a [`Subscription`]'s wait in [`next`](Subscription::next): the call
+/// waiting now, or else the next call, returns `Ok(None)` promptly if no
+/// delivery is ready. Wake-ups do not add up: several before a `next` end
+/// one wait.
+///
+/// ```
+/// use bus_core::memory::MemoryTransport;
+/// use bus_core::{SubscribeOptions, Topic, Transport};
+/// use std::time::Duration;
+///
+/// let transport = MemoryTransport::new();
+/// let topic = Topic::new("orders").unwrap();
+/// let mut sub = transport.subscribe(&topic, &SubscribeOptions::group("billing")).unwrap();
+/// let wake = sub.waker().expect("the memory transport can be woken");
+/// let waker = std::thread::spawn(move || wake.wake());
+/// // Would wait forever for a message; the wake-up ends the wait.
+/// assert!(sub.next(Duration::MAX).unwrap().is_none());
+/// waker.join().unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Wake(Arc<dyn Fn() + Send + Sync>);
+
+impl Wake {
+    /// A wake-up that runs `wake` (a transport's own signal).
+    pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Self {
+        Self(Arc::new(wake))
+    }
+
+    /// Ends the subscription's current or next wait.
+    pub fn wake(&self) {
+        (self.0)();
+    }
+}
+
+impl fmt::Debug for Wake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Wake")
+    }
 }
 
 /// Settles deliveries for a transport. A [`Delivery`] calls exactly one of

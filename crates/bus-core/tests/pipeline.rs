@@ -5,7 +5,7 @@ use bus_core::time::ManualClock;
 use bus_core::{
     Bus, BusConfig, DeadLetterReason, Decision, Envelope, Failure, Guard, GuardProvider,
     MemoryDeadLetters, Message, NoRetry, Outcome, OverflowPolicy, Permit, Priority, PublishError,
-    RecoveryPolicy, Rejected, SimpleRetry, Topic, TopicError, Unrouted,
+    RecoveryPolicy, Rejected, Resolution, SimpleRetry, Topic, TopicError, Unrouted,
 };
 use bus_errors::{ErrorCategory, HandlerError};
 use bus_test::{
@@ -194,9 +194,16 @@ fn invalid_topics_and_oversized_payloads_are_refused_with_typed_errors_and_hande
         bus.publish("t", vec![7_u8; 8]).is_ok(),
         "the limit is inclusive"
     );
+    // A huge name is refused with a message that names its length, not one
+    // that repeats it (it ends up in logs and terminals).
+    let huge = "x".repeat(100_000);
+    let err = bus.publish(&huge, &b"p"[..]).unwrap_err();
+    let said = err.to_string();
+    assert!(said.len() < 300, "{} bytes: {said:.300}", said.len());
+    assert!(said.contains("100000 bytes"), "{said}");
     let s = bus.shutdown(LONG).stats;
     assert_invariant(&s);
-    assert_eq!((s.published, s.rejected_at_publish, s.acked), (3, 2, 1));
+    assert_eq!((s.published, s.rejected_at_publish, s.acked), (4, 3, 1));
 }
 
 /// A handler that blocks until released, to fill queues deterministically.
@@ -334,6 +341,60 @@ fn a_spilled_copy_the_dlq_refuses_is_requeued_to_its_group_only() {
         other_got,
         [&b"in-handler"[..], b"queued", b"spilled"].map(<[u8]>::to_vec)
     );
+}
+
+/// While the dead-letter store keeps refusing, spilled copies go back into
+/// their queue only up to twice its capacity; the rest are discarded and
+/// counted, so the queue stays bounded and the ledger balances.
+#[test]
+fn re_queued_spills_stop_at_twice_the_capacity_while_the_dlq_refuses() {
+    let dlq = FlakyStore::failing_first(usize::MAX);
+    let bus = Bus::builder().dead_letters(dlq.clone()).build();
+    let (open, gated) = gate();
+    bus.subscriber("small")
+        .topic("t")
+        .capacity(2)
+        .overflow(OverflowPolicy::DeadLetter)
+        .start(gated)
+        .unwrap();
+    bus.publish("t", &b"in-handler"[..]).unwrap();
+    assert!(wait_until(LONG, || bus.queue_depths()[0].depth == 0));
+    for _ in 0..50 {
+        bus.publish("t", &b"more"[..]).unwrap();
+    }
+    assert_eq!(
+        bus.queue_depths()[0].depth,
+        4,
+        "bounded at twice the capacity"
+    );
+    assert_eq!(dlq.refused(), 48, "every copy past the bound met the store");
+    open.store(true, SeqCst);
+    let s = bus.shutdown(LONG).stats;
+    assert_invariant(&s);
+    assert_eq!((s.acked, s.discarded_by_policy), (5, 46));
+}
+
+/// Closing a subscription whose handler hangs returns by its timeout with
+/// the worker left running; shutdown waits for that worker once the handler
+/// returns, and the ledger balances.
+#[test]
+fn closing_a_subscription_returns_by_its_timeout_when_a_handler_hangs() {
+    let bus = Bus::builder().build();
+    let (open, gated) = gate();
+    let handle = bus.subscriber("stuck").topic("t").start(gated).unwrap();
+    bus.publish("t", &b"hangs"[..]).unwrap();
+    assert!(wait_until(LONG, || bus.queue_depths()[0].depth == 0));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(handle.close(Duration::from_millis(20))));
+    let left = rx
+        .recv_timeout(LONG)
+        .expect("close returned while the handler hangs");
+    assert_eq!(left, 1, "the hung worker is left running");
+    open.store(true, SeqCst);
+    let report = bus.shutdown(LONG);
+    assert_eq!(report.stuck_workers, 0);
+    assert_invariant(&report.stats);
+    assert_eq!(report.stats.acked, 1);
 }
 
 /// A handler that never returns does not hold shutdown past its deadline:
@@ -590,11 +651,12 @@ fn an_open_guard_pauses_fetching_and_the_message_waits_in_the_transport() {
 
 struct Scripted(Mutex<Vec<Decision>>);
 impl RecoveryPolicy for Scripted {
-    fn decide(&self, _: &mut Failure<'_>) -> Decision {
+    fn decide(&self, _: &Failure<'_>) -> Resolution {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(0)
+            .into()
     }
 }
 
@@ -664,7 +726,7 @@ fn closing_a_subscription_keeps_its_group_queue_for_the_next_member() {
     let handle = bus.subscriber("s").topic("t").start(first.clone()).unwrap();
     bus.publish("t", &b"1"[..]).unwrap();
     assert!(wait_until(LONG, || first.calls() == 1));
-    handle.close();
+    assert_eq!(handle.close(LONG), 0);
     bus.publish("t", &b"2"[..]).unwrap();
     let second = FlakyHandler::new(Script(vec![bus_test::Step::Ok]));
     bus.subscriber("s")

@@ -11,7 +11,7 @@
 //! Both stores answer the [`DlqQuery`] API: list with a [`Filter`], get,
 //! [`stats`](DlqQuery::stats), failures grouped by [`signature`]
 //! ([`groups`](DlqQuery::groups)), replay, purge, and JSONL export/import.
-//! With the `cli` feature, `cli` has the `busctl dlq ...` subcommands. The
+//! The `busctl dlq ...` commands are built on this API in the busctl crate. The
 //! on-disk schema is described in `docs/formats.md` at the repository root.
 //!
 //! ```
@@ -42,8 +42,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-#[cfg(feature = "cli")]
-pub mod cli;
 mod config;
 mod jsonl;
 mod memory;
@@ -54,12 +52,15 @@ mod signature;
 mod sqlite;
 #[cfg(test)]
 mod testutil;
+mod text;
 
 pub use bus_core::{DeadLetter, DeadLetterStore, DlqError, LetterId};
 pub use config::{DB_FILE_NAME, DlqConfig, Durability};
 pub use memory::MemoryDlq;
 pub use query::{DlqQuery, FailureGroup, Filter, ImportReport, ReplayReport, Stats};
-pub use record::{LetterState, LetterSummary, StoredLetter, UnknownState, letter_signature};
+pub use record::{
+    LetterState, LetterSummary, ReplayRefusal, StoredLetter, UnknownState, letter_signature,
+};
 pub use replay::{ORIGINAL_ID_HEADER, REPLAYED_FROM_HEADER, replay_envelope};
 pub use signature::{normalize_message, signature};
-pub use sqlite::{BadRow, SqliteDlq, TotalsMismatch, VerifyReport};
+pub use sqlite::{BadRow, DlqFile, SqliteDlq, TotalsMismatch, VerifyReport, WalDamage};

@@ -1,7 +1,7 @@
 //! [`MemoryDlq`]: the same store and query API, in memory.
 
 use crate::query::{DlqQuery, Filter};
-use crate::record::{LetterState, LetterSummary, StoredLetter};
+use crate::record::{LetterState, LetterSummary, ReplayRefusal, StoredLetter};
 use bus_core::{DeadLetter, DeadLetterStore, DlqError, LetterId, Topic};
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -54,10 +54,10 @@ impl DeadLetterStore for MemoryDlq {
         if map.contains_key(&letter.id) {
             return Ok(letter.id);
         }
-        if let Some(max) = self.max_letters {
-            if map.len() as u64 >= max {
-                return Err(DlqError::Full(format!("{max} letters stored, the limit")));
-            }
+        if let Some(max) = self.max_letters
+            && map.len() as u64 >= max
+        {
+            return Err(DlqError::Full(format!("{max} letters stored, the limit")));
         }
         map.insert(letter.id, StoredLetter::new(letter.clone()));
         Ok(letter.id)
@@ -100,10 +100,28 @@ impl DlqQuery for MemoryDlq {
                 s.state = to;
                 s.replayed_at = replayed_at;
                 s.replay_topic = replay_topic.cloned();
+                s.replay_refusal = None;
                 n += 1;
             }
         }
         Ok(n)
+    }
+
+    fn refuse_replay(
+        &self,
+        id: LetterId,
+        refusal: &ReplayRefusal,
+        to: LetterState,
+    ) -> Result<bool, DlqError> {
+        let mut map = self.lock();
+        Ok(map
+            .get_mut(&id)
+            .filter(|s| s.state == LetterState::ReplayRequested)
+            .map(|s| {
+                s.state = to;
+                s.replay_refusal = Some(refusal.clone());
+            })
+            .is_some())
     }
 
     fn delete(&self, ids: &[LetterId]) -> Result<usize, DlqError> {

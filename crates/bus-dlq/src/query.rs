@@ -4,12 +4,16 @@
 //! (list, count, stats, groups, purge, replay, export, import) is written once
 //! here.
 
-use crate::record::{LetterState, LetterSummary, StoredLetter};
+use crate::record::{LetterState, LetterSummary, ReplayRefusal, StoredLetter};
 use bus_core::{DlqError, LetterId, Topic};
 use bus_errors::ErrorCategory;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
+
+mod answers;
+
+pub use answers::{FailureGroup, ImportReport, ReplayReport, Stats};
 
 /// How many letters the shared operations read per page.
 pub(crate) const PAGE: usize = 256;
@@ -152,84 +156,13 @@ impl Filter {
     }
 
     /// The same filter without `limit` and `offset`.
-    pub(crate) fn unpaged(&self) -> Filter {
+    pub fn unpaged(&self) -> Filter {
         Filter {
             limit: None,
             offset: 0,
             ..self.clone()
         }
     }
-}
-
-/// Counts by topic, category, reason and state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Letters in every state.
-    pub total: u64,
-    /// Payload bytes in every state.
-    pub payload_bytes: u64,
-    /// Letters per topic.
-    pub by_topic: BTreeMap<String, u64>,
-    /// Letters per category.
-    pub by_category: BTreeMap<String, u64>,
-    /// Letters per reason.
-    pub by_reason: BTreeMap<String, u64>,
-    /// Letters per state.
-    pub by_state: BTreeMap<String, u64>,
-}
-
-/// Letters that failed the same way (same signature), as ServicePulse groups
-/// repeat failures, so one fix can replay the whole group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct FailureGroup {
-    /// The shared signature.
-    pub signature: String,
-    /// How many letters.
-    pub count: u64,
-    /// The earliest first failure.
-    #[serde(with = "humantime_serde")]
-    pub first_seen: SystemTime,
-    /// The latest last failure.
-    #[serde(with = "humantime_serde")]
-    pub last_seen: SystemTime,
-    /// The error type.
-    pub error_type: String,
-    /// The component.
-    pub component: String,
-    /// One error message of the group (the latest).
-    pub sample_message: String,
-    /// The category of that latest letter.
-    pub category: ErrorCategory,
-    /// Every topic seen in the group.
-    pub topics: BTreeSet<String>,
-}
-
-/// What a replay did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct ReplayReport {
-    /// Letters selected (replayed ones are never re-published).
-    pub selected: u64,
-    /// Re-published and marked `replayed`.
-    pub replayed: Vec<LetterId>,
-    /// Publish refused: still `dead`, with the error.
-    pub failed: Vec<(LetterId, String)>,
-    /// Published, but marking them failed: they may be replayed twice.
-    pub unmarked: Vec<(LetterId, String)>,
-}
-
-/// What an import did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct ImportReport {
-    /// Lines read.
-    pub read: u64,
-    /// Letters inserted.
-    pub inserted: u64,
-    /// Letters whose id was already present (left untouched).
-    pub existing: u64,
 }
 
 /// The query API of a dead-letter store. Implementors provide the six
@@ -258,12 +191,39 @@ pub trait DlqQuery {
         replay_topic: Option<&Topic>,
     ) -> Result<usize, DlqError>;
 
+    /// Records that the bus refused to re-publish letter `id`, moving it
+    /// from `replay_requested` to `to` (`replay_requested` again, to be
+    /// retried at `refusal.retry_at`, or `replay_failed`). Returns whether
+    /// the letter was still waiting for its replay.
+    fn refuse_replay(
+        &self,
+        id: LetterId,
+        refusal: &ReplayRefusal,
+        to: LetterState,
+    ) -> Result<bool, DlqError>;
+
     /// Deletes the letters among `ids`; returns how many were deleted.
     fn delete(&self, ids: &[LetterId]) -> Result<usize, DlqError>;
 
     /// Inserts letters as they are (state included), skipping ids already
     /// present; returns how many were inserted.
     fn insert(&self, letters: &[StoredLetter]) -> Result<usize, DlqError>;
+
+    /// Whole letters, as [`scan`](DlqQuery::scan) selects them: by
+    /// default `scan` then [`get`](DlqQuery::get) for each (a letter
+    /// deleted in between is left out); a store may read them in one query.
+    fn scan_letters(
+        &self,
+        filter: &Filter,
+        after: Option<LetterId>,
+        max: usize,
+    ) -> Result<Vec<StoredLetter>, DlqError> {
+        let mut out = Vec::new();
+        for s in self.scan(filter, after, max)? {
+            out.extend(self.get(s.id)?);
+        }
+        Ok(out)
+    }
 
     /// Calls `f` with pages of the letters `filter` selects (offset and limit
     /// applied) until it returns `false` or they run out.
@@ -272,27 +232,12 @@ pub trait DlqQuery {
         filter: &Filter,
         f: &mut dyn FnMut(&[LetterSummary]) -> Result<bool, DlqError>,
     ) -> Result<(), DlqError> {
-        let base = filter.unpaged();
-        let mut skip = filter.offset;
-        let mut left = filter.limit.unwrap_or(usize::MAX);
-        let mut after = None;
-        while left > 0 {
-            let page = self.scan(&base, after, PAGE)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            let full = page.len() == PAGE;
-            let start = skip.min(page.len());
-            skip -= start;
-            let take = (page.len() - start).min(left);
-            left -= take;
-            if take > 0 && !f(&page[start..start + take])? {
-                break;
-            }
-            if !full {
-                break;
-            }
-        }
-        Ok(())
+        pages(
+            filter,
+            &mut |f, after| self.scan(f, after, PAGE),
+            |l| l.id,
+            f,
+        )
     }
 
     /// The letters `filter` selects.
@@ -326,6 +271,9 @@ pub trait DlqQuery {
                 *s.by_category.entry(l.category.as_str().into()).or_default() += 1;
                 *s.by_reason.entry(l.reason.clone()).or_default() += 1;
                 *s.by_state.entry(l.state.as_str().into()).or_default() += 1;
+                if let Some(r) = &l.replay_refusal {
+                    *s.by_replay_refusal.entry(r.reason.clone()).or_default() += 1;
+                }
             }
             Ok(true)
         })?;
@@ -371,7 +319,7 @@ pub trait DlqQuery {
         self.purge(&f)
     }
 
-    /// Marks the selected `dead` letters `replay_requested` (to `target`, or
+    /// Marks the selected `dead` or `replay_failed` letters `replay_requested` (to `target`, or
     /// their own topic), for a running bus to pick up with
     /// [`take_replay_requests`](DlqQuery::take_replay_requests). Returns how many.
     fn request_replay(&self, filter: &Filter, target: Option<&Topic>) -> Result<u64, DlqError> {
@@ -380,7 +328,8 @@ pub trait DlqQuery {
 
     /// [`request_replay`](DlqQuery::request_replay) for letters already
     /// selected (a caller that listed them marks exactly what it showed);
-    /// those no longer `dead` are skipped. Returns how many were marked.
+    /// those no longer `dead` or `replay_failed` are skipped, and an earlier
+    /// refusal is forgotten. Returns how many were marked.
     fn request_replay_ids(
         &self,
         ids: &[LetterId],
@@ -390,7 +339,7 @@ pub trait DlqQuery {
         for chunk in ids.chunks(PAGE) {
             n += self.set_state(
                 chunk,
-                &[LetterState::Dead],
+                &LetterState::REPLAYABLE,
                 LetterState::ReplayRequested,
                 None,
                 target,
@@ -399,12 +348,34 @@ pub trait DlqQuery {
         Ok(n)
     }
 
-    /// Up to `max` letters waiting for a requested replay, oldest first.
-    fn take_replay_requests(&self, max: usize) -> Result<Vec<StoredLetter>, DlqError> {
-        let f = Filter::all().state(LetterState::ReplayRequested).limit(max);
+    /// Up to `max` letters waiting for a requested replay that is due at
+    /// `now`, oldest first: a letter whose last replay was refused is due
+    /// again only at its [`ReplayRefusal::retry_at`], and the letters behind
+    /// it are taken meanwhile.
+    fn take_replay_requests(
+        &self,
+        max: usize,
+        now: SystemTime,
+    ) -> Result<Vec<StoredLetter>, DlqError> {
+        let f = Filter::all().state(LetterState::ReplayRequested);
+        let mut due = Vec::new();
+        self.walk(&f, &mut |page| {
+            due.extend(
+                page.iter()
+                    .filter(|l| {
+                        l.replay_refusal
+                            .as_ref()
+                            .and_then(|r| r.retry_at)
+                            .is_none_or(|at| at <= now)
+                    })
+                    .map(|l| l.id),
+            );
+            due.truncate(max);
+            Ok(due.len() < max)
+        })?;
         let mut out = Vec::new();
-        for s in self.list(&f)? {
-            out.extend(self.get(s.id)?);
+        for id in due {
+            out.extend(self.get(id)?);
         }
         Ok(out)
     }
@@ -433,15 +404,63 @@ pub trait DlqQuery {
         crate::replay::replay(self, filter, target, publish)
     }
 
-    /// Writes the selected letters as JSON lines ([`StoredLetter`]); returns how many.
+    /// Writes the selected letters as JSON lines ([`StoredLetter`]), each
+    /// payload as a JSON string when it is UTF-8 and as `{"base64": "..."}`
+    /// otherwise; returns how many.
     fn export_jsonl(&self, filter: &Filter, out: &mut dyn std::io::Write) -> Result<u64, DlqError> {
-        crate::jsonl::export(self, filter, out)
+        crate::jsonl::export(self, filter, out, &mut |_| {})
     }
 
-    /// Reads letters written by [`export_jsonl`](DlqQuery::export_jsonl).
+    /// [`export_jsonl`](DlqQuery::export_jsonl), calling `progress` with
+    /// the count written so far after each page (a progress bar's feed).
+    fn export_jsonl_with_progress(
+        &self,
+        filter: &Filter,
+        out: &mut dyn std::io::Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, DlqError> {
+        crate::jsonl::export(self, filter, out, progress)
+    }
+
+    /// Reads letters written by [`export_jsonl`](DlqQuery::export_jsonl)
+    /// (payloads as text, base64, or the array of byte values earlier
+    /// versions wrote).
     fn import_jsonl(&self, input: &mut dyn std::io::BufRead) -> Result<ImportReport, DlqError> {
         crate::jsonl::import(self, input)
     }
+}
+
+/// Reads the next page after an id (`None`: from the start) for a filter.
+pub(crate) type Scan<'a, T> = dyn FnMut(&Filter, Option<LetterId>) -> Result<Vec<T>, DlqError> + 'a;
+
+/// Pages of what `scan` reads for `filter` (called with the filter
+/// without offset and limit, and the last id read), offset and limit
+/// applied, handed to `f` until it returns `false` or they run out.
+pub(crate) fn pages<T>(
+    filter: &Filter,
+    scan: &mut Scan<'_, T>,
+    id: fn(&T) -> LetterId,
+    f: &mut dyn FnMut(&[T]) -> Result<bool, DlqError>,
+) -> Result<(), DlqError> {
+    let base = filter.unpaged();
+    let mut skip = filter.offset;
+    let mut left = filter.limit.unwrap_or(usize::MAX);
+    let mut after = None;
+    while left > 0 {
+        // Only an empty page ends it: a page may come back short of what
+        // was asked for (a letter deleted between its scan and its read).
+        let page = scan(&base, after)?;
+        let Some(last) = page.last() else { break };
+        after = Some(id(last));
+        let start = skip.min(page.len());
+        skip -= start;
+        let take = (page.len() - start).min(left);
+        left -= take;
+        if take > 0 && !f(&page[start..start + take])? {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn ids_of<Q: DlqQuery + ?Sized>(q: &Q, filter: &Filter) -> Result<Vec<LetterId>, DlqError> {

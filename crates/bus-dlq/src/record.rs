@@ -18,22 +18,32 @@ pub enum LetterState {
     ReplayRequested,
     /// Re-published and accepted by the bus; kept for the audit period.
     Replayed,
+    /// The bus refused its replay for a reason that will not change by
+    /// itself (no subscriber for the topic, payload over the limit, invalid
+    /// topic); the reason is in [`StoredLetter::replay_refusal`]. Fix the
+    /// cause, then request the replay again.
+    ReplayFailed,
 }
 
 impl LetterState {
     /// Every state.
-    pub const ALL: [LetterState; 3] = [
+    pub const ALL: [LetterState; 4] = [
         LetterState::Dead,
         LetterState::ReplayRequested,
         LetterState::Replayed,
+        LetterState::ReplayFailed,
     ];
 
-    /// The stored name: `dead`, `replay_requested`, `replayed`.
+    /// The states an operator may request a replay from.
+    pub const REPLAYABLE: [LetterState; 2] = [LetterState::Dead, LetterState::ReplayFailed];
+
+    /// The stored name: `dead`, `replay_requested`, `replayed`, `replay_failed`.
     pub const fn as_str(self) -> &'static str {
         match self {
             LetterState::Dead => "dead",
             LetterState::ReplayRequested => "replay_requested",
             LetterState::Replayed => "replayed",
+            LetterState::ReplayFailed => "replay_failed",
         }
     }
 }
@@ -46,7 +56,10 @@ impl fmt::Display for LetterState {
 
 /// A string that names no [`LetterState`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown letter state {0:?}; expected dead, replay_requested or replayed")]
+#[error(
+    "unknown letter state {:?}; expected dead, replay_requested, replayed or replay_failed",
+    crate::text::excerpt(.0, 40)
+)]
 pub struct UnknownState(pub String);
 
 impl FromStr for LetterState {
@@ -77,6 +90,40 @@ pub struct StoredLetter {
     pub replay_topic: Option<Topic>,
     /// The failure signature (see [`signature`](crate::signature)).
     pub signature: String,
+    /// Why the bus refused the last replay of this letter, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_refusal: Option<ReplayRefusal>,
+}
+
+/// The bus refused to re-publish a letter: why, how often, and when it is
+/// tried again (for a refusal that may pass by itself, such as a full queue).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ReplayRefusal {
+    /// The bus's error, shortened if long.
+    pub reason: String,
+    /// Refusals so far (since the replay was last requested).
+    pub attempts: u32,
+    /// When it was last refused.
+    #[serde(with = "humantime_serde")]
+    pub at: SystemTime,
+    /// When the bus tries again; `None` when it will not by itself (state
+    /// [`LetterState::ReplayFailed`]).
+    #[serde(default, with = "humantime_serde")]
+    pub retry_at: Option<SystemTime>,
+}
+
+impl ReplayRefusal {
+    /// A refusal with `reason` (shortened to a few hundred characters, with
+    /// its length) at `at`, the `attempts`-th in a row.
+    pub fn new(reason: &str, attempts: u32, at: SystemTime, retry_at: Option<SystemTime>) -> Self {
+        Self {
+            reason: crate::text::excerpt(reason, crate::text::MAX_ECHO),
+            attempts,
+            at,
+            retry_at,
+        }
+    }
 }
 
 impl StoredLetter {
@@ -89,6 +136,7 @@ impl StoredLetter {
             replayed_at: None,
             replay_topic: None,
             signature,
+            replay_refusal: None,
         }
     }
 
@@ -114,6 +162,7 @@ impl StoredLetter {
             payload_len: l.envelope.payload.len() as u64,
             state: self.state,
             replayed_at: self.replayed_at,
+            replay_refusal: self.replay_refusal.clone(),
         }
     }
 }
@@ -184,6 +233,9 @@ pub struct LetterSummary {
     /// When it was replayed.
     #[serde(default, with = "humantime_serde")]
     pub replayed_at: Option<SystemTime>,
+    /// Why the bus refused its last replay, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_refusal: Option<ReplayRefusal>,
 }
 
 /// A time as signed nanoseconds since the Unix epoch (what the database

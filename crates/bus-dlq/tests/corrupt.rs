@@ -21,7 +21,7 @@ fn a_text_file_is_not_a_dlq() {
     .unwrap();
     let err = open(dir.path()).unwrap_err();
     assert!(
-        matches!(err, DlqError::Corrupt(ref m) if m.contains("not a bus DLQ")),
+        matches!(err, DlqError::NotAStore { ref reason, .. } if reason.contains("not a SQLite database")),
         "{err}"
     );
 }
@@ -35,7 +35,7 @@ fn another_applications_database_is_not_a_dlq() {
     drop(other);
     let err = open(dir.path()).unwrap_err();
     assert!(
-        matches!(err, DlqError::Corrupt(ref m) if m.contains("another application")),
+        matches!(err, DlqError::NotAStore { ref reason, .. } if reason.contains("another application")),
         "{err}"
     );
     // And it was left untouched.
@@ -55,7 +55,7 @@ fn a_newer_schema_is_refused_with_a_clear_message() {
     drop(c);
     let err = open(dir.path()).unwrap_err();
     assert!(
-        matches!(err, DlqError::Corrupt(ref m) if m.contains("newer")),
+        matches!(err, DlqError::NotAStore { ref reason, .. } if reason.contains("newer")),
         "{err}"
     );
 }

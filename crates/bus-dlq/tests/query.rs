@@ -94,6 +94,12 @@ fn sqlite_and_memory_select_the_same_letters_for_every_filter() {
         assert_eq!(s.count(f).unwrap(), a.len() as u64, "{f:?}");
         assert_eq!(m.count(f).unwrap(), a.len() as u64, "{f:?}");
         assert_eq!(s.groups(f).unwrap(), m.groups(f).unwrap(), "{f:?}");
+        // Export reads whole letters a page per query in SQLite, letter
+        // by letter in memory: the same lines either way.
+        let (mut xs, mut xm) = (Vec::new(), Vec::new());
+        assert_eq!(s.export_jsonl(f, &mut xs).unwrap(), a.len() as u64);
+        m.export_jsonl(f, &mut xm).unwrap();
+        assert!(xs == xm, "exports differ on {f:?}");
         assert!(a.iter().all(|l| f.matches(l)));
     }
     // Filters narrow for real: spot-check a few counts.
@@ -323,7 +329,9 @@ fn requested_replays_are_taken_by_the_bus_and_marked() {
         0,
         "already requested"
     );
-    let taken = s.take_replay_requests(4).unwrap();
+    let taken = s
+        .take_replay_requests(4, std::time::SystemTime::now())
+        .unwrap();
     assert_eq!(taken.len(), 4);
     assert!(
         taken
@@ -332,7 +340,12 @@ fn requested_replays_are_taken_by_the_bus_and_marked() {
     );
     let ids: Vec<_> = taken.iter().map(|t| t.letter.id).collect();
     assert_eq!(s.mark_replayed(&ids).unwrap(), 4);
-    assert_eq!(s.take_replay_requests(100).unwrap().len(), 2);
+    assert_eq!(
+        s.take_replay_requests(100, std::time::SystemTime::now())
+            .unwrap()
+            .len(),
+        2
+    );
     assert_eq!(
         cli.count(&Filter::all().state(LetterState::Replayed))
             .unwrap(),
@@ -364,4 +377,64 @@ fn purge_by_id_filter_and_age() {
     assert_eq!(s.count(&Filter::all().topic("old")).unwrap(), 0);
     assert_eq!(s.purge(&Filter::all().topic("new")).unwrap(), 2);
     assert_eq!(s.count(&Filter::all()).unwrap(), 0);
+}
+
+/// The SQLite store marks a replay in one statement; the memory store
+/// through the shared page-by-page code: both mark the same letters for
+/// every filter, pages (`limit`, `offset`) and states included.
+#[test]
+fn sqlite_and_memory_mark_the_same_letters_for_a_replay() {
+    let (_d, s, m) = both();
+    let mut ids = Vec::new();
+    for i in 0..40_u32 {
+        let l = common::letter(
+            ["a", "b"][i as usize % 2],
+            ErrorCategory::Timeout,
+            "c",
+            &format!("failed {i}"),
+        );
+        ids.push(l.id);
+        push_both(&s, &m, &l);
+    }
+    let from = [LetterState::Dead];
+    for q in [&s as &dyn DlqQuery, &m] {
+        q.set_state(&ids[..3], &from, LetterState::Replayed, None, None)
+            .unwrap();
+        q.set_state(&ids[5..9], &from, LetterState::ReplayFailed, None, None)
+            .unwrap();
+    }
+    let target = bus_core::Topic::new("elsewhere").unwrap();
+    let filters = [
+        (Filter::all().topic("a").limit(4).offset(1), None),
+        (Filter::all().offset(30), Some(&target)),
+        (
+            Filter::all().state(LetterState::ReplayFailed).limit(2),
+            None,
+        ),
+        (Filter::all().ids([ids[0], ids[12], ids[13]]), None),
+        (Filter::all().text("failed 2"), Some(&target)),
+        (Filter::all().limit(0), None),
+        (Filter::all(), None),
+    ];
+    for (f, to) in &filters {
+        let marked = s.request_replay(f, *to).unwrap();
+        assert_eq!(marked, m.request_replay(f, *to).unwrap(), "{f:?}");
+        let all = |q: &dyn DlqQuery| -> Vec<_> {
+            q.list(&Filter::all())
+                .unwrap()
+                .iter()
+                .map(|l| {
+                    let full = q.get(l.id).unwrap().unwrap();
+                    (l.id, full.state, full.replay_topic)
+                })
+                .collect()
+        };
+        assert_eq!(all(&s), all(&m), "after {f:?}");
+    }
+    assert_eq!(
+        s.count(&Filter::all().state(LetterState::ReplayRequested))
+            .unwrap(),
+        37,
+        "an unfiltered request takes dead and replay_failed letters: all but the 3 replayed"
+    );
 }

@@ -126,7 +126,46 @@ fn import_of_a_bad_line_is_a_clear_error() {
         .import_jsonl(&mut &b"{\"not\":\"a letter\"}\n"[..])
         .unwrap_err();
     assert!(
-        matches!(err, bus_dlq::DlqError::Corrupt(ref m) if m.contains("line 1")),
+        matches!(err, bus_dlq::DlqError::BadInput { line: 1, .. }),
         "{err}"
     );
+}
+
+/// A 10 MB line, and a 100 000-character topic, appear in the error only in
+/// part, with their length; the error says bad input with the line number,
+/// never that the store is corrupt, and nothing of the bad line is stored.
+#[test]
+fn a_huge_bad_import_line_is_bad_input_shortened_with_its_length() {
+    let dlq = MemoryDlq::new();
+    let good = {
+        let mut out = Vec::new();
+        let src = MemoryDlq::new();
+        src.push(&common::letter(
+            "orders",
+            bus_errors::ErrorCategory::Timeout,
+            "svc",
+            "x",
+        ))
+        .unwrap();
+        src.export_jsonl(&bus_dlq::Filter::all(), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let huge_variant = format!("{{\"state\":\"{}\"}}\n", "s".repeat(10_000_000));
+    let long_topic = good.replace("\"orders\"", &format!("\"{}\"", "t".repeat(100_000)));
+    assert_ne!(long_topic, good);
+    for (bad, line) in [(huge_variant, 2_u64), (long_topic, 2)] {
+        let input = format!("{good}{bad}");
+        let err = dlq.import_jsonl(&mut input.as_bytes()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, bus_dlq::DlqError::BadInput { line: l, .. } if l == line),
+            "{}",
+            &msg[..msg.len().min(300)]
+        );
+        assert!(!msg.contains("corrupt"), "{}", &msg[..msg.len().min(300)]);
+        assert!(msg.len() < 1_000, "the error is {} bytes long", msg.len());
+        assert!(msg.contains("bytes"), "{msg}");
+    }
+    // The good first line is in (twice imported: once), the bad ones are not.
+    assert_eq!(dlq.count(&bus_dlq::Filter::all()).unwrap(), 1);
 }

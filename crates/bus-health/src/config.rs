@@ -47,6 +47,10 @@ pub struct HealthConfig {
     /// Most distinct values of one label (topic, component) in the metrics;
     /// the rest are folded into `"other"`.
     pub max_label_values: usize,
+    /// A lost broker connection makes the bus degraded at once, and
+    /// critical once it has been down this long (default 10 s).
+    #[serde(with = "humantime_serde")]
+    pub broker_critical_after: Duration,
 }
 
 impl Default for HealthConfig {
@@ -63,6 +67,7 @@ impl Default for HealthConfig {
             alert_queue_capacity: 256,
             evaluate_every: Duration::from_secs(1),
             max_label_values: 50,
+            broker_critical_after: Duration::from_secs(10),
         }
     }
 }

@@ -54,6 +54,8 @@ pub use config::{ConfigError, HealthConfig};
 #[cfg(feature = "http")]
 pub use http::{HealthServer, HttpError, HttpOptions};
 pub use metrics::{MetricsCollector, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
-pub use monitor::{AgeSource, CircuitSource, HealthMonitor, HealthMonitorBuilder, QueueSource};
+pub use monitor::{
+    AgeSource, BrokerSource, CircuitSource, HealthMonitor, HealthMonitorBuilder, QueueSource,
+};
 pub use report::{Counts, HealthReport, HealthStatus, LatencySummary};
 pub use snapshot::{SNAPSHOT_FILE, SnapshotError, SnapshotWriter, read_snapshot, write_report};

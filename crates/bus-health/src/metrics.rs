@@ -1,7 +1,7 @@
 //! Prometheus / OpenMetrics exposition through `prometheus-client`, reading
 //! the monitor's own atomics on each scrape (no global registry, no copies).
 
-use crate::monitor::{HealthMonitor, Inner};
+use crate::monitor::{HealthMonitor, Inner, Readings};
 use crate::window::{Kind, LATENCY_BOUNDS, REASONS, category_slot};
 use bus_core::CircuitState;
 use bus_errors::ErrorCategory;
@@ -36,6 +36,8 @@ pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; chars
 #[derive(Clone)]
 pub struct MetricsCollector {
     inner: Arc<Inner>,
+    /// Source readings taken earlier; `None` reads the sources on each encode.
+    readings: Option<Readings>,
 }
 
 impl std::fmt::Debug for MetricsCollector {
@@ -49,19 +51,30 @@ impl HealthMonitor {
     pub fn collector(&self) -> MetricsCollector {
         MetricsCollector {
             inner: Arc::clone(&self.inner),
+            readings: None,
         }
     }
 
     /// The metrics in the OpenMetrics text format (served as
     /// [`OPENMETRICS_CONTENT_TYPE`]), ending with `# EOF`.
     pub fn render_metrics(&self) -> String {
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(self.collector()));
-        let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
-            tracing::warn!(error = %e, "bus-health: metrics encoding failed");
+        encode_collector(self.collector())
+    }
+
+    /// [`render_metrics`](Self::render_metrics) (`openmetrics`) or
+    /// [`render_metrics_text`](Self::render_metrics_text) with the sources
+    /// as `readings` found them, so rendering never waits on a source.
+    #[cfg(feature = "http")]
+    pub(crate) fn render_metrics_with(&self, readings: Readings, openmetrics: bool) -> String {
+        let text = encode_collector(MetricsCollector {
+            inner: Arc::clone(&self.inner),
+            readings: Some(readings),
+        });
+        if openmetrics {
+            text
+        } else {
+            openmetrics_to_prometheus(&text)
         }
-        out
     }
 
     /// The same metrics in the classic Prometheus text format 0.0.4 (served
@@ -72,6 +85,16 @@ impl HealthMonitor {
     pub fn render_metrics_text(&self) -> String {
         openmetrics_to_prometheus(&self.render_metrics())
     }
+}
+
+fn encode_collector(collector: MetricsCollector) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(collector));
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::warn!(error = %e, "bus-health: metrics encoding failed");
+    }
+    out
 }
 
 fn openmetrics_to_prometheus(text: &str) -> String {
@@ -238,7 +261,10 @@ impl Collector for MetricsCollector {
             inner.totals.dlq_write_failures.load(Relaxed),
         )?;
 
-        let report = inner.report();
+        let report = match &self.readings {
+            Some(readings) => inner.report_with(readings.clone()),
+            None => inner.report(),
+        };
         counter(
             &mut enc,
             "bus_alerts_dropped",

@@ -5,17 +5,23 @@ use crate::alert::{AlertKind, Alerter};
 use crate::config::{ConfigError, HealthConfig};
 use crate::report::{Counts, HealthReport, HealthStatus, LatencySummary};
 use crate::window::{Cursor, Kind, Latency, SLOTS, Totals, Window, category_slot, reason_index};
-use bus_core::stripe::Stripe;
 use bus_core::time::{SharedClock, Stamp, system_clock};
-use bus_core::{BusEvent, CircuitState, Ledger, Observer, QueueDepth};
+use bus_core::{BrokerConnection, BusEvent, CircuitState, Ledger, Observer, QueueDepth};
 use bus_errors::{ErrorCategory, Severity};
+use bus_sync::Stripe;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+mod judge;
+
 /// Reads the subscriber queues (usually `Transport::queue_depths`).
 pub type QueueSource = Arc<dyn Fn() -> Vec<QueueDepth> + Send + Sync>;
+/// Reads a transport's broker connection (see
+/// [`Transport::broker_connection`](bus_core::Transport::broker_connection)).
+/// Called on every report, so it must answer at once.
+pub type BrokerSource = Arc<dyn Fn() -> Option<BrokerConnection> + Send + Sync>;
 /// Reads the circuits (usually a breaker registry's states).
 pub type CircuitSource = Arc<dyn Fn() -> Vec<(String, CircuitState)> + Send + Sync>;
 /// Reads the age of the oldest waiting message.
@@ -70,6 +76,7 @@ pub(crate) struct Inner {
     queue_source: Option<QueueSource>,
     circuit_source: Option<CircuitSource>,
     age_source: Option<AgeSource>,
+    broker_source: Option<BrokerSource>,
     pub(crate) alerts: Alerter,
     last_status: AtomicU8,
     /// The ledgers of the buses this monitor observes: they count publishes.
@@ -80,6 +87,15 @@ pub(crate) struct Inner {
     publishes_filed: AtomicU64,
 }
 
+/// What the queue, circuit and age sources returned at one moment: the
+/// inputs of a report that may take long to read.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Readings {
+    queues: Vec<QueueDepth>,
+    circuits: Vec<(String, CircuitState)>,
+    oldest: Option<Duration>,
+}
+
 /// Builds a [`HealthMonitor`].
 #[must_use]
 pub struct HealthMonitorBuilder {
@@ -88,6 +104,7 @@ pub struct HealthMonitorBuilder {
     queue_source: Option<QueueSource>,
     circuit_source: Option<CircuitSource>,
     age_source: Option<AgeSource>,
+    broker_source: Option<BrokerSource>,
     sinks: Vec<Arc<dyn AlertSink>>,
 }
 
@@ -129,6 +146,12 @@ impl HealthMonitorBuilder {
         self.age_source = Some(source);
         self
     }
+    /// Reads the broker connection from `source` on each report: down is
+    /// degraded, down for `broker_critical_after` or longer is critical.
+    pub fn with_broker_source(mut self, source: BrokerSource) -> Self {
+        self.broker_source = Some(source);
+        self
+    }
     /// Adds an alert sink. With none, alerts go to [`TracingAlertSink`](crate::TracingAlertSink).
     pub fn with_alert_sink(mut self, sink: Arc<dyn AlertSink>) -> Self {
         self.sinks.push(sink);
@@ -154,6 +177,7 @@ impl HealthMonitorBuilder {
             queue_source: self.queue_source,
             circuit_source: self.circuit_source,
             age_source: self.age_source,
+            broker_source: self.broker_source,
             last_status: AtomicU8::new(HealthStatus::Healthy.code()),
             ledgers: Mutex::new(Vec::new()),
             publishes_filed: AtomicU64::new(0),
@@ -188,6 +212,7 @@ impl HealthMonitor {
             queue_source: None,
             circuit_source: None,
             age_source: None,
+            broker_source: None,
             sinks: Vec::new(),
         }
     }
@@ -265,7 +290,16 @@ impl Inner {
         // One thread-local lookup for every count this event makes.
         let me = Stripe::current();
         match *event {
-            BusEvent::Rejected { .. } => self.count(tick, Kind::Rejected as usize, me),
+            BusEvent::Rejected { reason, .. } => {
+                self.count(tick, Kind::Rejected as usize, me);
+                // The broker refused or could not confirm a publish: the
+                // bus failed to take work it was given, so it weighs on
+                // the success rate like a failed attempt. A full queue or
+                // a bad input is the caller's to handle and does not.
+                if *reason == *"transport" {
+                    self.count(tick, Kind::BrokerRefused as usize, me);
+                }
+            }
             BusEvent::Acked {
                 handler_time,
                 attempt,
@@ -343,169 +377,6 @@ impl Inner {
         } else {
             map.insert(component.to_owned(), state);
         }
-    }
-
-    pub(crate) fn report(&self) -> HealthReport {
-        let now = self.clock.stamp();
-        let t = self.totals(now);
-        let w = self.window.sum(self.window.tick(now));
-        let window = counts(&w);
-        let totals = counts(&t);
-        let mut circuits = lock(&self.circuits).clone();
-        if let Some(src) = &self.circuit_source {
-            for (name, st) in src() {
-                circuits.insert(name, st);
-            }
-        }
-        let dlq_failing: Vec<String> = lock(&self.dlq_failing).iter().cloned().collect();
-        let queues = self.queue_source.as_ref().map(|s| s()).unwrap_or_default();
-        let oldest = self.age_source.as_ref().and_then(|s| s());
-        let ratio = |num: u64, den: u64| (den > 0).then(|| num as f64 / den as f64);
-        let attempts = window.acked + window.failed;
-        let success_rate = ratio(window.acked, attempts);
-        let window_secs = self.config.window.as_secs_f64();
-
-        let (status, reasons) =
-            self.judge(attempts, success_rate, &circuits, &dlq_failing, &queues);
-        let prev = self.last_status.swap(status.code(), Ordering::AcqRel);
-        if status == HealthStatus::Critical && prev != HealthStatus::Critical.code() {
-            self.alerts.raise(
-                self.since_start(now),
-                AlertKind::StatusCritical,
-                None,
-                "bus",
-                format!("health is critical: {}", reasons.join("; ")),
-            );
-        }
-
-        let lat = self.latency.read();
-        let cat_map = |v: &[u64; SLOTS]| {
-            ErrorCategory::ALL
-                .into_iter()
-                .filter_map(|c| {
-                    let n = v[category_slot(c)];
-                    (n > 0).then_some((c, n))
-                })
-                .collect::<BTreeMap<_, _>>()
-        };
-        HealthReport {
-            status,
-            reasons,
-            generated_at: SystemTime::now(),
-            uptime_seconds: Duration::from_nanos(self.since_start(now)).as_secs_f64(),
-            window_seconds: window_secs,
-            success_rate,
-            delivery_success_rate: ratio(
-                window.acked,
-                window.acked + window.dead_lettered + window.discarded,
-            ),
-            error_rate_per_minute: window.failed as f64 * 60.0 / window_secs,
-            recovery_rate: ratio(window.recovered, window.recovered + window.dead_lettered),
-            categories: cat_map(&w),
-            category_totals: cat_map(&t),
-            window,
-            totals,
-            queues,
-            oldest_message_age_seconds: oldest.map(|d| d.as_secs_f64()),
-            circuits,
-            dlq_failing,
-            latency: LatencySummary {
-                count: lat.count(),
-                mean_seconds: ratio(lat.sum_nanos, lat.count()).map(|n| n / 1e9),
-                p50_seconds: lat.quantile_bound(0.5),
-                p99_seconds: lat.quantile_bound(0.99),
-            },
-            alerts_dropped: self.alerts.dropped(),
-        }
-    }
-
-    fn judge(
-        &self,
-        attempts: u64,
-        success_rate: Option<f64>,
-        circuits: &BTreeMap<String, CircuitState>,
-        dlq_failing: &[String],
-        queues: &[QueueDepth],
-    ) -> (HealthStatus, Vec<String>) {
-        let cfg = &self.config;
-        let mut status = HealthStatus::Healthy;
-        let mut reasons = Vec::new();
-        let mut raise = |to: HealthStatus, why: String| {
-            status = status.max(to);
-            reasons.push(why);
-        };
-        for (name, st) in circuits {
-            match st {
-                CircuitState::ForcedOpen => raise(
-                    HealthStatus::Critical,
-                    format!("circuit {name} is forced open"),
-                ),
-                // Half-open is a breaker testing recovery: the failures that
-                // opened it already weigh on the success rate, and an idle one
-                // (no traffic left to probe it) must not hold health down.
-                CircuitState::Open if cfg.open_circuit_degrades => {
-                    raise(HealthStatus::Degraded, format!("circuit {name} is {st}"))
-                }
-                _ => {}
-            }
-        }
-        if !dlq_failing.is_empty() {
-            raise(
-                HealthStatus::Critical,
-                format!(
-                    "dead-letter queue cannot write ({})",
-                    dlq_failing.join(", ")
-                ),
-            );
-        }
-        if let Some(rate) = success_rate.filter(|_| attempts >= cfg.min_samples) {
-            let pct = rate * 100.0;
-            if rate < cfg.degraded_threshold {
-                raise(
-                    HealthStatus::Critical,
-                    format!(
-                        "success rate {pct:.1}% is below {:.1}%",
-                        cfg.degraded_threshold * 100.0
-                    ),
-                );
-            } else if rate < cfg.healthy_threshold {
-                raise(
-                    HealthStatus::Degraded,
-                    format!(
-                        "success rate {pct:.1}% is below {:.1}%",
-                        cfg.healthy_threshold * 100.0
-                    ),
-                );
-            }
-        }
-        for q in queues {
-            if q.capacity > 0 && q.depth as f64 / q.capacity as f64 >= cfg.queue_fill_degraded {
-                raise(
-                    HealthStatus::Degraded,
-                    format!(
-                        "queue {}/{} is at {} of {}",
-                        q.topic, q.group, q.depth, q.capacity
-                    ),
-                );
-            }
-        }
-        (status, reasons)
-    }
-}
-
-fn counts(v: &[u64; SLOTS]) -> Counts {
-    let k = |kind: Kind| v[kind as usize];
-    Counts {
-        published: k(Kind::Published),
-        acked: k(Kind::Acked),
-        failed: k(Kind::Failed),
-        retried: k(Kind::Retried),
-        dead_lettered: k(Kind::DeadLettered),
-        rejected: k(Kind::Rejected),
-        discarded: k(Kind::Discarded),
-        escalated: k(Kind::Escalated),
-        recovered: k(Kind::Recovered),
-        parked: k(Kind::Parked),
     }
 }
 

@@ -1,7 +1,7 @@
 //! [`HealthReport`]: what [`HealthMonitor::report`](crate::HealthMonitor::report)
 //! returns, serialisable to JSON and printable as a table.
 
-use bus_core::{CircuitState, QueueDepth};
+use bus_core::{BrokerConnection, CircuitState, QueueDepth};
 use bus_errors::ErrorCategory;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -71,6 +71,10 @@ pub struct Counts {
     pub recovered: u64,
     /// Deliveries parked by an open circuit.
     pub parked: u64,
+    /// Of `rejected`, publishes a broker refused or never confirmed (a
+    /// transport error): they count against the success rate.
+    #[serde(default)]
+    pub refused_by_broker: u64,
 }
 
 /// Handler run time, from the cumulative histogram (bucket upper bounds).
@@ -89,9 +93,10 @@ pub struct LatencySummary {
 /// A point-in-time view of the bus's health.
 ///
 /// Rates are over the sliding window:
-/// - `success_rate = acked / (acked + failed)`, counting every handler
-///   attempt, so a dependency that fails every first try shows up even when
-///   retries save the messages. `None` when no handler ran in the window.
+/// - `success_rate = acked / (acked + failed + refused_by_broker)`,
+///   counting every handler attempt, so a dependency that fails every first
+///   try shows up even when retries save the messages, and every publish a
+///   broker refused. `None` when neither happened in the window.
 /// - `delivery_success_rate = acked / (acked + dead_lettered + discarded)`,
 ///   final outcomes only.
 /// - `recovery_rate = recovered / (recovered + dead_lettered)`: of the
@@ -130,6 +135,10 @@ pub struct HealthReport {
     pub queues: Vec<QueueDepth>,
     /// Age of the oldest waiting message, from the age source.
     pub oldest_message_age_seconds: Option<f64>,
+    /// The transport's broker connection, from the broker source (`None`
+    /// for in-process transports).
+    #[serde(default)]
+    pub broker: Option<BrokerConnection>,
     /// Last known state per circuit (events, overlaid by the circuit source).
     pub circuits: BTreeMap<String, CircuitState>,
     /// Subscribers whose dead-letter writes fail (until recovered).
@@ -151,7 +160,12 @@ impl HealthReport {
         let mut s = String::new();
         let pct =
             |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0));
-        let secs = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.4}s"));
+        let secs = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), human_seconds);
+        // Quantiles are the upper bounds of histogram buckets; the mean is
+        // exact.
+        let bound = |r: Option<f64>| {
+            r.map_or_else(|| "-".to_owned(), |r| format!("<= {}", human_seconds(r)))
+        };
         let _ = writeln!(
             s,
             "status            {}",
@@ -175,15 +189,22 @@ impl HealthReport {
         let _ = writeln!(s, "delivery success  {}", pct(self.delivery_success_rate));
         let _ = writeln!(s, "recovery rate     {}", pct(self.recovery_rate));
         let _ = writeln!(s, "errors / minute   {:.2}", self.error_rate_per_minute);
+        let _ = writeln!(s, "latency mean      {}", secs(self.latency.mean_seconds));
         let _ = writeln!(
             s,
-            "latency p50/p99   {} / {}",
-            secs(self.latency.p50_seconds),
-            secs(self.latency.p99_seconds)
+            "latency p50/p99   {} / {}   (bucket bounds)",
+            bound(self.latency.p50_seconds),
+            bound(self.latency.p99_seconds)
         );
-        let _ = writeln!(s, "\n{:<16}{:>12}{:>14}", "counter", "window", "total");
+        let _ = writeln!(
+            s,
+            "\ndeliveries (one per subscriber group a message reached)"
+        );
+        let _ = writeln!(s, "{:<16}{:>12}{:>14}", "counter", "window", "total");
+        // `published` here is what the bus accepted; the ledger's
+        // `published` also counts publishes refused (`rejected` below).
         let rows = [
-            ("published", self.window.published, self.totals.published),
+            ("accepted", self.window.published, self.totals.published),
             ("acked", self.window.acked, self.totals.acked),
             ("failed", self.window.failed, self.totals.failed),
             ("retried", self.window.retried, self.totals.retried),
@@ -239,5 +260,44 @@ impl HealthReport {
             let _ = writeln!(s, "\nDLQ cannot write for: {}", self.dlq_failing.join(", "));
         }
         s
+    }
+}
+
+/// A duration in seconds in the unit that resolves it: `87 µs`, `1.2 ms`,
+/// `3.4 s` (handler latencies span nanoseconds to minutes; a fixed unit
+/// shows most of them as zero).
+fn human_seconds(secs: f64) -> String {
+    let ns = secs * 1e9;
+    let one = |v: f64, unit: &str| {
+        if v < 10.0 {
+            format!("{v:.1} {unit}")
+        } else {
+            format!("{v:.0} {unit}")
+        }
+    };
+    if ns < 1e3 {
+        format!("{ns:.0} ns")
+    } else if ns < 1e6 {
+        one(ns / 1e3, "µs")
+    } else if ns < 1e9 {
+        one(ns / 1e6, "ms")
+    } else {
+        one(secs, "s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_seconds;
+
+    #[test]
+    fn latencies_are_shown_in_a_unit_that_resolves_them() {
+        assert_eq!(human_seconds(0.000_000_5), "500 ns");
+        assert_eq!(human_seconds(0.000_087), "87 µs");
+        assert_eq!(human_seconds(0.000_1), "100 µs");
+        assert_eq!(human_seconds(0.000_002_5), "2.5 µs");
+        assert_eq!(human_seconds(0.001_2), "1.2 ms");
+        assert_eq!(human_seconds(3.4), "3.4 s");
+        assert_eq!(human_seconds(75.0), "75 s");
     }
 }

@@ -43,12 +43,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
 }
 
 /// Writes `report` to `<dir>/health.json` atomically; returns the path.
+/// The file is created readable by its owner only (0600 on Unix): reasons
+/// name topics, groups and the dead-letter queue's errors.
 pub fn write_report(dir: &Path, report: &HealthReport) -> Result<PathBuf, SnapshotError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
     let path = dir.join(SNAPSHOT_FILE);
     let tmp = dir.join(format!(".{SNAPSHOT_FILE}.{}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
+        let mut open = fs::OpenOptions::new();
+        open.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+        let mut f = open.open(&tmp)?;
         f.write_all(report.to_json().as_bytes())?;
         f.write_all(b"\n")?;
         f.sync_all()
@@ -101,14 +107,17 @@ impl SnapshotWriter {
         let thread = std::thread::Builder::new()
             .name("bus-health-snapshot".into())
             .spawn(move || {
-                loop {
+                let write = || {
                     if let Err(e) = monitor.write_snapshot(&dir) {
                         tracing::warn!(error = %e, "bus-health: snapshot write failed");
                     }
+                };
+                loop {
+                    write();
                     match rx.recv_timeout(interval) {
                         Err(RecvTimeoutError::Timeout) => {}
                         Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-                            let _ = monitor.write_snapshot(&dir);
+                            write();
                             return;
                         }
                     }

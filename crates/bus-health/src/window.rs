@@ -1,31 +1,28 @@
 //! Lock-free counters: the sliding window (a ring of time buckets), the
 //! totals since start, and the handler-latency histogram.
 //!
-//! Each window cell is one `AtomicU64` holding `tick << 32 | count`, where
-//! `tick` is the bucket's start tick. An increment either bumps the count
-//! (same tick) or restarts the cell at 1 (stale tick): a stale bucket is reset
-//! lazily, per cell, with no lock and no lost increment (a plain load and
-//! store by the stripe's owner, a CAS loop on the shared stripe). A writer
-//! holding an older tick than the cell never overwrites newer data.
+//! Each window cell is a [`TaggedCount`]: a count tagged with its bucket's
+//! tick, restarted lazily when its slot is reused, with no lock and no lost
+//! increment. A writer holding an older tick than the cell never overwrites
+//! newer data.
 //!
 //! Every hot counter is [`Striped`]: two workers counting `Acked` write
-//! different cache lines, and reads sum the stripes. (One shared line
-//! bounced between two cores costs more than the rest of the event.) A
-//! thread that owns its stripe counts with plain loads and stores: five
-//! locked instructions in a row were most of an event.
+//! different cache lines, and reads sum the stripes, because one shared
+//! line bounced between two cores costs more than the rest of the event. A
+//! thread that owns its stripe counts with plain loads and stores, no
+//! locked instruction.
 
-use bus_core::stripe::{Stripe, Striped};
-use bus_core::time::{RingPos, Stamp, TickRing, saturating_nanos};
+use bus_core::time::{Stamp, saturating_nanos};
 use bus_errors::ErrorCategory;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use bus_sync::prim::atomic::{AtomicU64, Ordering::Relaxed};
+use bus_sync::{RingPos, Stripe, Striped, TaggedCount, TickRing};
 use std::time::Duration;
 
 /// What a cell counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
 pub(crate) enum Kind {
-    Published = 0,
-    Acked,
+    Acked = 0,
     Failed,
     Retried,
     DeadLettered,
@@ -34,19 +31,25 @@ pub(crate) enum Kind {
     Escalated,
     Recovered,
     Parked,
+    BrokerRefused,
+    /// Filed into the window from the bus's ledger, never counted by an
+    /// event: the last slot, past every cell [`Totals`] keeps.
+    Published = COUNTED,
 }
 
-/// Number of [`Kind`]s.
+/// Number of [`Kind`]s counted from events (all but `Published`).
 pub(crate) const KINDS: usize = 10;
-/// Kinds plus one failure cell per category.
-pub(crate) const SLOTS: usize = KINDS + ErrorCategory::ALL.len();
+/// The cells events count: kinds plus one failure cell per category.
+const COUNTED: usize = KINDS + ErrorCategory::ALL.len();
+/// Every cell of a window bucket: the counted ones, then `Published`.
+pub(crate) const SLOTS: usize = COUNTED + 1;
+const _: () = assert!(Kind::Published as usize == SLOTS - 1);
+const _: () = assert!(Kind::BrokerRefused as usize == KINDS - 1);
 
 /// The cell index of a category's failures.
 pub(crate) const fn category_slot(c: ErrorCategory) -> usize {
     KINDS + c.index()
 }
-
-const COUNT_MASK: u64 = 0xFFFF_FFFF;
 
 /// A bucket of the ring and the tick it must hold.
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +61,7 @@ pub(crate) struct Cursor {
 /// One bucket's cells, aligned so that no two stripes' buckets share a line.
 #[derive(Debug)]
 #[repr(align(64))]
-struct Bucket([AtomicU64; SLOTS]);
+struct Bucket([TaggedCount; SLOTS]);
 
 /// A ring of `n` buckets, per stripe, on a [`TickRing`] of `n` slots.
 #[derive(Debug)]
@@ -71,10 +74,10 @@ impl Window {
     pub(crate) fn new(start: Stamp, window: Duration, buckets: u32) -> Self {
         let n = buckets.max(1);
         Self {
-            ring: TickRing::new(start, window / n, n),
+            ring: TickRing::new(start.as_nanos(), window / n, n),
             stripes: Striped::new(|| {
                 (0..n)
-                    .map(|_| Bucket(std::array::from_fn(|_| AtomicU64::new(0))))
+                    .map(|_| Bucket(std::array::from_fn(|_| TaggedCount::new())))
                     .collect()
             }),
         }
@@ -83,19 +86,19 @@ impl Window {
     /// The bucket tick of `now`.
     #[inline]
     pub(crate) fn tick(&self, now: Stamp) -> u64 {
-        self.ring.tick(now)
+        self.ring.tick(now.as_nanos())
     }
 
     /// Nanoseconds from the window's start (the monitor's start) to `now`.
     pub(crate) fn nanos(&self, now: Stamp) -> u64 {
-        now.nanos_since(self.ring.start())
+        now.as_nanos().saturating_sub(self.ring.start())
     }
 
     /// Where the events of `now` go: computed once per event, then used for
     /// each of its counts (within the current bucket, a compare).
     #[inline]
     pub(crate) fn cursor(&self, now: Stamp) -> Cursor {
-        Self::cursor_of(self.ring.pos(now))
+        Self::cursor_of(self.ring.pos(now.as_nanos()))
     }
 
     #[cfg(test)]
@@ -121,20 +124,7 @@ impl Window {
     #[inline]
     pub(crate) fn add_n(&self, at: Cursor, slot: usize, n: u64, me: Stripe) {
         let (ring, writer) = self.stripes.get(me);
-        let tag = at.tag;
-        let n = n.min(COUNT_MASK);
-        writer.update(&ring[at.idx].0[slot], |cur| {
-            let cur_tag = (cur >> 32) as u32;
-            if cur_tag == tag {
-                // Saturated cells stay saturated.
-                let count = cur & COUNT_MASK;
-                (count != COUNT_MASK).then(|| (cur - count) | (count + n).min(COUNT_MASK))
-            } else if (cur_tag.wrapping_sub(tag) as i32) > 0 {
-                None // the cell already belongs to a newer bucket: this event is out of the window
-            } else {
-                Some((u64::from(tag) << 32) | n)
-            }
-        });
+        ring[at.idx].0[slot].add(writer, at.tag, n);
     }
 
     /// Sums every slot over the buckets of the window ending at `tick`.
@@ -145,10 +135,7 @@ impl Window {
             for t in first..=tick {
                 let b = &ring[self.ring.pos_of(t).slot];
                 for (o, cell) in out.iter_mut().zip(b.0.iter()) {
-                    let v = cell.load(Relaxed);
-                    if (v >> 32) as u32 == t as u32 {
-                        *o += v & COUNT_MASK;
-                    }
+                    *o += cell.read(t as u32);
                 }
             }
         }
@@ -159,9 +146,9 @@ impl Window {
 /// Monotonic counters since start (exact; the Prometheus `_total`s).
 #[derive(Debug)]
 pub(crate) struct Totals {
-    /// Per stripe: one counter per slot (`Published` stays 0: publishes are
-    /// read from the bus's ledger).
-    hot: Striped<[AtomicU64; SLOTS]>,
+    /// Per stripe: one counter per slot an event counts (no `Published`:
+    /// publishes are read from the bus's ledger).
+    hot: Striped<[AtomicU64; COUNTED]>,
     /// Dead letters per reason, indexed by [`reason_index`].
     pub(crate) dlq_reasons: [AtomicU64; REASONS.len()],
     pub(crate) circuit_transitions: AtomicU64,
@@ -169,8 +156,9 @@ pub(crate) struct Totals {
 }
 
 /// Label values of dead-letter reasons (a custom reason counts as `other`).
-pub(crate) const REASONS: [&str; 6] = [
+pub(crate) const REASONS: [&str; 7] = [
     "retries_exhausted",
+    "not_retried",
     "not_retryable",
     "retry_budget_exhausted",
     "queue_overflow",
@@ -182,11 +170,12 @@ pub(crate) fn reason_index(r: &bus_core::DeadLetterReason) -> usize {
     use bus_core::DeadLetterReason as R;
     match r {
         R::RetriesExhausted => 0,
-        R::NotRetryable => 1,
-        R::RetryBudgetExhausted => 2,
-        R::QueueOverflow => 3,
-        R::Shutdown => 4,
-        _ => 5,
+        R::NotRetried => 1,
+        R::NotRetryable => 2,
+        R::RetryBudgetExhausted => 3,
+        R::QueueOverflow => 4,
+        R::Shutdown => 5,
+        _ => 6,
     }
 }
 
@@ -210,8 +199,10 @@ impl Totals {
         self.hot.iter().map(|s| s[i].load(Relaxed)).sum()
     }
 
+    /// Every slot; `Published` reads 0 (the monitor fills it in from the
+    /// ledgers).
     pub(crate) fn snapshot(&self) -> [u64; SLOTS] {
-        std::array::from_fn(|i| self.sum(i))
+        std::array::from_fn(|i| if i < COUNTED { self.sum(i) } else { 0 })
     }
 }
 
@@ -338,7 +329,7 @@ mod tests {
         w.add_n(w.cursor_at(3), 0, u64::MAX, me);
         assert_eq!(
             w.sum(3)[0],
-            COUNT_MASK,
+            TaggedCount::MAX,
             "saturated, not wrapped into the tag"
         );
         w.add_n(w.cursor_at(7), 0, 2, me); // the same cell, four ticks on

@@ -7,6 +7,7 @@ use bus_core::time::ManualClock;
 use bus_core::{BusEvent, CircuitState};
 use bus_errors::{ErrorCategory, Severity};
 use bus_health::{AlertKind, CommandAlertSink, HealthConfig, HealthMonitor, WebhookAlertSink};
+use std::io::{BufRead, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 use support::*;
@@ -152,10 +153,37 @@ fn command_sink_gets_the_alert_json_on_stdin() {
     ));
 }
 
+/// Reads one HTTP request (head and `Content-Length` body) from `stream`:
+/// (request line, body).
+fn read_request(stream: &mut std::net::TcpStream) -> (String, String) {
+    let mut reader = std::io::BufReader::new(stream);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).unwrap();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line.trim_end().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    (
+        request_line.trim_end().to_owned(),
+        String::from_utf8(body).unwrap(),
+    )
+}
+
 #[test]
 fn webhook_sink_posts_json_to_a_loopback_server() {
-    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-    let port = server.server_addr().to_ip().unwrap().port();
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
     let (m, _, rx) = alerting(Duration::from_secs(60));
     critical_errors(&m, 1);
     assert!(m.flush_alerts(WAIT));
@@ -163,12 +191,13 @@ fn webhook_sink_posts_json_to_a_loopback_server() {
     let hook = WebhookAlertSink::new(&format!("http://127.0.0.1:{port}/hooks/bus")).unwrap();
     let sent = alert.clone();
     let client = std::thread::spawn(move || hook.post(&sent));
-    let mut req = server.recv_timeout(WAIT).unwrap().unwrap();
-    assert_eq!(req.url(), "/hooks/bus");
-    assert_eq!(*req.method(), tiny_http::Method::Post);
-    let mut body = String::new();
-    req.as_reader().read_to_string(&mut body).unwrap();
-    req.respond(tiny_http::Response::empty(204)).unwrap();
+    let (mut conn, _) = server.accept().unwrap();
+    conn.set_read_timeout(Some(WAIT)).unwrap();
+    let (request_line, body) = read_request(&mut conn);
+    assert_eq!(request_line, "POST /hooks/bus HTTP/1.1");
+    conn.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    drop(conn);
     assert_eq!(client.join().unwrap().unwrap(), 204);
     assert_eq!(
         serde_json::from_str::<bus_health::Alert>(&body).unwrap(),

@@ -6,7 +6,8 @@ mod support;
 
 use bus_core::CircuitState;
 use bus_health::{
-    HealthConfig, HealthServer, HttpError, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE,
+    HealthConfig, HealthServer, HttpError, HttpOptions, OPENMETRICS_CONTENT_TYPE,
+    PROMETHEUS_TEXT_CONTENT_TYPE,
 };
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -106,4 +107,17 @@ fn non_loopback_needs_consent_and_drop_unblocks_the_server_thread() {
         rx.recv_timeout(Duration::from_secs(10)).is_ok(),
         "drop did not stop the server"
     );
+}
+
+#[test]
+fn out_of_range_options_are_refused_with_a_typed_error() {
+    let (m, _) = monitor(HealthConfig::default());
+    let mut no_connections = HttpOptions::default();
+    no_connections.max_connections = 0;
+    let mut no_time = HttpOptions::default();
+    no_time.write_timeout = Duration::ZERO;
+    for options in [no_connections, no_time] {
+        let err = HealthServer::start_with("127.0.0.1:0", m.clone(), options).unwrap_err();
+        assert!(matches!(err, HttpError::Options(_)), "{err}");
+    }
 }

@@ -312,3 +312,81 @@ fn events_count_at_the_time_the_bus_stamped_them() {
     let r = m.report();
     assert_eq!((r.totals.acked, r.window.acked), (2, 1));
 }
+
+#[test]
+fn a_lost_broker_is_degraded_at_once_and_critical_after_the_configured_time() {
+    use bus_core::BrokerConnection;
+    use std::sync::Mutex;
+    let state: Arc<Mutex<Option<Duration>>> = Arc::default();
+    let s2 = Arc::clone(&state);
+    let mut cfg = HealthConfig::default();
+    cfg.broker_critical_after = Duration::from_secs(3);
+    let m = HealthMonitor::builder()
+        .with_config(cfg)
+        .with_broker_source(Arc::new(move || {
+            let down = *s2.lock().unwrap();
+            Some(BrokerConnection::new(
+                "nats://broker:4222",
+                down,
+                1,
+                down.unwrap_or_default(),
+            ))
+        }))
+        .build()
+        .unwrap();
+    let r = m.report();
+    assert_eq!(r.status, HealthStatus::Healthy, "{:?}", r.reasons);
+    assert!(r.broker.as_ref().unwrap().connected);
+
+    *state.lock().unwrap() = Some(Duration::ZERO);
+    let r = m.report();
+    assert_eq!(r.status, HealthStatus::Degraded, "{:?}", r.reasons);
+    assert!(
+        r.reasons[0].contains("nats://broker:4222 unreachable"),
+        "{:?}",
+        r.reasons
+    );
+
+    *state.lock().unwrap() = Some(Duration::from_millis(2_900));
+    assert_eq!(m.report().status, HealthStatus::Degraded);
+    *state.lock().unwrap() = Some(Duration::from_secs(3));
+    let r = m.report();
+    assert_eq!(r.status, HealthStatus::Critical, "{:?}", r.reasons);
+    assert_eq!(r.broker.as_ref().unwrap().down_seconds, Some(3.0));
+
+    *state.lock().unwrap() = None;
+    assert_eq!(m.report().status, HealthStatus::Healthy);
+    // The default allows ten seconds before critical.
+    assert_eq!(
+        HealthConfig::default().broker_critical_after,
+        Duration::from_secs(10)
+    );
+}
+
+#[test]
+fn publishes_a_broker_refused_count_against_the_success_rate() {
+    let (m, _) = monitor(HealthConfig::default());
+    acked(&m, 8, 1);
+    // A full queue is the publisher's to handle: not a failure of the bus.
+    for _ in 0..50 {
+        m.observe(&BusEvent::Rejected {
+            topic: "orders.created",
+            reason: "queue_full",
+        });
+    }
+    let r = m.report();
+    assert_eq!(r.success_rate, Some(1.0));
+    assert_eq!(r.status, HealthStatus::Healthy);
+    // 92 refusals by the broker beside 8 acks: 8 %, critical.
+    for _ in 0..92 {
+        m.observe(&BusEvent::Rejected {
+            topic: "orders.created",
+            reason: "transport",
+        });
+    }
+    let r = m.report();
+    assert_eq!(r.window.refused_by_broker, 92);
+    assert_eq!(r.window.rejected, 142);
+    assert!((r.success_rate.unwrap() - 0.08).abs() < 1e-9, "{r:?}");
+    assert_eq!(r.status, HealthStatus::Critical, "{:?}", r.reasons);
+}

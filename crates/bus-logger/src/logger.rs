@@ -210,6 +210,15 @@ impl ErrorSink for ErrorLogger {
     fn record(&self, report: &ErrorReport) {
         self.log(report);
     }
+
+    fn recovered(&self, _component: &str, _topic: &bus_core::Topic, _attempt: u32) {
+        let now = self.shared.clock.now();
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recovered(now);
+    }
 }
 
 impl Drop for ErrorLogger {

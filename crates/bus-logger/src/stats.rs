@@ -154,6 +154,21 @@ impl State {
         now.saturating_duration_since(self.start).as_secs() / 60
     }
 
+    /// Counts a recovery that worked: a delivery acked after earlier
+    /// failures, whose reports could not yet say how it ended.
+    pub(crate) fn recovered(&mut self, now: Instant) {
+        let minute = self.minute(now);
+        let slot = (minute % WINDOW_MINUTES) as usize;
+        if let Some(b) = self.buckets.get_mut(slot) {
+            if b.minute != minute {
+                *b = Bucket::EMPTY;
+                b.minute = minute;
+            }
+            b.recovery_known += 1;
+            b.recovery_succeeded += 1;
+        }
+    }
+
     /// Counts one report and keeps it in the history. Never panics.
     pub(crate) fn observe(&mut self, report: Arc<ErrorReport>, now: Instant) {
         self.total += 1;

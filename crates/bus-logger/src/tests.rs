@@ -93,3 +93,22 @@ fn flush_reports_failures_since_the_previous_flush() {
     assert!(matches!(logger.flush(), Err(FlushError::WriteFailures(3))));
     assert!(matches!(logger.flush(), Ok(())));
 }
+
+#[test]
+fn recoveries_are_counted_when_the_delivery_finally_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let logger = ErrorLogger::open(dir.path(), LoggerConfig::default()).unwrap();
+    assert_eq!(logger.statistics().recovery_success_rate, None);
+    // A failure retried: its report cannot say how the delivery ends.
+    let mut retried = report(0);
+    retried.record_recovery(true, None, "retry in 10ms");
+    logger.record(&retried);
+    assert_eq!(logger.statistics().recovery_success_rate, None);
+    // It succeeds on its second attempt; another gives up after retries.
+    let topic = bus_core::Topic::new("orders").unwrap();
+    logger.recovered("worker-0", &topic, 2);
+    let mut exhausted = report(1);
+    exhausted.record_recovery(true, Some(false), "dead-letter: retries_exhausted");
+    logger.record(&exhausted);
+    assert_eq!(logger.statistics().recovery_success_rate, Some(0.5));
+}

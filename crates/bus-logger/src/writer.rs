@@ -8,15 +8,19 @@ use bus_errors::ErrorReport;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+mod files;
+
+pub(crate) use files::{Appended, append_whole_lines, replace_file};
+use files::{ignore_missing, is_file};
 
 /// The current log file's name.
 pub const LOG_FILE: &str = "errors.jsonl";
 /// The metrics snapshot file's name.
 pub const METRICS_FILE: &str = "error_metrics.json";
-const METRICS_TMP: &str = ".error_metrics.json.tmp";
 /// At most one `tracing` complaint about the log itself per this interval.
 const COMPLAINT_INTERVAL: Duration = Duration::from_secs(10);
 /// Reports handled between two writes to the file.
@@ -248,20 +252,25 @@ impl Writer {
                 return;
             }
         }
-        let result = match &mut self.file {
-            Some(f) => f.write_all(&self.pending),
-            None => Err(io::Error::other("no log file")),
+        let appended = match &mut self.file {
+            Some(f) => append_whole_lines(f, self.size, &self.pending),
+            None => Appended {
+                bytes: 0,
+                lines: 0,
+                error: Some(io::Error::other("no log file")),
+                torn: false,
+            },
         };
-        match result {
-            Ok(()) => {
-                self.size += self.pending.len() as u64;
-                AtomicCounters::add(&self.shared.counters.lines_written, lines);
-            }
-            Err(e) => {
-                self.file = None;
-                self.torn = true;
-                self.fail(lines, &e, "cannot write the error log");
-            }
+        self.size += appended.bytes;
+        AtomicCounters::add(&self.shared.counters.lines_written, appended.lines);
+        if let Some(e) = appended.error {
+            self.file = None;
+            self.torn = appended.torn;
+            self.fail(
+                lines.saturating_sub(appended.lines),
+                &e,
+                "cannot write the error log",
+            );
         }
         self.pending.clear();
     }
@@ -362,38 +371,17 @@ impl Writer {
         }
     }
 
-    /// Temp file in the same directory, fsync, rename, fsync the directory.
     fn write_snapshot(&self) -> io::Result<()> {
         let mut stats = self.shared.statistics();
         // Count this snapshot in itself.
         stats.log.snapshots_written += 1;
         let json = serde_json::to_vec_pretty(&stats).map_err(io::Error::other)?;
         fs::create_dir_all(&self.dir)?;
-        let tmp = self.dir.join(METRICS_TMP);
-        let mut f = File::create(&tmp)?;
-        f.write_all(&json)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, self.dir.join(METRICS_FILE))?;
-        sync_dir(&self.dir);
-        Ok(())
+        replace_file(&self.dir, METRICS_FILE, &json, |f, bytes| {
+            f.write_all(bytes)
+        })
     }
 }
 
-fn is_file(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.is_file())
-}
-
-fn ignore_missing(r: io::Result<()>) -> io::Result<()> {
-    match r {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
-}
-
-/// Makes a rename durable where the platform allows opening a directory.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -131,11 +131,20 @@ async fn handle(
     };
     let raw = match stream.get_raw_message(adv.stream_seq).await {
         Ok(m) => m,
-        Err(error) => {
-            // The stream no longer has it (limits, purge): nothing to save.
-            tracing::error!(%error, stream = %adv.stream, seq = adv.stream_seq, "message of a MaxDeliver advisory is gone from the stream");
+        Err(error)
+            if matches!(
+                error.kind(),
+                jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+            ) =>
+        {
+            // The stream no longer has it (limits, purge): nothing to save,
+            // and the loss is counted.
+            tracing::error!(%error, stream = %adv.stream, seq = adv.stream_seq, "message of a MaxDeliver advisory is gone from the stream: lost");
+            Counters::inc(&ctx.counters.backstop_lost);
             return Ok(());
         }
+        // Not an answer (the connection, a timeout): retry the advisory.
+        Err(error) => return Err(error.into()),
     };
     let Some(topic) = ctx.config.topic_of(raw.subject.as_str()) else {
         tracing::warn!(subject = %raw.subject, "MaxDeliver advisory for a foreign subject ignored");

@@ -38,11 +38,12 @@
 //!
 //! | bus | JetStream |
 //! |---|---|
-//! | topic `orders.created` | subject `bus.orders.created` in stream `BUS_orders` |
+//! | topic `orders.created` | subject `bus.orders.created` in stream `BUS_orders` (limits retention, discard new, no max age: nothing unsettled is deleted) |
 //! | consumer group | durable pull consumer, explicit ack, filtered on the topic |
-//! | envelope id | `Nats-Msg-Id` (publish de-duplication) |
+//! | envelope id | `Nats-Msg-Id` (publish de-duplication; a publish whose PubAck was lost is resent with it) |
+//! | redelivery of a settled message | settled again by stream sequence, never handled twice |
 //! | envelope metadata | headers (see the table in `codec`) |
-//! | `ack` / `nak(delay)` / `term` / `in_progress` | `+ACK` / `-NAK {"delay":…}` / `+TERM` / `+WPI` |
+//! | `ack` / `nak(delay)` / `term` / `in_progress` | `+ACK` / `-NAK {"delay":…}` / `+TERM` (confirmed by the server, pipelined: a settle returns at once) / `+WPI` |
 //! | attempt | the delivery count |
 //! | retries exhausted in a dead process | `MaxDeliver` advisory → dead letter |
 //! | queue depth | consumer `num_pending + num_ack_pending`, capacity `max_ack_pending` |
@@ -58,12 +59,16 @@ mod backstop;
 mod codec;
 mod config;
 mod dlq;
+mod error;
+mod settle;
 mod state;
 mod subscription;
 mod transport;
 
-pub use config::{NatsConfig, Storage};
+pub use codec::to_headers;
+pub use config::{Discard, NatsConfig, Storage};
 pub use dlq::NatsDlq;
+pub use error::NatsError;
 pub use state::{ConnectionState, NatsStats};
 pub use transport::{ConsumerStatus, NatsTransport};
 

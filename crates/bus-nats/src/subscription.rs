@@ -1,15 +1,16 @@
-//! A group member pulling from its durable consumer, and the settler that
-//! maps the bus's settles onto JetStream acknowledgements.
+//! A group member pulling from its durable consumer in batches, and what
+//! the members of a group share; their settles are in [`crate::settle`].
 
 use crate::codec;
+use crate::settle::{InFlight, Settler, Window};
 use crate::state::Counters;
 use crate::transport::{Inner, other};
 use async_nats::jetstream::consumer::{PullConsumer, pull};
 use async_nats::jetstream::message::{AckKind, Acker};
-use bus_core::{AttemptRecord, Delivery, Envelope, Settle, Subscription, Topic, TransportError};
+use bus_core::{AttemptRecord, Delivery, Settle, Subscription, Topic, TransportError};
 use futures::{FutureExt, StreamExt};
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -53,12 +54,81 @@ impl<K: std::hash::Hash + Eq + Clone, V> Bounded<K, V> {
     fn remove(&mut self, k: &K) -> Option<V> {
         self.map.remove(k)
     }
-    fn contains(&self, k: &K) -> bool {
-        self.map.contains_key(k)
-    }
 }
 
 const SIDE_CAP: usize = 100_000;
+
+/// Stream sequences as ranges (first -> last, inclusive). Settles come
+/// nearly in order, so a long run takes a handful of ranges, never one entry
+/// per message: every final settle of a run can be remembered.
+#[derive(Debug, Default)]
+pub(crate) struct SeqSet(BTreeMap<u64, u64>);
+
+impl SeqSet {
+    pub(crate) fn contains(&self, seq: u64) -> bool {
+        self.0
+            .range(..=seq)
+            .next_back()
+            .is_some_and(|(_, &last)| seq <= last)
+    }
+
+    pub(crate) fn insert(&mut self, seq: u64) {
+        if self.contains(seq) {
+            return;
+        }
+        let before = self
+            .0
+            .range(..seq)
+            .next_back()
+            .filter(|(_, last)| last.checked_add(1) == Some(seq))
+            .map(|(&first, _)| first);
+        let after = seq
+            .checked_add(1)
+            .and_then(|next| self.0.remove_entry(&next));
+        let first = before.unwrap_or(seq);
+        let last = after.map_or(seq, |(_, last)| last);
+        self.0.insert(first, last);
+    }
+
+    /// Inserts `seq`; false if it was there already.
+    pub(crate) fn insert_new(&mut self, seq: u64) -> bool {
+        if self.contains(seq) {
+            return false;
+        }
+        self.insert(seq);
+        true
+    }
+
+    /// Removes `seq`; false if it was not there.
+    pub(crate) fn remove(&mut self, seq: u64) -> bool {
+        let Some((&first, &last)) = self.0.range(..=seq).next_back() else {
+            return false;
+        };
+        if seq > last {
+            return false;
+        }
+        self.0.remove(&first);
+        if first < seq {
+            self.0.insert(first, seq - 1);
+        }
+        if seq < last {
+            self.0.insert(seq + 1, last);
+        }
+        true
+    }
+
+    #[cfg(test)]
+    fn ranges(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// How a message was finally settled here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Final {
+    Acked,
+    Termed,
+}
 
 /// What the members of one group in this process share.
 pub(crate) struct GroupShared {
@@ -67,12 +137,34 @@ pub(crate) struct GroupShared {
     pub(crate) stream: String,
     pub(crate) consumer_name: String,
     pub(crate) consumer: PullConsumer,
+    /// The consumer of the group's replay subject: messages published to
+    /// this group alone. They are stored in the same stream, so the
+    /// bookkeeping by stream sequence below covers both consumers.
+    pub(crate) replay: PullConsumer,
     /// Attempt and history of naked messages, by stream sequence: JetStream
     /// redelivers the stored message, not the bus's updated envelope.
     retries: Mutex<Bounded<u64, (u32, Vec<AttemptRecord>)>>,
-    /// Ids acked here recently, to recognise a redelivery whose ack was lost.
-    acked: Mutex<Bounded<Uuid, ()>>,
+    /// Stream sequences settled for good here (acked, or termed after their
+    /// dead letter was stored). JetStream redelivers a message whose settle it
+    /// lost, and after a server crash it may even redeliver it as a first
+    /// delivery (the consumer's state on disk lags): either way it is the
+    /// same stored message (one per envelope id, thanks to publish
+    /// de-duplication), so it is settled again the same way and never
+    /// reaches a handler, or the ledger, twice.
+    settled: Mutex<(SeqSet, SeqSet)>,
+    /// Stream sequences a member of this group holds right now (delivered,
+    /// not yet settled). A redelivery of one of them (ack_wait passed, or
+    /// the server lost the delivery state) is left to the holder's settle.
+    held: Mutex<HashSet<u64>>,
+    /// Stream sequences up to here were checked for drops by the stream's
+    /// limits (starts where the group started).
+    drop_mark: Mutex<u64>,
+    /// Sequences counted as dropped; one that is delivered after all (it
+    /// was prefetched before the stream deleted it) is taken back.
+    dropped: Mutex<SeqSet>,
     last: Mutex<(usize, usize)>,
+    /// Bounds the members' settles awaiting the server's confirmation.
+    pub(crate) window: Arc<Window>,
 }
 
 impl GroupShared {
@@ -82,16 +174,24 @@ impl GroupShared {
         stream: String,
         consumer_name: String,
         consumer: PullConsumer,
+        replay: PullConsumer,
+        window: usize,
     ) -> Self {
+        let start = consumer.cached_info().delivered.stream_sequence;
         Self {
+            drop_mark: Mutex::new(start),
+            dropped: Mutex::new(SeqSet::default()),
             topic,
             group,
             stream,
             consumer_name,
             consumer,
+            replay,
             retries: Mutex::new(Bounded::new(SIDE_CAP)),
-            acked: Mutex::new(Bounded::new(SIDE_CAP)),
+            settled: Mutex::new((SeqSet::default(), SeqSet::default())),
+            held: Mutex::new(HashSet::new()),
             last: Mutex::new((0, 0)),
+            window: Window::new(window),
         }
     }
 
@@ -102,147 +202,140 @@ impl GroupShared {
     pub(crate) fn last_known(&self) -> (usize, usize) {
         *lock(&self.last)
     }
-}
 
-struct InFlight {
-    reply: Option<async_nats::Subject>,
-    seq: u64,
-    since: Instant,
-}
-
-/// Settles deliveries of one subscription.
-pub(crate) struct Settler {
-    inner: Arc<Inner>,
-    group: Arc<GroupShared>,
-    in_flight: Mutex<HashMap<u64, InFlight>>,
-    next_token: AtomicU64,
-}
-
-impl Settler {
-    fn send(&self, acker: Acker, kind: AckKind) {
-        let counters = Arc::clone(&self.inner.counters);
-        let done = self.inner.call(
-            Duration::from_secs(2),
-            async move { acker.ack_with(kind).await },
-        );
-        if !matches!(done, Some(Ok(()))) {
-            tracing::warn!(
-                ?kind,
-                "could not send a settle; the server will redeliver after ack_wait"
-            );
-            Counters::inc(&counters.settle_failures);
+    fn settled_as(&self, seq: u64) -> Option<Final> {
+        let s = lock(&self.settled);
+        if s.0.contains(seq) {
+            Some(Final::Acked)
+        } else if s.1.contains(seq) {
+            Some(Final::Termed)
+        } else {
+            None
         }
     }
 
-    fn acker(&self, reply: Option<async_nats::Subject>) -> Acker {
-        Acker::new(self.inner.js.clone(), reply)
+    /// Records the final settle of `seq` (before its hold is released, so a
+    /// racing redelivery always finds one of the two).
+    pub(crate) fn settle_for_good(&self, seq: u64, how: Final) {
+        let mut s = lock(&self.settled);
+        match how {
+            Final::Acked => s.0.insert(seq),
+            Final::Termed => s.1.insert(seq),
+        }
     }
 
-    fn take(&self, token: u64) -> Option<InFlight> {
-        lock(&self.in_flight).remove(&token)
+    /// Counts the messages the stream deleted before this group settled
+    /// them: those below the stream's first sequence that this process
+    /// neither settled nor holds. (The server moves the group's ack floor
+    /// past deleted messages, so the floor cannot tell.) Each sequence is
+    /// examined once. Exact for a stream carrying one topic, with no
+    /// replays to other groups, whose group runs in this process alone;
+    /// otherwise it may count too many, never too few.
+    pub(crate) fn count_dropped(&self, first_seq: u64) -> u64 {
+        let mut mark = lock(&self.drop_mark);
+        let from = mark.saturating_add(1);
+        if first_seq <= from {
+            return 0;
+        }
+        let settled = lock(&self.settled);
+        let held = lock(&self.held);
+        let mut dropped = lock(&self.dropped);
+        let mut lost = 0;
+        for seq in from..first_seq {
+            if !settled.0.contains(seq) && !settled.1.contains(seq) && !held.contains(&seq) {
+                dropped.insert(seq);
+                lost += 1;
+            }
+        }
+        *mark = first_seq - 1;
+        lost
     }
 
-    /// In-progress acks for deliveries held longer than `every`.
-    fn progress(&self, every: Duration, limit: Duration) -> Vec<Acker> {
-        let now = Instant::now();
-        lock(&self.in_flight)
-            .values()
-            .filter(|f| {
-                let held = now.saturating_duration_since(f.since);
-                held >= every && held < limit
-            })
-            .map(|f| self.acker(f.reply.clone()))
-            .collect()
+    /// A message handed back for redelivery (a nak) that the stream had
+    /// already deleted when drops were last counted will never come back:
+    /// it was skipped then because a handler held it, so it counts now.
+    pub(crate) fn dropped_while_held(&self, seq: u64) -> bool {
+        let mark = lock(&self.drop_mark);
+        seq <= *mark && lock(&self.dropped).insert_new(seq)
+    }
+
+    /// Takes the hold of `seq`; false when a member holds it already.
+    fn hold(&self, seq: u64) -> bool {
+        lock(&self.held).insert(seq)
+    }
+
+    pub(crate) fn release(&self, seq: u64) {
+        lock(&self.held).remove(&seq);
+    }
+
+    /// Keeps the attempt and history of a message handed back for a retry,
+    /// for its redelivery.
+    pub(crate) fn remember_attempts(&self, seq: u64, attempt: u32, history: Vec<AttemptRecord>) {
+        lock(&self.retries).insert(seq, (attempt, history));
     }
 }
 
-impl Settle for Settler {
-    fn ack(&self, token: u64, envelope: &Envelope) {
-        if let Some(f) = self.take(token) {
-            lock(&self.group.acked).insert(envelope.id, ());
-            self.send(self.acker(f.reply), AckKind::Ack);
-        }
-    }
-
-    fn nak(&self, token: u64, envelope: Envelope, delay: Duration) {
-        if let Some(f) = self.take(token) {
-            lock(&self.group.retries).insert(f.seq, (envelope.attempt, envelope.history));
-            let kind = if delay.is_zero() {
-                AckKind::Nak(None)
-            } else {
-                AckKind::Nak(Some(delay))
-            };
-            self.send(self.acker(f.reply), kind);
-        }
-    }
-
-    fn term(&self, token: u64, _envelope: &Envelope) {
-        if let Some(f) = self.take(token) {
-            self.send(self.acker(f.reply), AckKind::Term);
-        }
-    }
-
-    fn in_progress(&self, token: u64) {
-        let reply = lock(&self.in_flight).get(&token).map(|f| f.reply.clone());
-        let acker = reply.map(|r| self.acker(r));
-        if let Some(a) = acker {
-            self.send(a, AckKind::Progress);
-        }
-    }
-}
-
-/// A member of a consumer group: a continuous pull from the group's durable
-/// consumer, at most `prefetch` messages ahead of the handler.
+/// A member of a consumer group: continuous pulls from the group's two
+/// durable consumers (the topic's messages and the replays to this group),
+/// each at most `prefetch` messages ahead of the handler.
 pub(crate) struct NatsSubscription {
     inner: Arc<Inner>,
     group: Arc<GroupShared>,
     settler: Arc<Settler>,
     messages: Option<pull::Stream>,
+    replays: Option<pull::Stream>,
+}
+
+/// Which of a member's two pulls a message came from.
+#[derive(Clone, Copy)]
+enum Pull {
+    Topic,
+    Replay,
 }
 
 impl NatsSubscription {
     pub(crate) fn new(inner: Arc<Inner>, group: Arc<GroupShared>) -> Self {
-        let settler = Arc::new(Settler {
-            inner: Arc::clone(&inner),
-            group: Arc::clone(&group),
-            in_flight: Mutex::new(HashMap::new()),
-            next_token: AtomicU64::new(1),
-        });
+        let settler = Arc::new(Settler::new(Arc::clone(&inner), Arc::clone(&group)));
         spawn_progress(&inner, Arc::downgrade(&settler));
         Self {
             inner,
             group,
             settler,
             messages: None,
+            replays: None,
         }
     }
 
-    fn open(&mut self) -> Result<&mut pull::Stream, TransportError> {
+    /// Opens the pulls that are not open.
+    fn open(&mut self) -> Result<(), TransportError> {
         if self.messages.is_none() {
-            let consumer = self.group.consumer.clone();
-            let batch = self.inner.config.prefetch_batch();
-            let stream = self
-                .inner
-                .call(self.inner.config.request_timeout, async move {
-                    consumer
-                        .stream()
-                        .max_messages_per_batch(batch)
-                        .expires(Duration::from_secs(5))
-                        .heartbeat(Duration::from_secs(2))
-                        .messages()
-                        .await
-                })
-                .ok_or(TransportError::Timeout(self.inner.config.request_timeout))?
-                .map_err(|e| TransportError::Disconnected(e.to_string()))?;
-            self.messages = Some(stream);
+            self.messages = Some(self.pull(self.group.consumer.clone())?);
         }
-        self.messages
-            .as_mut()
-            .ok_or_else(|| other("pull stream missing"))
+        if self.replays.is_none() {
+            self.replays = Some(self.pull(self.group.replay.clone())?);
+        }
+        Ok(())
     }
 
-    /// Turns a JetStream message into a delivery, or `None` when it is the
-    /// redelivery of a message already acked here (acked again silently).
+    fn pull(&self, consumer: PullConsumer) -> Result<pull::Stream, TransportError> {
+        let batch = self.inner.config.prefetch_batch();
+        self.inner
+            .call(self.inner.config.request_timeout, async move {
+                consumer
+                    .stream()
+                    .max_messages_per_batch(batch)
+                    .expires(Duration::from_secs(5))
+                    .heartbeat(Duration::from_secs(2))
+                    .messages()
+                    .await
+            })
+            .ok_or(TransportError::Timeout(self.inner.config.request_timeout))?
+            .map_err(|e| TransportError::Disconnected(e.to_string()))
+    }
+
+    /// Turns a JetStream message into a delivery, or `None` when it is a
+    /// message this group already settled here (settled again the same way,
+    /// silently) or one a member holds right now (its settle will do).
     fn deliver(&self, msg: async_nats::jetstream::Message) -> Option<Delivery> {
         let (delivered, seq) = match msg.info() {
             Ok(i) => (
@@ -258,7 +351,7 @@ impl NatsSubscription {
             .config
             .topic_of(msg.subject.as_str())
             .unwrap_or_else(|| self.group.topic.clone());
-        let fallback = Uuid::from_u64_pair(hash(&self.group.stream), seq);
+        let fallback = Uuid::from_u64_pair(crate::config::fnv1a(self.group.stream.as_bytes()), seq);
         let mut env = codec::from_message(topic, msg.payload, msg.headers.as_ref(), fallback);
         match lock(&self.group.retries).remove(&seq) {
             Some((attempt, history)) => {
@@ -269,13 +362,32 @@ impl NatsSubscription {
             // redelivery after an ack timeout or a crash counts as a try).
             None => env.attempt = env.attempt.saturating_add(delivered - 1),
         }
-        if delivered > 1 && lock(&self.group.acked).contains(&env.id) {
-            Counters::inc(&self.inner.counters.duplicates_suppressed);
-            tracing::debug!(message_id = %env.id, "redelivery of an acked message suppressed");
-            let _ = self
-                .inner
-                .call(Duration::from_secs(2), async move { acker.ack().await });
-            return None;
+        if seq != 0 {
+            if let Some(how) = self.group.settled_as(seq) {
+                Counters::inc(&self.inner.counters.duplicates_suppressed);
+                tracing::debug!(message_id = %env.id, seq, "redelivery of a settled message suppressed");
+                let kind = match how {
+                    Final::Acked => AckKind::Ack,
+                    Final::Termed => AckKind::Term,
+                };
+                // Not waited for: if it is lost too, the next redelivery
+                // lands here again.
+                self.inner.handle.spawn(async move {
+                    let _ = acker.ack_with(kind).await;
+                });
+                return None;
+            }
+            if !self.group.hold(seq) {
+                Counters::inc(&self.inner.counters.duplicates_suppressed);
+                tracing::debug!(message_id = %env.id, seq, "redelivery of a message still in a handler ignored");
+                return None;
+            }
+            if lock(&self.group.dropped).remove(seq) {
+                self.inner
+                    .counters
+                    .dropped_by_limits
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
         }
         let token = self.settler.next_token.fetch_add(1, Ordering::Relaxed);
         lock(&self.settler.in_flight).insert(
@@ -291,13 +403,14 @@ impl NatsSubscription {
     }
 }
 
-fn hash(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+impl NatsSubscription {
+    /// Drops one pull so the next call opens it again.
+    fn reset(&mut self, which: Pull) {
+        match which {
+            Pull::Topic => self.messages = None,
+            Pull::Replay => self.replays = None,
+        }
     }
-    h
 }
 
 impl Subscription for NatsSubscription {
@@ -312,26 +425,43 @@ impl Subscription for NatsSubscription {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let handle = self.inner.handle.clone();
-            let stream = self.open()?;
-            let got = handle.block_on(async { tokio::time::timeout(left, stream.next()).await });
-            match got {
+            self.open()?;
+            let (Some(topic), Some(replays)) = (self.messages.as_mut(), self.replays.as_mut())
+            else {
+                return Err(other("pull stream missing"));
+            };
+            // Whichever pull has a message first; a random pick when both
+            // do, so neither starves the other.
+            let got = handle.block_on(async {
+                tokio::time::timeout(left, async {
+                    tokio::select! {
+                        m = topic.next() => (Pull::Topic, m),
+                        m = replays.next() => (Pull::Replay, m),
+                    }
+                })
+                .await
+            });
+            let (from, got) = match got {
                 Err(_elapsed) => return Ok(None),
-                Ok(None) => {
-                    self.messages = None;
+                Ok(got) => got,
+            };
+            match got {
+                None => {
+                    self.reset(from);
                     return Err(TransportError::Disconnected("pull stream ended".into()));
                 }
-                Ok(Some(Err(e))) => {
+                Some(Err(e)) => {
                     use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
                     return Err(match e.kind() {
                         K::MissingHeartbeat => TransportError::Disconnected(e.to_string()),
                         K::ConsumerDeleted | K::NoResponders => {
-                            self.messages = None;
+                            self.reset(from);
                             TransportError::Disconnected(e.to_string())
                         }
                         _ => other(e),
                     });
                 }
-                Ok(Some(Ok(msg))) => {
+                Some(Ok(msg)) => {
                     if let Some(d) = self.deliver(msg) {
                         return Ok(Some(d));
                     }
@@ -348,15 +478,20 @@ impl Drop for NatsSubscription {
     fn drop(&mut self) {
         // Hand back what was prefetched but never delivered, so other members
         // get it now rather than after ack_wait.
-        let Some(mut stream) = self.messages.take() else {
+        let pulls: Vec<pull::Stream> = [self.messages.take(), self.replays.take()]
+            .into_iter()
+            .flatten()
+            .collect();
+        if pulls.is_empty() {
             return;
-        };
+        }
         let _enter = self.inner.handle.enter();
         let mut naks = Vec::new();
-        while let Some(Some(Ok(m))) = stream.next().now_or_never() {
-            naks.push(m);
+        for mut stream in pulls {
+            while let Some(Some(Ok(m))) = stream.next().now_or_never() {
+                naks.push(m);
+            }
         }
-        drop(stream);
         if !naks.is_empty() {
             let _ = self.inner.call(Duration::from_secs(2), async move {
                 for m in naks {
@@ -390,4 +525,38 @@ fn spawn_progress(inner: &Arc<Inner>, settler: Weak<Settler>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeqSet;
+
+    #[test]
+    fn seq_set_merges_neighbours_and_answers_membership() {
+        let mut s = SeqSet::default();
+        for seq in [5, 3, 4, 10, 1, 2, 12, 11] {
+            s.insert(seq);
+        }
+        assert_eq!(s.ranges(), 2, "1..=5 and 10..=12");
+        for seq in [1, 2, 3, 4, 5, 10, 11, 12] {
+            assert!(s.contains(seq), "{seq}");
+        }
+        for seq in [0, 6, 9, 13, u64::MAX] {
+            assert!(!s.contains(seq), "{seq}");
+        }
+        s.insert(u64::MAX);
+        s.insert(4);
+        assert!(s.contains(u64::MAX));
+        assert_eq!(s.ranges(), 3);
+        for seq in 6..10 {
+            s.insert(seq);
+        }
+        assert_eq!(s.ranges(), 2, "1..=12 and MAX");
+        assert!(s.remove(7));
+        assert!(!s.remove(7));
+        assert!(!s.contains(7) && s.contains(6) && s.contains(8));
+        assert!(s.remove(1) && s.remove(12) && s.remove(u64::MAX));
+        assert_eq!(s.ranges(), 2, "2..=6 and 8..=11");
+        assert!(!s.remove(0));
+    }
 }

@@ -1,58 +1,69 @@
-//! The transport conformance suite of `bus-test`, against NatsTransport on a
-//! real nats-server (skipped loudly when unreachable, unless
-//! BUS_REQUIRE_NATS=1). Every context gets its own streams (memory storage,
-//! short max age, deleted at the end).
+//! The conformance suite of `bus-test`, transport and pipeline scenarios,
+//! against NatsTransport on a real nats-server (skipped loudly when
+//! unreachable, unless BUS_REQUIRE_NATS=1). Every context gets its own
+//! streams (memory storage, deleted at the end); the reconnect scenario
+//! gets a server of its own, with file storage, that it kills and restarts.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
 mod common;
 
-use bus_nats::{NatsTransport, Storage};
-use bus_test::conformance::{self, Ctx};
-use std::sync::Arc;
+use bus_nats::{NatsConfig, NatsTransport, Storage};
+use bus_test::conformance::{Ctx, Features};
+use common::server::OwnServer;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn run(name: &str, scenario: fn(&Ctx)) {
-    if !common::nats_available(name) {
-        return;
+/// A pull request in flight when a subscription is dropped can still be
+/// answered; that message comes back after ack_wait (never lost). Keep
+/// ack_wait inside the suite's patience.
+const ACK_WAIT: Duration = Duration::from_secs(4);
+
+/// Every publish is a broker round trip: on a loaded 2-core machine the
+/// 10k scenario's drain needs more than the default 10 s.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn shared_server(scenario: &str) -> Option<Ctx> {
+    if !common::nats_available(scenario) {
+        return None;
     }
     let mut cfg = common::config().with_storage(Storage::Memory);
-    cfg.max_age = Duration::from_secs(600);
-    // A pull request in flight when a subscription is dropped can still be
-    // answered; that message comes back after ack_wait (never lost). Keep
-    // ack_wait inside the suite's 10 s patience.
-    cfg.ack_wait = Duration::from_secs(4);
+    cfg.ack_wait = ACK_WAIT;
     let nats = NatsTransport::connect(cfg).unwrap();
-    let mut ctx = Ctx::new(Arc::new(nats.clone()));
-    // Every publish is a broker round trip: on a loaded 2-core machine the
-    // 10k scenario's drain needs more than the default 10 s.
-    ctx.patience = Duration::from_secs(30);
-    scenario(&ctx);
-    let _ = nats.delete_streams();
+    let cleanup = nats.clone();
+    // No per-subscriber queue bound (a capacity is refused): the server's
+    // max_ack_pending bounds a group instead.
+    Some(
+        Ctx::new(Arc::new(nats))
+            .with_features(Features::new().publish_to_group())
+            .with_patience(PATIENCE)
+            .on_teardown(move || {
+                let _ = cleanup.delete_streams();
+            }),
+    )
 }
 
-macro_rules! scenarios {
-    ($($s:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $s() {
-                run(stringify!($s), conformance::$s);
-            }
-        )*
-    };
+fn own_server() -> Option<Ctx> {
+    let server = OwnServer::start()?;
+    let cfg = NatsConfig::new(server.url()).with_ack_wait(ACK_WAIT);
+    let nats = NatsTransport::connect(cfg).unwrap();
+    let server = Arc::new(Mutex::new(server));
+    let restart = Arc::clone(&server);
+    let features = Features::new().publish_to_group().reconnect(move || {
+        restart.lock().unwrap().restart();
+    });
+    Some(
+        Ctx::new(Arc::new(nats))
+            .with_features(features)
+            .with_patience(PATIENCE)
+            .on_teardown(move || drop(server)),
+    )
 }
 
-scenarios!(
-    publish_subscribe_keeps_payload_and_headers,
-    concurrent_subscribe,
-    resend_on_nak,
-    continue_after_many_errors,
-    term_is_final,
-    dropped_delivery_is_redelivered,
-    close_and_recreate_while_publishing,
-    concurrent_close,
-    parallel_publish_10k,
-    topic_isolation,
-    consumer_groups,
-    ordering_within_a_group,
-);
+bus_test::transport_conformance!(nats, |scenario: &str| {
+    if scenario == "reconnect_loses_nothing" {
+        own_server()
+    } else {
+        shared_server(scenario)
+    }
+});

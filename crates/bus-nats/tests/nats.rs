@@ -269,6 +269,42 @@ fn max_deliver_advisory_becomes_a_dead_letter() {
     assert!(sub.next(Duration::from_millis(300)).unwrap().is_none());
 }
 
+/// A bus on the transport lends the backstop its store: a message the
+/// server stopped redelivering is dead-lettered there and counted in the
+/// bus's own ledger, so the invariant balances without a reconciliation.
+#[test]
+fn a_max_deliver_dead_letter_is_counted_in_the_bus_ledger() {
+    require_nats!();
+    let t = TestNats::new(config().with_max_deliver(2));
+    let dlq = MemoryDeadLetters::new();
+    let handler = FlakyHandler::new(Script::always_fail(ErrorCategory::MessageProcessing));
+    // The bus would retry more often than the server redelivers.
+    let bus = Bus::builder()
+        .transport(Arc::new(t.nats.clone()))
+        .dead_letters(Arc::new(dlq.clone()))
+        .recovery(Arc::new(SimpleRetry {
+            max_retries: 10,
+            delay: Duration::from_millis(10),
+        }))
+        .build();
+    bus.subscriber("dying")
+        .topic("backstop.ledger")
+        .start(handler.clone())
+        .unwrap();
+    let id = bus.publish("backstop.ledger", &b"precious"[..]).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(15), || dlq.len() == 1),
+        "the MaxDeliver advisory must become a dead letter in the bus's store"
+    );
+    assert_eq!(dlq.letters()[0].envelope.id, id);
+    assert!(wait_until(T, || bus.stats().dead_lettered == 1));
+    assert_eq!(handler.calls(), 2, "MaxDeliver 2");
+    let report = bus.shutdown(T);
+    assert_eq!((report.stats.dead_lettered, report.stats.pending), (1, 0));
+    assert_invariant(&report.stats);
+    assert_eq!(t.nats.stats().backstop_dead_letters, 1);
+}
+
 #[test]
 fn nats_dlq_stores_letters_durably_on_a_stream() {
     require_nats!();
@@ -322,4 +358,72 @@ fn bus_handlers_see_metadata_over_nats() {
     assert_eq!(corr.as_deref(), Some("c-1"));
     assert_eq!(headers["h"], "1");
     assert_invariant(&bus.shutdown(T).stats);
+}
+
+#[test]
+fn a_queue_bound_is_refused_at_subscribe_with_a_typed_error() {
+    require_nats!();
+    let t = TestNats::new(config().with_max_ack_pending(64));
+    let tp = topic("bounded");
+    let refused = |options: SubscribeOptions| {
+        let err = t.nats.subscribe(&tp, &options).err().expect("refused");
+        let bus_core::TransportError::Other(source) = &err else {
+            panic!("{err:?}");
+        };
+        source
+            .downcast_ref::<bus_nats::NatsError>()
+            .cloned()
+            .unwrap()
+    };
+    let e = refused(SubscribeOptions::group("reports").with_capacity(32));
+    assert!(
+        matches!(&e, bus_nats::NatsError::NoQueueBound { group, capacity: 32, max_ack_pending: 64, .. } if group == "reports"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("max_ack_pending = 64"), "{e}");
+    // Chosen, even at the default value: refused, never silently ignored.
+    let default_capacity = SubscribeOptions::group("reports").capacity;
+    let e = refused(SubscribeOptions::group("reports").with_capacity(default_capacity));
+    assert!(
+        matches!(&e, bus_nats::NatsError::NoQueueBound { .. }),
+        "{e:?}"
+    );
+    let e =
+        refused(SubscribeOptions::group("reports").with_overflow(bus_core::OverflowPolicy::Reject));
+    assert!(
+        matches!(
+            e,
+            bus_nats::NatsError::NoQueueBound {
+                overflow: bus_core::OverflowPolicy::Reject,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(t.nats.consumer_status().is_empty(), "no group was created");
+
+    // Through the subscriber builder: the error says why, nothing runs.
+    let bus = Bus::builder().transport(Arc::new(t.nats.clone())).build();
+    let err = bus
+        .subscriber("reports")
+        .topic("bounded")
+        .capacity(32)
+        .overflow(bus_core::OverflowPolicy::Reject)
+        .start(|_m: &Message<'_>| -> Result<(), std::io::Error> { Ok(()) })
+        .expect_err("refused");
+    assert!(
+        matches!(&err, bus_core::SubscribeError::Transport(bus_core::TransportError::Other(s)) if s.is::<bus_nats::NatsError>()),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("NATS has no per-subscriber queue") && text.contains("capacity 32"),
+        "{text}"
+    );
+    // The defaults are no bound: accepted.
+    bus.subscriber("reports")
+        .topic("bounded")
+        .start(|_m: &Message<'_>| -> Result<(), std::io::Error> { Ok(()) })
+        .unwrap();
+    bus.shutdown(T);
 }

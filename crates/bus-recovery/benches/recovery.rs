@@ -51,8 +51,8 @@ fn bench_decide(c: &mut Criterion) {
             b.iter_batched_ref(
                 || env.clone(),
                 |env| {
-                    let mut f = Failure::new(&report, env, "billing", Duration::ZERO);
-                    black_box(r.decide(&mut f))
+                    let f = Failure::new(&report, env, "billing", Duration::ZERO);
+                    black_box(r.decide(&f).apply(env))
                 },
                 criterion::BatchSize::SmallInput,
             );
@@ -90,10 +90,18 @@ fn bench_on_success(c: &mut Criterion) {
         });
     });
     // A component whose deadline grew: successes walk it back.
-    let grown = recovery(true);
-    grown
-        .deadlines()
-        .on_timeout("billing", Duration::from_secs(1));
+    let grown = Recovery::builder()
+        .seed(1)
+        .clock(Arc::new(ManualClock::new()))
+        .budget(BudgetConfig {
+            window: Duration::from_secs(10),
+            percent: 0.2,
+            min_retries_per_sec: u32::MAX,
+        })
+        .component_deadline("billing", Duration::from_secs(1))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(grown.deadlines().on_timeout("billing").is_some());
     group.bench_function("budget_and_grown_deadline", |b| {
         b.iter(|| {
             grown.on_success(black_box(&Success::new(

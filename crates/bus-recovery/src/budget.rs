@@ -12,10 +12,10 @@
 //! withdrawal are one step: concurrent failures can never overdraw the budget.
 
 use crate::ConfigError;
-use bus_core::stripe::Striped;
-use bus_core::time::{SharedClock, Stamp, TickRing};
+use bus_core::time::{SharedClock, Stamp};
+use bus_sync::prim::atomic::{AtomicU64, Ordering};
+use bus_sync::{Striped, TickRing};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -24,8 +24,11 @@ const SLOTS: usize = 10;
 /// A token, in micro-tokens.
 const TOKEN: u128 = 1_000_000;
 /// Low bits of a packed slot holding the count; the high bits hold a tag of
-/// the slot's epoch.
-const COUNT_BITS: u32 = 40;
+/// the slot's epoch. 32 bits of tag tell epochs apart for 2^32 - 1 ticks
+/// (about 50 days at the smallest, 1 ms slot) before a slot left untouched
+/// that long could be taken for the current one; 32 bits of count are more
+/// successes than one stripe can record in one slot.
+const COUNT_BITS: u32 = 32;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 
 /// Configuration of a [`RetryBudget`].
@@ -117,7 +120,7 @@ impl RetryBudget {
     /// [`BudgetConfig::validate`]; out-of-range values are clamped.
     pub fn new(config: BudgetConfig, clock: SharedClock) -> Self {
         let slot = config.window.max(Duration::from_millis(10)) / SLOTS as u32;
-        let ring = TickRing::new(clock.stamp(), slot, SLOTS as u32);
+        let ring = TickRing::new(clock.stamp().as_nanos(), slot, SLOTS as u32);
         let percent = config.percent.clamp(0.0, 1.0);
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let deposit_micro = (percent * 1_000_000.0).round() as u128;
@@ -136,12 +139,20 @@ impl RetryBudget {
     }
 
     fn epoch_at(&self, now: Stamp) -> u64 {
-        self.ring.tick(now)
+        self.ring.tick(now.as_nanos())
     }
 
     /// The tag stored with a slot's count (never 0, so a fresh slot matches no epoch).
     fn tag(epoch: u64) -> u64 {
         (epoch % ((1 << (64 - COUNT_BITS)) - 1)) + 1
+    }
+
+    /// Whether tag `a` is of a later epoch than tag `b`, across the tags'
+    /// wrap: a later epoch is less than half the tag space ahead. Tag 0
+    /// (a slot never written) is older than every epoch.
+    fn newer(a: u64, b: u64) -> bool {
+        const SPACE: u64 = (1 << (64 - COUNT_BITS)) - 1;
+        a != 0 && b != 0 && a != b && (a + SPACE - b) % SPACE < SPACE / 2
     }
 
     fn slot(epoch: u64) -> usize {
@@ -159,11 +170,18 @@ impl RetryBudget {
     /// from the same clock (the bus stamps each success once).
     pub fn deposit_at(&self, now: Stamp) {
         // The ring remembers the current slot: no division per success.
-        let at = self.ring.pos(now);
+        let at = self.ring.pos(now.as_nanos());
         let tag = Self::tag(at.tick);
         let (cells, writer) = self.deposits.mine();
         writer.update(&cells[at.slot], |current| {
-            if current >> COUNT_BITS != tag {
+            let held = current >> COUNT_BITS;
+            if held != tag {
+                // A stamp read before another thread of this stripe moved the
+                // slot on belongs to an epoch already out of the window: it
+                // earns nothing, and must not erase the newer count.
+                if Self::newer(held, tag) {
+                    return None;
+                }
                 // The slot holds an older epoch: restart it at 1.
                 Some((tag << COUNT_BITS) | 1)
             } else {

@@ -148,3 +148,33 @@ fn validation_rejects_bad_percent_and_window() {
     assert_eq!(bad.validate().unwrap_err().key(), "window");
     assert!(BudgetConfig::default().validate().is_ok());
 }
+
+#[test]
+fn a_late_deposit_does_not_erase_the_newer_count_in_its_slot() {
+    // A 10 s window: ten 1 s slots. A success stamped in slot 0 of the
+    // first window, deposited after the same stripe's slot 0 moved on to
+    // the next window, earns nothing and leaves the newer count alone.
+    let (b, clock) = budget(1.0, 0, 10);
+    let old = bus_core::time::Clock::stamp(&clock);
+    clock.advance(Duration::from_secs(10));
+    for _ in 0..5 {
+        b.deposit();
+    }
+    b.deposit_at(old);
+    assert_eq!(b.available(), 5, "the five successes of this window");
+}
+
+#[test]
+fn tags_order_epochs_across_their_wrap() {
+    let space = (1_u64 << (64 - COUNT_BITS)) - 1;
+    let t = RetryBudget::tag;
+    assert!(RetryBudget::newer(t(11), t(1)));
+    assert!(!RetryBudget::newer(t(1), t(11)));
+    assert!(!RetryBudget::newer(t(7), t(7)));
+    // Just past the wrap: epoch `space` has tag 1, and is newer than `space - 1`.
+    assert!(RetryBudget::newer(t(space), t(space - 1)));
+    assert!(
+        !RetryBudget::newer(0, t(3)),
+        "a slot never written is older"
+    );
+}

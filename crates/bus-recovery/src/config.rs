@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 pub struct ScopeConfig {
     /// The policy for every category (unless `categories` names one).
     pub all: Option<RetryPolicy>,
-    /// Policies for single categories.
+    /// Policies for single categories; in a file, each entry says only what it
+    /// changes: the rest keeps the category's default.
+    #[serde(deserialize_with = "merged_onto_defaults")]
     pub categories: BTreeMap<ErrorCategory, RetryPolicy>,
 }
 
@@ -54,7 +56,9 @@ pub struct RecoveryConfig {
     /// Adaptive handler deadlines.
     pub deadlines: DeadlineConfig,
     /// Replacements for entries of the default table
-    /// ([`RetryPolicy::for_category`]).
+    /// ([`RetryPolicy::for_category`]); in a file, each entry says only what it
+    /// changes: the rest keeps the category's default.
+    #[serde(deserialize_with = "merged_onto_defaults")]
     pub categories: BTreeMap<ErrorCategory, RetryPolicy>,
     /// Overrides by exact topic name.
     pub topics: BTreeMap<String, ScopeConfig>,
@@ -100,9 +104,69 @@ impl RecoveryConfig {
     }
 }
 
+/// Reads a table of category policies where each entry says only what it
+/// changes: the keys it gives replace those of
+/// [`RetryPolicy::for_category`], the others keep their defaults. Overriding
+/// CONNECTION's backoff keeps its `reconnect` strategy, and a backoff of the
+/// same kind keeps the fields it does not name (its jitter among them); a
+/// backoff of another kind starts afresh but for the jitter, which is kept
+/// unless it is given.
+///
+fn merged_onto_defaults<'de, D>(
+    deserializer: D,
+) -> Result<BTreeMap<ErrorCategory, RetryPolicy>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let given = BTreeMap::<ErrorCategory, serde_json::Value>::deserialize(deserializer)?;
+    given
+        .into_iter()
+        .map(|(category, patch)| {
+            let mut policy = serde_json::to_value(RetryPolicy::for_category(category))
+                .map_err(|e| D::Error::custom(format!("categories.{category}: {e}")))?;
+            merge(&mut policy, patch);
+            serde_json::from_value(policy)
+                .map(|p| (category, p))
+                .map_err(|e| D::Error::custom(format!("categories.{category}: {e}")))
+        })
+        .collect()
+}
+
+/// Merges `patch` onto `base`: objects key by key, anything else replaced. A
+/// `backoff` whose `kind` changes is replaced whole but for its `jitter`.
+fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
+    use serde_json::Value;
+    match (base, patch) {
+        (Value::Object(base), Value::Object(patch)) => {
+            for (key, value) in patch {
+                match base.get_mut(&key) {
+                    Some(old) if key == "backoff" && kind_changes(old, &value) => {
+                        let jitter = old.get("jitter").cloned();
+                        *old = value;
+                        if let (Some(j), Value::Object(new)) = (jitter, old) {
+                            new.entry("jitter").or_insert(j);
+                        }
+                    }
+                    Some(old) => merge(old, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, patch) => *base = patch,
+    }
+}
+
+fn kind_changes(old: &serde_json::Value, new: &serde_json::Value) -> bool {
+    new.get("kind").is_some_and(|k| Some(k) != old.get("kind"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn errors_name_the_full_dotted_key_and_value() {
@@ -127,6 +191,59 @@ mod tests {
             cfg.validate().unwrap_err().key(),
             "components.billing.all.backoff.cap"
         );
+    }
+
+    #[test]
+    fn a_partial_category_override_keeps_the_defaults_it_does_not_name() {
+        use crate::{Jitter, Strategy};
+        let cfg: RecoveryConfig = toml::from_str(
+            r#"
+            [categories.CONNECTION]
+            max_retries = 10
+            backoff = { kind = "exponential", base = "10ms", factor = 2.0, cap = "100ms" }
+
+            [topics.orders.categories.TIMEOUT]
+            backoff = { kind = "constant", delay = "20ms" }
+            "#,
+        )
+        .unwrap();
+        let connection = &cfg.categories[&ErrorCategory::Connection];
+        assert_eq!(connection.max_retries, 10);
+        assert_eq!(connection.strategy, Strategy::Reconnect);
+        assert_eq!(
+            connection.backoff.jitter,
+            Jitter::Full,
+            "same kind: jitter kept"
+        );
+        assert_eq!(
+            connection.backoff.curve,
+            crate::Curve::Exponential {
+                base: Duration::from_millis(10),
+                factor: 2.0,
+                cap: Duration::from_millis(100)
+            }
+        );
+        let default = RetryPolicy::for_category(ErrorCategory::Connection);
+        assert_eq!(connection.exhausted, default.exhausted);
+
+        let timeout = &cfg.topics["orders"].categories[&ErrorCategory::Timeout];
+        let default = RetryPolicy::for_category(ErrorCategory::Timeout);
+        assert_eq!(timeout.max_retries, default.max_retries);
+        assert_eq!(
+            timeout.backoff.jitter, default.backoff.jitter,
+            "new kind: jitter kept"
+        );
+        assert_eq!(
+            timeout.backoff.curve,
+            crate::Curve::Constant {
+                delay: Duration::from_millis(20)
+            }
+        );
+        // A mistake is still named.
+        let err = toml::from_str::<RecoveryConfig>("[categories.TIMEOUT]\nmax_retriess = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_retriess"), "{err}");
     }
 
     #[test]

@@ -40,9 +40,10 @@
 //! let mut decisions = Vec::new();
 //! let mut note = None;
 //! loop {
-//!     let mut failure = Failure::new(&report, &mut env, "billing", Duration::ZERO);
-//!     let d = recovery.decide(&mut failure);
-//!     note = failure.note.take(); // the pipeline records it on the report
+//!     let resolution = recovery.decide(&Failure::new(&report, &env, "billing", Duration::ZERO));
+//!     // What the pipeline does: apply the rewrite (none here), record the note.
+//!     let (d, why) = resolution.apply(&mut env);
+//!     note = Some(why);
 //!     decisions.push(d.clone());
 //!     if !matches!(d, Decision::Retry { .. }) { break; }
 //!     env.attempt += 1; // what the pipeline does before redelivery
@@ -75,7 +76,7 @@ pub use codec::{CodecFn, FALLBACK_HEADER, FallbackCodec, FallbackCodecs};
 pub use config::{RecoveryConfig, ScopeConfig};
 pub use error::ConfigError;
 pub use policy::{Exhausted, RetryPolicy, RetryPredicate, Strategy};
-pub use recovery::{DELAY_HEADER, Explained, PolicySource, Recovery};
+pub use recovery::{DELAY_HEADER, PolicySource, Recovery};
 pub use timeout::{AdaptiveDeadlines, DeadlineConfig};
 
 #[cfg(test)]

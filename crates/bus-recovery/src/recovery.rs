@@ -7,7 +7,7 @@ use crate::{
     Exhausted, Jitter, RecoveryBuilder, RecoveryConfig, RetryPolicy, ScopeConfig, Strategy,
 };
 use bus_core::dlq::DeadLetterReason;
-use bus_core::{Decision, Failure, RecoveryPolicy, Success};
+use bus_core::{Decision, Failure, RecoveryPolicy, Resolution, Success};
 use bus_errors::ErrorCategory;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -38,17 +38,6 @@ impl PolicySource {
             PolicySource::Category => "category policy",
         }
     }
-}
-
-/// A decision and why it was taken.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Explained {
-    /// The decision.
-    pub decision: Decision,
-    /// One line for people: `"CONNECTION attempt 2 of 4 (category policy):
-    /// reconnect, then retry in 3.2s"`.
-    pub note: String,
 }
 
 #[derive(Debug, Default)]
@@ -168,11 +157,11 @@ impl Recovery {
         &self.deadlines
     }
 
-    /// Decides like [`RecoveryPolicy::decide`] and explains why. May change
-    /// the envelope: a fallback codec rewrites the payload and sets
-    /// [`FALLBACK_HEADER`]; decorrelated jitter records [`DELAY_HEADER`].
-    /// (Does not set [`Failure::note`](bus_core::Failure::note); `decide` does.)
-    pub fn explain(&self, failure: &mut Failure<'_>) -> Explained {
+    /// Decides like [`RecoveryPolicy::decide`] (which also logs the
+    /// decision): the resolution always carries its note, and before a
+    /// retry may rewrite the message: a fallback codec's payload with
+    /// [`FALLBACK_HEADER`], decorrelated jitter's [`DELAY_HEADER`].
+    pub fn explain(&self, failure: &Failure<'_>) -> Resolution {
         let category = failure.category();
         let topic = failure.envelope.topic.as_str().to_owned();
         let (policy, source) = self.policy_for(failure.component, &topic, category);
@@ -184,10 +173,7 @@ impl Recovery {
             source.as_str()
         );
         if category == ErrorCategory::Timeout {
-            if let Some(d) = self
-                .deadlines
-                .on_timeout(failure.component, failure.elapsed)
-            {
+            if let Some(d) = self.deadlines.on_timeout(failure.component) {
                 let _ = write!(note, ", handler deadline now {d:?}");
             }
         }
@@ -199,10 +185,8 @@ impl Recovery {
                     reason: format!("{note}: {why} (discard configured)"),
                 },
             };
-            Explained {
-                note: format!("{note}: {}; {why}", decision.describe()),
-                decision,
-            }
+            let note = format!("{note}: {}; {why}", decision.describe());
+            Resolution::new(decision).with_note(note)
         };
         if !policy.retries(failure.report) {
             return give_up(
@@ -257,60 +241,56 @@ impl Recovery {
                     "{note}: {}; retries shed to protect the system",
                     decision.describe()
                 );
-                return Explained { decision, note };
+                return Resolution::new(decision).with_note(note);
             }
         }
+        // The decision is filled in below, once the delay is known.
+        let mut resolution = Resolution::new(Decision::Retry {
+            after: Duration::ZERO,
+        });
         if let Some((name, bytes)) = transcoded {
-            failure.envelope.payload = bytes;
             let _ = write!(note, ", payload transcoded with fallback codec {name:?}");
-            failure
-                .envelope
-                .headers
-                .insert(FALLBACK_HEADER.to_owned(), name);
+            resolution = resolution
+                .with_payload(bytes)
+                .with_header(FALLBACK_HEADER, name);
         }
         let after = self.delay(policy, retries, failure);
-        let decision = match policy.strategy {
+        if policy.backoff.jitter == Jitter::Decorrelated {
+            resolution = resolution.with_header(DELAY_HEADER, after.as_nanos().to_string());
+        }
+        resolution.decision = match policy.strategy {
             Strategy::Reconnect => Decision::Reconnect { after },
             Strategy::Retry | Strategy::FallbackCodec => Decision::Retry { after },
         };
-        let _ = write!(note, ": {}", decision.describe());
-        Explained { decision, note }
+        let _ = write!(note, ": {}", resolution.decision.describe());
+        resolution.with_note(note)
     }
 
-    fn delay(&self, policy: &RetryPolicy, retries: u32, failure: &mut Failure<'_>) -> Duration {
+    fn delay(&self, policy: &RetryPolicy, retries: u32, failure: &Failure<'_>) -> Duration {
         let decorrelated = policy.backoff.jitter == Jitter::Decorrelated;
         let previous = decorrelated
             .then(|| failure.envelope.headers.get(DELAY_HEADER))
             .flatten()
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_nanos);
-        let after = {
-            let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
-            policy.backoff.delay(retries, previous, &mut rng)
-        };
-        if decorrelated {
-            failure
-                .envelope
-                .headers
-                .insert(DELAY_HEADER.to_owned(), after.as_nanos().to_string());
-        }
-        after
+        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        policy.backoff.delay(retries, previous, &mut rng)
     }
 }
 
 impl RecoveryPolicy for Recovery {
-    fn decide(&self, failure: &mut Failure<'_>) -> Decision {
-        let Explained { decision, note } = self.explain(failure);
+    fn decide(&self, failure: &Failure<'_>) -> Resolution {
+        let resolution = self.explain(failure);
         tracing::debug!(
             component = failure.component,
             topic = failure.envelope.topic.as_str(),
             category = failure.report.category.as_str(),
             attempt = failure.attempt(),
-            decision = %decision.describe(),
-            "{note}"
+            decision = %resolution.decision.describe(),
+            "{}",
+            resolution.note()
         );
-        failure.note = Some(note);
-        decision
+        resolution
     }
 
     fn on_success(&self, success: &Success<'_>) {

@@ -3,6 +3,11 @@
 //! it by the same factor, back toward its base. Handlers see the deadline as
 //! [`Message::deadline`](bus_core::Message::deadline).
 //!
+//! Growth starts only from a configured base (the default, or a component's
+//! own). How long a failing call ran is no base: a timeout error returned in
+//! microseconds would set a deadline of microseconds, and a handler that
+//! bounds its remote call by that deadline would then fail every call.
+//!
 //! Reads and successes are lock-free (an `ArcSwap` of the map and atomics);
 //! only the first timeout of a component takes a lock to add its entry.
 
@@ -20,8 +25,8 @@ use std::time::Duration;
 #[serde(default, deny_unknown_fields)]
 pub struct DeadlineConfig {
     /// The deadline of a component with no base of its own. `None` (the
-    /// default): no deadline until a component times out; its first timeout
-    /// takes how long the handler ran as the base.
+    /// default): such a component has no deadline, and its timeouts do not
+    /// give it one (adaptive deadlines are off for it).
     #[serde(with = "humantime_serde")]
     pub default: Option<Duration>,
     /// Growth per timeout, and shrink per `shrink_after` successes (default 1.5).
@@ -120,13 +125,11 @@ impl AdaptiveDeadlines {
         self.base_of(component)
     }
 
-    fn entry(&self, component: &str, elapsed: Duration) -> Option<Arc<Entry>> {
+    fn entry(&self, component: &str) -> Option<Arc<Entry>> {
         if let Some(e) = self.entries.load().get(component) {
             return Some(Arc::clone(e));
         }
-        let base = self
-            .base_of(component)
-            .or((!elapsed.is_zero()).then_some(elapsed))?;
+        let base = self.base_of(component)?;
         let _guard = self.insert.lock().unwrap_or_else(PoisonError::into_inner);
         let mut map = HashMap::clone(&self.entries.load());
         let entry = Arc::clone(map.entry(component.to_owned()).or_insert_with(|| {
@@ -141,11 +144,11 @@ impl AdaptiveDeadlines {
         Some(entry)
     }
 
-    /// Records a TIMEOUT failure of `component` whose handler ran `elapsed`:
-    /// grows its deadline. Returns the new deadline (`None` if no deadline is
-    /// known: no base configured and a zero `elapsed`).
-    pub fn on_timeout(&self, component: &str, elapsed: Duration) -> Option<Duration> {
-        let entry = self.entry(component, elapsed)?;
+    /// Records a TIMEOUT failure of `component`: grows its deadline. Returns
+    /// the new deadline, or `None` when the component has no base deadline
+    /// (none configured for it and no default), which stays so.
+    pub fn on_timeout(&self, component: &str) -> Option<Duration> {
+        let entry = self.entry(component)?;
         entry.streak.store(0, Ordering::Relaxed);
         let cap = saturating_nanos(self.config.cap);
         let factor = self.config.factor;

@@ -19,7 +19,7 @@ fn deadlines(default: Option<Duration>, cap: Duration, shrink_after: u32) -> Ada
 fn each_timeout_grows_the_deadline_by_half_up_to_the_cap() {
     let d = deadlines(Some(secs(2.0)), secs(6.0), 10);
     assert_eq!(d.deadline("a"), Some(secs(2.0)));
-    let grown: Vec<_> = (0..4).map(|_| d.on_timeout("a", secs(2.0))).collect();
+    let grown: Vec<_> = (0..4).map(|_| d.on_timeout("a")).collect();
     assert_eq!(
         grown,
         [
@@ -40,8 +40,8 @@ fn each_timeout_grows_the_deadline_by_half_up_to_the_cap() {
 #[test]
 fn successes_shrink_it_back_step_by_step_to_the_base() {
     let d = deadlines(Some(secs(2.0)), secs(60.0), 3);
-    d.on_timeout("a", Duration::ZERO);
-    d.on_timeout("a", Duration::ZERO);
+    d.on_timeout("a");
+    d.on_timeout("a");
     assert_eq!(d.deadline("a"), Some(secs(4.5)));
     let mut seen = Vec::new();
     for _ in 0..12 {
@@ -55,10 +55,10 @@ fn successes_shrink_it_back_step_by_step_to_the_base() {
 #[test]
 fn a_timeout_resets_the_success_streak() {
     let d = deadlines(Some(secs(2.0)), secs(60.0), 3);
-    d.on_timeout("a", Duration::ZERO); // 3 s
+    d.on_timeout("a"); // 3 s
     d.on_success("a");
     d.on_success("a");
-    d.on_timeout("a", Duration::ZERO); // 4.5 s, streak reset
+    d.on_timeout("a"); // 4.5 s, streak reset
     d.on_success("a");
     d.on_success("a");
     assert_eq!(d.deadline("a"), Some(secs(4.5)));
@@ -67,14 +67,21 @@ fn a_timeout_resets_the_success_streak() {
 }
 
 #[test]
-fn component_bases_beat_the_default_and_elapsed_seeds_an_unknown_one() {
+fn component_bases_beat_the_default_and_a_timeout_never_invents_one() {
     let d = deadlines(None, secs(60.0), 10);
     assert_eq!(d.deadline("slow"), Some(secs(4.0)));
     assert_eq!(d.deadline("fresh"), None, "no default: no deadline");
-    assert_eq!(d.on_timeout("slow", secs(1.0)), Some(secs(6.0)));
-    assert_eq!(d.on_timeout("fresh", secs(2.0)), Some(secs(3.0)));
-    assert_eq!(d.on_timeout("never", Duration::ZERO), None);
-    assert_eq!(d.deadline("never"), None);
+    assert_eq!(d.on_timeout("slow"), Some(secs(6.0)));
+    // A timeout error returned fast (as one from a client library can be)
+    // must not become the deadline the handler is then held to.
+    assert_eq!(d.on_timeout("fresh"), None);
+    assert_eq!(d.deadline("fresh"), None);
+    let with_default = deadlines(Some(secs(2.0)), secs(60.0), 10);
+    assert_eq!(
+        with_default.on_timeout("fresh"),
+        Some(secs(3.0)),
+        "grows from the default"
+    );
 }
 
 #[test]
@@ -87,7 +94,7 @@ fn concurrent_timeouts_and_successes_stay_within_base_and_cap() {
                 for i in 0..2_000 {
                     let name = ["a", "b", "c"][(i + t) % 3];
                     if (i + t) % 5 == 0 {
-                        d.on_timeout(name, secs(0.5));
+                        d.on_timeout(name);
                     } else {
                         d.on_success(name);
                     }

@@ -35,9 +35,10 @@ fn budgeted(clock: &ManualClock) -> Recovery {
 }
 
 fn first_failure(r: &Recovery, category: ErrorCategory, component: &str) -> Decision {
-    let mut env = envelope("orders", b"{}");
+    let env = envelope("orders", b"{}");
     let rep = report(category, &env, component);
-    r.decide(&mut Failure::new(&rep, &mut env, component, Duration::ZERO))
+    r.decide(&Failure::new(&rep, &env, component, Duration::ZERO))
+        .decision
 }
 
 #[test]
@@ -256,6 +257,15 @@ fn timeouts_grow_the_handler_deadline_and_successes_shrink_it() {
         None,
         "other components keep theirs"
     );
+    // A component with no base gets none from its timeouts, however fast
+    // they failed: adaptive deadlines are off for it.
+    let t = always_fail(&r, &clock, ErrorCategory::Timeout, "orders", "other");
+    assert_eq!(r.handler_deadline("other"), None);
+    assert!(
+        t.notes.iter().all(|n| !n.contains("handler deadline")),
+        "{:?}",
+        t.notes
+    );
     let env = envelope("orders", b"{}");
     let mut seen = Vec::new();
     for _ in 0..6 {
@@ -340,10 +350,12 @@ fn retry_on_sends_rejected_errors_straight_to_the_exhausted_outcome() {
             reason: DeadLetterReason::NotRetryable
         }]
     );
-    let mut env = envelope("a", b"{}");
+    let env = envelope("a", b"{}");
     let mut rep = report(ErrorCategory::Connection, &env, "b");
     rep.severity = Severity::Low;
-    let d = r.decide(&mut Failure::new(&rep, &mut env, "b", Duration::ZERO));
+    let d = r
+        .decide(&Failure::new(&rep, &env, "b", Duration::ZERO))
+        .decision;
     assert_eq!(d, Decision::Retry { after: ms(100) });
 }
 

@@ -47,7 +47,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Asserts the no-loss invariant exactly, printing the ledger on failure.
+/// Asserts the no-loss invariant exactly, with its six terms
+/// (`published = acked + dead_lettered + rejected_at_publish +
+/// discarded_by_policy + returned_at_shutdown + pending`), printing the
+/// ledger on failure.
 ///
 /// # Panics
 /// When the invariant does not hold.
@@ -55,14 +58,40 @@ use std::time::{Duration, Instant};
 pub fn assert_invariant(stats: &BusStats) {
     assert!(
         stats.invariant_holds(),
-        "invariant broken: published {} != acked {} + dead_lettered {} + rejected {} + discarded {} + returned {} ({stats:?})",
+        "invariant broken: published {} != acked {} + dead_lettered {} + rejected_at_publish {} + discarded_by_policy {} + returned_at_shutdown {} + pending {} ({stats:?})",
         stats.published,
         stats.acked,
         stats.dead_lettered,
         stats.rejected_at_publish,
         stats.discarded_by_policy,
         stats.returned_at_shutdown,
+        stats.pending,
     );
+}
+
+/// A dead letter for tests of stores and their commands: `message` is both
+/// the payload and the error, the error type is named after `category`, and
+/// the letter was given up by `component` in group `g` after its retries.
+///
+/// ```
+/// use bus_errors::ErrorCategory;
+/// let l = bus_test::letter("orders", ErrorCategory::Timeout, "billing", "slow");
+/// assert_eq!(l.report.error_type, "TimeoutError");
+/// ```
+pub fn letter(topic: &str, category: ErrorCategory, component: &str, message: &str) -> DeadLetter {
+    let topic =
+        bus_core::Topic::new(topic).unwrap_or_else(|e| panic!("bad test topic {topic}: {e}"));
+    let env = bus_core::Envelope::new(topic, message.as_bytes().to_vec());
+    let mut report =
+        bus_errors::ErrorReport::new(bus_errors::Classification::of(category), component, message);
+    report.error_type = format!("{category:?}Error");
+    DeadLetter::new(
+        env,
+        report,
+        bus_core::DeadLetterReason::RetriesExhausted,
+        component,
+        "g",
+    )
 }
 
 /// Waits (polling, real time) until `cond` holds or `timeout` passes; returns

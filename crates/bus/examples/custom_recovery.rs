@@ -2,7 +2,8 @@
 //!
 //! `cargo run -p bus --example custom_recovery`
 
-use bus::{Bus, BusStats, DeadLetterReason, Decision, Failure, Message, RecoveryPolicy};
+use bus::plug::{DeadLetterReason, Decision, Failure, RecoveryPolicy, Resolution};
+use bus::{Bus, BusStats, Message};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -12,15 +13,17 @@ use std::time::Duration;
 pub(crate) struct ThreeQuickRetries;
 
 impl RecoveryPolicy for ThreeQuickRetries {
-    fn decide(&self, failure: &mut Failure<'_>) -> Decision {
+    fn decide(&self, failure: &Failure<'_>) -> Resolution {
         if failure.envelope.retries() < 3 {
             Decision::Retry {
                 after: Duration::from_millis(5),
             }
+            .into()
         } else {
             Decision::DeadLetter {
                 reason: DeadLetterReason::RetriesExhausted,
             }
+            .into()
         }
     }
 }

@@ -4,7 +4,8 @@
 //! `cargo run -p bus --example dlq_replay`
 
 use bus::dlq::{DlqQuery, Filter};
-use bus::{Bus, BusStats, Message, NoRetry};
+use bus::plug::NoRetry;
+use bus::{Bus, BusStats, Message};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -10,7 +10,6 @@ use bus_core::{
 use bus_errors::Classifier;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The assembled bus could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -48,20 +47,24 @@ pub enum BuildError {
     Spawn(std::io::Error),
 }
 
-/// Builds a [`Bus`] with production defaults (DESIGN.md), each replaceable.
+/// Builds a [`Bus`] ([`Bus::builder`]) with production defaults
+/// (`docs/tuning.md`), each replaceable. It is the only builder of the bus:
+/// settings go in its [`Config`] ([`configure`](Self::configure)), plugs
+/// are set here.
 ///
 /// | plug | default | replace with |
 /// |---|---|---|
-/// | guards | a circuit breaker per subscriber ([`BreakerRegistry`](bus_breaker::BreakerRegistry)) | [`guards`](Self::guards) |
-/// | recovery | per-category retries with a budget ([`Recovery`](bus_recovery::Recovery)) | [`recovery`](Self::recovery) |
-/// | dead letters | [`SqliteDlq`](bus_dlq::SqliteDlq) at `<data-dir>/dlq.sqlite` | [`dead_letters`](Self::dead_letters) |
-/// | error sink | [`ErrorLogger`](bus_logger::ErrorLogger) at `<data-dir>/logs` | [`error_sink`](Self::error_sink) |
-/// | observers | [`HealthMonitor`](bus_health::HealthMonitor) | [`observer`](Self::observer) adds more |
-/// | classifier | [`DefaultClassifier`](bus_errors::DefaultClassifier) | [`classifier`](Self::classifier) |
+/// | guards | a circuit breaker per subscriber ([`BreakerRegistry`](crate::breaker::BreakerRegistry)) | [`guards`](Self::guards) |
+/// | recovery | per-category retries with a budget ([`Recovery`](crate::recovery::Recovery)) | [`recovery`](Self::recovery) |
+/// | dead letters | [`SqliteDlq`](crate::dlq::SqliteDlq) at `<data-dir>/dlq.sqlite` | [`dead_letters`](Self::dead_letters) |
+/// | error sink | [`ErrorLogger`](crate::logger::ErrorLogger) at `<data-dir>/logs` | [`error_sink`](Self::error_sink) |
+/// | observers | [`HealthMonitor`](crate::health::HealthMonitor) | [`observer`](Self::observer) adds more |
+/// | classifier | [`DefaultClassifier`](crate::errors::DefaultClassifier) | [`classifier`](Self::classifier) |
 ///
 /// [`enable_error_handling(false)`](Self::enable_error_handling) gives the
-/// plain bus: no breakers and [`NoRetry`] (every failure goes straight to
-/// the dead-letter queue); the invariant still holds.
+/// plain bus: no breakers and [`NoRetry`](crate::plug::NoRetry) (every
+/// failure goes straight to the dead-letter queue); the invariant still
+/// holds.
 #[must_use]
 pub struct BusBuilder {
     pub(crate) config: Config,
@@ -73,7 +76,6 @@ pub struct BusBuilder {
     pub(crate) dead_letters: Option<Arc<dyn DeadLetterStore>>,
     pub(crate) error_sink: Option<Arc<dyn ErrorSink>>,
     pub(crate) observers: Vec<Arc<dyn Observer>>,
-    pub(crate) poll_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for BusBuilder {
@@ -104,7 +106,6 @@ impl BusBuilder {
             dead_letters: None,
             error_sink: None,
             observers: Vec::new(),
-            poll_interval: None,
         }
     }
 
@@ -133,7 +134,7 @@ impl BusBuilder {
     }
 
     /// The time source for every component (default: the system clock).
-    /// Tests pass a [`ManualClock`](bus_core::time::ManualClock).
+    /// Tests pass a [`ManualClock`](crate::time::ManualClock).
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
         self
@@ -145,7 +146,7 @@ impl BusBuilder {
         self
     }
 
-    /// The classifier (default: [`DefaultClassifier`](bus_errors::DefaultClassifier)).
+    /// The classifier (default: [`DefaultClassifier`](crate::errors::DefaultClassifier)).
     pub fn classifier(mut self, classifier: Arc<dyn Classifier>) -> Self {
         self.classifier = Some(classifier);
         self
@@ -176,15 +177,11 @@ impl BusBuilder {
         self
     }
 
-    /// Adds an observer beside the health monitor.
+    /// Adds an observer. Each call adds one beside the health monitor and
+    /// those added before; none replaces another. Every observer sees every
+    /// event, the health monitor first, then the others in the order added.
     pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
         self.observers.push(observer);
-        self
-    }
-
-    /// How often an idle worker checks for shutdown (default 50 ms).
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = Some(interval);
         self
     }
 
@@ -193,16 +190,14 @@ impl BusBuilder {
     pub fn build(self) -> Result<Bus, BuildError> {
         self.config.validate()?;
         let cfg = &self.config;
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| BuildError::DataDir {
+        create_data_dir(&cfg.data_dir).map_err(|source| BuildError::DataDir {
             path: cfg.data_dir.clone(),
             source,
         })?;
         let clock = self.clock.clone().unwrap_or_else(system_clock);
         let transport: Arc<dyn Transport> = match &self.transport {
             Some(t) => Arc::clone(t),
-            None => Arc::new(
-                MemoryTransport::try_with_clock(Arc::clone(&clock)).map_err(BuildError::Spawn)?,
-            ),
+            None => Arc::new(MemoryTransport::with_clock(Arc::clone(&clock))),
         };
         let mut parts = Parts::new(cfg.data_dir.clone());
 
@@ -237,12 +232,6 @@ impl BusBuilder {
         let observers = Arc::new(observers);
         forward_transitions(&parts, &observers, &clock);
 
-        let mut core_cfg = bus_core::BusConfig::default();
-        core_cfg.max_payload_bytes = cfg.max_payload_bytes;
-        core_cfg.publish_timeout = cfg.publish_timeout;
-        if let Some(p) = self.poll_interval {
-            core_cfg.poll_interval = p;
-        }
         let mut core = bus_core::Bus::builder()
             .transport(transport)
             .guards(guards)
@@ -251,12 +240,23 @@ impl BusBuilder {
             .error_sink(sink)
             .observer(observers)
             .clock(clock)
-            .config(core_cfg);
+            .config(cfg.core());
         if let Some(c) = &self.classifier {
             core = core.classifier(Arc::clone(c));
         }
         Bus::start(core.build(), parts, &self.config)
     }
+}
+
+/// Creates the data directory (and missing parents) readable by its owner
+/// only: dead letters and error reports carry payloads and error text. An
+/// existing directory keeps the mode its operator gave it.
+fn create_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
 }
 
 #[cfg(feature = "dlq")]
@@ -352,11 +352,12 @@ fn add_health(
     observers: &mut Observers,
 ) -> Result<(), BuildError> {
     let t = Arc::clone(transport);
-    #[cfg_attr(not(feature = "breaker"), allow(unused_mut))]
+    let broker = Arc::clone(transport);
     let mut b = bus_health::HealthMonitor::builder()
         .with_config(cfg.health.clone())
         .with_clock(Arc::clone(clock))
-        .with_queue_source(Arc::new(move || t.queue_depths()));
+        .with_queue_source(Arc::new(move || t.queue_depths()))
+        .with_broker_source(Arc::new(move || broker.broker_connection()));
     #[cfg(feature = "breaker")]
     if let Some(reg) = &parts.breakers {
         let reg = Arc::clone(reg);
@@ -366,6 +367,14 @@ fn add_health(
                 .map(|(name, state, _)| (name, state))
                 .collect()
         }));
+    }
+    let sinks = cfg.alerts.sinks()?;
+    if !sinks.is_empty() {
+        // A sink given replaces the default one: keep the log too.
+        b = b.with_alert_sink(Arc::new(bus_health::TracingAlertSink));
+    }
+    for sink in sinks {
+        b = b.with_alert_sink(sink);
     }
     let monitor = b.build()?;
     observers.push(Arc::new(monitor.clone()));

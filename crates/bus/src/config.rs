@@ -1,6 +1,12 @@
 //! [`Config`]: every setting of an assembled bus, from a TOML or JSON file
-//! or from code, validated with errors that name the bad key and value.
+//! or from code, validated with errors that name the bad key and value, and
+//! the types of its sections.
+//!
+//! It is the one configuration of the bus: the settings of the pipeline
+//! itself (payload limit, publish timeout, poll interval, what to do with
+//! unrouted publishes) are fields of it like those of every component.
 
+pub use bus_core::Unrouted;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,8 +14,8 @@ use std::time::Duration;
 /// The default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./bus-data";
 
-/// Every setting of the assembled bus. Each field has a default from
-/// DESIGN.md; a file only names what it changes. Unknown keys are rejected.
+/// Every setting of the assembled bus. Each field has a default (listed
+/// in `docs/tuning.md`); a file only names what it changes. Unknown keys are rejected.
 ///
 /// ```
 /// let cfg = bus::Config::from_toml_str(r#"
@@ -36,6 +42,21 @@ pub struct Config {
     /// How long `publish` may wait for room in a full queue (default 1 s).
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// How long a worker waits in a transport that cannot wake it (NATS)
+    /// before it checks for shutdown again; also the pause after a
+    /// transport error (default 50 ms). Memory-transport workers do not
+    /// poll: an idle one sleeps until a message, a due retry or a stop.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How long a subscriber pauses after the dead-letter store refused a
+    /// write; its message is redelivered after this delay (default 1 s).
+    #[serde(with = "humantime_serde")]
+    pub dlq_retry_delay: Duration,
+    /// Publishes to a topic nobody subscribes to: `"reject"` (the default:
+    /// the publisher gets [`PublishError::NoSubscribers`](crate::PublishError::NoSubscribers)
+    /// and keeps the message) or `"discard"` (accepted, logged and counted
+    /// in `discarded_by_policy`).
+    pub unrouted: Unrouted,
     /// `false` gives the plain bus: no breakers, no retries (every failure
     /// goes straight to the dead-letter queue). Default `true`.
     pub error_handling: bool,
@@ -43,6 +64,12 @@ pub struct Config {
     /// `busctl dlq replay` (default 1 s; zero switches the poller off).
     #[serde(with = "humantime_serde")]
     pub replay_poll_interval: Duration,
+    /// How often `<data-dir>/health.json` is rewritten while the bus runs
+    /// (default 10 s; zero writes it only at shutdown). A process that is
+    /// killed leaves the last one written.
+    #[cfg(feature = "health")]
+    #[serde(with = "humantime_serde")]
+    pub health_snapshot_interval: Duration,
     /// Default configuration of every subscriber's circuit breaker.
     #[cfg(feature = "breaker")]
     pub breaker: bus_breaker::BreakerConfig,
@@ -56,8 +83,16 @@ pub struct Config {
     /// Health judgement.
     #[cfg(feature = "health")]
     pub health: bus_health::HealthConfig,
+    /// Where alerts go besides the `tracing` log.
+    #[cfg(feature = "health")]
+    pub alerts: AlertsSection,
     /// Serve `/healthz` and `/metrics` here (loopback only), if set.
     pub http: Option<String>,
+    /// The `[nats]` section: settings of the NATS JetStream transport
+    /// (`bus_nats::NatsConfig`: url, stream limits, `allow_message_loss`, ...),
+    /// for programs that build one from the configuration file.
+    #[cfg(feature = "nats")]
+    pub nats: bus_nats::NatsConfig,
 }
 
 impl Default for Config {
@@ -66,8 +101,13 @@ impl Default for Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             max_payload_bytes: 1024 * 1024,
             publish_timeout: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(50),
+            dlq_retry_delay: Duration::from_secs(1),
+            unrouted: Unrouted::Reject,
             error_handling: true,
             replay_poll_interval: Duration::from_secs(1),
+            #[cfg(feature = "health")]
+            health_snapshot_interval: Duration::from_secs(10),
             #[cfg(feature = "breaker")]
             breaker: bus_breaker::BreakerConfig::default(),
             #[cfg(feature = "recovery")]
@@ -76,13 +116,17 @@ impl Default for Config {
             logger: LoggerSection::default(),
             #[cfg(feature = "health")]
             health: bus_health::HealthConfig::default(),
+            #[cfg(feature = "health")]
+            alerts: AlertsSection::default(),
             http: None,
+            #[cfg(feature = "nats")]
+            nats: bus_nats::NatsConfig::default(),
         }
     }
 }
 
 /// The `[dlq]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct DlqSection {
@@ -96,15 +140,33 @@ pub struct DlqSection {
     pub max_bytes: Option<u64>,
 }
 
-impl Default for DlqSection {
-    fn default() -> Self {
-        Self {
-            #[cfg(feature = "dlq")]
-            durability: bus_dlq::Durability::Full,
-            max_letters: None,
-            max_bytes: None,
-        }
-    }
+/// The `[alerts]` section: where health alerts go besides the `tracing` log
+/// (which always gets them).
+///
+/// ```
+/// let cfg = bus::Config::from_toml_str(r#"
+///     [alerts]
+///     command = ["/usr/local/bin/page-oncall", "--team", "payments"]
+///     webhook = "http://127.0.0.1:9093/alerts"
+///     timeout = "3s"
+/// "#).unwrap();
+/// assert_eq!(cfg.alerts.command.as_ref().map(Vec::len), Some(3));
+/// ```
+#[cfg(feature = "health")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AlertsSection {
+    /// A command run for each alert, program first, with the alert as JSON
+    /// on its standard input ([`bus_health::CommandAlertSink`]).
+    pub command: Option<Vec<String>>,
+    /// An `http://` URL each alert is POSTed to as JSON
+    /// ([`bus_health::WebhookAlertSink`]).
+    pub webhook: Option<String>,
+    /// How long one delivery may take (defaults: 10 s for the command, 5 s
+    /// for the webhook).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Option<Duration>,
 }
 
 /// The `[logger]` section.
@@ -231,6 +293,13 @@ impl Config {
                 "at least 1 byte",
             ));
         }
+        if self.poll_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "poll_interval",
+                "0s",
+                "longer than zero",
+            ));
+        }
         if self.logger.max_file_bytes < 1024 {
             return Err(ConfigError::invalid(
                 "logger.max_file_bytes",
@@ -252,19 +321,21 @@ impl Config {
                 "at least 1, or absent for no bound",
             ));
         }
-        if let Some(addr) = &self.http {
-            if addr.parse::<std::net::SocketAddr>().is_err() {
-                return Err(ConfigError::invalid(
-                    "http",
-                    format!("{addr:?}"),
-                    "a socket address such as 127.0.0.1:9898",
-                ));
-            }
+        if let Some(addr) = &self.http
+            && addr.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::invalid(
+                "http",
+                format!("{addr:?}"),
+                "a socket address such as 127.0.0.1:9898",
+            ));
         }
         #[cfg(feature = "breaker")]
         self.validate_breaker()?;
         #[cfg(feature = "recovery")]
         self.recovery.validate().map_err(recovery_error)?;
+        #[cfg(feature = "health")]
+        self.alerts.sinks()?;
         #[cfg(feature = "health")]
         self.health.validate().map_err(|e| match e {
             bus_health::ConfigError::Invalid { key, value, reason } => {
@@ -273,6 +344,17 @@ impl Config {
             other => ConfigError::invalid("health", "?", other.to_string()),
         })?;
         Ok(())
+    }
+
+    /// The settings of the pipeline (`bus-core`), derived from this file's.
+    pub(crate) fn core(&self) -> bus_core::BusConfig {
+        let mut core = bus_core::BusConfig::default();
+        core.max_payload_bytes = self.max_payload_bytes;
+        core.publish_timeout = self.publish_timeout;
+        core.poll_interval = self.poll_interval;
+        core.dlq_retry_delay = self.dlq_retry_delay;
+        core.unrouted = self.unrouted;
+        core
     }
 
     #[cfg(feature = "breaker")]
@@ -362,6 +444,47 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
+}
+
+#[cfg(feature = "health")]
+impl AlertsSection {
+    /// The sinks this section configures (none when it is empty).
+    pub(crate) fn sinks(
+        &self,
+    ) -> Result<Vec<std::sync::Arc<dyn bus_health::AlertSink>>, ConfigError> {
+        let mut sinks: Vec<std::sync::Arc<dyn bus_health::AlertSink>> = Vec::new();
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError::invalid(
+                "alerts.timeout",
+                "0s",
+                "longer than zero",
+            ));
+        }
+        if let Some(command) = &self.command {
+            let Some((program, args)) = command.split_first() else {
+                return Err(ConfigError::invalid(
+                    "alerts.command",
+                    "[]",
+                    "a program and its arguments",
+                ));
+            };
+            let mut sink = bus_health::CommandAlertSink::new(program, args);
+            if let Some(t) = self.timeout {
+                sink = sink.with_timeout(t);
+            }
+            sinks.push(std::sync::Arc::new(sink));
+        }
+        if let Some(url) = &self.webhook {
+            let mut sink = bus_health::WebhookAlertSink::new(url).map_err(|e| {
+                ConfigError::invalid("alerts.webhook", format!("{url:?}"), e.to_string())
+            })?;
+            if let Some(t) = self.timeout {
+                sink = sink.with_timeout(t);
+            }
+            sinks.push(std::sync::Arc::new(sink));
+        }
+        Ok(sinks)
+    }
 }
 
 #[cfg(test)]

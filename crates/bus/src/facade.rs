@@ -1,4 +1,5 @@
-//! The assembled [`Bus`]: `bus_core::Bus` plus handles on its components.
+//! The assembled [`Bus`]: the pipeline of `bus-core` plus handles on its
+//! components.
 
 // Some features switch off the code that uses these.
 #![cfg_attr(
@@ -8,7 +9,10 @@
 
 use crate::builder::{BuildError, BusBuilder};
 use crate::config::Config;
-use bus_core::ShutdownReport;
+use bus_core::{
+    BusStats, Bytes, Envelope, Handler, MessageId, PublishError, QueueDepth, ShutdownReport,
+    SubscribeError, SubscriberBuilder, SubscriptionHandle, Transport,
+};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -29,18 +33,32 @@ pub(crate) struct Parts {
 
 impl Parts {
     pub(crate) fn new(data_dir: PathBuf) -> Self {
+        // Field by field, not `..Self::default()`: with every component
+        // feature off the path is the only field and the update is needless.
         Self {
             data_dir,
-            ..Self::default()
+            #[cfg(feature = "breaker")]
+            breakers: None,
+            #[cfg(feature = "dlq")]
+            dlq: None,
+            #[cfg(feature = "logger")]
+            logger: None,
+            #[cfg(feature = "health")]
+            health: None,
         }
     }
 }
 
-/// The message bus with its production components wired in.
+/// The message bus with its production components wired in: built by
+/// [`Bus::builder`] (or from a [`Config`]), it publishes, starts
+/// subscribers, reports its ledger ([`stats`](Bus::stats)) and health, and
+/// shuts down gracefully.
 ///
-/// Dereferences to [`bus_core::Bus`] for `publish`, `subscriber`, `stats`, ...
+/// While it runs, `<data-dir>/health.json` is rewritten every
+/// [`health_snapshot_interval`](Config::health_snapshot_interval) (default
+/// 10 s), so a process that is killed leaves a recent one.
 /// [`shutdown`](Bus::shutdown) also stops the replay poller and the health
-/// endpoint, flushes the error log and writes `<data-dir>/health.json`.
+/// endpoint, flushes the error log and writes the final `health.json`.
 ///
 /// The bus is shut down (with a 5 s deadline) when dropped if
 /// [`shutdown`](Bus::shutdown) was not called.
@@ -56,6 +74,8 @@ struct Background {
     poller: Option<crate::replay::ReplayPoller>,
     #[cfg(feature = "http")]
     http: Option<bus_health::HealthServer>,
+    #[cfg(feature = "health")]
+    snapshots: Option<bus_health::SnapshotWriter>,
     done: bool,
 }
 
@@ -65,13 +85,6 @@ impl std::fmt::Debug for Bus {
             .field("data_dir", &self.parts.data_dir)
             .field("stats", &self.core.stats())
             .finish_non_exhaustive()
-    }
-}
-
-impl std::ops::Deref for Bus {
-    type Target = bus_core::Bus;
-    fn deref(&self) -> &bus_core::Bus {
-        &self.core
     }
 }
 
@@ -103,23 +116,35 @@ impl Bus {
             background: Mutex::new(Background::default()),
         };
         #[cfg(feature = "dlq")]
-        if let Some(dlq) = &bus.parts.dlq {
-            if !config.replay_poll_interval.is_zero() {
-                let poller = crate::replay::ReplayPoller::start(
-                    bus.core.clone(),
-                    Arc::clone(dlq),
-                    config.replay_poll_interval,
-                )
-                .map_err(BuildError::Spawn)?;
-                bus.lock().poller = Some(poller);
-            }
+        if let Some(dlq) = &bus.parts.dlq
+            && !config.replay_poll_interval.is_zero()
+        {
+            let poller = crate::replay::ReplayPoller::start(
+                bus.core.clone(),
+                Arc::clone(dlq),
+                config.replay_poll_interval,
+            )
+            .map_err(BuildError::Spawn)?;
+            bus.lock().poller = Some(poller);
+        }
+        #[cfg(feature = "health")]
+        if let Some(monitor) = &bus.parts.health
+            && !config.health_snapshot_interval.is_zero()
+        {
+            let writer = bus_health::SnapshotWriter::start(
+                monitor.clone(),
+                bus.parts.data_dir.clone(),
+                config.health_snapshot_interval,
+            )
+            .map_err(BuildError::Spawn)?;
+            bus.lock().snapshots = Some(writer);
         }
         #[cfg(feature = "http")]
         if let (Some(addr), Some(monitor)) = (&config.http, &bus.parts.health) {
             let server = bus_health::HealthServer::start(addr.as_str(), monitor.clone())?;
             bus.lock().http = Some(server);
         }
-        #[cfg(not(any(feature = "dlq", feature = "http")))]
+        #[cfg(not(any(feature = "dlq", feature = "health")))]
         let _ = config;
         Ok(bus)
     }
@@ -130,9 +155,120 @@ impl Bus {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The `bus-core` bus underneath.
-    pub fn core(&self) -> &bus_core::Bus {
+    /// The pipeline underneath, for the crate's own threads (replay
+    /// poller, signal watcher) that keep a handle on it.
+    #[cfg_attr(not(all(unix, feature = "signal")), allow(dead_code))]
+    pub(crate) fn core(&self) -> &bus_core::Bus {
         &self.core
+    }
+
+    /// Publishes `payload` to `topic` (normal priority), one copy to each
+    /// group subscribed to it. On `Err` the caller gets the payload back
+    /// ([`PublishError::into_payload`]); the refusal is counted in
+    /// `rejected_at_publish`.
+    pub fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<MessageId, PublishError> {
+        self.core.publish(topic, payload)
+    }
+
+    /// Publishes a prepared envelope (priority, headers, correlation id).
+    pub fn publish_envelope(&self, envelope: Envelope) -> Result<MessageId, PublishError> {
+        self.core.publish_envelope(envelope)
+    }
+
+    /// Publishes, waiting at most `timeout` (instead of
+    /// [`Config::publish_timeout`]) for room in a full queue.
+    pub fn publish_envelope_timeout(
+        &self,
+        envelope: Envelope,
+        timeout: Duration,
+    ) -> Result<MessageId, PublishError> {
+        self.core.publish_envelope_timeout(envelope, timeout)
+    }
+
+    /// Publishes a prepared envelope to the one consumer group `group` of
+    /// its topic, bounded and counted like any publish;
+    /// [`PublishError::NoSuchGroup`] when no such group subscribes.
+    pub fn publish_to_group(
+        &self,
+        group: &str,
+        envelope: Envelope,
+    ) -> Result<MessageId, PublishError> {
+        self.core.publish_to_group(group, envelope)
+    }
+
+    /// A publisher that keeps up to 256 messages in flight, each with a
+    /// confirmation to wait on (see [`publish::Publisher`](crate::publish::Publisher)):
+    /// over a broker that confirms every message, many publishes share its
+    /// round trips. Blocks when the window is full.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let bus = bus::Bus::builder().data_dir(dir.path()).build()?;
+    /// bus.subscribe("orders.created", |_m: &bus::Message<'_>| Ok::<(), std::io::Error>(()))?;
+    /// let publisher = bus.publisher();
+    /// let confirmations = (0..100)
+    ///     .map(|n| publisher.publish("orders.created", format!("order {n}")))
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// for c in confirmations {
+    ///     c.wait()?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn publisher(&self) -> crate::publish::Publisher {
+        self.core.publisher()
+    }
+
+    /// A publisher with `options` (window size, what to do when it is full).
+    pub fn publisher_with(
+        &self,
+        options: crate::publish::PublisherOptions,
+    ) -> crate::publish::Publisher {
+        self.core.publisher_with(options)
+    }
+
+    /// Starts configuring a subscriber named `component`: its name in error
+    /// reports, breakers and health, and its consumer group unless
+    /// [`group`](SubscriberBuilder::group) sets another.
+    pub fn subscriber(&self, component: &str) -> SubscriberBuilder<'_> {
+        self.core.subscriber(component)
+    }
+
+    /// Subscribes `handler` to `topic` in a group of its own (so it gets
+    /// every message), with one worker and default options.
+    pub fn subscribe(
+        &self,
+        topic: &str,
+        handler: impl Handler,
+    ) -> Result<SubscriptionHandle, SubscribeError> {
+        self.core.subscribe(topic, handler)
+    }
+
+    /// The ledger now. Once the bus is idle or shut down,
+    /// [`BusStats::invariant_holds`]; while it runs, the deliveries in
+    /// flight make up the difference.
+    pub fn stats(&self) -> BusStats {
+        self.core.stats()
+    }
+
+    /// The transport's queue depths, one per consumer group.
+    pub fn queue_depths(&self) -> Vec<QueueDepth> {
+        self.core.queue_depths()
+    }
+
+    /// The transport the bus runs on.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        self.core.transport()
+    }
+
+    /// Whether the dead-letter store refused its last write (subscribers
+    /// pause and their messages wait in the transport until it accepts).
+    pub fn dlq_failing(&self) -> bool {
+        self.core.dlq_failing()
     }
 
     /// The data directory.
@@ -177,22 +313,38 @@ impl Bus {
         self.lock().http.as_ref().map(|s| s.local_addr())
     }
 
-    /// Stops the replay poller, shuts the core bus down (see
-    /// [`bus_core::Bus::shutdown`]: leftovers are dead-lettered), flushes the
-    /// error log, writes the final health snapshot to
+    /// Shuts the bus down gracefully: stops the replay poller and intake,
+    /// lets workers drain until everything is settled or `timeout` passes,
+    /// dead-letters whatever is still undelivered (reason `shutdown`),
+    /// flushes the error log, writes the final health snapshot to
     /// `<data-dir>/health.json` and stops the health endpoint.
+    ///
+    /// The report's stats satisfy the invariant exactly unless a handler
+    /// outlived the deadline ([`ShutdownReport::stuck_workers`]). Messages
+    /// the dead-letter queue refused at shutdown are handed back in
+    /// [`ShutdownReport::unsaved`]. A second call returns the ledger again
+    /// and does nothing else.
     pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         let bg = {
             let mut g = self.lock();
             let first = !g.done;
             g.done = true;
-            first.then(|| Background {
-                #[cfg(feature = "dlq")]
-                poller: g.poller.take(),
-                #[cfg(feature = "http")]
-                http: g.http.take(),
-                done: true,
-            })
+            // Not `then(|| ..)`: with the features off nothing is taken and
+            // the closure would be needless; with them on the takes must
+            // only happen on the first call.
+            if first {
+                Some(Background {
+                    #[cfg(feature = "dlq")]
+                    poller: g.poller.take(),
+                    #[cfg(feature = "http")]
+                    http: g.http.take(),
+                    #[cfg(feature = "health")]
+                    snapshots: g.snapshots.take(),
+                    done: true,
+                })
+            } else {
+                None
+            }
         };
         let Some(mut bg) = bg else {
             return self.core.shutdown(timeout);
@@ -203,16 +355,19 @@ impl Bus {
         }
         let report = self.core.shutdown(timeout);
         #[cfg(feature = "logger")]
-        if let Some(logger) = &self.parts.logger {
-            if let Err(error) = logger.flush() {
-                tracing::error!(%error, "could not flush the error log at shutdown");
-            }
+        if let Some(logger) = &self.parts.logger
+            && let Err(error) = logger.flush()
+        {
+            tracing::error!(%error, "could not flush the error log at shutdown");
         }
         #[cfg(feature = "health")]
-        if let Some(monitor) = &self.parts.health {
-            if let Err(error) = monitor.write_snapshot(&self.parts.data_dir) {
-                tracing::error!(%error, "could not write the final health snapshot");
-            }
+        if let Some(writer) = bg.snapshots.take() {
+            // Its last write, after the drain, is the final snapshot.
+            writer.stop();
+        } else if let Some(monitor) = &self.parts.health
+            && let Err(error) = monitor.write_snapshot(&self.parts.data_dir)
+        {
+            tracing::error!(%error, "could not write the final health snapshot");
         }
         #[cfg(feature = "http")]
         if let Some(server) = bg.http.take() {

@@ -3,11 +3,20 @@
 //! isolated by a circuit breaker, parked in a crash-safe dead-letter queue
 //! when it cannot, and visible in a health report. Nothing is lost silently:
 //!
-//! `published = acked + dead_lettered + rejected_at_publish + discarded_by_policy`
+//! ```text
+//! published = acked + dead_lettered + rejected_at_publish + discarded_by_policy
+//!           + returned_at_shutdown + pending
+//! ```
 //!
-//! [`Bus::builder()`] wires the production components with the defaults of
-//! DESIGN.md under a data directory (default `./bus-data`); each is
-//! replaceable by any implementation of its `bus-core` trait.
+//! once the bus is idle or shut down (while it runs, add the deliveries still
+//! in flight, [`BusStats::in_flight`]). `returned_at_shutdown` is only what was
+//! handed back to the application at shutdown, in
+//! [`ShutdownReport::unsaved`], because the dead-letter queue refused it;
+//! `pending` is what a durable transport (NATS) still holds for a later run.
+//!
+//! [`Bus::builder()`] wires the production components with the defaults listed
+//! in `docs/tuning.md` under a data directory (default `./bus-data`); each is
+//! replaceable by any implementation of its trait in [`plug`].
 //!
 //! ```
 //! use bus::Message;
@@ -34,20 +43,31 @@
 //!
 //! # Index
 //!
-//! **Assembling a bus**: [`Bus`], [`BusBuilder`], [`Config`] (TOML or JSON,
-//! [`Config::from_file`]), [`ConfigError`], [`BuildError`].
+//! The root holds what an application names: [`Bus`] and its [`BusBuilder`]
+//! ([`Bus::builder()`]), [`Config`] (TOML or JSON, [`Config::from_file`]),
+//! the message types ([`Envelope`], [`Message`], [`Topic`], [`MessageId`],
+//! [`Priority`]), the ledger ([`BusStats`], [`ShutdownReport`]) and the
+//! errors an application matches ([`BuildError`], [`ConfigError`],
+//! [`PublishError`], [`SubscribeError`], [`TopicError`]).
 //!
-//! **Publishing and handling** (from `bus-core`, re-exported here):
-//! [`Envelope`], [`Topic`], [`Priority`], [`Message`], [`Handler`],
-//! [`SubscriberBuilder`], [`OverflowPolicy`], [`PublishError`],
-//! [`BusStats`] (the invariant), [`ShutdownReport`].
+//! The rest sits in modules named for who needs it:
 //!
-//! **Errors and classification**: [`errors`] ([`errors::ErrorCategory`],
-//! [`errors::Severity`], [`errors::ErrorReport`], [`errors::Classify`],
-//! [`errors::DefaultClassifier`]).
-//!
-//! **Plug traits**: [`GuardProvider`] / [`Guard`], [`RecoveryPolicy`],
-//! [`DeadLetterStore`], [`ErrorSink`], [`Observer`], [`Transport`].
+//! - [`config`]: the sections of [`Config`] and the values they take.
+//! - [`publish`]: the [`Publisher`](publish::Publisher) of
+//!   [`Bus::publisher`], with many messages in flight, each confirmed later.
+//! - [`subscribe`]: what [`Bus::subscriber`] builds and returns, and the
+//!   [`Handler`](subscribe::Handler) trait.
+//! - [`errors`]: categories, severities, reports, classification
+//!   ([`errors::ErrorCategory`], [`errors::Classify`], ...).
+//! - [`plug`]: the traits a component implements to replace a default one
+//!   ([`plug::GuardProvider`], [`plug::RecoveryPolicy`],
+//!   [`plug::DeadLetterStore`], [`plug::ErrorSink`], [`plug::Observer`]) and
+//!   the values they exchange with the bus.
+//! - [`transport`]: what a transport author implements
+//!   ([`transport::Transport`]) and the embedded
+//!   [`transport::memory::MemoryTransport`].
+//! - [`time`]: clocks; tests pass a [`time::ManualClock`] to
+//!   [`BusBuilder::clock`].
 //!
 //! **Components** (one feature each, all on by default):
 //! - [`breaker`] (feature `breaker`): circuit breakers,
@@ -61,36 +81,88 @@
 //! - [`health`] (feature `health`; `http` adds the endpoint):
 //!   [`health::HealthMonitor`], [`health::HealthReport`].
 //!
+#![cfg_attr(
+    all(unix, feature = "signal"),
+    doc = "**Signals** (feature `signal`, Unix, off by default): [`signal`]"
+)]
+#![cfg_attr(
+    not(all(unix, feature = "signal")),
+    doc = "**Signals** (feature `signal`, Unix, off by default): `signal`"
+)]
+//! catches SIGTERM and SIGINT only when asked, for a graceful
+//! [`Bus::shutdown`] (drain, dead-letter the rest, write the health
+//! snapshot).
+//!
 //! A replay requested from outside the process (`busctl dlq replay`) reaches
 //! a running bus through its replay poller (see
-//! [`Config::replay_poll_interval`]).
+//! [`Config::replay_poll_interval`]); a replay the bus refuses is recorded
+//! on the letter with its reason and never holds up the ones behind it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod builder;
-mod config;
+pub mod config;
 mod facade;
 #[cfg(feature = "dlq")]
 mod replay;
+#[cfg(all(unix, feature = "signal"))]
+pub mod signal;
 
 pub use builder::{BuildError, BusBuilder};
-pub use config::{Config, ConfigError, DEFAULT_DATA_DIR, DlqSection, LoggerSection};
+pub use bus_core::{
+    BusStats, Envelope, Message, MessageId, Priority, PublishError, ShutdownReport, SubscribeError,
+    Topic, TopicError,
+};
+pub use config::{Config, ConfigError};
 pub use facade::Bus;
 
-pub use bus_core::{
-    BusConfig, BusEvent, BusStats, CircuitState, DeadLetter, DeadLetterReason, DeadLetterStore,
-    Decision, Delivery, DlqError, Envelope, ErrorSink, Failure, Guard, GuardProvider, Handler,
-    Leftovers, LetterId, MemoryDeadLetters, Message, MessageId, NoGuard, NoObserver, NoRetry,
-    NoSink, Observer, Observers, Outcome, OverflowPolicy, Permit, Priority, PublishError,
-    QueueDepth, Receipt, RecoveryPolicy, Rejected, ShutdownReport, SimpleRetry, SubscribeError,
-    SubscribeOptions, SubscriberBuilder, SubscriptionHandle, Success, Topic, TopicError, Transport,
-    TransportError, Unrouted,
-};
-pub use bus_core::{Bytes, memory, time};
+pub mod publish {
+    //! Pipelined publishing: a [`Publisher`] from
+    //! [`Bus::publisher`](crate::Bus::publisher) keeps a window of messages
+    //! in flight, each with a [`Confirmation`] to wait on, so a broker that
+    //! confirms every message is not paid one round trip per publish.
+    pub use bus_core::{Confirmation, FlushTimeout, Publisher, PublisherOptions, WhenFull};
+}
 
-/// The `bus-core` engine (its `Bus` is wrapped by [`Bus`]).
+pub mod subscribe {
+    //! Subscribers: what [`Bus::subscriber`](crate::Bus::subscriber) builds
+    //! and returns, and the [`Handler`] a subscriber runs.
+    pub use bus_core::{Handler, OverflowPolicy, SubscriberBuilder, SubscriptionHandle};
+}
+
+pub mod plug {
+    //! For authors of components: the traits each default component of the
+    //! bus implements, one per concern, and the values they exchange with
+    //! the pipeline. Give one to the [`BusBuilder`](crate::BusBuilder)
+    //! ([`guards`](crate::BusBuilder::guards),
+    //! [`recovery`](crate::BusBuilder::recovery),
+    //! [`dead_letters`](crate::BusBuilder::dead_letters),
+    //! [`error_sink`](crate::BusBuilder::error_sink),
+    //! [`observer`](crate::BusBuilder::observer)) to replace the default.
+    pub use bus_core::{
+        AttemptRecord, BusEvent, CircuitState, DeadLetter, DeadLetterReason, DeadLetterStore,
+        Decision, DlqError, ErrorSink, Failure, Guard, GuardProvider, Ledger, LetterId,
+        MemoryDeadLetters, NoGuard, NoObserver, NoRetry, NoSink, Observer, Observers, Outcome,
+        Permit, PushDone, RecoveryPolicy, Rejected, Resolution, Rewrite, SimpleRetry, Success,
+    };
+}
+
+pub mod transport {
+    //! For authors of transports: the [`Transport`] trait, the
+    //! [`Delivery`] it hands out and the [`Receipt`] a publish returns, and
+    //! the embedded [`memory::MemoryTransport`]. An application picks a
+    //! transport with [`BusBuilder::transport`](crate::BusBuilder::transport).
+    pub use bus_core::memory;
+    pub use bus_core::{
+        BrokerConnection, BusLetters, Bytes, Delivery, Leftovers, MAX_TOPIC_LEN, QueueDepth,
+        Receipt, Settle, SubscribeOptions, Subscription, Transport, TransportError, Wake,
+    };
+}
+
+/// Clocks: the system clock, and the [`ManualClock`](time::ManualClock)
+/// tests pass to [`BusBuilder::clock`].
 #[doc(inline)]
-pub use bus_core as core;
+pub use bus_core::time;
 
 /// Error vocabulary: categories, severities, reports, classification.
 #[doc(inline)]

@@ -191,3 +191,43 @@ fn bus_from_config_file_uses_its_data_dir() {
         "{err}"
     );
 }
+
+/// The pipeline's settings are keys of the one `Config` and reach the
+/// running bus: a publish nobody subscribes to is discarded, not refused.
+#[test]
+fn pipeline_settings_are_keys_of_the_config_and_reach_the_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::from_toml_str(
+        r#"
+        poll_interval = "20ms"
+        dlq_retry_delay = "3s"
+        unrouted = "discard"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(cfg.poll_interval, Duration::from_millis(20));
+    assert_eq!(cfg.dlq_retry_delay, Duration::from_secs(3));
+    assert_eq!(cfg.unrouted, bus::config::Unrouted::Discard);
+    cfg.data_dir = dir.path().to_owned();
+    let bus = bus::Bus::from_config(cfg).unwrap();
+    bus.publish("nobody.listens", &b"x"[..]).unwrap();
+    let report = bus.shutdown(Duration::from_secs(5));
+    assert_eq!(report.stats.discarded_by_policy, 1);
+    assert_eq!(report.stats.rejected_at_publish, 0);
+    assert!(report.stats.invariant_holds());
+}
+
+#[test]
+fn unrouted_publishes_are_refused_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = bus::Bus::builder().data_dir(dir.path()).build().unwrap();
+    let err = bus.publish("nobody.listens", &b"x"[..]).unwrap_err();
+    assert!(matches!(err, bus::PublishError::NoSubscribers { .. }));
+    assert_eq!(bus.stats().rejected_at_publish, 1);
+}
+
+#[test]
+fn a_zero_poll_interval_is_refused_by_name() {
+    let err = Config::from_toml_str(r#"poll_interval = "0s""#).unwrap_err();
+    assert_eq!(err.key(), Some("poll_interval"), "{err}");
+}

@@ -6,10 +6,19 @@ fn every_subcrate_is_reexported() {
     // Core items at the root.
     let _: fn() -> bus::BusBuilder = bus::Bus::builder;
     let topic = bus::Topic::new("a.b").unwrap();
-    let env = bus::Envelope::new(topic, bus::Bytes::from_static(b"x"));
+    let env = bus::Envelope::new(topic, bus::transport::Bytes::from_static(b"x"));
     assert_eq!(env.attempt, 1);
-    let _ = bus::core::memory::MemoryTransport::new();
-    let _: bus::core::BusConfig = bus::BusConfig::default();
+    // The modules by audience.
+    let _ = bus::transport::memory::MemoryTransport::new();
+    let _: Option<bus::transport::QueueDepth> = None;
+    let _ = bus::plug::MemoryDeadLetters::new();
+    let _: &dyn bus::plug::RecoveryPolicy = &bus::plug::NoRetry;
+    let _: Option<bus::subscribe::SubscriptionHandle> = None;
+    assert_eq!(
+        bus::Config::default().unrouted,
+        bus::config::Unrouted::Reject
+    );
+    assert_eq!(bus::config::DEFAULT_DATA_DIR, "./bus-data");
     let _ = bus::time::ManualClock::new();
     // Errors.
     assert_eq!(bus::errors::ErrorCategory::Timeout.to_string(), "TIMEOUT");

@@ -2,11 +2,13 @@
 //! health wired by `Bus::builder()`, on a manual clock and a temp data dir.
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
+use bus::breaker::CircuitState;
 use bus::dlq::{DlqConfig, DlqQuery, Filter, LetterState, SqliteDlq};
 use bus::errors::ErrorCategory;
 use bus::health::HealthStatus;
+use bus::plug::DeadLetterReason;
 use bus::time::ManualClock;
-use bus::{Bus, CircuitState, Config, DeadLetterReason, Message};
+use bus::{Bus, Config, Message};
 use bus_test::{RecordingObserver, assert_invariant, wait_until};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -40,10 +42,11 @@ fn config(dir: &std::path::Path) -> Config {
 }
 
 fn build(dir: &std::path::Path, clock: &ManualClock, rec: &Arc<RecordingObserver>) -> Bus {
-    bus::BusBuilder::from_config(config(dir))
+    let mut cfg = config(dir);
+    cfg.poll_interval = Duration::from_millis(5);
+    bus::BusBuilder::from_config(cfg)
         .clock(Arc::new(clock.clone()))
         .observer(rec.clone())
-        .poll_interval(Duration::from_millis(5))
         .build()
         .unwrap()
 }
@@ -114,6 +117,9 @@ fn dependency_outage_opens_only_its_breaker_parks_messages_and_recovers() {
     assert_eq!(report.stats.dead_lettered, 0);
     assert_eq!(inv_acked.load(SeqCst), 10);
     assert_eq!(bus.dlq().unwrap().count(&Filter::all()).unwrap(), 0);
+    // Every message that failed recovered, and the error log knows it.
+    let logged = bus.logger().unwrap().statistics();
+    assert_eq!(logged.recovery_success_rate, Some(1.0), "{logged:?}");
 }
 
 #[test]
@@ -200,7 +206,7 @@ fn without_error_handling_failures_go_straight_to_the_dlq() {
         .topic("t")
         .start(move |m: &Message<'_>| -> Result<(), std::io::Error> {
             c.fetch_add(1, SeqCst);
-            if m.payload[0] % 2 == 0 {
+            if m.payload[0].is_multiple_of(2) {
                 Err(std::io::ErrorKind::ConnectionRefused.into())
             } else {
                 Ok(())
@@ -226,7 +232,7 @@ fn replay_poller_delivers_a_requested_replay_after_the_fix() {
     let clock = ManualClock::new();
     let fix = Fix::new();
     let bus = bus::BusBuilder::from_config(config(dir.path()))
-        .recovery(Arc::new(bus::NoRetry))
+        .recovery(Arc::new(bus::plug::NoRetry))
         .clock(Arc::new(clock.clone()))
         .build()
         .unwrap();
@@ -239,6 +245,17 @@ fn replay_poller_delivers_a_requested_replay_after_the_fix() {
                 return Err(std::io::Error::other("template missing"));
             }
             delivered.fetch_add(1, SeqCst);
+            Ok(())
+        })
+        .unwrap();
+    // A second group that handles the message the first time: the replay
+    // is not its business.
+    let archived = Arc::new(AtomicU64::new(0));
+    let archive = Arc::clone(&archived);
+    bus.subscriber("archive")
+        .topic("mail")
+        .start(move |_m: &Message<'_>| -> Result<(), std::io::Error> {
+            archive.fetch_add(1, SeqCst);
             Ok(())
         })
         .unwrap();
@@ -257,8 +274,12 @@ fn replay_poller_delivers_a_requested_replay_after_the_fix() {
     }));
     let report = bus.shutdown(WAIT);
     assert_invariant(&report.stats);
-    assert_eq!(report.stats.published, 2, "original + replay");
-    assert_eq!(report.stats.acked, 1);
+    assert_eq!(
+        report.stats.published, 3,
+        "original (one copy a group) + replay (mailer only)"
+    );
+    assert_eq!(report.stats.acked, 2);
+    assert_eq!(archived.load(SeqCst), 1, "archive got the message once");
     let letter = dlq.list(&Filter::all()).unwrap().remove(0);
     assert_eq!(letter.message_id, id);
 }
@@ -301,7 +322,7 @@ fn an_idle_open_breaker_whose_wait_ran_out_reports_half_open_to_health() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
     let bus = bus::BusBuilder::from_config(config(dir.path()))
-        .recovery(Arc::new(bus::NoRetry))
+        .recovery(Arc::new(bus::plug::NoRetry))
         .clock(Arc::new(clock.clone()))
         .build()
         .unwrap();
@@ -329,4 +350,85 @@ fn an_idle_open_breaker_whose_wait_ran_out_reports_half_open_to_health() {
             .any(|r| r.contains("inventory"))
     );
     assert_invariant(&bus.shutdown(WAIT).stats);
+}
+
+#[cfg(unix)]
+#[test]
+fn alerts_configured_in_the_file_reach_the_command_and_the_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("alert.json");
+    // A one-shot webhook receiver on loopback that answers 204.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let received = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut body = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&body).contains("circuit_forced_open") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&body));
+            body.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+        String::from_utf8(body).unwrap()
+    });
+    let mut cfg = Config::from_toml_str(&format!(
+        "[alerts]\ncommand = [\"sh\", \"-c\", \"cat > '{}'\"]\nwebhook = \"{url}\"\ntimeout = \"20s\"\n",
+        out.display()
+    ))
+    .unwrap();
+    cfg.data_dir = dir.path().join("data");
+    let bus = bus::BusBuilder::from_config(cfg).build().unwrap();
+    bus.subscriber("billing")
+        .topic("orders")
+        .start(|_: &Message<'_>| Ok::<(), std::io::Error>(()))
+        .unwrap();
+    bus.breakers().unwrap().get("billing").force_open();
+    // Sinks deliver on the alert thread: the command's file is whole once
+    // the command has exited, which may be after the queue is empty.
+    let delivered =
+        || std::fs::read_to_string(&out).is_ok_and(|w| w.contains("\"circuit_forced_open\""));
+    assert!(wait_until(WAIT, delivered), "no alert in {}", out.display());
+    assert!(received.join().unwrap().contains("\"billing\""));
+    bus.shutdown(WAIT);
+}
+
+#[test]
+fn a_bad_alert_setting_is_refused_by_its_key() {
+    for (toml, key) in [
+        (
+            "[alerts]\nwebhook = \"https://example.invalid/\"\n",
+            "alerts.webhook",
+        ),
+        ("[alerts]\ncommand = []\n", "alerts.command"),
+        ("[alerts]\ntimeout = \"0s\"\n", "alerts.timeout"),
+    ] {
+        let err = Config::from_toml_str(toml).unwrap_err().to_string();
+        assert!(err.contains(key), "{toml}: {err}");
+    }
+}
+
+/// Every `observer` call adds one: both observers, and the health monitor
+/// beside them, see every event.
+#[test]
+fn each_observer_call_adds_an_observer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (RecordingObserver::new(), RecordingObserver::new());
+    let bus = bus::Bus::builder()
+        .data_dir(dir.path())
+        .observer(first.clone())
+        .observer(second.clone())
+        .build()
+        .unwrap();
+    bus.subscriber("billing")
+        .topic("orders")
+        .start(|_: &Message<'_>| -> Result<(), std::io::Error> { Ok(()) })
+        .unwrap();
+    bus.publish("orders", &b"{}"[..]).unwrap();
+    assert!(bus.shutdown(WAIT).drained);
+    assert_eq!(first.count("acked"), 1);
+    assert_eq!(second.count("acked"), 1);
+    assert_eq!(bus.health().unwrap().totals.acked, 1);
 }

@@ -32,12 +32,12 @@ enum Cmd {
     /// Inspect, group, replay and purge dead letters.
     Dlq {
         #[command(subcommand)]
-        cmd: bus_dlq::cli::DlqCommand,
+        cmd: busctl::dlq::DlqCommand,
     },
     /// Print the last health snapshot a bus wrote (`<data-dir>/health.json`).
     Health {
         /// The bus data directory.
-        #[arg(long, default_value = bus::DEFAULT_DATA_DIR)]
+        #[arg(long, default_value = bus::config::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         Cmd::Demo(args) => demo::run(args),
         Cmd::Dlq { cmd } => {
             let mut out = std::io::stdout().lock();
-            bus_dlq::cli::run(cmd, &mut out).map_err(Into::into)
+            busctl::dlq::run(cmd, &mut out).map_err(Into::into)
         }
         Cmd::Health { data_dir, json } => health(&data_dir, json),
     };

@@ -1,11 +1,15 @@
 //! The bus: publish, subscribe, and the pipeline that settles every delivery.
 
+mod publisher;
+mod settle;
 mod stats;
 mod worker;
 
+pub use publisher::{Confirmation, FlushTimeout, Publisher, PublisherOptions, WhenFull};
+pub use settle::BusLetters;
 pub use stats::{BusStats, Ledger};
 
-use crate::dlq::{DeadLetter, DeadLetterReason, DeadLetterStore, MemoryDeadLetters};
+use crate::dlq::{DeadLetterStore, MemoryDeadLetters};
 use crate::guard::{GuardProvider, NoGuard};
 use crate::memory::MemoryTransport;
 use crate::observe::{BusEvent, ErrorSink, NoObserver, NoSink, Observer};
@@ -13,14 +17,12 @@ use crate::recovery::{RecoveryPolicy, SimpleRetry};
 use crate::time::{SharedClock, system_clock};
 use crate::{
     Envelope, Handler, MessageId, OverflowPolicy, PublishError, QueueDepth, SubscribeOptions,
-    Topic, TopicError, Transport, TransportError,
+    Topic, TopicError, Transport, TransportError, Wake,
 };
-use bus_errors::{
-    Classification, Classifier, DefaultClassifier, ErrorCategory, ErrorReport, Sanitizer, Severity,
-};
+use bus_errors::{Classifier, DefaultClassifier, Sanitizer};
 use bytes::Bytes;
 use stats::{Counter, Counters};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -44,7 +46,13 @@ pub struct BusConfig {
     pub max_payload_bytes: usize,
     /// How long `publish` may wait for room in a full queue (default 1 s).
     pub publish_timeout: Duration,
-    /// How often an idle worker checks for shutdown (default 50 ms).
+    /// How long a worker waits for a message in a transport that cannot
+    /// wake it (one whose subscriptions have no
+    /// [`waker`](crate::Subscription::waker), such as JetStream's blocking
+    /// fetch) before it checks for shutdown again; also the pause after a
+    /// transport error or a panicking plug (default 50 ms). Workers of the
+    /// memory transport do not poll: an idle one sleeps until a message, a
+    /// due redelivery or a stop wakes it.
     pub poll_interval: Duration,
     /// How long a subscriber pauses after the dead-letter store refused a
     /// write; its message is redelivered after this delay (default 1 s).
@@ -80,6 +88,11 @@ pub(crate) struct Plugs {
     pub(crate) clock: SharedClock,
 }
 
+/// How long shutdown waits, past its deadline, for woken idle workers to
+/// exit before it counts them stuck: they stop at once, but a loaded
+/// machine may take a while to schedule them.
+const WAKE_GRACE: Duration = Duration::from_millis(100);
+
 const RUNNING: u8 = 0;
 const DRAINING: u8 = 1;
 const CLOSED: u8 = 2;
@@ -90,10 +103,34 @@ pub(crate) struct Shared {
     pub(crate) config: BusConfig,
     pub(crate) counters: Arc<Counters>,
     pub(crate) dlq_failing: AtomicBool,
+    /// Pipelined publishes sent and not yet confirmed or refused: not in
+    /// the ledger yet, and shutdown waits for them.
+    pub(crate) confirming: AtomicUsize,
     state: AtomicU8,
+    /// The overflow policy of each group the bus subscribed, by topic, as
+    /// its first subscriber set it (as the transport keeps it): read only
+    /// to settle a copy a full queue refused.
+    overflow: Mutex<Vec<(Topic, Arc<str>, OverflowPolicy)>>,
 }
 
 impl Shared {
+    /// The overflow policy of `group` of `topic`, if the bus subscribed it.
+    pub(crate) fn overflow_policy(&self, topic: &Topic, group: &str) -> Option<OverflowPolicy> {
+        self.overflow
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(t, g, _)| t == topic && **g == *group)
+            .map(|(_, _, policy)| *policy)
+    }
+
+    fn record_overflow(&self, topic: &Topic, group: &Arc<str>, policy: OverflowPolicy) {
+        let mut known = self.overflow.lock().unwrap_or_else(PoisonError::into_inner);
+        if !known.iter().any(|(t, g, _)| t == topic && g == group) {
+            known.push((topic.clone(), Arc::clone(group), policy));
+        }
+    }
+
     /// Whether shutdown has closed the transport: a delivery settled now
     /// cannot be redelivered.
     pub(crate) fn closed(&self) -> bool {
@@ -127,7 +164,7 @@ pub struct BusBuilder {
     recovery: Arc<dyn RecoveryPolicy>,
     dlq: Arc<dyn DeadLetterStore>,
     sink: Arc<dyn ErrorSink>,
-    observer: Arc<dyn Observer>,
+    observers: Vec<Arc<dyn Observer>>,
     clock: SharedClock,
     config: BusConfig,
 }
@@ -149,7 +186,7 @@ impl Default for BusBuilder {
             recovery: Arc::new(SimpleRetry::default()),
             dlq: Arc::new(MemoryDeadLetters::new()),
             sink: Arc::new(NoSink),
-            observer: Arc::new(NoObserver),
+            observers: Vec::new(),
             clock: system_clock(),
             config: BusConfig::default(),
         }
@@ -187,9 +224,41 @@ impl BusBuilder {
         self.sink = sink;
         self
     }
-    /// The observer (default: none; use [`Observers`](crate::Observers) for several).
+    /// Adds an observer (default: none). Each call adds one: every
+    /// observer added sees every event, in the order they were added.
+    ///
+    /// ```
+    /// use bus_core::time::Stamp;
+    /// use bus_core::{Bus, BusEvent, Message, Observer};
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::time::Duration;
+    ///
+    /// #[derive(Default)]
+    /// struct Acks(AtomicU32);
+    /// impl Observer for Acks {
+    ///     fn on_event(&self, _: Stamp, event: &BusEvent<'_>) {
+    ///         if matches!(event, BusEvent::Acked { .. }) {
+    ///             self.0.fetch_add(1, Ordering::SeqCst);
+    ///         }
+    ///     }
+    /// }
+    /// let (first, second) = (Arc::new(Acks::default()), Arc::new(Acks::default()));
+    /// let bus = Bus::builder()
+    ///     .observer(first.clone())
+    ///     .observer(second.clone())
+    ///     .build();
+    /// bus.subscriber("billing")
+    ///     .topic("orders")
+    ///     .start(|_: &Message<'_>| -> Result<(), std::io::Error> { Ok(()) })
+    ///     .unwrap();
+    /// bus.publish("orders", &b"{}"[..]).unwrap();
+    /// assert!(bus.shutdown(Duration::from_secs(5)).drained);
+    /// assert_eq!(first.0.load(Ordering::SeqCst), 1);
+    /// assert_eq!(second.0.load(Ordering::SeqCst), 1);
+    /// ```
     pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
-        self.observer = observer;
+        self.observers.push(observer);
         self
     }
     /// The clock for handler timing, event stamps and the default
@@ -210,9 +279,22 @@ impl BusBuilder {
         let transport = self
             .transport
             .unwrap_or_else(|| Arc::new(MemoryTransport::with_clock(Arc::clone(&self.clock))));
+        // One observer is called directly, not through a fan-out.
+        let mut observers = self.observers;
+        let observer: Arc<dyn Observer> = match observers.len() {
+            0 => Arc::new(NoObserver),
+            1 => observers.remove(0),
+            _ => {
+                let mut all = crate::observe::Observers::new();
+                for o in observers {
+                    all.push(o);
+                }
+                Arc::new(all)
+            }
+        };
         let counters = Arc::new(Counters::default());
-        self.observer.attach(&Ledger(Arc::clone(&counters)));
-        Bus {
+        observer.attach(&Ledger(Arc::clone(&counters)));
+        let bus = Bus {
             shared: Arc::new(Shared {
                 transport,
                 plugs: Plugs {
@@ -221,18 +303,24 @@ impl BusBuilder {
                     recovery: self.recovery,
                     dlq: self.dlq,
                     sink: self.sink,
-                    observing: self.observer.listening(),
-                    observer: self.observer,
+                    observing: observer.listening(),
+                    observer,
                     clock: self.clock,
                 },
                 config: self.config,
                 counters,
                 dlq_failing: AtomicBool::new(false),
+                confirming: AtomicUsize::new(0),
                 state: AtomicU8::new(RUNNING),
+                overflow: Mutex::new(Vec::new()),
             }),
             subscribers: Arc::new(Mutex::new(Vec::new())),
             next_id: Arc::new(AtomicU64::new(1)),
-        }
+        };
+        bus.shared
+            .transport
+            .attach(BusLetters(Arc::downgrade(&bus.shared)));
+        bus
     }
 }
 
@@ -268,7 +356,8 @@ pub struct ShutdownReport {
     /// Deliveries the DLQ refused during shutdown, handed back to the caller.
     pub unsaved: Vec<Envelope>,
     /// Workers still inside a handler when shutdown gave up on them (the
-    /// deadline, plus a grace of two poll intervals to notice the stop):
+    /// deadline, plus a grace to notice the stop: 100 ms, or two
+    /// poll intervals in a transport that cannot wake its workers):
     /// left running, detached. Their deliveries are counted in flight
     /// (`stats.in_flight()`), and the ledger closes when their handlers
     /// return (acked, or dead-lettered with reason `shutdown`).
@@ -283,6 +372,11 @@ pub struct ShutdownReport {
 struct Subscriber {
     stop: AtomicBool,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// The wake-ups of the workers' subscriptions that have one: a stop
+    /// fires them, so those workers wait for messages without a timeout.
+    wakers: Mutex<Vec<Wake>>,
+    /// Whether some worker's subscription cannot be woken (it polls).
+    polls: AtomicBool,
     // Nanoseconds after `epoch` until which the workers take no message
     // (the DLQ refused a write); 0 when not paused. One relaxed load per
     // message on the hot path.
@@ -295,6 +389,8 @@ impl Default for Subscriber {
         Self {
             stop: AtomicBool::new(false),
             workers: Mutex::new(Vec::new()),
+            wakers: Mutex::new(Vec::new()),
+            polls: AtomicBool::new(false),
             paused_until: AtomicU64::new(0),
             epoch: Instant::now(),
         }
@@ -324,6 +420,40 @@ impl Subscriber {
         Some(Duration::from_nanos(until - now))
     }
 
+    /// Tells the workers to stop and wakes them: those asleep in a wakeable
+    /// subscription or in a pause stop at once, the others when their
+    /// current handler returns or their poll ends.
+    fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        for w in self
+            .wakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            w.wake();
+        }
+        for w in self
+            .workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            w.thread().unpark();
+        }
+    }
+
+    /// How long after a stop the workers may take to notice it when none is
+    /// inside a handler: a scheduling delay for woken ones, two polls for
+    /// those that cannot be woken.
+    fn stop_grace(&self, poll: Duration) -> Duration {
+        if self.polls.load(Ordering::Relaxed) {
+            2 * poll
+        } else {
+            WAKE_GRACE
+        }
+    }
+
     /// Stops the workers and waits for all of them.
     fn stop_and_join(&self) {
         self.stop_and_join_until(None);
@@ -331,9 +461,10 @@ impl Subscriber {
 
     /// Stops the workers and joins those that finish by `until` (all, with
     /// `None`); the others (a handler that does not return) are left
-    /// running, detached. Returns how many were left.
+    /// running and kept on the list, so that a later shutdown still waits
+    /// for them and counts them. Returns how many were left.
     fn stop_and_join_until(&self, until: Option<Instant>) -> usize {
-        self.stop.store(true, Ordering::Release);
+        self.request_stop();
         let mut workers =
             std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
         let Some(until) = until else {
@@ -351,7 +482,12 @@ impl Subscriber {
             workers = running;
             let now = Instant::now();
             if workers.is_empty() || now >= until {
-                return workers.len();
+                let left = workers.len();
+                self.workers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .extend(workers);
+                return left;
             }
             std::thread::park_timeout((until - now).min(Duration::from_millis(1)));
         }
@@ -430,18 +566,7 @@ impl Bus {
         topic: &str,
         payload: impl Into<Bytes>,
     ) -> Result<MessageId, PublishError> {
-        let payload = payload.into();
-        match Topic::new(topic) {
-            Ok(t) => self.publish_envelope(Envelope::new(t, payload)),
-            Err(source) => {
-                let err = PublishError::InvalidTopic {
-                    topic: topic.to_owned(),
-                    source,
-                    payload,
-                };
-                Err(self.rejected(topic, err))
-            }
-        }
+        self.publish_envelope(envelope_for(&self.shared, topic, payload.into())?)
     }
 
     /// Publishes a prepared envelope (priority, headers, correlation id).
@@ -455,112 +580,67 @@ impl Bus {
         envelope: Envelope,
         timeout: Duration,
     ) -> Result<MessageId, PublishError> {
+        self.publish_routed(envelope, None, timeout)
+    }
+
+    /// Publishes a prepared envelope to the one consumer group `group` of
+    /// its topic (a replayed dead letter goes back to the group that failed
+    /// it, not to the groups that settled it), bounded and counted like any
+    /// publish. [`PublishError::NoSuchGroup`] when no such group subscribes.
+    ///
+    /// ```
+    /// use bus_core::{Bus, Envelope, Message, PublishError, Topic};
+    ///
+    /// let bus = Bus::builder().build();
+    /// for group in ["billing", "audit"] {
+    ///     bus.subscriber(group)
+    ///         .topic("orders.created")
+    ///         .start(|_m: &Message<'_>| -> Result<(), std::io::Error> { Ok(()) })
+    ///         .unwrap();
+    /// }
+    /// let topic = Topic::new("orders.created").unwrap();
+    /// bus.publish_to_group("billing", Envelope::new(topic.clone(), &b"{}"[..]))
+    ///     .unwrap();
+    /// let err = bus
+    ///     .publish_to_group("shipping", Envelope::new(topic, &b"{}"[..]))
+    ///     .unwrap_err();
+    /// assert!(matches!(err, PublishError::NoSuchGroup { .. }));
+    /// assert_eq!(bus.stats().accepted, 1);
+    /// ```
+    pub fn publish_to_group(
+        &self,
+        group: &str,
+        envelope: Envelope,
+    ) -> Result<MessageId, PublishError> {
+        self.publish_routed(envelope, Some(group), self.shared.config.publish_timeout)
+    }
+
+    /// Publishes to every group of the topic, or to `group` alone.
+    fn publish_routed(
+        &self,
+        envelope: Envelope,
+        group: Option<&str>,
+        timeout: Duration,
+    ) -> Result<MessageId, PublishError> {
         let s = &self.shared;
-        if s.state.load(Ordering::Acquire) != RUNNING {
-            let topic = envelope.topic.clone();
-            return Err(self.rejected(topic.as_str(), PublishError::Closed { envelope }));
-        }
-        let size = envelope.payload.len();
-        if size > s.config.max_payload_bytes {
-            let topic = envelope.topic.clone();
-            let err = PublishError::PayloadTooLarge {
-                envelope,
-                size,
-                limit: s.config.max_payload_bytes,
-            };
-            return Err(self.rejected(topic.as_str(), err));
-        }
+        let envelope = admit(s, envelope)?;
         let id = envelope.id;
-        match s.transport.publish(envelope, timeout) {
-            Ok(receipt) => {
-                // Observers read publishes from this ledger (`Observer::attach`):
-                // a call per publish was most of what error handling still
-                // added to a publish.
-                s.counters.add(Counter::accepted, u64::from(receipt.copies));
-                if let Some(leftovers) = receipt.leftovers {
-                    self.leftovers(*leftovers);
-                }
-                Ok(id)
-            }
-            Err(PublishError::NoSubscribers { envelope })
-                if s.config.unrouted == Unrouted::Discard =>
-            {
-                s.counters.inc(Counter::accepted);
-                self.discard(
-                    "-",
-                    &envelope,
-                    "no subscriber for the topic (unrouted: discard)",
-                );
-                Ok(id)
-            }
-            Err(e) => {
-                let topic = e.envelope().map(|env| env.topic.clone());
-                let name = topic.as_ref().map_or("-", Topic::as_str);
-                Err(self.rejected(name, e))
-            }
-        }
+        let published = match group {
+            None => s.transport.publish(envelope, timeout),
+            Some(group) => s.transport.publish_to_group(group, envelope, timeout),
+        };
+        count_outcome(s, id, published)
     }
 
-    /// Settles what a publish's receipt handed back: copies enqueued as the
-    /// transport closed, copies spilled by a full queue, messages discarded.
-    #[cold]
-    fn leftovers(&self, leftovers: crate::Leftovers) {
-        for (group, env) in leftovers.closed {
-            // The transport closed mid-publish (shutdown): the copy was
-            // accepted, so it is dead-lettered like what close returned.
-            dead_letter_late(&self.shared, &group, env);
-        }
-        for (group, env) in leftovers.spilled {
-            self.spill(&group, env);
-        }
-        for (group, env) in leftovers.discarded {
-            self.discard(
-                &group,
-                &env,
-                "queue full: discarded under the discard_lowest overflow policy",
-            );
-        }
+    /// A [`Publisher`] with the default window (256 messages in flight,
+    /// blocking when full): many publishes in flight, each confirmed later.
+    pub fn publisher(&self) -> Publisher {
+        self.publisher_with(PublisherOptions::default())
     }
 
-    fn rejected(&self, topic: &str, err: PublishError) -> PublishError {
-        let c = &self.shared.counters;
-        c.inc(Counter::rejected_at_publish);
-        self.shared.event(&BusEvent::Rejected {
-            topic,
-            reason: err.kind(),
-        });
-        err
-    }
-
-    fn discard(&self, component: &str, env: &Envelope, reason: &str) {
-        tracing::warn!(message_id = %env.id, topic = %env.topic, component, reason, "message discarded by policy");
-        self.shared.counters.inc(Counter::discarded_by_policy);
-        self.shared.event(&BusEvent::Discarded {
-            topic: &env.topic,
-            component,
-            reason,
-        });
-    }
-
-    // A copy refused by a full queue under the DeadLetter overflow policy.
-    fn spill(&self, group: &str, env: Envelope) {
-        let class = Classification::new(ErrorCategory::QueueOverflow, Severity::High);
-        let mut report =
-            ErrorReport::new(class, group, format!("queue of group {group:?} is full"))
-                .with_topic(env.topic.as_str())
-                .with_message_id(env.id);
-        report.record_recovery(false, Some(false), "dead-letter: queue_overflow");
-        self.shared.plugs.sink.record(&report);
-        self.shared.event(&BusEvent::Failed { report: &report });
-        let letter = DeadLetter::new(env, report, DeadLetterReason::QueueOverflow, group, group);
-        if let Err(leftover) = worker::store_letter(&self.shared, letter) {
-            // The copy was accepted; with the DLQ refusing, it goes back into
-            // its own group's queue past the bound rather than be lost.
-            if let Err(env) = self.shared.transport.requeue(group, leftover.envelope) {
-                tracing::error!(message_id = %env.id, group, "overflow copy could neither be dead-lettered nor re-queued (transport closed, or it keeps no queues of its own); counted as returned_at_shutdown and dropped");
-                self.shared.counters.inc(Counter::returned_at_shutdown);
-            }
-        }
+    /// A [`Publisher`] with `options`.
+    pub fn publisher_with(&self, options: PublisherOptions) -> Publisher {
+        Publisher::new(Arc::clone(&self.shared), options)
     }
 
     /// Starts configuring a subscriber named `component` (its name in
@@ -592,8 +672,9 @@ impl Bus {
     /// `timeout` passes, stops the workers, and dead-letters whatever is
     /// still undelivered (reason `shutdown`). The returned stats satisfy the
     /// invariant exactly, unless a handler did not return: its worker is left
-    /// running (`stuck_workers`; the wait for it ends two poll intervals
-    /// after the deadline at the latest), its delivery stays in flight, and
+    /// running (`stuck_workers`; the wait for it ends a grace after the
+    /// deadline, see [`ShutdownReport::stuck_workers`]), its delivery stays
+    /// in flight, and
     /// it is settled when the handler returns (acked, or dead-lettered with
     /// reason `shutdown`).
     pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
@@ -613,7 +694,9 @@ impl Bus {
         }
         let mut drained = false;
         loop {
-            if self.stats().in_flight() == 0 {
+            // Pipelined publishes still unconfirmed are not in the ledger
+            // yet: their answers are waited for like deliveries.
+            if self.stats().in_flight() == 0 && s.confirming.load(Ordering::Acquire) == 0 {
                 drained = true;
                 break;
             }
@@ -631,15 +714,19 @@ impl Bus {
                 .unwrap_or_else(PoisonError::into_inner),
         );
         for sub in &subscribers {
-            sub.stop.store(true, Ordering::Release);
+            sub.request_stop();
         }
-        // A worker sees the stop between deliveries, within a poll interval
-        // when idle; one whose handler never returns must not hold the
-        // shutdown past its deadline.
-        let join_by = deadline.max(Instant::now() + 2 * s.config.poll_interval);
+        // A worker sees the stop between deliveries, at once when idle (or
+        // within a poll interval, in a transport that cannot wake it); one
+        // whose handler never returns must not hold the shutdown past its
+        // deadline.
+        let now = Instant::now();
         let stuck: usize = subscribers
             .iter()
-            .map(|sub| sub.stop_and_join_until(Some(join_by)))
+            .map(|sub| {
+                let join_by = deadline.max(now + sub.stop_grace(s.config.poll_interval));
+                sub.stop_and_join_until(Some(join_by))
+            })
             .sum();
         if stuck > 0 {
             tracing::error!(
@@ -648,10 +735,13 @@ impl Bus {
             );
         }
         let leftovers = s.transport.close();
+        if s.transport.durable() {
+            settle::left_in_broker(s, self.stats().in_flight());
+        }
         let mut dead = 0;
         let mut unsaved = Vec::new();
         for (group, env) in leftovers {
-            match dead_letter_at_shutdown(s, &group, env) {
+            match settle::at_shutdown(s, &group, env) {
                 Ok(()) => dead += 1,
                 Err(env) => unsaved.push(env),
             }
@@ -666,32 +756,80 @@ impl Bus {
     }
 }
 
-/// Dead-letters a message the transport handed back at close (reason
-/// shutdown); if the store refuses, counts it as returned and hands it back.
-fn dead_letter_at_shutdown(s: &Shared, group: &str, env: Envelope) -> Result<(), Envelope> {
-    let class = Classification::new(ErrorCategory::MessageProcessing, Severity::Medium);
-    let mut report = ErrorReport::new(
-        class,
-        group,
-        "the bus shut down before the message was delivered",
-    )
-    .with_topic(env.topic.as_str())
-    .with_message_id(env.id)
-    .with_attempt(env.attempt);
-    report.record_recovery(false, Some(false), "dead-letter: shutdown");
-    let letter = DeadLetter::new(env, report, DeadLetterReason::Shutdown, group, group);
-    worker::store_letter(s, letter).map_err(|letter| {
-        s.counters.inc(Counter::returned_at_shutdown);
-        letter.envelope
-    })
+/// The envelope of a publish by topic name; an invalid name is a counted
+/// refusal that hands the payload back.
+fn envelope_for(s: &Shared, topic: &str, payload: Bytes) -> Result<Envelope, PublishError> {
+    match Topic::new(topic) {
+        Ok(t) => Ok(Envelope::new(t, payload)),
+        Err(source) => {
+            let err = PublishError::InvalidTopic {
+                topic: topic.to_owned(),
+                source,
+                payload,
+            };
+            Err(settle::rejected(s, topic, err))
+        }
+    }
 }
 
-/// [`dead_letter_at_shutdown`] for a message that reaches the end after the
-/// shutdown report was made (no `unsaved` list to hand it back in): if the
-/// store refuses, it is counted as returned and logged with its id.
-fn dead_letter_late(s: &Shared, group: &str, env: Envelope) {
-    if let Err(env) = dead_letter_at_shutdown(s, group, env) {
-        tracing::error!(message_id = %env.id, group, "a message settled during or after shutdown could not be dead-lettered; it is counted as returned_at_shutdown and dropped");
+/// The checks every publish passes before the transport sees it: the bus
+/// is running and the payload within its limit. A refusal is counted.
+fn admit(s: &Shared, envelope: Envelope) -> Result<Envelope, PublishError> {
+    if s.state.load(Ordering::Acquire) != RUNNING {
+        let topic = envelope.topic.clone();
+        return Err(settle::rejected(
+            s,
+            topic.as_str(),
+            PublishError::Closed { envelope },
+        ));
+    }
+    let size = envelope.payload.len();
+    if size > s.config.max_payload_bytes {
+        let topic = envelope.topic.clone();
+        let err = PublishError::PayloadTooLarge {
+            envelope,
+            size,
+            limit: s.config.max_payload_bytes,
+        };
+        return Err(settle::rejected(s, topic.as_str(), err));
+    }
+    Ok(envelope)
+}
+
+/// Counts what the transport answered for message `id`, once, whether the
+/// publish waited for it or a [`Publisher`] learned it later.
+fn count_outcome(
+    s: &Shared,
+    id: MessageId,
+    published: Result<crate::Receipt, PublishError>,
+) -> Result<MessageId, PublishError> {
+    match published {
+        Ok(receipt) => {
+            // Observers read publishes from this ledger (`Observer::attach`):
+            // a call per publish was most of what error handling still
+            // added to a publish.
+            s.counters.add(Counter::accepted, u64::from(receipt.copies));
+            if let Some(leftovers) = receipt.leftovers {
+                settle::leftovers(s, *leftovers);
+            }
+            Ok(id)
+        }
+        Err(PublishError::NoSubscribers { envelope }) if s.config.unrouted == Unrouted::Discard => {
+            s.counters.inc(Counter::accepted);
+            settle::discard(
+                s,
+                "-",
+                &envelope,
+                "no subscriber for the topic (unrouted: discard)",
+                None,
+            );
+            Ok(id)
+        }
+        Err(e) => {
+            let topic = e.envelope().map(|env| env.topic.clone());
+            let name = topic.as_ref().map_or("-", Topic::as_str);
+            Err(settle::rejected(s, name, e))
+        }
     }
 }
 
@@ -734,12 +872,12 @@ impl SubscriberBuilder<'_> {
     }
     /// Queue capacity (default 1024).
     pub fn capacity(mut self, capacity: usize) -> Self {
-        self.options.capacity = capacity;
+        self.options = self.options.with_capacity(capacity);
         self
     }
     /// Overflow policy (default: block 1 s, then reject).
     pub fn overflow(mut self, overflow: OverflowPolicy) -> Self {
-        self.options.overflow = overflow;
+        self.options = self.options.with_overflow(overflow);
         self
     }
     /// Starts the workers.
@@ -757,12 +895,27 @@ impl SubscriberBuilder<'_> {
         let component: Arc<str> = Arc::from(self.component.as_str());
         let group: Arc<str> = Arc::from(self.options.group.as_str());
         let subscriber = Arc::new(Subscriber::default());
+        shared.record_overflow(&topic, &group, self.options.overflow);
         // Every subscription first: a refusal then leaves no worker running.
         let subs = (0..self.workers)
             .map(|_| shared.transport.subscribe(&topic, &self.options))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| match e {
+                TransportError::Spawn(e) => SubscribeError::Spawn(e),
+                e => SubscribeError::Transport(e),
+            })?;
         let mut workers = Vec::with_capacity(self.workers);
         for (i, sub) in subs.into_iter().enumerate() {
+            let waker = sub.waker();
+            let wakeable = waker.is_some();
+            match waker {
+                Some(w) => subscriber
+                    .wakers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(w),
+                None => subscriber.polls.store(true, Ordering::Relaxed),
+            }
             let ctx = worker::Worker {
                 shared: Arc::clone(shared),
                 sub,
@@ -774,7 +927,7 @@ impl SubscriberBuilder<'_> {
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("bus-{}-{i}", self.component))
-                .spawn(move || ctx.run());
+                .spawn(move || ctx.run(wakeable));
             match spawned {
                 Ok(j) => workers.push(j),
                 Err(e) => {
@@ -799,6 +952,7 @@ impl SubscriberBuilder<'_> {
         Ok(SubscriptionHandle {
             subscriber,
             component,
+            poll_interval: self.bus.shared.config.poll_interval,
         })
     }
 }
@@ -810,6 +964,8 @@ impl SubscriberBuilder<'_> {
 pub struct SubscriptionHandle {
     subscriber: Arc<Subscriber>,
     component: Arc<str>,
+    /// The bus's poll interval, for the grace a polling worker needs.
+    poll_interval: Duration,
 }
 
 impl SubscriptionHandle {
@@ -818,8 +974,28 @@ impl SubscriptionHandle {
         &self.component
     }
 
-    /// Stops the workers after their current message and waits for them.
-    pub fn close(self) {
-        self.subscriber.stop_and_join();
+    /// Stops the workers after their current message and waits for them
+    /// up to `timeout` (at least the grace a worker needs to notice the
+    /// stop). Returns how many workers were left running because their
+    /// handler did not return: their deliveries stay in flight, and
+    /// [`Bus::shutdown`] waits for them and counts them again.
+    ///
+    /// ```
+    /// use bus_core::{Bus, Message};
+    /// use std::time::Duration;
+    ///
+    /// let bus = Bus::builder().build();
+    /// let handle = bus
+    ///     .subscriber("audit")
+    ///     .topic("orders.created")
+    ///     .start(|_m: &Message<'_>| -> Result<(), std::io::Error> { Ok(()) })
+    ///     .unwrap();
+    /// assert_eq!(handle.close(Duration::from_secs(1)), 0);
+    /// ```
+    pub fn close(self, timeout: Duration) -> usize {
+        let grace = self.subscriber.stop_grace(self.poll_interval);
+        // No limit when the deadline would overflow an Instant.
+        let until = Instant::now().checked_add(timeout.max(grace));
+        self.subscriber.stop_and_join_until(until)
     }
 }

@@ -1,9 +1,9 @@
 //! The bus's ledger: live counters that account for every message.
 
-use crate::stripe::Striped;
+use bus_sync::Striped;
+use bus_sync::prim::atomic::{AtomicU64, Ordering::Relaxed};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// A snapshot of the bus's counters.
 ///
@@ -12,13 +12,21 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// before reaching any group counts once, in `published` and
 /// `rejected_at_publish`.
 ///
-/// Once the bus is idle or shut down:
-/// `published = acked + dead_lettered + rejected_at_publish + discarded_by_policy + returned_at_shutdown`,
-/// where `returned_at_shutdown` is zero unless the dead-letter store refused
-/// writes during shutdown (those messages are handed back in the
-/// [`ShutdownReport`](crate::ShutdownReport); one refused after the report
-/// was made, from a handler that outlived the shutdown, can only be logged
-/// with its id).
+/// Once the bus is idle or shut down, six terms account for every delivery:
+///
+/// ```text
+/// published = acked + dead_lettered + rejected_at_publish
+///           + discarded_by_policy + returned_at_shutdown + pending
+/// ```
+///
+/// `returned_at_shutdown` is only what was handed back to the application
+/// at shutdown: zero unless the dead-letter store refused writes then (those
+/// messages are in the [`ShutdownReport`](crate::ShutdownReport); one
+/// refused after the report was made, from a handler that outlived the
+/// shutdown, can only be logged with its id). `pending` exists only on a
+/// durable transport ([`Transport::durable`](crate::Transport::durable)):
+/// what the broker still holds for the next run when the bus shuts down.
+/// While the bus runs, the difference is [`in_flight`](Self::in_flight).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct BusStats {
@@ -40,6 +48,10 @@ pub struct BusStats {
     pub discarded_by_policy: u64,
     /// Deliveries handed back at shutdown because the DLQ refused them.
     pub returned_at_shutdown: u64,
+    /// Deliveries a durable transport still held, unsettled, when the bus
+    /// shut down: owed to the next run. Always 0 in memory.
+    #[serde(default)]
+    pub pending: u64,
     /// Handler failures (each one classified and reported).
     pub failed: u64,
     /// Of which, caught panics.
@@ -64,15 +76,19 @@ impl BusStats {
             + self.returned_at_shutdown
     }
 
-    /// Deliveries not yet at an end (queued, in a handler, waiting to retry).
-    /// Zero once the bus is idle.
+    /// Deliveries not yet at an end (queued, in a handler, waiting to
+    /// retry) and not left pending in a durable transport. Zero once the
+    /// bus is idle.
     pub fn in_flight(&self) -> u64 {
-        self.published.saturating_sub(self.settled())
+        self.published
+            .saturating_sub(self.settled())
+            .saturating_sub(self.pending)
     }
 
-    /// Whether the no-loss invariant holds exactly (only meaningful once idle).
+    /// Whether the no-loss invariant holds exactly, all six terms (only
+    /// meaningful once idle).
     pub fn invariant_holds(&self) -> bool {
-        self.published == self.settled()
+        self.published == self.settled() + self.pending
     }
 }
 
@@ -192,6 +208,7 @@ counters!(
     rejected_at_publish,
     discarded_by_policy,
     returned_at_shutdown,
+    pending,
     failed,
     panics,
     retried,

@@ -1,14 +1,14 @@
 //! The delivery pipeline, run by each worker thread: guard, handler (panics
-//! caught), classify, report, observe, decide, settle. Written once for every
-//! transport.
+//! caught), classify, report, observe, decide. Each decision is carried out
+//! by the `settle` module, the next step of a delivery. Written once for
+//! every transport.
 
-use super::Shared;
 use super::stats::Counter;
-use crate::dlq::DeadLetter;
+use super::{Shared, settle};
 use crate::guard::{Guard, Outcome};
 use crate::observe::BusEvent;
-use crate::recovery::{Decision, Failure, Success};
-use crate::time::Stamp;
+use crate::recovery::{Decision, Failure};
+use crate::time::{Clock, Stamp, SystemClock};
 use crate::{AttemptRecord, Delivery, Handler, Message, Subscription, TransportError};
 use bus_errors::{ErrorContext, ErrorReport, HandlerError, PanicError};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -26,62 +26,17 @@ pub(super) struct Worker {
     pub(super) subscriber: Arc<super::Subscriber>,
 }
 
-/// Books a letter the store accepted.
-pub(super) fn letter_stored(shared: &Shared, letter: &DeadLetter) {
-    shared.counters.inc(Counter::dead_lettered);
-    if shared.dlq_failing.swap(false, Ordering::AcqRel) {
-        shared.event(&BusEvent::DlqRecovered {
-            component: &letter.component,
-        });
-    }
-    shared.event(&BusEvent::DeadLettered {
-        topic: &letter.envelope.topic,
-        component: &letter.component,
-        category: letter.report.category,
-        reason: &letter.reason,
-    });
-}
-
-/// Books a letter the store refused: the store is unhealthy, the message stays.
-pub(super) fn letter_refused(shared: &Shared, letter: &DeadLetter, error: &crate::DlqError) {
-    shared.counters.inc(Counter::dlq_write_failures);
-    shared.dlq_failing.store(true, Ordering::Release);
-    tracing::error!(%error, message_id = %letter.envelope.id, "dead-letter store refused a write; the message stays queued");
-    shared.event(&BusEvent::DlqWriteFailed {
-        component: &letter.component,
-        error,
-    });
-}
-
-/// Pushes a letter and waits for the store's answer (publish and shutdown
-/// paths). On failure the letter is handed back so the caller keeps the message.
-pub(super) fn store_letter(shared: &Shared, letter: DeadLetter) -> Result<(), Box<DeadLetter>> {
-    match shared.plugs.dlq.push(&letter) {
-        Ok(_) => {
-            letter_stored(shared, &letter);
-            Ok(())
-        }
-        Err(error) => {
-            letter_refused(shared, &letter, &error);
-            Err(Box::new(letter))
-        }
-    }
-}
-
-/// Settles a delivery that can no longer be redelivered because the bus has
-/// shut down (its handler outlived the deadline): dead-lettered with reason
-/// shutdown, or, if the store refuses, counted as returned and logged.
-fn settle_after_close(shared: &Shared, group: &str, delivery: Delivery) {
-    super::dead_letter_late(shared, group, delivery.envelope().clone());
-    delivery.term();
-}
-
 impl Worker {
-    pub(super) fn run(mut self) {
+    /// Runs until the subscriber is stopped or the transport closes.
+    /// `wakeable`: the subscription has a [`Wake`](crate::Wake) (registered
+    /// with the subscriber, which fires it on stop), so an idle wait needs
+    /// no timeout; otherwise each wait is bounded by the poll interval.
+    pub(super) fn run(mut self, wakeable: bool) {
         let poll = self.shared.config.poll_interval;
+        let idle_wait = if wakeable { Duration::MAX } else { poll };
         while !self.subscriber.stop.load(Ordering::Acquire) {
             if let Some(left) = self.subscriber.paused_for() {
-                self.pause(left.min(poll));
+                self.pause(&SystemClock, left);
                 continue;
             }
             // Ask the guard before fetching: an open breaker pauses the
@@ -96,7 +51,9 @@ impl Worker {
                         state: rejected.state,
                         retry_after: rejected.retry_after,
                     });
-                    self.pause(rejected.retry_after.clamp(Duration::from_millis(1), poll));
+                    // On the bus's clock, which a breaker counts its wait by.
+                    let clock = Arc::clone(&self.shared.plugs.clock);
+                    self.pause(&*clock, rejected.retry_after.max(Duration::from_millis(1)));
                     continue;
                 }
             };
@@ -104,7 +61,7 @@ impl Worker {
             // the pipeline borrows its slot. (Each move of a delivery copies
             // the envelope: catch_unwind moves its closure, and rebinding
             // the delivery out of the result was one more copy.)
-            let mut next = self.sub.next(poll);
+            let mut next = self.sub.next(idle_wait);
             match &mut next {
                 Ok(slot @ Some(_)) => {
                     // The pipeline does not panic, but plugs are user code: a
@@ -113,7 +70,7 @@ impl Worker {
                     // (never lost).
                     if catch_unwind(AssertUnwindSafe(|| self.process(slot, permit))).is_err() {
                         tracing::error!(component = %self.component, "a bus plug panicked; the delivery will be redelivered");
-                        self.pause(poll);
+                        self.pause(&SystemClock, poll);
                     }
                 }
                 Ok(None) => self.guard.record(permit, Outcome::Ignored),
@@ -124,21 +81,23 @@ impl Worker {
                 Err(error) => {
                     self.guard.record(permit, Outcome::Ignored);
                     tracing::warn!(%error, component = %self.component, "transport error while receiving");
-                    self.pause(poll);
+                    self.pause(&SystemClock, poll);
                 }
             }
         }
     }
 
-    // A paused worker waits without taking messages; stop ends the wait early.
-    fn pause(&self, d: Duration) {
-        let until = std::time::Instant::now() + d;
+    /// A paused worker waits without taking messages, for `d` on `clock`;
+    /// a stop ends the wait early (it unparks the worker's thread, and a
+    /// manual clock wakes it when advanced).
+    fn pause(&self, clock: &dyn Clock, d: Duration) {
+        let until = clock.now().checked_add(d);
         while !self.subscriber.stop.load(Ordering::Acquire) {
-            let now = std::time::Instant::now();
-            if now >= until {
-                break;
+            match until {
+                Some(until) if clock.now() >= until => break,
+                Some(until) => clock.park_until(until),
+                None => std::thread::park(),
             }
-            std::thread::park_timeout((until - now).min(Duration::from_millis(10)));
         }
     }
 
@@ -163,22 +122,7 @@ impl Worker {
         let (error, panicked) = match result {
             Ok(Ok(())) => {
                 self.guard.record(permit, Outcome::Success { elapsed });
-                let env = delivery.envelope();
-                s.plugs
-                    .recovery
-                    .on_success(&Success::new(env, &self.component, elapsed, ended));
-                s.event_at(
-                    ended,
-                    &BusEvent::Acked {
-                        topic: &env.topic,
-                        component: &self.component,
-                        created_at: env.created_at,
-                        handler_time: elapsed,
-                        attempt: env.attempt,
-                    },
-                );
-                delivery.ack_in_place();
-                s.counters.inc(Counter::acked);
+                settle::ack(self, delivery, elapsed, ended);
                 return;
             }
             Ok(Err(e)) => (e, false),
@@ -192,6 +136,10 @@ impl Worker {
         }
     }
 
+    /// A failed delivery: classify, report, ask the recovery policy, apply
+    /// its rewrite and record the attempt; the `settle` module carries the
+    /// decision out. Kept out of line: the success path stays small.
+    #[inline(never)]
     fn fail(
         &self,
         mut delivery: Delivery,
@@ -224,13 +172,13 @@ impl Worker {
         report.retry_count = env.retries();
         s.config.sanitizer.sanitize(&mut report);
 
-        let (decision, action) = {
-            let mut failure =
-                Failure::new(&report, delivery.envelope_mut(), &self.component, elapsed);
-            let decision = s.plugs.recovery.decide(&mut failure);
-            let action = failure.note.take().unwrap_or_else(|| decision.describe());
-            (decision, action)
-        };
+        let resolution = s.plugs.recovery.decide(&Failure::new(
+            &report,
+            delivery.envelope(),
+            &self.component,
+            elapsed,
+        ));
+        let (decision, action) = resolution.apply(delivery.envelope_mut());
         let (attempted, successful) = match decision {
             Decision::Retry { .. } | Decision::Reconnect { .. } => (true, None),
             _ => (report.retry_count > 0, Some(false)),
@@ -252,90 +200,16 @@ impl Worker {
         });
 
         match decision {
-            Decision::Retry { .. } | Decision::Reconnect { .. } if s.closed() => {
-                // A handler that outlived the shutdown deadline: the
-                // transport is closed, so a retry has nowhere to wait.
-                settle_after_close(s, &self.group, delivery);
+            Decision::Retry { after } => settle::retry(self, delivery, after, false, ended),
+            Decision::Reconnect { after } => settle::retry(self, delivery, after, true, ended),
+            Decision::DeadLetter { reason } => {
+                settle::dead_letter(self, delivery, report, reason, false);
             }
-            Decision::Retry { after } | Decision::Reconnect { after } => {
-                if matches!(decision, Decision::Reconnect { .. })
-                    && let Err(e) = s.transport.reconnect()
-                {
-                    tracing::warn!(error = %e, component = %self.component, "reconnect failed; retrying anyway");
-                }
-                let env = delivery.envelope_mut();
-                let failed_attempt = env.attempt;
-                env.attempt += 1;
-                s.counters.inc(Counter::retried);
-                s.event_at(
-                    ended,
-                    &BusEvent::Retried {
-                        topic: &delivery.envelope().topic,
-                        component: &self.component,
-                        attempt: failed_attempt,
-                        delay: after,
-                    },
-                );
-                delivery.nak(after);
-            }
-            Decision::DeadLetter { ref reason } | Decision::Escalate { ref reason } => {
-                let escalate = matches!(decision, Decision::Escalate { .. });
-                let letter = DeadLetter::new(
-                    delivery.envelope().clone(),
-                    report,
-                    reason.clone(),
-                    &*self.component,
-                    &*self.group,
-                );
-                // The worker moves on while the store makes the letter durable;
-                // the delivery is settled in the callback, only once the store
-                // has answered, so a crash before then redelivers it.
-                let shared = Arc::clone(&self.shared);
-                let subscriber = Arc::clone(&self.subscriber);
-                let done = move |result: Result<crate::LetterId, crate::DlqError>,
-                                 letter: DeadLetter| {
-                    match result {
-                        Ok(_) => {
-                            letter_stored(&shared, &letter);
-                            if escalate {
-                                tracing::error!(message_id = %letter.envelope.id, component = %letter.component, category = %letter.report.category, escalated = true, "failure escalated");
-                                shared.event(&BusEvent::Escalated {
-                                    report: &letter.report,
-                                });
-                            }
-                            delivery.term();
-                        }
-                        Err(error) => {
-                            letter_refused(&shared, &letter, &error);
-                            if shared.closed() {
-                                settle_after_close(&shared, &letter.group, delivery);
-                                return;
-                            }
-                            // Keep the message: undo this attempt's record,
-                            // redeliver after a pause, and pause the subscriber.
-                            let mut delivery = delivery;
-                            delivery.envelope_mut().history.pop();
-                            let wait = shared.config.dlq_retry_delay;
-                            delivery.nak(wait);
-                            subscriber.pause_for(wait);
-                        }
-                    }
-                };
-                s.plugs.dlq.push_then(letter, Box::new(done));
+            Decision::Escalate { reason } => {
+                settle::dead_letter(self, delivery, report, reason, true);
             }
             Decision::Discard { reason } => {
-                let env = delivery.envelope();
-                tracing::warn!(message_id = %env.id, topic = %env.topic, component = %self.component, %reason, "message discarded by recovery policy");
-                s.counters.inc(Counter::discarded_by_policy);
-                s.event_at(
-                    ended,
-                    &BusEvent::Discarded {
-                        topic: &env.topic,
-                        component: &self.component,
-                        reason: &reason,
-                    },
-                );
-                delivery.term();
+                settle::discard_delivery(self, delivery, &reason, ended);
             }
         }
     }

@@ -7,10 +7,10 @@ mod timer;
 use crate::time::{SharedClock, system_clock};
 use crate::{
     Delivery, Envelope, PublishError, QueueDepth, Receipt, SubscribeOptions, Subscription, Topic,
-    Transport, TransportError,
+    Transport, TransportError, Wake,
 };
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard};
-use queue::{GroupQueue, GroupSettler};
+use queue::{GroupQueue, GroupSettler, Reserved};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,7 +44,9 @@ fn find<'a>(routes: &'a Routes, topic: &Topic, name: &str) -> Option<&'a Arc<Gro
 /// so a subscriber that closes and comes back finds what was published
 /// meanwhile. A publish either reaches every group of the topic or none
 /// (then the publisher gets the message back in the error). Delayed naks wait
-/// on one timer thread.
+/// on one timer thread, started by the first subscribe. Subscriptions can be
+/// woken ([`Subscription::waker`]): an idle member sleeps until a message or
+/// a wake-up comes, and costs no CPU.
 ///
 /// ```
 /// use bus_core::memory::MemoryTransport;
@@ -63,12 +65,27 @@ pub struct MemoryTransport {
     // Read on every publish, written by subscribe (rare). A sharded lock:
     // each thread read-locks a shard of its own, so publishers on several
     // threads touch no common line, and the read costs a fraction of an
-    // `ArcSwap` load (a debt slot, a `SeqCst` swap, paying the debt back:
-    // about 110 instructions of a publish).
+    // `ArcSwap` load (a debt slot, a `SeqCst` swap, paying the debt back).
     routes: ShardedLock<Routes>,
-    timer: TimerHandle,
-    timer_thread: Mutex<Option<JoinHandle<()>>>,
+    clock: SharedClock,
+    /// Started by the first subscribe, which can report the OS refusing
+    /// the thread (a constructor could only panic); only groups need it.
+    timer: Mutex<Option<Timer>>,
     closed: AtomicBool,
+}
+
+struct Timer {
+    handle: TimerHandle,
+    thread: JoinHandle<()>,
+}
+
+impl Timer {
+    /// Stops the thread and returns what it still held.
+    fn stop(self) -> Vec<(Arc<str>, Envelope)> {
+        let left = self.handle.close();
+        let _ = self.thread.join();
+        left
+    }
 }
 
 impl std::fmt::Debug for MemoryTransport {
@@ -87,33 +104,48 @@ impl Default for MemoryTransport {
 }
 
 impl MemoryTransport {
-    /// A transport on the system clock.
-    ///
-    /// # Panics
-    /// If the timer thread cannot be spawned (the OS is out of threads).
+    /// A transport on the system clock. It starts no thread until the
+    /// first subscribe (see [`Transport::subscribe`]).
     pub fn new() -> Self {
         Self::with_clock(system_clock())
     }
 
     /// A transport whose delayed redeliveries follow `clock` (use a
     /// [`ManualClock`](crate::time::ManualClock) in tests).
-    ///
-    /// # Panics
-    /// If the timer thread cannot be spawned.
     pub fn with_clock(clock: SharedClock) -> Self {
-        Self::try_with_clock(clock)
-            .unwrap_or_else(|e| panic!("cannot spawn the bus timer thread: {e}"))
+        Self {
+            routes: ShardedLock::new(Routes::default()),
+            clock,
+            timer: Mutex::new(None),
+            closed: AtomicBool::new(false),
+        }
     }
 
-    /// Like [`with_clock`](Self::with_clock), returning an error instead of panicking.
-    pub fn try_with_clock(clock: SharedClock) -> std::io::Result<Self> {
-        let (timer, join) = timer::spawn(clock)?;
-        Ok(Self {
-            routes: ShardedLock::new(Routes::default()),
-            timer,
-            timer_thread: Mutex::new(Some(join)),
-            closed: AtomicBool::new(false),
-        })
+    /// The timer's handle, starting its thread on first use.
+    fn timer(&self) -> Result<TimerHandle, TransportError> {
+        let mut timer = self.timer.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked under the lock that `close` takes the timer under: a
+        // subscribe racing a close cannot start a second timer.
+        if self.closed.load(Ordering::Acquire) {
+            return Err(TransportError::Closed);
+        }
+        if let Some(t) = &*timer {
+            return Ok(t.handle.clone());
+        }
+        let (handle, thread) =
+            timer::spawn(Arc::clone(&self.clock)).map_err(TransportError::Spawn)?;
+        *timer = Some(Timer {
+            handle: handle.clone(),
+            thread,
+        });
+        Ok(handle)
+    }
+
+    fn take_timer(&self) -> Option<Timer> {
+        self.timer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     fn routes(&self) -> ShardedLockReadGuard<'_, Routes> {
@@ -134,6 +166,7 @@ impl MemoryTransport {
                 "capacity must be at least 1".into(),
             ));
         }
+        let timer = self.timer()?;
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(existing) = find(&routes, topic, &options.group) {
             return Ok(Arc::clone(existing));
@@ -146,13 +179,141 @@ impl MemoryTransport {
         ));
         let settler = Arc::new(GroupSettler {
             group: Arc::clone(&queue),
-            timer: self.timer.clone(),
+            timer,
         });
         let group = Arc::new(Group { queue, settler });
         // Copied if a waiting publish still holds the old list.
         Arc::make_mut(routes.entry(topic.clone()).or_default()).push(Arc::clone(&group));
         Ok(group)
     }
+}
+
+/// The most groups whose locks a publish holds at once (see [`fan_out`]);
+/// a topic with more takes the general path.
+const MAX_HELD: usize = 8;
+
+/// Puts a copy of `envelope` in each of `groups` if every one has room now,
+/// with one lock round trip per group; hands the envelope back, and leaves
+/// every queue as it was, as soon as one has not (full or closed).
+///
+/// Every group's lock is held until all of them are: that is what makes the
+/// publish all or nothing without the general path's second round trip
+/// (reserve everywhere, then lock each queue again to push). The first copy
+/// is made before any lock is taken: the first clone of a payload allocates
+/// its shared header, and the later ones only count references.
+///
+/// No deadlock: the locks are taken in the order of the topic's group list,
+/// which subscribes only extend (a publish still holding the old list sees
+/// the same order), no other path holds two queue locks, and nothing here
+/// waits for room while holding one.
+///
+/// Out of line: inlined, it made `publish` spill the one-group path's
+/// envelope to the stack once more (about 55 instructions a message).
+#[inline(never)]
+fn fan_out(groups: &[Arc<Group>], envelope: Envelope) -> Result<Receipt, Envelope> {
+    let first = envelope.clone();
+    let mut rooms: smallvec::SmallVec<[queue::Room<'_>; MAX_HELD]> = smallvec::SmallVec::new();
+    for g in groups {
+        match g.queue.room() {
+            Some(room) => rooms.push(room),
+            // The rooms taken so far give their slots back as they drop.
+            None => return Err(envelope),
+        }
+    }
+    let mut rooms = rooms.into_iter();
+    let last = rooms.next_back();
+    if let Some(room) = rooms.next() {
+        room.push(first);
+    }
+    for room in rooms {
+        room.push(envelope.clone());
+    }
+    if let Some(room) = last {
+        room.push(envelope);
+    }
+    Ok(Receipt::copies(
+        u32::try_from(groups.len()).unwrap_or(u32::MAX),
+    ))
+}
+
+/// Puts a copy of `envelope` in each of `groups`, all or nothing: room is
+/// reserved in every group (waiting at most `timeout`) before any copy is
+/// placed. A full queue whose policy accepts the publish anyway hands its
+/// copy back in the receipt, as does an eviction: the bus settles them.
+fn deliver(
+    groups: &[Arc<Group>],
+    envelope: Envelope,
+    timeout: Duration,
+) -> Result<Receipt, PublishError> {
+    // Phase 1: reserve room in every group, so the publish is all or nothing.
+    enum Slot {
+        Reserved,
+        Evicting,
+        Full,
+    }
+    // Inline for up to eight groups (16 bytes a slot): a fan-out publish
+    // allocates nothing here.
+    let mut slots: smallvec::SmallVec<[Slot; 8]> = smallvec::SmallVec::new();
+    for g in groups.iter() {
+        let slot = match g.queue.reserve(envelope.priority, timeout) {
+            Ok(Reserved::Free) => Slot::Reserved,
+            Ok(Reserved::Evicting) => Slot::Evicting,
+            Err(()) => match g.queue.overflow {
+                crate::OverflowPolicy::DeadLetter | crate::OverflowPolicy::DiscardLowest => {
+                    Slot::Full
+                }
+                _ => {
+                    // Refused: give back what was reserved and hand the message back.
+                    for (prev, s) in groups.iter().zip(slots) {
+                        match s {
+                            // Nothing was evicted yet: giving the slot
+                            // back leaves every queued message in place.
+                            Slot::Reserved | Slot::Evicting => prev.queue.unreserve(),
+                            Slot::Full => {}
+                        }
+                    }
+                    return Err(PublishError::QueueFull {
+                        envelope,
+                        group: g.queue.name.to_string(),
+                    });
+                }
+            },
+        };
+        slots.push(slot);
+    }
+
+    // Phase 2: hand out copies (the last group gets the original, so a
+    // single group moves the message straight into its queue).
+    let mut receipt = Receipt::copies(u32::try_from(groups.len()).unwrap_or(u32::MAX));
+    let place = |g: &Group, slot: Slot, copy: Envelope, receipt: &mut Receipt| {
+        // The group's name is cloned only for the receipt: its refcount is
+        // a line other threads touch, and the common case needs no name.
+        let name = || Arc::clone(&g.queue.name);
+        match slot {
+            Slot::Reserved => {
+                if let Err(copy) = g.queue.push_reserved(copy) {
+                    receipt.leftovers_mut().closed.push((name(), copy));
+                }
+            }
+            Slot::Evicting => match g.queue.push_evicting(copy) {
+                Ok(Some(victim)) => receipt.leftovers_mut().evicted.push((name(), victim)),
+                Ok(None) => {}
+                Err(copy) => receipt.leftovers_mut().closed.push((name(), copy)),
+            },
+            Slot::Full => receipt.leftovers_mut().full.push((name(), copy)),
+        }
+    };
+    let mut slots = slots.into_iter();
+    let (last, rest) = groups
+        .split_last()
+        .unwrap_or_else(|| unreachable!("groups is not empty"));
+    for (g, slot) in rest.iter().zip(&mut slots) {
+        place(g, slot, envelope.clone(), &mut receipt);
+    }
+    if let Some(slot) = slots.next() {
+        place(last, slot, envelope, &mut receipt);
+    }
+    Ok(receipt)
 }
 
 impl Transport for MemoryTransport {
@@ -165,101 +326,53 @@ impl Transport for MemoryTransport {
             return Err(PublishError::NoSubscribers { envelope });
         };
 
-        // The common case, a topic with one group that has room: one lock
-        // round trip, and the envelope moves once, into the queue. Anything
-        // else (full, closed) takes the general path below, which applies
-        // the overflow policy.
+        // The common case, every group has room: one lock round trip per
+        // group, and for a single group the envelope moves once, into its
+        // queue. Anything else (full, closed) takes the general path below,
+        // which applies the overflow policy.
         if let [only] = groups.as_slice()
             && let Some(room) = only.queue.room()
         {
             room.push(envelope);
             return Ok(Receipt::copies(1));
         }
+        let envelope = if (2..=MAX_HELD).contains(&groups.len()) {
+            match fan_out(groups, envelope) {
+                Ok(receipt) => return Ok(receipt),
+                Err(envelope) => envelope,
+            }
+        } else {
+            envelope
+        };
 
         // What follows may wait for room: not with the table locked (a
         // subscribe would wait, and new publishes queue behind a waiting writer).
         let groups = Arc::clone(groups);
         drop(routes);
+        deliver(&groups, envelope, timeout)
+    }
 
-        // Phase 1: reserve room in every group, so the publish is all or nothing.
-        enum Slot {
-            Reserved,
-            // Boxed: evictions are rare, and a slot the size of an envelope
-            // would be copied on every push and iteration.
-            Evicted(Box<Envelope>),
-            Spill,
-            Discard,
+    fn publish_to_group(
+        &self,
+        group: &str,
+        envelope: Envelope,
+        timeout: Duration,
+    ) -> Result<Receipt, PublishError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PublishError::Closed { envelope });
         }
-        // Inline for up to eight groups (16 bytes a slot): a fan-out publish
-        // allocates nothing here. With two inline, every publish to four
-        // groups allocated and freed the list (about 190 instructions).
-        let mut slots: smallvec::SmallVec<[Slot; 8]> = smallvec::SmallVec::new();
-        for g in groups.iter() {
-            let slot = match g.queue.reserve(envelope.priority, timeout) {
-                Ok(None) => Slot::Reserved,
-                Ok(Some(victim)) => Slot::Evicted(Box::new(victim)),
-                Err(()) => match g.queue.overflow {
-                    crate::OverflowPolicy::DeadLetter => Slot::Spill,
-                    crate::OverflowPolicy::DiscardLowest => Slot::Discard,
-                    _ => {
-                        // Refused: give back what was reserved and hand the message back.
-                        for (prev, s) in groups.iter().zip(slots) {
-                            match s {
-                                Slot::Reserved => prev.queue.unreserve(),
-                                // The evicted message cannot be un-evicted into its
-                                // old place; re-enqueue it (it keeps its slot).
-                                Slot::Evicted(victim) => {
-                                    if let Err(victim) = prev.queue.push_reserved(*victim) {
-                                        tracing::error!(message_id = %victim.id, group = %prev.queue.name, "a message evicted for a refused publish found its queue closed and is dropped");
-                                    }
-                                }
-                                Slot::Spill | Slot::Discard => {}
-                            }
-                        }
-                        return Err(PublishError::QueueFull {
-                            envelope,
-                            group: g.queue.name.to_string(),
-                        });
-                    }
-                },
-            };
-            slots.push(slot);
-        }
-
-        // Phase 2: hand out copies (the last group gets the original, so a
-        // single group moves the message straight into its queue).
-        let mut receipt = Receipt::copies(u32::try_from(groups.len()).unwrap_or(u32::MAX));
-        let place = |g: &Group, slot: Slot, copy: Envelope, receipt: &mut Receipt| {
-            // The group's name is cloned only for the receipt: its refcount is
-            // a line other threads touch, and the common case needs no name.
-            let name = || Arc::clone(&g.queue.name);
-            match slot {
-                Slot::Reserved => {
-                    if let Err(copy) = g.queue.push_reserved(copy) {
-                        receipt.leftovers_mut().closed.push((name(), copy));
-                    }
-                }
-                Slot::Evicted(victim) => {
-                    if let Err(copy) = g.queue.push_reserved(copy) {
-                        receipt.leftovers_mut().closed.push((name(), copy));
-                    }
-                    receipt.leftovers_mut().discarded.push((name(), *victim));
-                }
-                Slot::Spill => receipt.leftovers_mut().spilled.push((name(), copy)),
-                Slot::Discard => receipt.leftovers_mut().discarded.push((name(), copy)),
-            }
+        let routes = self.routes();
+        let Some(target) = find(&routes, &envelope.topic, group) else {
+            return Err(PublishError::NoSuchGroup {
+                envelope,
+                group: group.to_owned(),
+            });
         };
-        let mut slots = slots.into_iter();
-        let (last, rest) = groups
-            .split_last()
-            .unwrap_or_else(|| unreachable!("groups is not empty"));
-        for (g, slot) in rest.iter().zip(&mut slots) {
-            place(g, slot, envelope.clone(), &mut receipt);
-        }
-        if let Some(slot) = slots.next() {
-            place(last, slot, envelope, &mut receipt);
-        }
-        Ok(receipt)
+        let target = Arc::clone(target);
+        drop(routes);
+        // One group is a fan-out of one: the same reservation, overflow
+        // policy and leftovers as any publish.
+        deliver(std::slice::from_ref(&target), envelope, timeout)
     }
 
     fn subscribe(
@@ -271,7 +384,11 @@ impl Transport for MemoryTransport {
             return Err(TransportError::Closed);
         }
         let group = self.group(topic, options)?;
-        Ok(Box::new(MemorySubscription { group }))
+        Ok(Box::new(MemorySubscription {
+            group,
+            woken: Arc::default(),
+            flowing: false,
+        }))
     }
 
     fn queue_depths(&self) -> Vec<QueueDepth> {
@@ -295,7 +412,11 @@ impl Transport for MemoryTransport {
             return Err(envelope);
         }
         match find(&self.routes(), &envelope.topic, group) {
-            Some(g) => g.queue.requeue(envelope),
+            // One capacity's worth past the bound: a store that refuses
+            // for long must not let the queue grow without limit.
+            Some(g) => g
+                .queue
+                .requeue(envelope, g.queue.capacity.saturating_mul(2)),
             None => Err(envelope),
         }
     }
@@ -304,15 +425,7 @@ impl Transport for MemoryTransport {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Vec::new();
         }
-        let mut left = self.timer.close();
-        if let Some(join) = self
-            .timer_thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            let _ = join.join();
-        }
+        let mut left = self.take_timer().map(Timer::stop).unwrap_or_default();
         for g in self.routes().values().flat_map(|gs| gs.iter()) {
             let name = &g.queue.name;
             left.extend(g.queue.drain().into_iter().map(|e| (Arc::clone(name), e)));
@@ -325,25 +438,25 @@ impl Drop for MemoryTransport {
     fn drop(&mut self) {
         // Stop the timer thread; anything still parked is released into its
         // queue (and dropped with it, as the owner chose not to close).
-        if let Some(join) = self
-            .timer_thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            let _ = self.timer.close();
-            let _ = join.join();
+        if let Some(timer) = self.take_timer() {
+            let _ = timer.stop();
         }
     }
 }
 
 struct MemorySubscription {
     group: Arc<Group>,
+    /// Set by this subscription's [`Wake`], cleared by the wait it ends.
+    woken: Arc<AtomicBool>,
+    /// Whether the last `next` found a message (see [`GroupQueue::pop`]).
+    flowing: bool,
 }
 
 impl Subscription for MemorySubscription {
     fn next(&mut self, timeout: Duration) -> Result<Option<Delivery>, TransportError> {
-        match self.group.queue.pop(timeout) {
+        let got = self.group.queue.pop(timeout, self.flowing, &self.woken);
+        self.flowing = got.is_some();
+        match got {
             Some(env) => {
                 let settler: Arc<dyn crate::Settle> = self.group.settler.clone();
                 Ok(Some(Delivery::new(env, 0, settler)))
@@ -351,6 +464,15 @@ impl Subscription for MemorySubscription {
             None if self.group.queue.is_closed() => Err(TransportError::Closed),
             None => Ok(None),
         }
+    }
+
+    fn waker(&self) -> Option<Wake> {
+        let queue = Arc::clone(&self.group.queue);
+        let woken = Arc::clone(&self.woken);
+        Some(Wake::new(move || {
+            woken.store(true, Ordering::SeqCst);
+            queue.wake_consumers();
+        }))
     }
 }
 

@@ -4,19 +4,23 @@
 //! publish or a take is one short critical section (a `VecDeque` push or
 //! pop), and the all-or-nothing, eviction and bound rules are plain code on
 //! plain integers. Lanes reuse their buffers, so a steady stream allocates
-//! nothing. A consumer that finds the queue empty spins briefly on an atomic
-//! count before it sleeps, so a publisher rarely has to wake it with a
-//! syscall; blocked publishers are woken when the queue has drained to half.
+//! nothing. A consumer that finds the queue empty just after taking a
+//! message spins briefly on an atomic count before it sleeps, so a
+//! publisher of a steady stream rarely has to wake it with a syscall; an
+//! idle consumer sleeps until a message or a wake-up comes. Blocked
+//! publishers are woken when the queue has drained to half.
 
 use super::timer::TimerHandle;
 use crate::{Envelope, OverflowPolicy, Priority, Settle, Topic};
+use bus_sync::line::LineMutex;
 use crossbeam_utils::{Backoff, CachePadded};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-/// How many times an idle consumer yields its core before it sleeps.
+/// How many times a consumer whose stream has paused yields its core
+/// before it sleeps.
 const IDLE_YIELDS: u32 = 50;
 
 /// The longest a blocked publisher sleeps before re-checking for room.
@@ -27,9 +31,9 @@ pub(super) struct GroupQueue {
     pub(super) name: Arc<str>,
     pub(super) capacity: usize,
     pub(super) overflow: OverflowPolicy,
-    /// Cache-padded: the mutex starts a line whatever the field order, and
-    /// the condvars after it stay off that line (see [`Lanes`]).
-    state: CachePadded<Mutex<Lanes>>,
+    /// Starts a line whatever the field order, and the condvars after it
+    /// stay off that line (see [`Lanes`]).
+    state: LineMutex<Lanes>,
     /// Consumers wait here for a message.
     ready: Condvar,
     /// Publishers wait here for room.
@@ -47,6 +51,16 @@ pub(super) struct GroupQueue {
     closed: AtomicBool,
 }
 
+/// A slot [`GroupQueue::reserve`] took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reserved {
+    /// Within the bound: fill it with [`GroupQueue::push_reserved`].
+    Free,
+    /// Past the bound, to be paid back by evicting a lower-priority message:
+    /// fill it with [`GroupQueue::push_evicting`].
+    Evicting,
+}
+
 /// One slot reserved in a [`GroupQueue`], with its lock held (see
 /// [`GroupQueue::room`]). Dropped unfilled, it gives the slot back.
 pub(super) struct Room<'a> {
@@ -55,8 +69,9 @@ pub(super) struct Room<'a> {
 }
 
 impl Room<'_> {
-    /// Fills the slot and releases the lock.
-    #[inline]
+    /// Fills the slot and releases the lock. Always inlined: called out of
+    /// line, the envelope (184 bytes) is copied once more on the way in.
+    #[inline(always)]
     pub(super) fn push(mut self, env: Envelope) {
         let Some(st) = self.st.as_mut() else { return };
         // Enqueued through the guard still in place: a push that panics
@@ -83,8 +98,8 @@ impl Drop for Room<'_> {
 /// the counts both sides read: a message then moves that one line between
 /// the publisher's core and the consumer's, not three. The other lanes and
 /// the signalled flags are only read while the stream is steady, so their
-/// line stays shared in both caches. (This counts on std's Linux mutex: a
-/// 4-byte futex word and a poison flag before the data.)
+/// line stays shared in both caches. (This counts on [`LineMutex`] putting
+/// the data right after the lock word.)
 #[derive(Default)]
 #[repr(C)]
 struct Lanes {
@@ -134,7 +149,7 @@ impl GroupQueue {
             name: Arc::from(name),
             capacity: capacity.max(1),
             overflow,
-            state: CachePadded::new(Mutex::new(Lanes::default())),
+            state: LineMutex::new(Lanes::default()),
             ready: Condvar::new(),
             space: Condvar::new(),
             queued: CachePadded::new(AtomicUsize::new(0)),
@@ -145,7 +160,7 @@ impl GroupQueue {
 
     fn lock(&self) -> MutexGuard<'_, Lanes> {
         // The critical sections cannot panic half-way through an update.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock()
     }
 
     /// Messages queued plus those waiting for a delayed redelivery.
@@ -164,17 +179,12 @@ impl GroupQueue {
         true
     }
 
-    /// Reserves room for one message per the overflow policy. `Ok(None)` means
-    /// a slot is reserved; `Ok(Some(victim))` means a slot was taken over from
-    /// an evicted lower-priority message; `Err(())` means no room.
-    pub(super) fn reserve(
-        &self,
-        priority: Priority,
-        timeout: Duration,
-    ) -> Result<Option<Envelope>, ()> {
+    /// Reserves room for one message per the overflow policy; `Err(())`
+    /// means no room.
+    pub(super) fn reserve(&self, priority: Priority, timeout: Duration) -> Result<Reserved, ()> {
         let mut st = self.lock();
         if self.try_reserve(&mut st) {
-            return Ok(None);
+            return Ok(Reserved::Free);
         }
         match self.overflow {
             OverflowPolicy::Block { timeout: wait } => {
@@ -196,24 +206,32 @@ impl GroupQueue {
                         .0;
                 };
                 st.publishers_waiting -= 1;
-                if ok { Ok(None) } else { Err(()) }
+                if ok { Ok(Reserved::Free) } else { Err(()) }
             }
             OverflowPolicy::DiscardLowest => {
-                for slot in &SLOT[..priority.index()] {
-                    if let Some(victim) = st.lanes[*slot].pop_front() {
-                        self.queued.store(st.queued(), Relaxed);
-                        return Ok(Some(victim)); // its slot passes to the newcomer
-                    }
+                // The slot is taken past the bound now and given back by the
+                // eviction at the push: until then the victim stays queued,
+                // so a publish refused by another group, or a close in
+                // between, finds it where it was instead of in the hands of
+                // a publisher that can no longer put it back.
+                if SLOT[..priority.index()]
+                    .iter()
+                    .any(|&l| !st.lanes[l].is_empty())
+                {
+                    st.depth += 1;
+                    Ok(Reserved::Evicting)
+                } else {
+                    Err(())
                 }
-                Err(())
             }
             _ => Err(()),
         }
     }
 
     /// Reserves a slot if there is room now, keeping the lock until the
-    /// [`Room`] is filled: the publish of a topic with one group reserves and
-    /// pushes in one critical section. No room, or a closed queue: `None`,
+    /// [`Room`] is filled: a publish reserves and pushes in one critical
+    /// section per group (a fan-out holds every group's room until all have
+    /// one, see `memory::fan_out`). No room, or a closed queue: `None`,
     /// and the publisher still holds its message. The envelope then moves
     /// once, from the publisher into its lane; a `try_push` that handed the
     /// envelope back on refusal copied it twice more (184 bytes each).
@@ -246,22 +264,48 @@ impl GroupQueue {
         Ok(())
     }
 
+    /// Enqueues into a slot [`reserve`](Self::reserve) took as
+    /// [`Reserved::Evicting`], evicting the oldest message of the lowest
+    /// priority below `env`'s if the queue is still past its bound (a
+    /// consumer may have made room since). Hands back the evicted message,
+    /// or `env` if the queue was drained since the reservation.
+    pub(super) fn push_evicting(&self, env: Envelope) -> Result<Option<Envelope>, Envelope> {
+        let mut st = self.lock();
+        if self.closed.load(SeqCst) {
+            st.depth -= 1;
+            return Err(env);
+        }
+        let mut victim = None;
+        if st.depth > self.capacity {
+            let lanes = &mut st.lanes;
+            victim = SLOT[..env.priority.index()]
+                .iter()
+                .find_map(|&l| lanes[l].pop_front());
+            if victim.is_some() {
+                st.depth -= 1;
+            }
+        }
+        self.push(st, env);
+        Ok(victim)
+    }
+
     /// Enqueues regardless of the bound (redeliveries: the message already
     /// held a slot once, and refusing it would lose it). A redelivery that
     /// arrives after close drained the queue (a handler that outlived the
     /// shutdown) has nowhere to go: it is logged, and the bus's ledger keeps
     /// it in flight.
     pub(super) fn push_forced(&self, env: Envelope) {
-        if let Err(env) = self.requeue(env) {
+        if let Err(env) = self.requeue(env, usize::MAX) {
             tracing::error!(message_id = %env.id, group = %self.name, "a redelivery reached a queue drained at close; the message is dropped and stays counted in flight");
         }
     }
 
-    /// Enqueues regardless of the bound, unless the queue was drained (then
-    /// the message is handed back: nobody would take it).
-    pub(super) fn requeue(&self, env: Envelope) -> Result<(), Envelope> {
+    /// Enqueues past the bound while fewer than `limit` slots are taken,
+    /// unless the queue was drained (nobody would take the message). Hands
+    /// the message back otherwise.
+    pub(super) fn requeue(&self, env: Envelope, limit: usize) -> Result<(), Envelope> {
         let mut st = self.lock();
-        if self.closed.load(SeqCst) {
+        if self.closed.load(SeqCst) || st.depth >= limit {
             return Err(env);
         }
         st.depth += 1;
@@ -314,56 +358,88 @@ impl GroupQueue {
         queued
     }
 
-    /// Takes the highest-priority message, waiting up to `timeout`.
+    /// Takes the highest-priority message, waiting up to `timeout`
+    /// (`Duration::MAX`: no limit) or until `woken` is set (cleared here,
+    /// then `None` unless a message is ready).
+    ///
+    /// `flowing` says the caller's last take found a message: the next one
+    /// of a stream is usually a few hundred nanoseconds away, and waking a
+    /// sleeping consumer costs its publisher a futex call, so a flowing
+    /// consumer spins, then yields, on the count before it sleeps (giving
+    /// up its core within some tens of microseconds). A consumer whose last
+    /// wait ended empty sleeps at once: spinning on every wake-up of an
+    /// idle queue made each idle subscriber cost CPU.
     #[inline]
-    pub(super) fn pop(&self, timeout: Duration) -> Option<Envelope> {
+    pub(super) fn pop(
+        &self,
+        timeout: Duration,
+        flowing: bool,
+        woken: &AtomicBool,
+    ) -> Option<Envelope> {
         if timeout.is_zero() {
             return self.try_pop(); // a poll: no spinning
         }
-        // Spin, then yield, on the count before sleeping: a stream's next
-        // message is usually a few hundred nanoseconds away, and waking a
-        // sleeping consumer costs its publisher a futex call. An idle
-        // consumer gives up its core within some tens of microseconds.
-        let backoff = Backoff::new();
-        let mut yields = 0;
-        loop {
-            if self.queued.load(Relaxed) > 0 {
-                if let Some(env) = self.try_pop() {
-                    return Some(env);
+        if flowing {
+            let backoff = Backoff::new();
+            let mut yields = 0;
+            loop {
+                if self.queued.load(Relaxed) > 0 {
+                    if let Some(env) = self.try_pop() {
+                        return Some(env);
+                    }
+                } else if self.closed.load(SeqCst) {
+                    return None;
                 }
-            } else if self.closed.load(SeqCst) {
-                return None;
-            }
-            if !backoff.is_completed() {
-                backoff.snooze();
-            } else if yields < IDLE_YIELDS {
-                yields += 1;
-                std::thread::yield_now();
-            } else {
-                break;
+                if !backoff.is_completed() {
+                    backoff.snooze();
+                } else if yields < IDLE_YIELDS {
+                    yields += 1;
+                    std::thread::yield_now();
+                } else {
+                    break;
+                }
             }
         }
-        let deadline = Instant::now() + timeout;
+        // No deadline when it would overflow an Instant (`Duration::MAX`).
+        let deadline = Instant::now().checked_add(timeout);
         let mut st = self.lock();
         loop {
             if let Some(env) = self.take(&mut st) {
                 return Some(env);
             }
+            // Read under the lock, and `wake_consumers` notifies under it
+            // after setting the flag: a wake-up lands before this check or
+            // finds this consumer waiting, never in between.
+            if woken.swap(false, SeqCst) || self.closed.load(SeqCst) {
+                return None;
+            }
             let now = Instant::now();
-            if now >= deadline || self.closed.load(SeqCst) {
+            if deadline.is_some_and(|d| now >= d) {
                 return None;
             }
             st.consumers_waiting += 1;
-            st = self
-                .ready
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            st = match deadline {
+                Some(d) => {
+                    self.ready
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                None => self.ready.wait(st).unwrap_or_else(PoisonError::into_inner),
+            };
             st.consumers_waiting -= 1;
             // Whether this consumer was woken or timed out, one wake-up fewer
             // is owed: undercounting only costs a spare notify.
             st.consumers_signalled = st.consumers_signalled.saturating_sub(1);
         }
+    }
+
+    /// Wakes every consumer asleep in [`pop`](Self::pop), so that the one
+    /// whose `woken` flag the caller has just set returns (the others find
+    /// their flags clear and sleep again).
+    pub(super) fn wake_consumers(&self) {
+        let _st = self.lock();
+        self.ready.notify_all();
     }
 
     #[inline(always)]
@@ -554,7 +630,7 @@ mod tests {
             let _count_not_stored = q.enqueue(&mut st, env(7));
         }
         assert_eq!(q.queued.load(Relaxed), 0);
-        let got = q.pop(Duration::from_secs(10));
+        let got = q.pop(Duration::from_secs(10), true, &AtomicBool::new(false));
         assert_eq!(got.map(|e| e.payload[0]), Some(7));
     }
 
@@ -605,7 +681,8 @@ mod tests {
             .map(|_| {
                 let (q, tx) = (Arc::clone(&q), tx.clone());
                 std::thread::spawn(move || {
-                    while let Some(env) = q.pop(Duration::from_secs(30)) {
+                    let woken = AtomicBool::new(false);
+                    while let Some(env) = q.pop(Duration::from_secs(30), true, &woken) {
                         let _ = tx.send(env.payload[0]);
                     }
                 })
@@ -631,10 +708,8 @@ mod tests {
         }
     }
 
-    // Where std's mutex is a 4-byte futex word and a poison flag, `Lanes`
-    // starts 8 bytes in. Elsewhere (macOS: a boxed pthread mutex) the lock
-    // is larger and the layout is a best effort; on 32-bit targets
-    // `CachePadded` aligns to less than a line.
+    // Where `LineMutex` puts the data 8 bytes into the lock's line (see
+    // bus_sync::line); elsewhere the layout is a best effort.
     #[cfg(all(
         any(target_os = "linux", target_os = "android"),
         target_pointer_width = "64"
@@ -642,8 +717,7 @@ mod tests {
     #[test]
     fn a_steady_stream_writes_one_line_of_the_queue_state() {
         let q = queue(4);
-        assert!(align_of_val(&q.state) >= 64, "the lock is cache-padded");
-        let lock = (&raw const *q.state).addr();
+        let lock = q.state.line_addr();
         assert_eq!(lock % 64, 0, "the lock starts a cache line");
         let st = q.lock();
         let normal = SLOT[Priority::Normal.index()];
@@ -683,10 +757,12 @@ mod tests {
             ],
         );
         // Full: a high-priority publish evicts the oldest of the lowest lane.
-        let victim = q.reserve(Priority::High, Duration::ZERO);
+        assert_eq!(
+            q.reserve(Priority::High, Duration::ZERO),
+            Ok(Reserved::Evicting)
+        );
+        let victim = q.push_evicting(env(4).with_priority(Priority::High));
         assert_eq!(victim.ok().flatten().map(|e| e.payload[0]), Some(1));
-        q.push_reserved(env(4).with_priority(Priority::High))
-            .expect("open");
         let order: Vec<u8> = std::iter::from_fn(|| q.try_pop())
             .map(|e| e.payload[0])
             .collect();

@@ -150,7 +150,7 @@ fn block_policy_waits_for_room_then_rejects() {
 }
 
 #[test]
-fn dead_letter_policy_accepts_and_spills_the_copy() {
+fn dead_letter_policy_accepts_and_hands_back_the_full_copy() {
     let t = MemoryTransport::new();
     let _s = t
         .subscribe(&topic(), &opts("g", 1, OverflowPolicy::DeadLetter))
@@ -158,7 +158,7 @@ fn dead_letter_policy_accepts_and_spills_the_copy() {
     t.publish(env(Priority::Normal, "1"), T).unwrap();
     let r = t.publish(env(Priority::Normal, "2"), T).unwrap();
     assert_eq!(r.copies, 1);
-    let spilled = &r.leftovers.unwrap().spilled;
+    let spilled = &r.leftovers.unwrap().full;
     assert_eq!(spilled.len(), 1);
     assert_eq!(&spilled[0].1.payload[..], b"2");
     assert_eq!(&*spilled[0].0, "g");
@@ -173,12 +173,13 @@ fn discard_lowest_evicts_the_oldest_lower_priority_message() {
     t.publish(env(Priority::Low, "low1"), T).unwrap();
     t.publish(env(Priority::Normal, "n"), T).unwrap();
     let r = t.publish(env(Priority::High, "h"), T).unwrap();
-    let discarded = &r.leftovers.unwrap().discarded;
+    let discarded = &r.leftovers.unwrap().evicted;
     assert_eq!(discarded.len(), 1);
     assert_eq!(&discarded[0].1.payload[..], b"low1");
-    // The incoming message is itself discarded when nothing lower is queued.
+    // The incoming message is handed back as refused by a full queue when
+    // nothing lower is queued (the bus discards it by the policy).
     let r = t.publish(env(Priority::Low, "low2"), T).unwrap();
-    assert_eq!(&r.leftovers.unwrap().discarded[0].1.payload[..], b"low2");
+    assert_eq!(&r.leftovers.unwrap().full[0].1.payload[..], b"low2");
     assert_eq!(take(&mut s), "h");
     assert_eq!(take(&mut s), "n");
     assert!(s.next(SHORT).unwrap().is_none());
@@ -253,6 +254,44 @@ fn the_delay_runs_from_the_nak_not_from_when_the_timer_sees_it() {
             .expect("released once the clock passed the nak's delay");
         assert_eq!(tag(&d), "x");
     }
+}
+
+/// The timer sleeps until a parked message is due: it does not poll the
+/// clock meanwhile (it used to, every 10 ms), and an advance of a manual
+/// clock wakes it at once.
+#[test]
+fn the_timer_sleeps_until_the_due_time() {
+    const LONG: Duration = Duration::from_secs(10);
+    let wait_until = |bound: Duration, mut cond: Box<dyn FnMut() -> bool + '_>| {
+        let deadline = std::time::Instant::now() + bound;
+        while !cond() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    };
+    let (clock, t, mut s) = nakked(Duration::from_secs(3600));
+    let timer = t.timer().unwrap();
+    assert!(wait_until(LONG, Box::new(|| timer.parked() == 1)));
+    // Settled: the pass that saw the message has ended in a sleep.
+    let mut passes = timer.passes();
+    assert!(wait_until(
+        LONG,
+        Box::new(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = timer.passes();
+            std::mem::replace(&mut passes, now) == now
+        })
+    ));
+    // An injected clock cannot show an absence of wake-ups: 100 ms of real
+    // time is ten polls' worth of the old loop.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(timer.passes(), passes, "the timer polled");
+    clock.advance(Duration::from_secs(3600));
+    let d = s.next(LONG).unwrap().expect("released when due");
+    assert_eq!(tag(&d), "x");
 }
 
 #[test]
@@ -431,4 +470,253 @@ fn a_subscribe_does_not_wait_for_a_publisher_blocked_on_a_full_queue() {
         "the late group came after the publish began"
     );
     assert_eq!(take(&mut s), "blocked");
+}
+
+/// A publish that evicts from one group and is then refused by another
+/// (here: closed while it waits) leaves the would-be victim where it was:
+/// close hands it back, not a log line about a dropped message.
+#[test]
+fn a_message_evicted_for_a_publish_refused_at_close_is_handed_back_by_close() {
+    let t = Arc::new(MemoryTransport::new());
+    let block = OverflowPolicy::Block {
+        timeout: Duration::from_secs(30),
+    };
+    let _low = t
+        .subscribe(&topic(), &opts("low", 1, OverflowPolicy::DiscardLowest))
+        .unwrap();
+    let _full = t.subscribe(&topic(), &opts("full", 1, block)).unwrap();
+    t.publish(env(Priority::Low, "queued"), T).unwrap();
+    let t2 = Arc::clone(&t);
+    let publisher = std::thread::spawn(move || {
+        t2.publish(env(Priority::High, "blocked"), Duration::from_secs(30))
+    });
+    let full = Arc::clone(&t.routes().get(&topic()).unwrap()[1].queue);
+    while full.waiting_publishers() == 0 {
+        std::thread::yield_now();
+    }
+    // The blocked publish made room in "low" by eviction before it blocked
+    // on "full"; close drains "low" first.
+    let mut left: Vec<String> = t
+        .close()
+        .into_iter()
+        .map(|(group, e)| format!("{group}:{}", String::from_utf8_lossy(&e.payload)))
+        .collect();
+    left.sort();
+    let back = publisher
+        .join()
+        .unwrap()
+        .expect_err("refused at close")
+        .into_envelope()
+        .expect("handed back");
+    assert_eq!(&back.payload[..], b"blocked");
+    assert_eq!(left, ["full:queued", "low:queued"]);
+}
+
+#[test]
+fn publish_to_group_reaches_that_group_alone_under_its_bound() {
+    let t = MemoryTransport::new();
+    let mut a = t
+        .subscribe(&topic(), &opts("a", 1, OverflowPolicy::Reject))
+        .unwrap();
+    let mut b = t
+        .subscribe(&topic(), &opts("b", 8, OverflowPolicy::Reject))
+        .unwrap();
+    let receipt = t
+        .publish_to_group("a", env(Priority::Normal, "once"), T)
+        .unwrap();
+    assert_eq!(receipt.copies, 1);
+    assert_eq!(take(&mut a), "once");
+    assert!(b.next(SHORT).unwrap().is_none(), "group b got no copy");
+
+    // Bounded like any publish: a full group refuses and hands it back.
+    t.publish_to_group("a", env(Priority::Normal, "fills"), T)
+        .unwrap();
+    let err = t
+        .publish_to_group("a", env(Priority::Normal, "over"), SHORT)
+        .unwrap_err();
+    assert!(matches!(&err, PublishError::QueueFull { group, .. } if group == "a"));
+
+    let e = env(Priority::Normal, "lost?");
+    let id = e.id;
+    let err = t.publish_to_group("nobody", e, T).unwrap_err();
+    assert!(
+        matches!(&err, PublishError::NoSuchGroup { envelope, group } if envelope.id == id && group == "nobody")
+    );
+}
+
+/// Four groups `g0`..`g3` of `t`'s topic, each with capacity 2 and
+/// `overflow`, except `g2` (the third), which has capacity 1 and
+/// `third`'s policy.
+fn four_groups(
+    t: &MemoryTransport,
+    overflow: OverflowPolicy,
+    third: OverflowPolicy,
+) -> Vec<Box<dyn Subscription>> {
+    (0..4)
+        .map(|i| {
+            let o = if i == 2 {
+                opts("g2", 1, third)
+            } else {
+                opts(&format!("g{i}"), 2, overflow)
+            };
+            t.subscribe(&topic(), &o).unwrap()
+        })
+        .collect()
+}
+
+/// The first groups already held their slots (and their locks) when the
+/// third turns out to be full: the refusal must leave no copy in them, and
+/// give their slots back.
+#[test]
+fn a_fan_out_refused_by_its_third_group_leaves_no_copy_in_the_first_two() {
+    let t = MemoryTransport::new();
+    let mut subs = four_groups(&t, OverflowPolicy::Reject, OverflowPolicy::Reject);
+    assert_eq!(t.publish(env(Priority::Normal, "1"), T).unwrap().copies, 4);
+    let err = t.publish(env(Priority::Normal, "2"), T).unwrap_err();
+    match err {
+        PublishError::QueueFull { envelope, group } => {
+            assert_eq!(group, "g2");
+            assert_eq!(&envelope.payload[..], b"2");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let depths: Vec<usize> = t.queue_depths().iter().map(|d| d.depth).collect();
+    assert_eq!(
+        depths,
+        [1, 1, 1, 1],
+        "one copy of \"1\" each, none of \"2\""
+    );
+    for s in &mut subs {
+        assert_eq!(take(s), "1");
+        assert!(
+            s.next(SHORT).unwrap().is_none(),
+            "a copy of the refused one"
+        );
+    }
+    // The slots "2" reserved were given back: groups of capacity 2 take two more.
+    for tag in ["3", "4"] {
+        assert_eq!(t.publish(env(Priority::Normal, tag), T).unwrap().copies, 4);
+        take(&mut subs[2]);
+    }
+    for s in [0, 1, 3] {
+        assert_eq!(take(&mut subs[s]), "3");
+        assert_eq!(take(&mut subs[s]), "4");
+    }
+}
+
+/// A third group that spills to the dead-letter queue when full: the other
+/// three get their copies, and the third's comes back in the receipt.
+#[test]
+fn a_fan_out_whose_third_group_is_full_and_spills_reaches_the_other_three() {
+    let t = MemoryTransport::new();
+    let mut subs = four_groups(&t, OverflowPolicy::Reject, OverflowPolicy::DeadLetter);
+    t.publish(env(Priority::Normal, "1"), T).unwrap();
+    let r = t.publish(env(Priority::Normal, "2"), T).unwrap();
+    assert_eq!(r.copies, 4);
+    let full = r.leftovers.expect("the spilled copy").full;
+    assert_eq!(full.len(), 1);
+    assert_eq!((&*full[0].0, &full[0].1.payload[..]), ("g2", &b"2"[..]));
+    for (i, s) in subs.iter_mut().enumerate() {
+        assert_eq!(take(s), "1");
+        if i != 2 {
+            assert_eq!(take(s), "2");
+        }
+        assert!(s.next(SHORT).unwrap().is_none());
+    }
+}
+
+/// A third group that blocks when full: the publish waits for its room,
+/// then every group gets its copy, each exactly once.
+#[test]
+fn a_fan_out_waits_for_room_in_its_third_group_then_reaches_all_four() {
+    let t = Arc::new(MemoryTransport::new());
+    let block = OverflowPolicy::Block {
+        timeout: Duration::from_secs(30),
+    };
+    let mut subs = four_groups(&t, OverflowPolicy::Reject, block);
+    t.publish(env(Priority::Normal, "1"), T).unwrap();
+    let t2 = Arc::clone(&t);
+    let publisher =
+        std::thread::spawn(move || t2.publish(env(Priority::Normal, "2"), Duration::from_secs(30)));
+    let third = Arc::clone(&t.routes().get(&topic()).unwrap()[2].queue);
+    while third.waiting_publishers() == 0 {
+        std::thread::yield_now();
+    }
+    assert_eq!(take(&mut subs[2]), "1");
+    assert_eq!(publisher.join().unwrap().unwrap().copies, 4);
+    assert_eq!(take(&mut subs[2]), "2");
+    for s in [0, 1, 3] {
+        assert_eq!(take(&mut subs[s]), "1");
+        assert_eq!(take(&mut subs[s]), "2");
+        assert!(subs[s].next(SHORT).unwrap().is_none());
+    }
+}
+
+/// Publishers of one topic hold several groups' locks at once; they take
+/// them in the order of the group list, which subscribes only extend. Four
+/// publishers into small blocking queues, with groups joining meanwhile,
+/// must neither deadlock nor lose or duplicate a copy.
+#[test]
+fn concurrent_fan_outs_while_groups_join_lose_nothing() {
+    const PER_PUBLISHER: usize = 2_000;
+    let t = Arc::new(MemoryTransport::new());
+    let block = OverflowPolicy::Block {
+        timeout: Duration::from_secs(30),
+    };
+    let consume = |mut s: Box<dyn Subscription>| {
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            // Until close: an idle spell of a loaded machine must not end it.
+            while let Ok(Some(d)) = s.next(Duration::from_secs(30)) {
+                seen.push(tag(&d));
+                d.ack();
+            }
+            seen
+        })
+    };
+    let mut consumers: Vec<_> = (0..4)
+        .map(|i| {
+            consume(
+                t.subscribe(&topic(), &opts(&format!("g{i}"), 4, block))
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let publishers: Vec<_> = (0..4)
+        .map(|p| {
+            let t = Arc::clone(&t);
+            std::thread::spawn(move || {
+                for i in 0..PER_PUBLISHER {
+                    let r = t.publish(
+                        env(Priority::Normal, &format!("{p}-{i}")),
+                        Duration::from_secs(30),
+                    );
+                    assert!(r.is_ok_and(|r| r.leftovers.is_none()));
+                }
+            })
+        })
+        .collect();
+    for i in 4..6 {
+        let s = t
+            .subscribe(&topic(), &opts(&format!("g{i}"), 4, block))
+            .unwrap();
+        consumers.push(consume(s));
+    }
+    for p in publishers {
+        p.join().unwrap();
+    }
+    while t.queue_depths().iter().any(|d| d.depth > 0) {
+        std::thread::yield_now();
+    }
+    assert!(t.close().is_empty());
+    for (i, c) in consumers.into_iter().enumerate() {
+        let mut seen = c.join().unwrap();
+        let n = seen.len();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), n, "group {i} got a copy twice");
+        if i < 4 {
+            assert_eq!(n, 4 * PER_PUBLISHER, "group {i} missed copies");
+        }
+    }
 }

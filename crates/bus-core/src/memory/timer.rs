@@ -1,20 +1,16 @@
-//! The delayed-redelivery timer: one thread holding a heap of parked
-//! messages, so no worker ever sleeps to wait for a retry.
+//! The delayed-redelivery timer: one thread releasing a heap of parked
+//! messages when they are due, so no worker ever sleeps to wait for a
+//! retry. It sleeps until the earliest due time (on the transport's
+//! clock), and not at all while nothing is parked.
 
 use super::queue::GroupQueue;
 use crate::Envelope;
 use crate::time::SharedClock;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
-
-// With a manual clock, time moves without waking us: bound every wait so a
-// test's `advance` is noticed promptly. With the system clock the computed
-// wait is exact and this cap only matters for long delays.
-const MAX_WAIT: Duration = Duration::from_millis(10);
 
 struct Parked {
     due: Instant,
@@ -41,18 +37,36 @@ impl Ord for Parked {
     }
 }
 
-enum Cmd {
-    /// Due at this instant: computed by the caller when it naks, not when
-    /// this thread gets to the command (a manual clock advanced in between
-    /// would otherwise push the due time past the advance).
-    Schedule(Instant, Arc<GroupQueue>, Envelope),
-    Close(Sender<Vec<(Arc<str>, Envelope)>>),
+/// The parked messages and the timer thread's state, shared by the thread
+/// and every handle.
+struct State {
+    heap: BinaryHeap<Parked>,
+    seq: u64,
+    /// Set by `close`: schedules are refused, the thread exits.
+    closed: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    clock: SharedClock,
+    /// Passes of the thread's loop (tests: it must not poll).
+    #[cfg(test)]
+    passes: std::sync::atomic::AtomicUsize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while the state is locked.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 #[derive(Clone)]
 pub(super) struct TimerHandle {
-    tx: Sender<Cmd>,
-    clock: SharedClock,
+    shared: Arc<Shared>,
+    /// The timer thread, unparked when the earliest due time moves closer
+    /// or the timer closes.
+    thread: Thread,
 }
 
 impl TimerHandle {
@@ -62,104 +76,120 @@ impl TimerHandle {
         group: Arc<GroupQueue>,
         envelope: Envelope,
     ) -> Result<(), Envelope> {
-        let now = self.clock.now();
+        // Due from the nak, not from when the thread gets to it (a manual
+        // clock advanced in between would otherwise push it past the advance).
+        let now = self.shared.clock.now();
         // A delay past what an Instant can hold waits 136 years instead (and
         // is due at once only if even that overflows).
         let due = now
             .checked_add(delay)
             .or_else(|| now.checked_add(Duration::from_secs(u64::from(u32::MAX))))
             .unwrap_or(now);
-        self.tx
-            .send(Cmd::Schedule(due, group, envelope))
-            .map_err(|e| match e.into_inner() {
-                Cmd::Schedule(_, _, env) => env,
-                Cmd::Close(_) => unreachable!("only Schedule is sent here"),
-            })
+        let mut st = self.shared.lock();
+        if st.closed {
+            return Err(envelope);
+        }
+        let earliest = st.heap.peek().is_none_or(|p| due < p.due);
+        st.seq += 1;
+        let seq = st.seq;
+        st.heap.push(Parked {
+            due,
+            seq,
+            group,
+            envelope,
+        });
+        drop(st);
+        if earliest {
+            self.thread.unpark();
+        }
+        Ok(())
     }
 
     /// Stops the timer and returns what it still held.
     pub(super) fn close(&self) -> Vec<(Arc<str>, Envelope)> {
-        let (tx, rx) = bounded(1);
-        if self.tx.send(Cmd::Close(tx)).is_err() {
+        let mut st = self.shared.lock();
+        if st.closed {
             return Vec::new();
         }
-        rx.recv().unwrap_or_default()
+        st.closed = true;
+        let left = std::mem::take(&mut st.heap)
+            .into_vec()
+            .into_iter()
+            .map(|p| {
+                p.group.unpark();
+                (Arc::clone(&p.group.name), p.envelope)
+            })
+            .collect();
+        drop(st);
+        self.thread.unpark();
+        left
+    }
+
+    /// How many times the thread has woken and looked at the heap.
+    #[cfg(test)]
+    pub(super) fn passes(&self) -> usize {
+        self.shared.passes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Messages parked now.
+    #[cfg(test)]
+    pub(super) fn parked(&self) -> usize {
+        self.shared.lock().heap.len()
     }
 }
 
 pub(super) fn spawn(clock: SharedClock) -> std::io::Result<(TimerHandle, JoinHandle<()>)> {
-    let (tx, rx) = unbounded();
-    let handle = TimerHandle {
-        tx,
-        clock: Arc::clone(&clock),
-    };
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            heap: BinaryHeap::new(),
+            seq: 0,
+            closed: false,
+        }),
+        clock,
+        #[cfg(test)]
+        passes: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let run_shared = Arc::clone(&shared);
     let join = std::thread::Builder::new()
         .name("bus-timer".into())
-        .spawn(move || run(&rx, &clock))?;
+        .spawn(move || run(&run_shared))?;
+    let handle = TimerHandle {
+        shared,
+        thread: join.thread().clone(),
+    };
     Ok((handle, join))
 }
 
-fn run(rx: &Receiver<Cmd>, clock: &SharedClock) {
-    let mut heap: BinaryHeap<Parked> = BinaryHeap::new();
-    let mut seq = 0_u64;
+/// Releases what is due, then sleeps until the next due time on the clock
+/// (a manual clock wakes it when advanced), until a schedule brings an
+/// earlier one, or, with nothing parked, until a schedule or a close.
+fn run(shared: &Shared) {
+    let mut due = Vec::new();
     loop {
-        let wait = match heap.peek() {
-            Some(p) => p.due.saturating_duration_since(clock.now()).min(MAX_WAIT),
-            None => Duration::from_secs(3600),
+        #[cfg(test)]
+        shared
+            .passes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let next = {
+            let mut st = shared.lock();
+            if st.closed {
+                return;
+            }
+            let now = shared.clock.now();
+            while st.heap.peek().is_some_and(|p| p.due <= now) {
+                due.extend(st.heap.pop());
+            }
+            st.heap.peek().map(|p| p.due)
         };
-        match rx.recv_timeout(wait) {
-            Ok(Cmd::Schedule(due, group, envelope)) => {
-                seq += 1;
-                heap.push(Parked {
-                    due,
-                    seq,
-                    group,
-                    envelope,
-                });
-            }
-            Ok(Cmd::Close(reply)) => {
-                // Schedules sent before this close are handed back too, not
-                // dropped with the channel (later sends fail at the sender,
-                // which keeps the message).
-                let late = rx.try_iter().filter_map(|cmd| match cmd {
-                    Cmd::Schedule(due, group, envelope) => Some(Parked {
-                        due,
-                        seq: 0,
-                        group,
-                        envelope,
-                    }),
-                    Cmd::Close(_) => None,
-                });
-                let left = heap
-                    .into_vec()
-                    .into_iter()
-                    .chain(late)
-                    .map(|p| {
-                        p.group.unpark();
-                        (Arc::clone(&p.group.name), p.envelope)
-                    })
-                    .collect();
-                let _ = reply.send(left);
-                return;
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                // Every handle is gone: nobody can close us, so release what we hold.
-                for p in heap.drain() {
-                    p.group.unpark();
-                    p.group.push_forced(p.envelope);
-                }
-                return;
-            }
+        for p in due.drain(..) {
+            // Push before unpark so the group's depth never dips to zero
+            // while the message is in transit.
+            p.group.push_forced(p.envelope);
+            p.group.unpark();
         }
-        let now = clock.now();
-        while heap.peek().is_some_and(|p| p.due <= now) {
-            if let Some(p) = heap.pop() {
-                // Push before unpark so the group's depth never dips to zero
-                // while the message is in transit.
-                p.group.push_forced(p.envelope);
-                p.group.unpark();
-            }
+        match next {
+            Some(at) => shared.clock.park_until(at),
+            None => std::thread::park(),
         }
     }
 }

@@ -1,26 +1,27 @@
 //! [`SqliteDlq`]: the crash-safe store.
 
 mod checkpoint;
+mod file;
 mod filter_sql;
 mod row;
 mod schema;
 mod syncer;
 mod verify;
+mod wal;
 mod writer;
 
+pub use file::DlqFile;
 pub use verify::{BadRow, TotalsMismatch, VerifyReport};
+pub use wal::WalDamage;
 
 use crate::config::{DlqConfig, Durability};
 use crate::query::{DlqQuery, Filter};
-use crate::record::{LetterState, LetterSummary, StoredLetter, to_nanos};
+use crate::record::{LetterState, LetterSummary, ReplayRefusal, StoredLetter};
 use bus_core::{DeadLetter, DeadLetterStore, DlqError, LetterId, PushDone, Topic};
 use crossbeam_channel::Sender;
 use row::EncodedRow;
-use rusqlite::Connection;
-use rusqlite::types::Value;
-use schema::db_err;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 use writer::{Bounds, Job, Reply, Shared};
@@ -49,9 +50,10 @@ pub struct SqliteDlq {
     checkpointer: Option<JoinHandle<()>>,
     syncer: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
-    reader: Mutex<Connection>,
+    /// The reader's connection: queries, purges, replay marks, imports.
+    file: DlqFile,
     /// The syncer's handle on the WAL file (`Durability::Full`), closed only
-    /// after every connection (declared after `reader`): see [`syncer`].
+    /// after every connection (declared after `file`): see [`syncer`].
     _wal: Option<Arc<std::fs::File>>,
 }
 
@@ -64,23 +66,25 @@ impl SqliteDlq {
         Self::open_file(config)
     }
 
-    /// Opens an existing store; a missing database is an error (the CLI uses
-    /// this so a mistyped `--data-dir` does not create an empty DLQ).
+    /// Opens an existing store: a missing file gives [`DlqError::NoStore`]
+    /// and an empty one [`DlqError::NotAStore`], and neither is created (a
+    /// mistyped `--data-dir` must not make an empty DLQ).
     pub fn open_existing(config: DlqConfig) -> Result<Self, DlqError> {
-        let path = config.db_path();
-        if !path.is_file() {
-            return Err(DlqError::Io(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("no dead-letter queue at {}", path.display()),
-            )));
-        }
+        // Recognised (and migrated) the way a changing `busctl` command
+        // opens it, then closed: the store opens on its own connections.
+        drop(DlqFile::open_read_write(&config.data_dir)?);
         Self::open_file(config)
     }
 
     fn open_file(config: DlqConfig) -> Result<Self, DlqError> {
         let path = config.db_path();
-        let mut admin = schema::connect(&path, config.durability)?;
-        schema::prepare(&mut admin, &path)?;
+        let file = DlqFile::open_writable(path.clone())?;
+        let admin = file.conn();
+        if config.durability == Durability::Normal {
+            admin
+                .execute_batch("PRAGMA synchronous = NORMAL;")
+                .map_err(schema::db_err)?;
+        }
         // Under `Full` the syncer thread, not the commit, syncs the WAL: the
         // writer's commits only write it (`synchronous=NORMAL`). Every other
         // connection (purges, replays, imports, checkpoints) keeps `FULL`.
@@ -91,6 +95,7 @@ impl SqliteDlq {
                 syncer::open_wal(&path, &admin, len).map(Arc::new)
             })
             .transpose()?;
+        drop(admin);
         let mut writer_conn = schema::connect(&path, Durability::Normal)?;
         let checkpoint_conn = schema::connect(&path, config.durability)?;
         let checkpointer = checkpoint::start(&mut writer_conn, checkpoint_conn)?;
@@ -134,7 +139,7 @@ impl SqliteDlq {
             checkpointer: Some(checkpointer),
             syncer,
             shared,
-            reader: Mutex::new(admin),
+            file,
             _wal: wal,
         })
     }
@@ -156,10 +161,10 @@ impl SqliteDlq {
 
     fn shutdown(&mut self) {
         drop(self.tx.take());
-        if let Some(w) = self.writer.take() {
-            if w.join().is_err() {
-                tracing::error!("dead-letter writer thread panicked");
-            }
+        if let Some(w) = self.writer.take()
+            && w.join().is_err()
+        {
+            tracing::error!("dead-letter writer thread panicked");
         }
         // The writer's connection is closed: the checkpointer's channel too,
         // and the syncer's, once it answered the last batches.
@@ -222,32 +227,23 @@ impl SqliteDlq {
         }
     }
 
-    /// Runs SQLite's integrity check and decodes every row.
+    /// Runs SQLite's integrity check, decodes every row and reads the
+    /// write-ahead log for damage (see [`DlqFile::verify`]).
     pub fn verify(&self) -> Result<VerifyReport, DlqError> {
-        verify::verify(&self.conn())
+        self.file.verify()
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
+    #[cfg(test)]
+    fn conn(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+        self.file.conn()
     }
 
-    /// Runs `write` on the reader's connection in a transaction that first
-    /// folds the writer's staged letters into `letters` (see
-    /// [`schema::fold_inbox`]), so it has only that table to change.
-    /// `IMMEDIATE`: the fold reads before it writes, and a deferred
-    /// transaction could not always take the write lock after its read.
+    #[cfg(test)]
     fn write_folded<T>(
         &self,
         write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, DlqError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(db_err)?;
-        schema::fold_inbox(&tx).map_err(db_err)?;
-        let done = write(&tx).map_err(db_err)?;
-        tx.commit().map_err(db_err)?;
-        Ok(done)
+        self.file.write_folded(write)
     }
 
     /// Test hook: hold the next WAL sync until the test answers on the
@@ -266,7 +262,8 @@ impl SqliteDlq {
             .shared
             .sync_gate
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(writer::SyncGate { reached, go });
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(writer::SyncGate { reached, go });
         (go_tx, reached_rx)
     }
 
@@ -327,14 +324,6 @@ impl DeadLetterStore for SqliteDlq {
     }
 }
 
-fn id_values(ids: &[LetterId]) -> (String, Vec<Value>) {
-    let marks = vec!["?"; ids.len()].join(", ");
-    (
-        marks,
-        ids.iter().map(|i| Value::Text(i.to_string())).collect(),
-    )
-}
-
 impl DlqQuery for SqliteDlq {
     fn scan(
         &self,
@@ -342,63 +331,24 @@ impl DlqQuery for SqliteDlq {
         after: Option<LetterId>,
         max: usize,
     ) -> Result<Vec<LetterSummary>, DlqError> {
-        let (mut clause, mut params) = filter_sql::compile(filter);
-        if let Some(a) = after {
-            clause.push_str(" AND id > ?");
-            params.push(Value::Text(a.to_string()));
-        }
-        let mut params = both_tables(params);
-        params.push(Value::Integer(i64::try_from(max).unwrap_or(i64::MAX)));
-        // SQLite merges the two arms, each in id order (the id index of
-        // `letters`, a sort of the few staged letters).
-        let sql = format!(
-            "SELECT {cols} FROM letters WHERE {clause} UNION ALL \
-             SELECT {cols} FROM inbox WHERE {clause} ORDER BY id LIMIT ?",
-            cols = row::SUMMARY_COLUMNS
-        );
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
-        let mut rows = stmt
-            .query(rusqlite::params_from_iter(params))
-            .map_err(db_err)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(db_err)? {
-            out.push(row::summary_from_row(r)?);
-        }
-        Ok(out)
+        self.file.scan(filter, after, max)
+    }
+
+    fn scan_letters(
+        &self,
+        filter: &Filter,
+        after: Option<LetterId>,
+        max: usize,
+    ) -> Result<Vec<StoredLetter>, DlqError> {
+        self.file.scan_letters(filter, after, max)
     }
 
     fn get(&self, id: LetterId) -> Result<Option<StoredLetter>, DlqError> {
-        let conn = self.conn();
-        let sql = format!(
-            "SELECT {cols} FROM letters WHERE id = ?1 UNION ALL \
-             SELECT {cols} FROM inbox WHERE id = ?1",
-            cols = row::FULL_COLUMNS
-        );
-        let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
-        let mut rows = stmt.query([id.to_string()]).map_err(db_err)?;
-        match rows.next().map_err(db_err)? {
-            Some(r) => row::decode(r).map(Some),
-            None => Ok(None),
-        }
+        self.file.get(id)
     }
 
     fn count(&self, filter: &Filter) -> Result<u64, DlqError> {
-        let (clause, params) = filter_sql::compile(filter);
-        let sql = format!(
-            "SELECT (SELECT count(*) FROM letters WHERE {clause}) + \
-             (SELECT count(*) FROM inbox WHERE {clause})"
-        );
-        let total: i64 = self
-            .conn()
-            .query_row(&sql, rusqlite::params_from_iter(both_tables(params)), |r| {
-                r.get(0)
-            })
-            .map_err(db_err)?;
-        let after_offset = total.unsigned_abs().saturating_sub(filter.offset as u64);
-        Ok(filter
-            .limit
-            .map_or(after_offset, |l| after_offset.min(l as u64)))
+        self.file.count(filter)
     }
 
     fn set_state(
@@ -409,65 +359,30 @@ impl DlqQuery for SqliteDlq {
         replayed_at: Option<SystemTime>,
         replay_topic: Option<&Topic>,
     ) -> Result<usize, DlqError> {
-        if ids.is_empty() || from.is_empty() {
-            return Ok(0);
-        }
-        let (marks, mut params) = id_values(ids);
-        let states = vec!["?"; from.len()].join(", ");
-        let sql = format!(
-            "UPDATE letters SET state = ?, replayed_at = ?, replay_topic = ? \
-             WHERE id IN ({marks}) AND state IN ({states})"
-        );
-        let mut all = vec![
-            Value::Text(to.as_str().into()),
-            replayed_at.map_or(Value::Null, |t| Value::Integer(to_nanos(t))),
-            replay_topic.map_or(Value::Null, |t| Value::Text(t.as_str().into())),
-        ];
-        all.append(&mut params);
-        all.extend(from.iter().map(|s| Value::Text(s.as_str().into())));
-        self.write_folded(|tx| tx.execute(&sql, rusqlite::params_from_iter(all)))
+        self.file
+            .set_state(ids, from, to, replayed_at, replay_topic)
+    }
+
+    fn request_replay(&self, filter: &Filter, target: Option<&Topic>) -> Result<u64, DlqError> {
+        self.file.request_replay(filter, target)
+    }
+
+    fn refuse_replay(
+        &self,
+        id: LetterId,
+        refusal: &ReplayRefusal,
+        to: LetterState,
+    ) -> Result<bool, DlqError> {
+        self.file.refuse_replay(id, refusal, to)
     }
 
     fn delete(&self, ids: &[LetterId]) -> Result<usize, DlqError> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let (marks, params) = id_values(ids);
-        self.write_folded(|tx| {
-            tx.execute(
-                &format!("DELETE FROM letters WHERE id IN ({marks})"),
-                rusqlite::params_from_iter(params),
-            )
-        })
+        self.file.delete(ids)
     }
 
     fn insert(&self, letters: &[StoredLetter]) -> Result<usize, DlqError> {
-        let rows = letters
-            .iter()
-            .map(EncodedRow::from_stored)
-            .collect::<Result<Vec<_>, _>>()?;
-        self.write_folded(|tx| {
-            let (mut n, mut bytes) = (0, 0_i64);
-            {
-                let mut stmt = tx.prepare_cached(&row::import_sql())?;
-                for r in &rows {
-                    if r.insert(&mut stmt)? {
-                        n += 1;
-                        bytes = bytes.saturating_add(r.row_bytes);
-                    }
-                }
-            }
-            schema::add_to_totals(tx, i64::try_from(n).unwrap_or(i64::MAX), bytes)?;
-            Ok(n)
-        })
+        self.file.insert(letters)
     }
-}
-
-/// The parameters of a clause used once per table (`letters`, then `inbox`).
-fn both_tables(params: Vec<Value>) -> Vec<Value> {
-    let mut both = params.clone();
-    both.extend(params);
-    both
 }
 
 #[cfg(test)]

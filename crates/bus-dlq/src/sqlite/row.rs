@@ -1,7 +1,7 @@
 //! One letter as a database row, and back.
 
 use crate::record::{
-    LetterState, LetterSummary, StoredLetter, first_failure_at, from_nanos, to_nanos,
+    LetterState, LetterSummary, ReplayRefusal, StoredLetter, first_failure_at, from_nanos, to_nanos,
 };
 use bus_core::{AttemptRecord, Bytes, DeadLetter, DeadLetterReason, DlqError, Envelope, Topic};
 use bus_errors::ErrorReport;
@@ -10,11 +10,11 @@ use rusqlite::{Row as SqlRow, ToSql};
 /// The summary columns, in the order [`summary_from_row`] reads them.
 pub(crate) const SUMMARY_COLUMNS: &str = "id, topic, category, component, error_message, \
     signature, first_failure_at, last_failure_at, dead_lettered_at, length(payload), state, \
-    replayed_at, summary_json";
+    replayed_at, summary_json, replay_json";
 
 /// The columns [`decode`] reads, in order.
 pub(crate) const FULL_COLUMNS: &str = "id, payload, summary_json, detail_json, component, \
-    dead_lettered_at, state, replayed_at, replay_topic, signature";
+    dead_lettered_at, state, replayed_at, replay_topic, signature, replay_json";
 
 /// The columns a push sets, in the order [`EncodedRow::bind`] binds them;
 /// `state`, `replayed_at` and `replay_topic` keep their defaults.
@@ -25,7 +25,7 @@ const PUSH_COLUMNS: &str = "id, topic, category, component, error_message, signa
 /// Every column a row stores (`inbox` and `letters` alike).
 pub(crate) const STORED_COLUMNS: &str = "id, topic, category, component, error_message, \
     signature, first_failure_at, last_failure_at, dead_lettered_at, payload, summary_json, \
-    detail_json, state, replayed_at, replay_topic, row_bytes";
+    detail_json, state, replayed_at, replay_topic, row_bytes, replay_json";
 
 /// Parameters per row in [`insert_sql`].
 const PARAMS_PER_ROW: usize = 13;
@@ -40,8 +40,8 @@ pub(crate) fn insert_sql(rows: usize) -> String {
 /// `INSERT OR IGNORE` of one imported letter, with its state.
 pub(crate) fn import_sql() -> String {
     values_sql(
-        &format!("{PUSH_COLUMNS}, state, replayed_at, replay_topic"),
-        PARAMS_PER_ROW + 3,
+        &format!("{PUSH_COLUMNS}, state, replayed_at, replay_topic, replay_json"),
+        PARAMS_PER_ROW + 4,
         1,
     )
 }
@@ -113,6 +113,7 @@ struct Imported {
     state: &'static str,
     replayed_at: Option<i64>,
     replay_topic: Option<String>,
+    replay_json: Option<String>,
 }
 
 /// A letter encoded on the pusher's thread, ready to insert.
@@ -152,6 +153,7 @@ impl EncodedRow {
             state: s.state.as_str(),
             replayed_at: s.replayed_at.map(to_nanos),
             replay_topic: s.replay_topic.as_ref().map(|t| t.as_str().to_owned()),
+            replay_json: s.replay_refusal.as_ref().map(json).transpose()?,
         };
         Self::encode(&s.letter, s.signature.clone(), Some(imported))
     }
@@ -205,7 +207,8 @@ impl EncodedRow {
     pub(crate) fn insert(&self, stmt: &mut rusqlite::Statement<'_>) -> rusqlite::Result<bool> {
         self.bind(stmt, 0)?;
         if let Some(i) = &self.imported {
-            let values: [&dyn ToSql; 3] = [&i.state, &i.replayed_at, &i.replay_topic];
+            let values: [&dyn ToSql; 4] =
+                [&i.state, &i.replayed_at, &i.replay_topic, &i.replay_json];
             for (n, v) in values.into_iter().enumerate() {
                 stmt.raw_bind_parameter(PARAMS_PER_ROW + 1 + n, v)?;
             }
@@ -298,6 +301,7 @@ pub(crate) fn decode(r: &SqlRow<'_>) -> Result<StoredLetter, DlqError> {
     stored.replayed_at = col::<Option<i64>>(r, 7, "replayed_at")?.map(from_nanos);
     stored.replay_topic = replay_topic;
     stored.signature = col(r, 9, "signature")?;
+    stored.replay_refusal = refusal_col(r, 10)?;
     Ok(stored)
 }
 
@@ -325,5 +329,17 @@ pub(crate) fn summary_from_row(r: &SqlRow<'_>) -> Result<LetterSummary, DlqError
         payload_len: payload_len.unsigned_abs(),
         state: state_col(r, 10)?,
         replayed_at: col::<Option<i64>>(r, 11, "replayed_at")?.map(from_nanos),
+        replay_refusal: refusal_col(r, 13)?,
     })
+}
+
+fn refusal_col(r: &SqlRow<'_>, i: usize) -> Result<Option<ReplayRefusal>, DlqError> {
+    let text: Option<String> = col(r, i, "replay_json")?;
+    text.map(|t| serde_json::from_str(&t).map_err(|e| bad("replay_json", e)))
+        .transpose()
+}
+
+/// `replay_json` of a refusal.
+pub(crate) fn refusal_json(refusal: &ReplayRefusal) -> Result<String, DlqError> {
+    json(refusal)
 }

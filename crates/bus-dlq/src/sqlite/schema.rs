@@ -8,6 +8,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
+mod versions;
+
 /// `PRAGMA application_id` of a bus DLQ: "BUSD".
 pub(crate) const APPLICATION_ID: i32 = 0x4255_5344;
 
@@ -28,184 +30,35 @@ pub(crate) const APPLICATION_ID: i32 = 0x4255_5344;
 pub(crate) const PAGE_SIZE: u32 = 8192;
 
 /// The schema version this build writes.
-pub(crate) const SCHEMA_VERSION: i32 = 4;
+pub(crate) const SCHEMA_VERSION: i32 = 5;
 
-/// Forward migrations: `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(super) use versions::MIGRATIONS;
+#[cfg(test)]
+pub(super) use versions::V1;
 
-pub(super) const V1: &str = r#"
-CREATE TABLE letters (
-    id               TEXT PRIMARY KEY NOT NULL,
-    message_id       TEXT NOT NULL,
-    topic            TEXT NOT NULL,
-    category         TEXT NOT NULL,
-    severity         TEXT NOT NULL,
-    reason           TEXT NOT NULL,
-    component        TEXT NOT NULL,
-    "group"          TEXT NOT NULL,
-    error_type       TEXT NOT NULL,
-    error_message    TEXT NOT NULL,
-    signature        TEXT NOT NULL,
-    first_failure_at INTEGER NOT NULL,
-    last_failure_at  INTEGER NOT NULL,
-    dead_lettered_at INTEGER NOT NULL,
-    attempts         INTEGER NOT NULL,
-    payload          BLOB NOT NULL,
-    envelope_json    TEXT NOT NULL,
-    report_json      TEXT NOT NULL,
-    history_json     TEXT NOT NULL,
-    reason_json      TEXT NOT NULL,
-    state            TEXT NOT NULL DEFAULT 'dead'
-                     CHECK (state IN ('dead', 'replay_requested', 'replayed')),
-    replayed_at      INTEGER,
-    replay_topic     TEXT,
-    row_bytes        INTEGER NOT NULL
-);
-CREATE INDEX letters_topic ON letters(topic);
-CREATE INDEX letters_category ON letters(category);
-CREATE INDEX letters_last_failure ON letters(last_failure_at);
-CREATE INDEX letters_dead_lettered ON letters(dead_lettered_at);
-CREATE INDEX letters_signature ON letters(signature);
-CREATE INDEX letters_state ON letters(state);
-CREATE TABLE totals (
-    id      INTEGER PRIMARY KEY CHECK (id = 1),
-    letters INTEGER NOT NULL,
-    bytes   INTEGER NOT NULL
-);
-INSERT INTO totals VALUES (1, 0, 0);
-CREATE TRIGGER letters_count_insert AFTER INSERT ON letters BEGIN
-    UPDATE totals SET letters = letters + 1, bytes = bytes + NEW.row_bytes WHERE id = 1;
-END;
-CREATE TRIGGER letters_count_delete AFTER DELETE ON letters BEGIN
-    UPDATE totals SET letters = letters - 1, bytes = bytes - OLD.row_bytes WHERE id = 1;
-END;
-"#;
-
-/// Version 2, for the writer's cost per letter:
-///
-/// - Inserts no longer fire a trigger per row. Whoever inserts adds to
-///   `totals` once per transaction ([`add_to_totals`]): the per-row trigger
-///   cost the writer a sub-program per letter, and it made SQLite stage a
-///   multi-row `INSERT` in a temporary table. Deletes keep their trigger.
-/// - The state index leaves out `dead`, the state every push writes: a push
-///   no longer touches it (one page fewer in a one-letter commit), and the
-///   queries it serves (letters to replay, replayed letters to purge) find
-///   the few letters in other states through it. A filter on `dead` (most
-///   letters) now reads the table instead of the index; counting dead
-///   letters is slower on a large store, finding them hardly.
-const V2: &str = "DROP TRIGGER letters_count_insert;
-DROP INDEX letters_state;
-CREATE INDEX letters_state_active ON letters(state) WHERE state <> 'dead';";
-
-/// Version 3, for the writer's cost per letter and the first-failure index:
-///
-/// - The columns no query filters or indexes are packed into two JSON
-///   columns: `summary_json` (message id, severity, reason, group, error
-///   type, attempts: what a listing shows) and `detail_json` (envelope
-///   without payload and history, last report, history, reason: what
-///   rebuilding the letter needs). A push binds 13 values instead of 24;
-///   binding each (SQLite copies it) was over a quarter of the writer's
-///   instructions under callgrind before this version (43.3k -> 30.5k per
-///   letter with 4 pipelined pushers, `examples/dlq_profile.rs`).
-///   `state`, `replayed_at` and `replay_topic` are not bound by a push: they
-///   keep their defaults.
-/// - The `state` CHECK compares with `=` instead of `IN (...)`: SQLite built
-///   a temporary b-tree of the three values for every insert statement.
-/// - `first_failure_at` is indexed (the issue asks for first and last
-///   failure time).
-///
-/// The table is rebuilt (SQLite cannot change a CHECK in place): rows keep
-/// their rowid, state and `row_bytes` (so `totals` stays exact); the JSON
-/// columns are re-nested with SQLite's `json()`, which keeps the text of
-/// every value. `DROP TABLE` drops the old indexes and delete trigger
-/// without firing it.
-const V3: &str = r#"
-CREATE TABLE letters_v3 (
-    id               TEXT PRIMARY KEY NOT NULL,
-    topic            TEXT NOT NULL,
-    category         TEXT NOT NULL,
-    component        TEXT NOT NULL,
-    error_message    TEXT NOT NULL,
-    signature        TEXT NOT NULL,
-    first_failure_at INTEGER NOT NULL,
-    last_failure_at  INTEGER NOT NULL,
-    dead_lettered_at INTEGER NOT NULL,
-    payload          BLOB NOT NULL,
-    summary_json     TEXT NOT NULL,
-    detail_json      TEXT NOT NULL,
-    state            TEXT NOT NULL DEFAULT 'dead'
-                     CHECK (state = 'dead' OR state = 'replay_requested' OR state = 'replayed'),
-    replayed_at      INTEGER,
-    replay_topic     TEXT,
-    row_bytes        INTEGER NOT NULL
-);
-INSERT INTO letters_v3 (rowid, id, topic, category, component, error_message, signature,
-    first_failure_at, last_failure_at, dead_lettered_at, payload, summary_json, detail_json,
-    state, replayed_at, replay_topic, row_bytes)
-SELECT rowid, id, topic, category, component, error_message, signature,
-    first_failure_at, last_failure_at, dead_lettered_at, payload,
-    json_object('message_id', message_id, 'severity', severity, 'reason', reason,
-                'group', "group", 'error_type', error_type, 'attempts', attempts),
-    json_object('envelope', json(envelope_json), 'report', json(report_json),
-                'history', json(history_json), 'reason', json(reason_json)),
-    state, replayed_at, replay_topic, row_bytes
-FROM letters;
-DROP TABLE letters;
-ALTER TABLE letters_v3 RENAME TO letters;
-CREATE INDEX letters_topic ON letters(topic);
-CREATE INDEX letters_category ON letters(category);
-CREATE INDEX letters_signature ON letters(signature);
-CREATE INDEX letters_first_failure ON letters(first_failure_at);
-CREATE INDEX letters_last_failure ON letters(last_failure_at);
-CREATE INDEX letters_dead_lettered ON letters(dead_lettered_at);
-CREATE INDEX letters_state_active ON letters(state) WHERE state <> 'dead';
-CREATE TRIGGER letters_count_delete AFTER DELETE ON letters BEGIN
-    UPDATE totals SET letters = letters - 1, bytes = bytes - OLD.row_bytes WHERE id = 1;
-END;
-"#;
-
-/// Version 4: `inbox`, where the writer stages letters pushed alone under
-/// `Durability::Full` (see [`super::writer`]). A commit into `letters` writes
-/// a page of the table, a page of each of its seven indexes and `totals`:
-/// ten WAL frames, about 80 KiB to sync for a 1 KiB letter. A commit into
-/// `inbox` writes one or two: it has the same columns but no index at all
-/// (ids stay unique because staging checks both tables first; `verify`
-/// reports an id found twice), and is not counted in `totals` (whoever
-/// needs its size sums it: it holds at most `FOLD_AT` rows per writer).
-/// The writer folds it into `letters` ([`fold_inbox`]) once it holds
-/// [`super::writer::FOLD_AT`] letters, before a larger batch, when it has
-/// been idle a moment, and at close; so does every other write (purge,
-/// replay marks, import), and every read looks in both tables. The view
-/// `every_letter` is both, for whoever reads the file with SQL.
-const V4: &str = r#"
-CREATE TABLE inbox (
-    id               TEXT NOT NULL,
-    topic            TEXT NOT NULL,
-    category         TEXT NOT NULL,
-    component        TEXT NOT NULL,
-    error_message    TEXT NOT NULL,
-    signature        TEXT NOT NULL,
-    first_failure_at INTEGER NOT NULL,
-    last_failure_at  INTEGER NOT NULL,
-    dead_lettered_at INTEGER NOT NULL,
-    payload          BLOB NOT NULL,
-    summary_json     TEXT NOT NULL,
-    detail_json      TEXT NOT NULL,
-    state            TEXT NOT NULL DEFAULT 'dead'
-                     CHECK (state = 'dead' OR state = 'replay_requested' OR state = 'replayed'),
-    replayed_at      INTEGER,
-    replay_topic     TEXT,
-    row_bytes        INTEGER NOT NULL
-);
-CREATE VIEW every_letter AS
-    SELECT id, topic, category, component, error_message, signature, first_failure_at,
-        last_failure_at, dead_lettered_at, payload, summary_json, detail_json, state,
-        replayed_at, replay_topic, row_bytes FROM letters
-    UNION ALL
-    SELECT id, topic, category, component, error_message, signature, first_failure_at,
-        last_failure_at, dead_lettered_at, payload, summary_json, detail_json, state,
-        replayed_at, replay_topic, row_bytes FROM inbox;
-"#;
+/// Lets a read-only connection read a store of an older schema as this
+/// version's: version 4 lacks only `replay_json` (and the state
+/// `replay_failed`, which it never holds), so temporary views named
+/// `letters` and `inbox` add it as NULL. SQLite looks names up in the
+/// `temp` schema first, and `temp` lives in memory: the store's files are
+/// not touched. The views name the rowid, which `verify` reads rows in the
+/// order of. `Err(None)`: a version this cannot bridge.
+pub(crate) fn read_older_as_current(
+    conn: &Connection,
+    version: i32,
+) -> Result<(), Option<rusqlite::Error>> {
+    if version != 4 {
+        return Err(None);
+    }
+    conn.execute_batch(
+        "PRAGMA temp_store = MEMORY;
+         CREATE TEMP VIEW letters AS
+             SELECT *, NULL AS replay_json, rowid AS rowid FROM main.letters;
+         CREATE TEMP VIEW inbox AS
+             SELECT *, NULL AS replay_json, rowid AS rowid FROM main.inbox;",
+    )
+    .map_err(Some)
+}
 
 /// Moves every letter staged in `inbox` into `letters` and adds them to
 /// `totals`, in the caller's transaction (every write but the writer's
@@ -289,13 +142,18 @@ pub(crate) fn create_files(config: &DlqConfig) -> Result<(), DlqError> {
             .mode(0o700)
             .create(&config.data_dir)?;
     }
+    create_db_file(&config.db_path())
+}
+
+/// Creates the database file (0600) if missing.
+pub(crate) fn create_db_file(path: &Path) -> Result<(), DlqError> {
     OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(config.db_path())?;
+        .open(path)?;
     Ok(())
 }
 
@@ -313,9 +171,10 @@ pub(crate) fn connect(path: &Path, durability: Durability) -> Result<Connection,
     Ok(conn)
 }
 
-/// Recognises the file, creates or migrates the schema, switches to WAL and
-/// restricts the WAL and shared-memory files to 0600.
-pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), DlqError> {
+/// Recognises the file as a bus DLQ (or an empty database, `fresh`) and
+/// returns its schema version; a foreign or newer file is
+/// [`DlqError::NotAStore`]. Reads only.
+pub(crate) fn recognise(conn: &Connection, path: &Path) -> Result<i32, DlqError> {
     let app_id: i32 = conn
         .query_row("PRAGMA application_id", [], |r| r.get(0))
         .map_err(db_err)?;
@@ -326,20 +185,33 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), DlqError
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
         .map_err(db_err)?;
     let fresh = app_id == 0 && version == 0 && objects == 0;
+    let not_a_store = |reason: String| DlqError::NotAStore {
+        path: path.to_owned(),
+        reason,
+    };
     if !fresh && app_id != APPLICATION_ID {
-        return Err(DlqError::Corrupt(format!(
-            "not a bus DLQ: {} is a SQLite database of another application \
-             (application_id {app_id:#x}, {objects} schema objects)",
-            path.display()
+        return Err(not_a_store(format!(
+            "a SQLite database of another application \
+             (application_id {app_id:#x}, {objects} schema objects)"
         )));
     }
     if version > SCHEMA_VERSION {
-        return Err(DlqError::Corrupt(format!(
-            "{} has DLQ schema version {version}, newer than this build's {SCHEMA_VERSION}; \
-             use a newer busctl",
-            path.display()
+        return Err(not_a_store(format!(
+            "DLQ schema version {version}, newer than this build's {SCHEMA_VERSION}; \
+             use a newer busctl"
         )));
     }
+    Ok(version)
+}
+
+/// Recognises the file, creates or migrates the schema, switches to WAL and
+/// restricts the WAL and shared-memory files to 0600.
+pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), DlqError> {
+    let version = recognise(conn, path)?;
+    let objects: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(db_err)?;
+    let fresh = version == 0 && objects == 0;
     if fresh {
         // Only takes effect before the first page is written, and before WAL.
         conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE};"))
@@ -388,7 +260,7 @@ fn migrate(conn: &mut Connection, from: i32) -> Result<(), DlqError> {
 }
 
 /// Refuses a file whose tables do not have the columns this build reads.
-fn check_shape(conn: &Connection) -> Result<(), DlqError> {
+pub(crate) fn check_shape(conn: &Connection) -> Result<(), DlqError> {
     conn.prepare(&format!(
         "SELECT {} FROM letters LIMIT 0",
         super::row::FULL_COLUMNS
@@ -406,7 +278,7 @@ fn check_shape(conn: &Connection) -> Result<(), DlqError> {
     .map_err(|e| match e.sqlite_error_code() {
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => db_err(e),
         _ => DlqError::Corrupt(format!(
-            "not a bus DLQ: tables do not match the schema ({e})"
+            "a bus DLQ whose tables do not match its schema ({e})"
         )),
     })
 }

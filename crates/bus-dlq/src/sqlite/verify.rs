@@ -47,12 +47,34 @@ pub struct VerifyReport {
     /// (staged letters are counted only once folded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totals_mismatch: Option<TotalsMismatch>,
+    /// Set when the write-ahead log holds commits SQLite's recovery would
+    /// drop (a damaged frame in the middle of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_damage: Option<super::WalDamage>,
 }
 
 impl VerifyReport {
     /// Whether every check passed.
     pub fn is_ok(&self) -> bool {
-        self.integrity == ["ok"] && self.bad_rows.is_empty() && self.totals_mismatch.is_none()
+        self.problems() == 0
+    }
+
+    /// The report on a store that did not open (`error`) because its
+    /// write-ahead log is damaged (see [`DlqFile::open_read_only`](crate::DlqFile)).
+    pub fn unopened(error: &DlqError, damage: super::WalDamage) -> Self {
+        Self {
+            integrity: vec![format!("the store did not open: {error}")],
+            wal_damage: Some(damage),
+            ..Self::default()
+        }
+    }
+
+    /// How many checks failed.
+    pub fn problems(&self) -> usize {
+        self.bad_rows.len()
+            + usize::from(self.integrity != ["ok"])
+            + usize::from(self.totals_mismatch.is_some())
+            + usize::from(self.wal_damage.is_some())
     }
 }
 

@@ -51,7 +51,7 @@ pub(crate) fn rich_letter(seed: u64) -> DeadLetter {
     report.recovery_attempted = true;
     report.recovery_successful = Some(false);
     report.recovery_action = Some("dead-letter: retries exhausted".into());
-    let reason = if seed % 2 == 0 {
+    let reason = if seed.is_multiple_of(2) {
         DeadLetterReason::RetriesExhausted
     } else {
         DeadLetterReason::Other(format!("custom {seed}"))
@@ -62,23 +62,7 @@ pub(crate) fn rich_letter(seed: u64) -> DeadLetter {
 }
 
 /// A plain letter: topic, category, component and message chosen by the caller.
-pub(crate) fn letter(
-    topic: &str,
-    category: ErrorCategory,
-    component: &str,
-    message: &str,
-) -> DeadLetter {
-    let env = Envelope::new(Topic::new(topic).unwrap(), message.as_bytes().to_vec());
-    let mut report = ErrorReport::new(Classification::of(category), component, message);
-    report.error_type = format!("{category:?}Error");
-    DeadLetter::new(
-        env,
-        report,
-        DeadLetterReason::RetriesExhausted,
-        component,
-        "g",
-    )
-}
+pub(crate) use bus_test::letter;
 
 /// A letter dead-lettered at `at`.
 pub(crate) fn letter_at(topic: &str, at: SystemTime) -> DeadLetter {

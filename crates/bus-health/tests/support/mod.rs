@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod clients;
+
 use bus_core::time::ManualClock;
 use bus_core::{BusEvent, CircuitState, DeadLetterReason, Topic};
 use bus_errors::{Classification, ErrorCategory, ErrorReport, Severity};

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 pub use bus_test::nats::*;
 
+pub mod proxy;
+pub mod server;
+
 /// A configuration with stream and subject prefixes of its own.
 pub fn config() -> NatsConfig {
     let tag = uuid::Uuid::new_v4().simple().to_string();

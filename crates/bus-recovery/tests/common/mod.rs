@@ -10,6 +10,9 @@ use bus_core::{AttemptRecord, Decision, Envelope, Failure, RecoveryPolicy, Succe
 use bus_errors::{Classification, ErrorCategory, ErrorReport};
 use std::time::{Duration, SystemTime};
 
+/// How long every failing call in these traces ran.
+const FAILED_AFTER: Duration = Duration::from_micros(3);
+
 /// What happened to one message.
 #[derive(Debug)]
 pub struct Trace {
@@ -72,9 +75,11 @@ pub fn deliver(
         };
         let mut rep = report(category, &env, component);
         rep.retry_count = env.retries();
-        let mut failure = Failure::new(&rep, &mut env, component, Duration::ZERO);
-        let decision = policy.decide(&mut failure);
-        let note = failure.note.take().unwrap_or_else(|| decision.describe());
+        // A failing call that returned fast, as a client library's timeout
+        // error can: how long it ran must not steer any decision.
+        let resolution = policy.decide(&Failure::new(&rep, &env, component, FAILED_AFTER));
+        // As the pipeline does: the rewrite first, then the decision.
+        let (decision, note) = resolution.apply(&mut env);
         trace.notes.push(note.clone());
         let after = match decision {
             Decision::Retry { after } | Decision::Reconnect { after } => Some(after),

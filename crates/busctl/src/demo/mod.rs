@@ -2,12 +2,20 @@
 //! transient failures, poison messages, panics, a dependency outage and a
 //! burst, ending with a summary whose numbers add up.
 
+mod outcome;
+mod progress;
+mod publishers;
 mod summary;
 mod workload;
 
-use bus::{BusBuilder, Config, OverflowPolicy};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
+use bus::signal::{ShutdownSignals, Signal};
+use bus::subscribe::OverflowPolicy;
+use bus::{BusBuilder, Config};
+use busctl::transport::TransportKind;
+use outcome::{DemoError, DlqRefusals};
+use progress::{progress_bar, tick};
+use publishers::{Publishers, Spawn};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,26 +55,29 @@ window = "10s"
 buckets = 10
 "#;
 
-/// How long inventory's dependency stays down.
-const OUTAGE: Duration = Duration::from_millis(800);
+/// The share of the run (of the orders, or of `--duration`) during which
+/// inventory's dependency is down.
+const OUTAGE: std::ops::Range<f64> = 0.3..0.5;
+
+/// The capacity and overflow policy of the `reports` queue the burst hits.
+const REPORTS_CAPACITY: usize = 32;
+
+/// The demo's (topic, consumer group) pairs.
+const DEMO_GROUPS: [(&str, &str); 4] = [
+    ("orders.created", "billing"),
+    ("orders.created", "audit"),
+    ("orders.created", "inventory"),
+    ("reports.daily", "reports"),
+];
 
 /// Messages published in the burst to the small `reports` queue.
 const BURST: u64 = 500;
-
-/// Which transport carries the messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum TransportKind {
-    /// In-process queues (the embedded default).
-    Memory,
-    /// NATS JetStream (`--nats-url`): durable streams, across processes.
-    Nats,
-}
 
 /// `busctl demo` arguments.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DemoArgs {
     /// The bus data directory (DLQ, error log, health snapshot).
-    #[arg(long, default_value = bus::DEFAULT_DATA_DIR)]
+    #[arg(long, default_value = bus::config::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// How many orders to publish.
     #[arg(long, default_value_t = 20_000)]
@@ -95,12 +106,17 @@ pub(crate) struct DemoArgs {
     /// The transport.
     #[arg(long, value_enum, default_value_t = TransportKind::Memory)]
     transport: TransportKind,
-    /// The NATS server for `--transport nats`.
-    #[arg(long, default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
+    /// The NATS server for `--transport nats` (default: `url` of the
+    /// configuration's `[nats]` section, nats://127.0.0.1:4222).
+    #[arg(long)]
+    nats_url: Option<String>,
     /// Publisher threads.
     #[arg(long, default_value_t = 3)]
     publishers: usize,
+    /// How long the bus may drain at the end (or after SIGTERM / SIGINT)
+    /// before what is left is dead-lettered with reason `shutdown`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    drain_timeout: Duration,
     /// Start from this configuration file (.toml or .json) instead of the
     /// demo's settings (`--data-dir` and `--http` still apply).
     #[arg(long)]
@@ -122,6 +138,10 @@ impl Target {
             Target::Duration(d) => started.elapsed().as_secs_f64() / d.as_secs_f64().max(1e-9),
         }
     }
+    /// Whether inventory's dependency is down while order `seq` is published.
+    fn outage(self, seq: u64, started: Instant) -> bool {
+        OUTAGE.contains(&self.fraction(seq, started))
+    }
     fn done(self, seq: u64, started: Instant) -> bool {
         match self {
             Target::Messages(n) => seq >= n,
@@ -130,7 +150,16 @@ impl Target {
     }
 }
 
+/// Runs the demo. SIGTERM and SIGINT are caught from the start: the first
+/// stops the publishers and shuts the bus down gracefully, a second exits
+/// at once.
 pub(crate) fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
+    run_with(args, &mut publishers::os_threads)
+}
+
+/// [`run`], starting the publisher threads with `spawn`.
+fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::error::Error>> {
+    let signals = ShutdownSignals::install()?;
     let rates = Rates {
         transient: args.fail_rate,
         poison: args.poison_rate,
@@ -155,24 +184,41 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     if args.http.is_some() {
         cfg.http = args.http.clone();
     }
-    // Over NATS, a run gets streams of its own (named after the seed and the
-    // time) so durable groups never hand it an earlier run's leftovers; they
-    // are deleted at the end.
+    // Over NATS the streams are named after the data directory: a run after
+    // a crash resumes what the crashed run left unsettled, and runs on other
+    // directories never see it. They are deleted at the end only if every
+    // group settled everything.
     let nats = match args.transport {
         TransportKind::Memory => None,
         TransportKind::Nats => {
-            let run = format!("demo{}x{seed:x}", std::process::id());
-            let config = bus_nats::NatsConfig::new(args.nats_url.clone())
-                .with_stream_prefix(format!("BUS_{run}"))
-                .with_subject_prefix(run);
+            let config = busctl::transport::nats_config(
+                cfg.nats.clone(),
+                args.nats_url.as_deref(),
+                &cfg.data_dir,
+            )?;
             Some(Arc::new(bus_nats::NatsTransport::connect(config)?))
         }
     };
-    let mut builder = BusBuilder::from_config(cfg);
+    // What a killed run on this data dir left, handled by this one.
+    let mut resumed = 0;
     if let Some(n) = &nats {
-        builder = builder.transport(Arc::clone(n) as Arc<dyn bus::Transport>);
+        for (topic, group) in DEMO_GROUPS {
+            resumed += n.owed(&bus::Topic::new(topic)?, group)?;
+        }
+        if resumed > 0 {
+            eprintln!(
+                "resuming {resumed} deliveries an earlier run on this data dir left unsettled"
+            );
+        }
     }
-    let bus = builder.build()?;
+    let refusals = Arc::new(DlqRefusals::default());
+    let mut builder = BusBuilder::from_config(cfg)
+        .observer(Arc::clone(&refusals) as Arc<dyn bus::plug::Observer>);
+    if let Some(n) = &nats {
+        builder = builder.transport(Arc::clone(n) as Arc<dyn bus::transport::Transport>);
+    }
+    let bus = Arc::new(builder.build()?);
+    signals.watch(&bus);
     if let Some(addr) = bus.http_addr() {
         eprintln!("health: http://{addr}/healthz  metrics: http://{addr}/metrics");
     }
@@ -189,90 +235,167 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     // wait in its queue; the capacity is sized to absorb the outage so the
     // other subscribers of the topic keep flowing (a smaller queue would push
     // back on the publishers instead, which is the other honest choice).
-    bus.subscriber("inventory")
-        .topic("orders.created")
-        .capacity(200_000)
-        .start(workload::inventory(Arc::clone(&outage)))?;
-    bus.subscriber("reports")
-        .topic("reports.daily")
-        .capacity(32)
-        .overflow(OverflowPolicy::Reject)
-        .start(workload::reports)?;
+    // Over NATS the messages wait in the stream, which has no per-subscriber
+    // bound to set: capacities and overflow policies are in-process only.
+    let inventory = bus.subscriber("inventory").topic("orders.created");
+    let inventory = match args.transport {
+        TransportKind::Memory => inventory.capacity(200_000),
+        TransportKind::Nats => inventory,
+    };
+    inventory.start(workload::inventory(Arc::clone(&outage)))?;
+    let reports = bus.subscriber("reports").topic("reports.daily");
+    let reports = match args.transport {
+        TransportKind::Memory => reports
+            .capacity(REPORTS_CAPACITY)
+            .overflow(OverflowPolicy::Reject),
+        TransportKind::Nats => reports,
+    };
+    reports.start(workload::reports)?;
 
     let bar = progress_bar(&args, target);
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let orders_rejected = Arc::new(AtomicU64::new(0));
-    let publishers: Vec<_> = (0..args.publishers)
-        .map(|_| {
-            let (bus, next, rejected) = (
-                bus.core().clone(),
-                Arc::clone(&next),
-                Arc::clone(&orders_rejected),
-            );
-            std::thread::spawn(move || {
-                loop {
-                    let seq = next.fetch_add(1, Ordering::Relaxed);
-                    if target.done(seq, started) {
-                        break;
-                    }
-                    let fault = rates.fault(seed, seq);
-                    if bus
-                        .publish("orders.created", workload::payload(seq, fault))
-                        .is_err()
-                    {
-                        rejected.fetch_add(1, Ordering::Relaxed);
-                    }
+    let orders_sent = Arc::new(AtomicU64::new(0));
+    let outage_orders = Arc::new(OutageOrders::default());
+    let publishers = {
+        let (bus, next, rejected, sent, outage, outage_orders) = (
+            Arc::clone(&bus),
+            Arc::clone(&next),
+            Arc::clone(&orders_rejected),
+            Arc::clone(&orders_sent),
+            Arc::clone(&outage),
+            Arc::clone(&outage_orders),
+        );
+        Publishers::start(args.publishers, spawn, move |stop: &AtomicBool| {
+            while !stop.load(Ordering::Relaxed) {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if target.done(seq, started) {
+                    break;
                 }
-            })
+                // The publishers switch the dependency, so the outage
+                // spans the same share of the orders however fast they go.
+                let down = target.outage(seq, started);
+                if down != outage.load(Ordering::Relaxed) {
+                    outage.store(down, Ordering::Relaxed);
+                }
+                outage_orders.saw(seq, down);
+                let fault = rates.fault(seed, seq);
+                sent.fetch_add(1, Ordering::Relaxed);
+                if bus
+                    .publish("orders.created", workload::payload(seq, fault))
+                    .is_err()
+                {
+                    rejected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         })
-        .collect();
-
-    // Drive the scenario: inventory's dependency goes down at 30% of the run
-    // for OUTAGE of wall time (timed, not tied to progress: progress may
-    // slow while a queue pushes back), and a burst at 60%.
-    let mut burst: Option<(u64, u64)> = None;
-    let mut outage_began: Option<Instant> = None;
-    while publishers.iter().any(|p| !p.is_finished()) {
-        let f = target.fraction(next.load(Ordering::Relaxed), started);
-        if f >= 0.3 && outage_began.is_none() {
-            outage_began = Some(Instant::now());
+    };
+    let publishers = match publishers {
+        Ok(p) => p,
+        Err(e) => {
+            bar.finish_and_clear();
+            // The publishers that had started may have taken inventory's
+            // dependency down; left down, its parked messages would hold
+            // the drain until the deadline.
+            outage.store(false, Ordering::Relaxed);
+            let report = bus.shutdown(args.drain_timeout);
+            let holds = report.stats.invariant_holds();
+            if let Some(lost) = DemoError::check(&report, &refusals, holds) {
+                eprintln!("busctl: {lost}");
+            }
+            return Err(e.into());
         }
-        let down = outage_began.is_some_and(|t| t.elapsed() < OUTAGE);
-        outage.store(down, Ordering::Relaxed);
-        if f >= 0.6 && burst.is_none() {
+    };
+
+    // Drive the scenario: the publishers take inventory's dependency down
+    // for OUTAGE of the run; a burst at 60%.
+    let mut burst: Option<(u64, u64)> = None;
+    let mut interrupted: Option<Signal> = None;
+    while publishers.running() {
+        if interrupted.is_none()
+            && let Some(signal) = signals.received()
+        {
+            interrupted = Some(signal);
+            publishers.stop();
+            bar.suspend(|| {
+                    eprintln!(
+                        "busctl: {signal} received: publishers stopped, draining for up to {} (a second signal exits at once)",
+                        humantime::format_duration(args.drain_timeout)
+                    );
+                });
+        }
+        let f = target.fraction(next.load(Ordering::Relaxed), started);
+        if f >= 0.6 && burst.is_none() && interrupted.is_none() {
             burst = Some(publish_burst(&bus));
         }
         tick(&bar, &bus, target, &next, started);
         std::thread::park_timeout(Duration::from_millis(20));
     }
-    for p in publishers {
-        p.join().map_err(|_| "a publisher thread panicked")?;
-    }
+    let joined = publishers.join();
+    // The dependency comes back so parked messages can drain.
     outage.store(false, Ordering::Relaxed);
-    let burst = burst.unwrap_or_else(|| publish_burst(&bus));
+    // A signal that arrived as the last publisher finished still counts.
+    let interrupted = interrupted.or_else(|| signals.received());
+    let burst = match (burst, interrupted) {
+        (Some(b), _) => b,
+        (None, None) => publish_burst(&bus),
+        (None, Some(_)) => (0, 0),
+    };
 
-    // Drain: retries and parked messages finish.
+    // Drain: retries and parked messages finish; what is left at the
+    // deadline is dead-lettered with reason `shutdown`.
     bar.set_message("draining");
-    let drain_deadline = Instant::now() + Duration::from_secs(60);
-    while bus.stats().in_flight() > 0 && Instant::now() < drain_deadline {
-        tick(&bar, &bus, target, &next, started);
-        std::thread::park_timeout(Duration::from_millis(20));
-    }
-    let report = bus.shutdown(Duration::from_secs(10));
-    bar.finish_and_clear();
-    if let Some(n) = &nats {
-        if let Err(e) = n.delete_streams() {
-            eprintln!("warning: could not delete the demo's NATS streams: {e}");
+    // Over NATS the broker's side counts too: deliveries an earlier run left
+    // are owed, and deliveries a stream allowed to drop deleted will never
+    // come (they are counted, and the run fails for them). An interrupted
+    // run leaves what the streams hold for the next run on this data dir.
+    if let Some(n) = nats.as_ref().filter(|_| interrupted.is_none()) {
+        let drain_deadline = Instant::now() + args.drain_timeout;
+        let busy = || {
+            let owed = n
+                .consumer_status()
+                .iter()
+                .any(|c| c.num_pending + c.num_ack_pending > 0);
+            let st = n.stats();
+            // Backstop letters are in the bus's ledger already.
+            let gone = st.dropped_by_limits + st.backstop_lost;
+            owed || bus.stats().in_flight() > gone
+        };
+        while busy() && Instant::now() < drain_deadline {
+            tick(&bar, &bus, target, &next, started);
+            std::thread::park_timeout(Duration::from_millis(20));
         }
     }
+    let report = bus.shutdown(args.drain_timeout);
+    bar.finish_and_clear();
+    let broker = nats.as_ref().map(|n| {
+        let kept = n.delete_streams_if_settled().unwrap_or_else(|e| {
+            eprintln!("warning: could not check the demo's NATS streams: {e}");
+            Vec::new()
+        });
+        for (stream, owed) in &kept {
+            eprintln!(
+                "NATS stream {stream} kept: {owed} deliveries unsettled; a run with the same --data-dir resumes them"
+            );
+        }
+        let st = n.stats();
+        let link = bus::transport::Transport::broker_connection(n.as_ref());
+        summary::Broker {
+            url: n.config().url.clone(),
+            resumed,
+            outages: link.as_ref().map_or(0, |l| l.outages),
+            unreachable_seconds: link.as_ref().map_or(0.0, |l| l.total_down_seconds),
+            publish_resends: st.publish_resends,
+            redeliveries_settled_again: st.duplicates_suppressed,
+            dropped_by_limits: st.dropped_by_limits,
+            backstop_dead_letters: st.backstop_dead_letters,
+            backstop_lost: st.backstop_lost,
+            kept_streams: kept,
+        }
+    });
 
-    let orders = match target {
-        Target::Messages(n) => n,
-        Target::Duration(_) => next
-            .load(Ordering::Relaxed)
-            .saturating_sub(args.publishers as u64),
-    };
+    let orders = orders_sent.load(Ordering::Relaxed);
     let s = summary::Summary::collect(summary::Inputs {
         bus: &bus,
         report: &report,
@@ -280,7 +403,15 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         orders,
         orders_rejected: orders_rejected.load(Ordering::Relaxed),
         burst,
+        reports_queue: match args.transport {
+            TransportKind::Memory => Some(REPORTS_CAPACITY),
+            TransportKind::Nats => None,
+        },
+        outage: outage_orders.range(),
         elapsed: started.elapsed(),
+        interrupted_by: interrupted,
+        drain_timeout: args.drain_timeout,
+        broker,
     })?;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -288,10 +419,52 @@ pub(crate) fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         s.write_human(&mut out, bus.health().as_ref())?;
     }
-    if !s.invariant_holds {
-        return Err("the invariant does not hold".into());
+    out.flush()?;
+    joined?;
+    match DemoError::check(&report, &refusals, s.invariant_holds) {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// The first order published while inventory's dependency was down, and the
+/// first published after it came back.
+#[derive(Debug)]
+struct OutageOrders {
+    from: AtomicU64,
+    to: AtomicU64,
+}
+
+impl Default for OutageOrders {
+    fn default() -> Self {
+        Self {
+            from: AtomicU64::new(u64::MAX),
+            to: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl OutageOrders {
+    /// Called for every order: plain loads, and a write only for the few
+    /// orders that move a bound (the publishers share these lines).
+    fn saw(&self, seq: u64, down: bool) {
+        let from = self.from.load(Ordering::Relaxed);
+        if down {
+            if seq < from {
+                self.from.fetch_min(seq, Ordering::Relaxed);
+            }
+        } else if seq > from && seq < self.to.load(Ordering::Relaxed) {
+            self.to.fetch_min(seq, Ordering::Relaxed);
+        }
+    }
+
+    fn range(&self) -> summary::Outage {
+        let some = |v: u64| (v != u64::MAX).then_some(v);
+        summary::Outage {
+            from_order: some(self.from.load(Ordering::Relaxed)),
+            to_order: some(self.to.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 /// Publishes [`BURST`] messages at once to the small `reports` queue;
@@ -309,43 +482,5 @@ fn publish_burst(bus: &bus::Bus) -> (u64, u64) {
     (BURST, rejected)
 }
 
-fn progress_bar(args: &DemoArgs, target: Target) -> ProgressBar {
-    if args.json || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let len = match target {
-        Target::Messages(n) => n,
-        Target::Duration(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-    };
-    let bar = ProgressBar::new(len);
-    let style =
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:25} {percent:>3}% {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar
-}
-
-fn tick(bar: &ProgressBar, bus: &bus::Bus, target: Target, next: &AtomicU64, started: Instant) {
-    if bar.is_hidden() {
-        return;
-    }
-    match target {
-        Target::Messages(n) => bar.set_position(next.load(Ordering::Relaxed).min(n)),
-        Target::Duration(_) => {
-            bar.set_position(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-        }
-    }
-    let s = bus.stats();
-    let inventory = bus
-        .breakers()
-        .map(|b| b.get("inventory").effective_state().to_string())
-        .unwrap_or_default();
-    let health = bus
-        .health()
-        .map(|h| format!("{:?}", h.status).to_lowercase())
-        .unwrap_or_default();
-    bar.set_message(format!(
-        "acked {} retried {} dlq {} rejected {} parked {} | inventory breaker {inventory} | {health}",
-        s.acked, s.retried, s.dead_lettered, s.rejected_at_publish, s.parked
-    ));
-}
+#[cfg(test)]
+mod tests;

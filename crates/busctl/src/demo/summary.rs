@@ -14,7 +14,40 @@ pub(crate) struct Inputs<'a> {
     pub(crate) orders: u64,
     pub(crate) orders_rejected: u64,
     pub(crate) burst: (u64, u64),
+    /// The `reports` queue's capacity (`None` over NATS: no per-subscriber
+    /// bound there).
+    pub(crate) reports_queue: Option<usize>,
+    pub(crate) outage: Outage,
     pub(crate) elapsed: Duration,
+    pub(crate) interrupted_by: Option<bus::signal::Signal>,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) broker: Option<Broker>,
+}
+
+/// What a run over a broker adds: work resumed from an earlier run, the
+/// outages it went through, what it left.
+#[derive(Debug, Serialize)]
+pub(crate) struct Broker {
+    pub(crate) url: String,
+    /// Deliveries an earlier run on this data dir left unsettled; this run
+    /// settles them, so they add to `published` in the invariant.
+    pub(crate) resumed: u64,
+    pub(crate) outages: u64,
+    pub(crate) unreachable_seconds: f64,
+    /// Publishes whose confirmation was lost, sent again (stored once).
+    pub(crate) publish_resends: u64,
+    /// Redeliveries of settled messages, settled again without a handler.
+    pub(crate) redeliveries_settled_again: u64,
+    /// Deliveries a stream allowed to drop (`allow_message_loss`) deleted
+    /// before they were settled: lost, and the invariant cannot hold.
+    pub(crate) dropped_by_limits: u64,
+    /// Deliveries the broker's MaxDeliver backstop dead-lettered (through
+    /// the bus's store: they are in `dead_lettered` too).
+    pub(crate) backstop_dead_letters: u64,
+    /// Deliveries the backstop found already deleted: lost.
+    pub(crate) backstop_lost: u64,
+    /// Streams kept because deliveries are still owed, with their count.
+    pub(crate) kept_streams: Vec<(String, u64)>,
 }
 
 /// Counters are deliveries (one per subscriber group reached), as in
@@ -22,12 +55,27 @@ pub(crate) struct Inputs<'a> {
 #[derive(Debug, Serialize)]
 pub(crate) struct Summary {
     pub(crate) published: u64,
+    /// `published - rejected_at_publish`: the deliveries the bus took (what
+    /// the health report counts as published).
+    pub(crate) accepted: u64,
     pub(crate) acked: u64,
     pub(crate) dead_lettered: u64,
     pub(crate) rejected_at_publish: u64,
     pub(crate) discarded_by_policy: u64,
     pub(crate) returned_at_shutdown: u64,
+    /// Deliveries not at an end (non-zero only when a handler outlived the
+    /// drain deadline).
+    pub(crate) in_flight: u64,
+    /// Deliveries this run did not settle that a durable transport still
+    /// holds for the next run on this data dir (over NATS: the streams it
+    /// kept owe at least this many); 0 in memory. The sixth term of the
+    /// invariant, as in `BusStats::pending`.
+    pub(crate) pending: u64,
     pub(crate) invariant_holds: bool,
+    /// The signal that ended the run early (`"SIGTERM"`, `"SIGINT"`).
+    interrupted_by: Option<&'static str>,
+    drain_timeout_seconds: f64,
+    stuck_workers: usize,
     failed: u64,
     panics: u64,
     retried: u64,
@@ -39,19 +87,32 @@ pub(crate) struct Summary {
     orders: u64,
     orders_rejected: u64,
     burst: Burst,
+    outage: Outage,
     elapsed_seconds: f64,
     messages_per_second: f64,
     health: Health,
     dlq: Dlq,
     breakers: BTreeMap<String, Breaker>,
     data_dir: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker: Option<Broker>,
 }
 
 #[derive(Debug, Serialize)]
 struct Burst {
     published: u64,
     rejected: u64,
-    overflow_policy: &'static str,
+    /// `None` over NATS: the stream holds the burst, no queue bound applies.
+    queue_capacity: Option<usize>,
+    overflow_policy: Option<&'static str>,
+}
+
+/// The orders published while inventory's dependency was down: from the
+/// first (`from_order`) up to the first after it came back (`to_order`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Outage {
+    pub(crate) from_order: Option<u64>,
+    pub(crate) to_order: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,7 +139,31 @@ struct Breaker {
 
 impl Summary {
     pub(crate) fn collect(i: Inputs<'_>) -> Result<Self, Box<dyn std::error::Error>> {
-        let st = i.report.stats;
+        // Over a broker, the ledger read now: the MaxDeliver backstop
+        // dead-letters through the bus's store until the transport's close
+        // stops it, possibly after the shutdown report was taken, and what
+        // it wrote is no longer owed by the streams.
+        let st = if i.broker.is_some() {
+            i.bus.stats()
+        } else {
+            i.report.stats
+        };
+        // Over a broker, what this run did not settle must still be in the
+        // streams it kept: every such delivery is pending, owed to the next
+        // run on this data dir. The streams may owe more than that (a settle
+        // the server lost in a restart is redelivered later), never less.
+        // The bus counts its own pending; what an earlier run left
+        // (resumed) and this one settled is the demo's to add.
+        let (pending, holds) = match &i.broker {
+            None => (st.pending, st.invariant_holds()),
+            Some(b) => {
+                let owed: u64 = b.kept_streams.iter().map(|(_, owed)| owed).sum();
+                let due = st.published + b.resumed;
+                let ended = st.settled();
+                let pending = due.saturating_sub(ended);
+                (pending, ended <= due && pending <= owed)
+            }
+        };
         let health = i.bus.health().map_or(
             Health {
                 status: "unknown".into(),
@@ -128,12 +213,18 @@ impl Summary {
         let secs = i.elapsed.as_secs_f64();
         Ok(Self {
             published: st.published,
+            accepted: st.accepted,
             acked: st.acked,
             dead_lettered: st.dead_lettered,
             rejected_at_publish: st.rejected_at_publish,
             discarded_by_policy: st.discarded_by_policy,
             returned_at_shutdown: st.returned_at_shutdown,
-            invariant_holds: st.invariant_holds(),
+            in_flight: st.in_flight(),
+            pending,
+            invariant_holds: holds,
+            interrupted_by: i.interrupted_by.map(|s| s.name()),
+            drain_timeout_seconds: i.drain_timeout.as_secs_f64(),
+            stuck_workers: i.report.stuck_workers,
             failed: st.failed,
             panics: st.panics,
             retried: st.retried,
@@ -147,8 +238,10 @@ impl Summary {
             burst: Burst {
                 published: i.burst.0,
                 rejected: i.burst.1,
-                overflow_policy: "reject",
+                queue_capacity: i.reports_queue,
+                overflow_policy: i.reports_queue.map(|_| "reject"),
             },
+            outage: i.outage,
             elapsed_seconds: secs,
             messages_per_second: if secs > 0.0 {
                 st.published as f64 / secs
@@ -159,6 +252,7 @@ impl Summary {
             dlq,
             breakers,
             data_dir: i.bus.data_dir().display().to_string(),
+            broker: i.broker,
         })
     }
 
@@ -177,8 +271,24 @@ impl Summary {
             "busctl demo: {} orders (seed {}) in {:.2}s, {:.0} deliveries/s",
             self.orders, self.seed, self.elapsed_seconds, self.messages_per_second
         )?;
+        if let Some(signal) = self.interrupted_by {
+            writeln!(
+                out,
+                "interrupted by {signal}: publishers stopped, drained for up to {:.0}s, {} left undelivered were dead-lettered (reason shutdown)",
+                self.drain_timeout_seconds, self.dead_lettered_at_shutdown
+            )?;
+        }
         writeln!(out)?;
+        writeln!(
+            out,
+            "  deliveries (one per subscriber group a publish reached):"
+        )?;
         writeln!(out, "  published            {:>10}", self.published)?;
+        writeln!(
+            out,
+            "  accepted             {:>10}   published - rejected_at_publish",
+            self.accepted
+        )?;
         writeln!(out, "  acked                {:>10}", self.acked)?;
         writeln!(out, "  dead_lettered        {:>10}", self.dead_lettered)?;
         writeln!(
@@ -191,16 +301,38 @@ impl Summary {
             "  discarded_by_policy  {:>10}",
             self.discarded_by_policy
         )?;
-        if self.returned_at_shutdown > 0 {
-            writeln!(
-                out,
-                "  returned_at_shutdown {:>10}",
-                self.returned_at_shutdown
-            )?;
+        if let Some(b) = self.broker.as_ref().filter(|b| b.resumed > 0) {
+            writeln!(out, "  resumed              {:>10}", b.resumed)?;
         }
         writeln!(
             out,
-            "  invariant            {:>10}",
+            "  returned_at_shutdown {:>10}",
+            self.returned_at_shutdown
+        )?;
+        if self.in_flight > 0 {
+            writeln!(out, "  in_flight            {:>10}", self.in_flight)?;
+        }
+        // Every term, so the reader can add it up: the same six as the
+        // bus's ledger, plus what an earlier run left over a broker.
+        let resumed = match &self.broker {
+            Some(b) if b.resumed > 0 => format!(" + resumed {}", b.resumed),
+            _ => String::new(),
+        };
+        let in_flight = if self.in_flight > 0 && self.broker.is_none() {
+            format!(" + in_flight {}", self.in_flight)
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "  invariant: published {}{resumed} = acked {} + dead_lettered {} + rejected_at_publish {} + discarded_by_policy {} + returned_at_shutdown {} + pending {}{in_flight}: {}",
+            self.published,
+            self.acked,
+            self.dead_lettered,
+            self.rejected_at_publish,
+            self.discarded_by_policy,
+            self.returned_at_shutdown,
+            self.pending,
             if self.invariant_holds {
                 "holds"
             } else {
@@ -212,21 +344,55 @@ impl Summary {
             "  (failed {}, of which panics {}; retried {}; parked by open breakers {})",
             self.failed, self.panics, self.retried, self.parked
         )?;
-        writeln!(
-            out,
-            "  burst: {} to a 32-slot queue, {} rejected at publish (overflow policy: reject)",
-            self.burst.published, self.burst.rejected
-        )?;
-        writeln!(out)?;
-        writeln!(out, "circuit breakers:")?;
-        for (name, b) in &self.breakers {
+        match (self.burst.queue_capacity, self.burst.overflow_policy) {
+            (Some(capacity), Some(policy)) => writeln!(
+                out,
+                "  burst: {} to a {capacity}-slot queue, {} rejected at publish (overflow policy: {policy})",
+                self.burst.published, self.burst.rejected
+            )?,
+            _ => writeln!(
+                out,
+                "  burst: {} to reports over NATS, {} rejected at publish (the stream holds them: no per-subscriber queue bound or overflow policy applies)",
+                self.burst.published, self.burst.rejected
+            )?,
+        }
+        match (self.outage.from_order, self.outage.to_order) {
+            (Some(from), Some(to)) => writeln!(
+                out,
+                "  inventory's dependency was down from order {from} to order {to} ({:.0} % to {:.0} % of the run)",
+                super::OUTAGE.start * 100.0,
+                super::OUTAGE.end * 100.0
+            )?,
+            (Some(from), None) => writeln!(
+                out,
+                "  inventory's dependency was down from order {from} to the end of the run"
+            )?,
+            _ => {}
+        }
+        if let Some(b) = &self.broker {
             writeln!(
                 out,
-                "  {name:<12} {:<10} trips {:<4} refused {}",
-                b.state, b.trips, b.rejected_calls
+                "  broker {}: unreachable {} times, {:.1}s in all; {} publishes resent after a lost confirmation; {} redeliveries settled again",
+                b.url,
+                b.outages,
+                b.unreachable_seconds,
+                b.publish_resends,
+                b.redeliveries_settled_again
             )?;
         }
         writeln!(out)?;
+        // A bus without breakers (error handling off) has nothing to list.
+        if !self.breakers.is_empty() {
+            writeln!(out, "circuit breakers:")?;
+            for (name, b) in &self.breakers {
+                writeln!(
+                    out,
+                    "  {name:<12} {:<10} trips {:<4} refused {}",
+                    b.state, b.trips, b.rejected_calls
+                )?;
+            }
+            writeln!(out)?;
+        }
         writeln!(
             out,
             "dead-letter queue ({}): {} letters",
