@@ -63,6 +63,12 @@ pub struct NatsStats {
     /// logged. Exact for a stream carrying one topic whose groups run in
     /// this process alone; may count too many otherwise, never too few.
     pub dropped_by_limits: u64,
+    /// Deliveries of messages stored before this process first used their
+    /// stream: work an earlier process on the same streams left unsettled,
+    /// counted once per group and message. A bus on this transport counts
+    /// how they end in its ledger but never published them, so its
+    /// `published` plus this is what its ledger must account for.
+    pub resumed: u64,
     /// Time the connection spent down, the current outage included.
     #[serde(with = "humantime_serde")]
     pub time_disconnected: Duration,
@@ -114,6 +120,7 @@ pub(crate) struct Counters {
     pub(crate) publishes_in_doubt: AtomicU64,
     pub(crate) outages: Mutex<Outages>,
     pub(crate) dropped_by_limits: AtomicU64,
+    pub(crate) resumed: AtomicU64,
 }
 
 impl Counters {
@@ -135,6 +142,7 @@ impl Counters {
             publish_resends: l(&self.publish_resends),
             publishes_in_doubt: l(&self.publishes_in_doubt),
             dropped_by_limits: l(&self.dropped_by_limits),
+            resumed: l(&self.resumed),
             time_disconnected: Outages::read(&self.outages).2,
         }
     }

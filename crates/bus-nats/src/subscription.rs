@@ -163,6 +163,11 @@ pub(crate) struct GroupShared {
     /// was prefetched before the stream deleted it) is taken back.
     dropped: Mutex<SeqSet>,
     last: Mutex<(usize, usize)>,
+    /// Sequences below this were stored before this process used the
+    /// stream: an earlier process's work, resumed here.
+    fresh_from: u64,
+    /// Earlier processes' messages delivered here, each counted once.
+    resumed: Mutex<SeqSet>,
     /// Bounds the members' settles awaiting the server's confirmation.
     pub(crate) window: Arc<Window>,
 }
@@ -191,8 +196,17 @@ impl GroupShared {
             settled: Mutex::new((SeqSet::default(), SeqSet::default())),
             held: Mutex::new(HashSet::new()),
             last: Mutex::new((0, 0)),
+            fresh_from: 0,
+            resumed: Mutex::new(SeqSet::default()),
             window: Window::new(window),
         }
+    }
+
+    /// Counts deliveries below `seq` as resumed: the stream's next
+    /// sequence when this process first used it.
+    pub(crate) fn resuming_below(mut self, seq: u64) -> Self {
+        self.fresh_from = seq;
+        self
     }
 
     pub(crate) fn remember(&self, pending: usize, ack_pending: usize) {
@@ -387,6 +401,9 @@ impl NatsSubscription {
                     .counters
                     .dropped_by_limits
                     .fetch_sub(1, Ordering::Relaxed);
+            }
+            if seq < self.group.fresh_from && lock(&self.group.resumed).insert_new(seq) {
+                Counters::inc(&self.inner.counters.resumed);
             }
         }
         let token = self.settler.next_token.fetch_add(1, Ordering::Relaxed);

@@ -43,7 +43,9 @@ pub(crate) struct Inner {
     /// Settles sent and not yet confirmed, for `close` to wait on.
     pub(crate) settles: Arc<Outstanding>,
     pub(crate) dlq: Arc<Mutex<Option<Arc<dyn DeadLetterStore>>>>,
-    streams: Mutex<HashSet<String>>,
+    /// The streams this process uses, each with the first sequence it may
+    /// have stored there: a delivery below it is an earlier process's work.
+    streams: Mutex<HashMap<String, u64>>,
     backstops: Mutex<HashSet<String>>,
     /// Replay consumers known to exist on the server.
     replays: Mutex<HashSet<String>>,
@@ -159,7 +161,7 @@ impl Inner {
     /// Creates the topic's stream and its advisory stream, once per process.
     pub(crate) async fn ensure_stream(&self, topic: &Topic) -> Result<String, TransportError> {
         let name = self.config.stream_for(topic);
-        if lock(&self.streams).contains(&name) {
+        if lock(&self.streams).contains_key(&name) {
             return Ok(name);
         }
         let first = topic.as_str().split('.').next().unwrap_or_default();
@@ -170,6 +172,9 @@ impl Inner {
         );
         let stream = self.js.get_or_create_stream(cfg).await.map_err(other)?;
         self.check_stream(stream.cached_info())?;
+        // Read before this process could publish here: a caller racing on
+        // the same stream may read a later value, and the smaller one wins.
+        let fresh_from = stream.cached_info().state.last_sequence.saturating_add(1);
         let adv = NatsConfig::advisory_stream_for(&name);
         let mut adv_cfg = self.stream_config(
             adv,
@@ -181,7 +186,10 @@ impl Inner {
         adv_cfg.max_bytes = -1;
         adv_cfg.max_messages = -1;
         self.js.get_or_create_stream(adv_cfg).await.map_err(other)?;
-        lock(&self.streams).insert(name.clone());
+        lock(&self.streams)
+            .entry(name.clone())
+            .and_modify(|f| *f = (*f).min(fresh_from))
+            .or_insert(fresh_from);
         Ok(name)
     }
 
@@ -535,7 +543,7 @@ impl NatsTransport {
                 link,
                 settles: Arc::new(Outstanding::default()),
                 dlq: Arc::new(Mutex::new(None)),
-                streams: Mutex::new(HashSet::new()),
+                streams: Mutex::new(HashMap::new()),
                 backstops: Mutex::new(HashSet::new()),
                 replays: Mutex::new(HashSet::new()),
                 groups: Mutex::new(HashMap::new()),
@@ -593,7 +601,7 @@ impl NatsTransport {
     /// Deletes every stream this transport created (topic streams and their
     /// advisory streams). For tests and demos.
     pub fn delete_streams(&self) -> Result<(), TransportError> {
-        let names: Vec<String> = lock(&self.inner.streams).drain().collect();
+        let names: Vec<String> = lock(&self.inner.streams).drain().map(|(n, _)| n).collect();
         // Their consumers go with them: a later publish to a group creates
         // its replay consumer again, and a later subscription starts a
         // group afresh (a new stream numbers its messages from 1 again, so
@@ -651,7 +659,7 @@ impl NatsTransport {
     /// counted both as pending and as unsettled (seen on server 2.9), which
     /// keeps a stream one run longer but never deletes one that owes.
     pub fn delete_streams_if_settled(&self) -> Result<Vec<(String, u64)>, TransportError> {
-        let names: Vec<String> = lock(&self.inner.streams).iter().cloned().collect();
+        let names: Vec<String> = lock(&self.inner.streams).keys().cloned().collect();
         let js = self.inner.js.clone();
         let wait = self.inner.config.request_timeout * 4;
         let kept = self
@@ -677,12 +685,12 @@ impl NatsTransport {
             })
             .ok_or(TransportError::Timeout(wait))??;
         let mut streams = lock(&self.inner.streams);
-        streams.retain(|n| kept.iter().any(|(k, _)| k == n));
+        streams.retain(|n, _| kept.iter().any(|(k, _)| k == n));
         // Deleted streams took their consumers along: the replay consumer
         // cache is refilled (idempotently) by the next publish to a group,
         // and groups on them start afresh (see `delete_streams`).
         lock(&self.inner.replays).clear();
-        lock(&self.inner.groups).retain(|_, g| streams.contains(&g.stream));
+        lock(&self.inner.groups).retain(|_, g| streams.contains_key(&g.stream));
         Ok(kept)
     }
 
@@ -1007,18 +1015,25 @@ impl Transport for NatsTransport {
             })
             .ok_or(TransportError::Timeout(wait))??;
         let (stream_name, consumer, replay) = created;
+        let fresh_from = lock(&self.inner.streams)
+            .get(&stream_name)
+            .copied()
+            .unwrap_or(0);
         let group = {
             let mut groups = lock(&self.inner.groups);
             Arc::clone(groups.entry(consumer_name.clone()).or_insert_with(|| {
-                Arc::new(GroupShared::new(
-                    topic.clone(),
-                    options.group.clone(),
-                    stream_name.clone(),
-                    consumer_name,
-                    consumer,
-                    replay,
-                    cfg.max_ack_pending,
-                ))
+                Arc::new(
+                    GroupShared::new(
+                        topic.clone(),
+                        options.group.clone(),
+                        stream_name.clone(),
+                        consumer_name,
+                        consumer,
+                        replay,
+                        cfg.max_ack_pending,
+                    )
+                    .resuming_below(fresh_from),
+                )
             }))
         };
         lock(&self.inner.routes).remove(topic);

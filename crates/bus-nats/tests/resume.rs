@@ -62,6 +62,11 @@ fn a_second_run_on_the_same_data_dir_handles_what_the_first_left() {
         first.consumer_status()
     );
     let stream = kept[0].0.clone();
+    assert_eq!(
+        first.stats().resumed,
+        0,
+        "the first run left, it resumed nothing"
+    );
     drop(first);
 
     // Another directory has streams of its own.
@@ -99,6 +104,15 @@ fn a_second_run_on_the_same_data_dir_handles_what_the_first_left() {
         .collect();
     got.sort_unstable();
     assert_eq!(got, (5..20).collect::<Vec<_>>());
+    // What this run publishes itself is its own, not resumed: the ledger's
+    // published plus the transport's resumed is what was settled.
+    for i in 20..23 {
+        bus.publish("orders.created", format!("{i}")).unwrap();
+    }
+    assert!(wait_until(T, || bus.stats().acked == 18));
+    assert_eq!(second.stats().resumed, 15);
+    let st = bus.stats();
+    assert_eq!(st.published + second.stats().resumed, st.settled());
     assert!(wait_until(T, || second
         .consumer_status()
         .iter()

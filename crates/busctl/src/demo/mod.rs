@@ -199,15 +199,16 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
             Some(Arc::new(bus_nats::NatsTransport::connect(config)?))
         }
     };
-    // What a killed run on this data dir left, handled by this one.
-    let mut resumed = 0;
+    // What a killed run on this data dir left, as the server counts it; the
+    // transport counts what of it this run is handed (`resumed`).
+    let mut owed_at_start = 0;
     if let Some(n) = &nats {
         for (topic, group) in DEMO_GROUPS {
-            resumed += n.owed(&bus::Topic::new(topic)?, group)?;
+            owed_at_start += n.owed(&bus::Topic::new(topic)?, group)?;
         }
-        if resumed > 0 {
+        if owed_at_start > 0 {
             eprintln!(
-                "resuming {resumed} deliveries an earlier run on this data dir left unsettled"
+                "resuming about {owed_at_start} deliveries an earlier run on this data dir left unsettled"
             );
         }
     }
@@ -383,7 +384,8 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
         let link = bus::transport::Transport::broker_connection(n.as_ref());
         summary::Broker {
             url: n.config().url.clone(),
-            resumed,
+            owed_at_start,
+            resumed: st.resumed,
             outages: link.as_ref().map_or(0, |l| l.outages),
             unreachable_seconds: link.as_ref().map_or(0.0, |l| l.total_down_seconds),
             publish_resends: st.publish_resends,
@@ -421,7 +423,10 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
     }
     out.flush()?;
     joined?;
-    match DemoError::check(&report, &refusals, s.invariant_holds) {
+    let failed = s
+        .broker_ledger_error()
+        .or_else(|| DemoError::check(&report, &refusals, s.invariant_holds));
+    match failed {
         Some(e) => Err(e.into()),
         None => Ok(()),
     }

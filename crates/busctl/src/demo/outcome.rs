@@ -45,6 +45,24 @@ pub(crate) enum DemoError {
         /// Workers left inside a handler.
         stuck_workers: usize,
     },
+    /// Over a broker, this run's ledger and the streams it kept disagree:
+    /// it settled more than it was due, or left unsettled more than the
+    /// streams still owe.
+    #[error(
+        "the invariant does not hold over the broker: published {published} + resumed {resumed} = settled {settled} + pending {pending}, but the streams kept owe {owed} (pending must not exceed it)"
+    )]
+    BrokerLedger {
+        /// Deliveries this run published.
+        published: u64,
+        /// Deliveries an earlier run left that this run was handed.
+        resumed: u64,
+        /// Deliveries that reached an end.
+        settled: u64,
+        /// Deliveries due and not at an end.
+        pending: u64,
+        /// What the kept streams owe, as the server counts it.
+        owed: u64,
+    },
     /// The dead-letter queue refused messages at shutdown: they were handed
     /// back to this process, which has nowhere left to keep them.
     #[error(

@@ -29,8 +29,13 @@ pub(crate) struct Inputs<'a> {
 #[derive(Debug, Serialize)]
 pub(crate) struct Broker {
     pub(crate) url: String,
-    /// Deliveries an earlier run on this data dir left unsettled; this run
-    /// settles them, so they add to `published` in the invariant.
+    /// Deliveries an earlier run on this data dir left unsettled, as the
+    /// server counted them at the start (its count may err high).
+    pub(crate) owed_at_start: u64,
+    /// Of those, the ones this run was handed (each once): they add to
+    /// `published` in the invariant. The rest are still in the kept
+    /// streams (a delivery the killed run held comes back only when its
+    /// `ack_wait` has passed).
     pub(crate) resumed: u64,
     pub(crate) outages: u64,
     pub(crate) unreachable_seconds: f64,
@@ -138,6 +143,23 @@ struct Breaker {
 }
 
 impl Summary {
+    /// Over a broker, the error for counts that do not reconcile, naming
+    /// every term of the check.
+    pub(crate) fn broker_ledger_error(&self) -> Option<super::outcome::DemoError> {
+        let b = self.broker.as_ref().filter(|_| !self.invariant_holds)?;
+        Some(super::outcome::DemoError::BrokerLedger {
+            published: self.published,
+            resumed: b.resumed,
+            settled: self.acked
+                + self.dead_lettered
+                + self.rejected_at_publish
+                + self.discarded_by_policy
+                + self.returned_at_shutdown,
+            pending: self.pending,
+            owed: b.kept_streams.iter().map(|(_, owed)| owed).sum(),
+        })
+    }
+
     pub(crate) fn collect(i: Inputs<'_>) -> Result<Self, Box<dyn std::error::Error>> {
         // Over a broker, the ledger read now: the MaxDeliver backstop
         // dead-letters through the bus's store until the transport's close
@@ -152,8 +174,9 @@ impl Summary {
         // streams it kept: every such delivery is pending, owed to the next
         // run on this data dir. The streams may owe more than that (a settle
         // the server lost in a restart is redelivered later), never less.
-        // The bus counts its own pending; what an earlier run left
-        // (resumed) and this one settled is the demo's to add.
+        // The bus counts its own pending; what an earlier run left and this
+        // one was handed (resumed, counted by the transport) is the demo's
+        // to add.
         let (pending, holds) = match &i.broker {
             None => (st.pending, st.invariant_holds()),
             Some(b) => {
