@@ -369,9 +369,7 @@ mod tests {
     fn utf8_and_panics_and_timeouts_have_builtin_rules() {
         let utf8 = String::from_utf8(vec![0xff]).unwrap_err();
         assert_eq!(class_of(utf8.into()).category, ErrorCategory::Serialization);
-        let p = PanicError {
-            message: "x".into(),
-        };
+        let p = PanicError::new("x");
         assert_eq!(
             class_of(p.into()),
             Classification::new(ErrorCategory::MessageProcessing, Severity::High)

@@ -188,15 +188,40 @@ impl Classify for Classified {
 
 /// A handler panicked; the panic was caught and turned into this error.
 /// Classified MESSAGE_PROCESSING / HIGH.
+///
+/// The location and backtrace are known only when the panic hook of
+/// [`install_panic_hook`](crate::install_panic_hook) is installed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("handler panicked: {message}")]
+#[error("handler panicked{}: {message}", at(.location))]
+#[non_exhaustive]
 pub struct PanicError {
     /// The panic payload if it was a string, else a placeholder.
     pub message: String,
+    /// `file:line:column` of the panic.
+    pub location: Option<String>,
+    /// The backtrace captured at the panic (`RUST_BACKTRACE` decides).
+    pub backtrace: Option<String>,
+}
+
+fn at(location: &Option<String>) -> String {
+    location
+        .as_ref()
+        .map_or_else(String::new, |l| format!(" at {l}"))
 }
 
 impl PanicError {
-    /// Builds the error from a payload returned by `std::panic::catch_unwind`.
+    /// A panic error with only a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            location: None,
+            backtrace: None,
+        }
+    }
+
+    /// Builds the error from a payload returned by `std::panic::catch_unwind`,
+    /// on the thread that caught it: with the hook installed, the location
+    /// and backtrace of that thread's latest panic come along.
     pub fn from_payload(payload: &(dyn std::any::Any + Send)) -> Self {
         let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
             (*s).to_owned()
@@ -205,7 +230,12 @@ impl PanicError {
         } else {
             "<non-string panic payload>".to_owned()
         };
-        Self { message }
+        let site = crate::panic::take_site();
+        Self {
+            message,
+            location: site.as_ref().and_then(|s| s.location.clone()),
+            backtrace: site.and_then(|s| s.backtrace),
+        }
     }
 }
 

@@ -39,6 +39,7 @@
 mod category;
 mod classify;
 mod error;
+mod panic;
 mod report;
 mod sanitize;
 
@@ -47,5 +48,6 @@ pub use classify::{
     Classification, Classifier, Classify, DefaultClassifier, DefaultClassifierBuilder, ErrorContext,
 };
 pub use error::{Classified, HandlerError, PanicError, TimeoutError};
+pub use panic::install_panic_hook;
 pub use report::{ErrorReport, ErrorReportBuilder};
 pub use sanitize::Sanitizer;

@@ -114,6 +114,12 @@ impl ErrorReport {
         let mut r = Self::new(class, component, message);
         r.error_type = err.type_name().to_owned();
         r.source_chain = chain;
+        if let Some(p) = err.downcast_ref::<crate::PanicError>() {
+            if let Some(at) = &p.location {
+                r.context.insert("panic.location".to_owned(), at.clone());
+            }
+            r.backtrace.clone_from(&p.backtrace);
+        }
         r
     }
 

@@ -4,8 +4,9 @@ use crate::ErrorReport;
 ///
 /// Context values longer than `max_value_chars` are cut at a character
 /// boundary and marked `…[truncated N chars]`; values whose key contains a
-/// sensitive word (case-insensitive) become `[REDACTED]`. The error message and
-/// source chain are bounded too, since handlers often format payloads into them.
+/// sensitive word (case-insensitive) become `[REDACTED]`. The error message,
+/// source chain and backtrace are bounded too (`max_message_chars`), since
+/// handlers often format payloads into them.
 ///
 /// ```
 /// use bus_errors::{Classification, ErrorReport, Sanitizer};
@@ -21,7 +22,8 @@ use crate::ErrorReport;
 pub struct Sanitizer {
     /// Longest context value kept, in characters (default 1000).
     pub max_value_chars: usize,
-    /// Longest message and source-chain entry kept, in characters (default 4096).
+    /// Longest message, source-chain entry and backtrace kept, in characters
+    /// (default 4096).
     pub max_message_chars: usize,
     /// Key fragments whose values are redacted (lowercase).
     pub sensitive_keys: Vec<String>,
@@ -76,6 +78,9 @@ impl Sanitizer {
         truncate(&mut report.message, self.max_message_chars);
         for s in &mut report.source_chain {
             truncate(s, self.max_message_chars);
+        }
+        if let Some(bt) = &mut report.backtrace {
+            truncate(bt, self.max_message_chars);
         }
     }
 }

@@ -175,6 +175,9 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
         None => Target::Messages(args.messages),
     };
     workload::quiet_injected_panics();
+    // Reports of panics name where they happened (after the quiet hook,
+    // which this one wraps).
+    bus::errors::install_panic_hook();
 
     let mut cfg = match &args.config {
         Some(path) => Config::from_file(path)?,
