@@ -3,8 +3,14 @@
 
 use bus_errors::{ErrorReport, Severity};
 
-/// The target of every event this crate emits.
+/// The target of the logger's own events (a log it cannot write, lines it
+/// had to shed).
 pub const TRACING_TARGET: &str = "bus_logger";
+
+/// The target of the event each report becomes: one per failed delivery,
+/// so a filter can keep them apart from the logger's own complaints
+/// (`bus_logger::report=off` silences only them).
+pub const REPORT_TARGET: &str = "bus_logger::report";
 
 /// The `tracing` level a report of this severity is emitted at:
 /// `CRITICAL` and `HIGH` → `ERROR` (critical ones carry `escalated = true`),
@@ -20,7 +26,7 @@ pub fn level_for(severity: Severity) -> tracing::Level {
 macro_rules! report_event {
     ($level:expr, $r:expr, $escalated:expr) => {
         tracing::event!(
-            target: TRACING_TARGET,
+            target: REPORT_TARGET,
             $level,
             report_id = %$r.id,
             message_id = $r.message_id.map(tracing::field::display),

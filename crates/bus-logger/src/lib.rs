@@ -49,7 +49,7 @@ mod stats;
 mod writer;
 
 pub use config::LoggerConfig;
-pub use emit::{TRACING_TARGET, emit, level_for};
+pub use emit::{REPORT_TARGET, TRACING_TARGET, emit, level_for};
 pub use error::{FlushError, LoggerError, ReadError};
 pub use logger::ErrorLogger;
 pub use reader::{Reports, log_files, read_reports};

@@ -6,7 +6,7 @@ mod support;
 
 use bus_core::ErrorSink;
 use bus_errors::{Classification, ErrorCategory, ErrorReport, Severity};
-use bus_logger::{ErrorLogger, LoggerConfig, TRACING_TARGET};
+use bus_logger::{ErrorLogger, LoggerConfig, REPORT_TARGET, TRACING_TARGET};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tracing::field::{Field, Visit};
@@ -15,6 +15,7 @@ use tracing::{Event, Level, Metadata, Subscriber};
 
 #[derive(Debug, Clone)]
 struct Seen {
+    target: String,
     level: Level,
     fields: BTreeMap<String, String>,
 }
@@ -43,12 +44,14 @@ impl Subscriber for Capture {
     fn record(&self, _: &Id, _: &Record<'_>) {}
     fn record_follows_from(&self, _: &Id, _: &Id) {}
     fn event(&self, event: &Event<'_>) {
-        if event.metadata().target() != TRACING_TARGET {
+        let target = event.metadata().target();
+        if !target.starts_with(TRACING_TARGET) {
             return;
         }
         let mut fields = BTreeMap::new();
         event.record(&mut Fields(&mut fields));
         self.0.lock().unwrap().push(Seen {
+            target: target.to_owned(),
             level: *event.metadata().level(),
             fields,
         });
@@ -90,6 +93,7 @@ fn every_report_becomes_an_event_at_its_severity_level() {
         .filter(|s| s.fields.contains_key("report_id"))
         .collect();
     assert_eq!(events.len(), 4);
+    assert!(events.iter().all(|e| e.target == REPORT_TARGET));
     let want = [Level::INFO, Level::WARN, Level::ERROR, Level::ERROR];
     for ((event, r), level) in events.iter().zip(&reports).zip(want) {
         assert_eq!(event.level, level, "{:?}", r.severity);
@@ -131,5 +135,8 @@ fn runtime_write_failures_are_reported_as_a_rate_limited_error_event() {
         .collect();
     assert_eq!(complaints.len(), 1, "{complaints:?}");
     assert_eq!(complaints[0].level, Level::ERROR);
+    // The logger's own trouble, not a report: `bus_logger::report=off`
+    // does not hide it.
+    assert_eq!(complaints[0].target, TRACING_TARGET);
     assert!(complaints[0].fields["dir"].ends_with("logs"));
 }

@@ -6,10 +6,14 @@
 //! busctl dlq list|show|groups|replay|purge|stats|verify|export|import ...
 //! busctl health [--data-dir D] [--json]
 //! ```
+//!
+//! Every command takes `-v` / `-q` and `--log-format text|json` for the
+//! bus's log lines on stderr (`RUST_LOG` overrides).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod demo;
+mod log;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -22,6 +26,8 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    #[command(flatten)]
+    log: log::LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +53,10 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = cli.log.init() {
+        eprintln!("busctl: {e}");
+        return ExitCode::FAILURE;
+    }
     let result: Result<(), Box<dyn std::error::Error>> = match cli.cmd {
         Cmd::Demo(args) => demo::run(args),
         Cmd::Dlq { cmd } => {

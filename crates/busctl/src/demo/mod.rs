@@ -257,6 +257,7 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
     reports.start(workload::reports)?;
 
     let bar = progress_bar(&args, target);
+    crate::log::hold_bar(&bar);
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let orders_rejected = Arc::new(AtomicU64::new(0));
@@ -298,6 +299,7 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
     let publishers = match publishers {
         Ok(p) => p,
         Err(e) => {
+            crate::log::release_bar();
             bar.finish_and_clear();
             // The publishers that had started may have taken inventory's
             // dependency down; left down, its parked messages would hold
@@ -372,6 +374,7 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
         }
     }
     let report = bus.shutdown(args.drain_timeout);
+    crate::log::release_bar();
     bar.finish_and_clear();
     let broker = nats.as_ref().map(|n| {
         let kept = n.delete_streams_if_settled().unwrap_or_else(|e| {
