@@ -34,6 +34,7 @@ pub mod observe;
 pub mod recovery;
 pub mod time;
 mod topic;
+pub mod trace;
 pub mod transport;
 
 pub use bus::{

@@ -813,3 +813,46 @@ fn observers_read_publishes_from_the_ledger_they_are_attached_to() {
     assert_eq!((read.published, read.rejected_at_publish), (3 * 2 + 2, 2));
     assert_eq!((read.accepted, ledgers[0].accepted()), (3 * 2, 3 * 2));
 }
+
+#[test]
+fn a_message_published_by_a_handler_continues_its_conversation() {
+    let bus = Arc::new(Bus::builder().build());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let inner = Arc::clone(&bus);
+    bus.subscriber("shipping")
+        .topic("orders.placed")
+        .start(move |_: &Message<'_>| -> Result<(), HandlerError> {
+            inner.publish("orders.shipped", &b"box"[..]).unwrap();
+            Ok(())
+        })
+        .unwrap();
+    let s2 = Arc::clone(&seen);
+    bus.subscriber("mail")
+        .topic("orders.shipped")
+        .start(move |m: &Message<'_>| -> Result<(), HandlerError> {
+            s2.lock().unwrap().push(m.envelope().clone());
+            Ok(())
+        })
+        .unwrap();
+    let first = bus.publish("orders.placed", &b"one"[..]).unwrap();
+    let tagged = Envelope::new(Topic::new("orders.placed").unwrap(), &b"two"[..])
+        .with_correlation_id("checkout-9");
+    let second = bus.publish_envelope(tagged).unwrap();
+    // Outside a handler nothing is added: the message is its own conversation.
+    bus.publish("orders.shipped", &b"direct"[..]).unwrap();
+    assert!(wait_until(LONG, || seen.lock().unwrap().len() == 3));
+    let seen = seen.lock().unwrap().clone();
+    let by_cause = |id: bus_core::MessageId| {
+        seen.iter()
+            .find(|e| e.headers.get(bus_core::trace::CAUSATION_ID) == Some(&id.to_string()))
+            .unwrap_or_else(|| panic!("no message caused by {id}: {seen:?}"))
+    };
+    assert_eq!(by_cause(first).correlation_id, Some(first.to_string()));
+    assert_eq!(
+        by_cause(second).correlation_id.as_deref(),
+        Some("checkout-9")
+    );
+    let direct = seen.iter().find(|e| &e.payload[..] == b"direct").unwrap();
+    assert_eq!(direct.correlation_id, None);
+    assert!(direct.headers.is_empty());
+}

@@ -2,6 +2,7 @@
 
 use crate::query::{DlqQuery, Filter, ReplayReport};
 use crate::record::LetterState;
+use bus_core::trace::{REPLAYED_TRACEPARENT, TRACEPARENT, TRACESTATE};
 use bus_core::{DeadLetter, DlqError, Envelope, PublishError, Topic};
 use std::time::SystemTime;
 
@@ -14,8 +15,10 @@ pub const ORIGINAL_ID_HEADER: &str = "bus-original-id";
 
 /// The envelope to re-publish for `letter`: the same message (payload,
 /// headers, history kept) with `attempt` reset to 1, the headers
-/// [`REPLAYED_FROM_HEADER`] and [`ORIGINAL_ID_HEADER`] set, the topic changed
-/// to `target` if given, and a fresh id: a replay is a new delivery, and a
+/// [`REPLAYED_FROM_HEADER`] and [`ORIGINAL_ID_HEADER`] set, its
+/// `traceparent` kept as `bus-replayed-traceparent` (a replay starts a new
+/// trace linked to the original), the topic changed to `target` if given,
+/// and a fresh id: a replay is a new delivery, and a
 /// broker that de-duplicates by message id (JetStream's `Nats-Msg-Id`, within
 /// its window) would otherwise drop it while the letter is marked replayed.
 pub fn replay_envelope(letter: &DeadLetter, target: Option<&Topic>) -> Envelope {
@@ -27,6 +30,11 @@ pub fn replay_envelope(letter: &DeadLetter, target: Option<&Topic>) -> Envelope 
         .with_header(REPLAYED_FROM_HEADER, letter.id.to_string())
         .with_header(ORIGINAL_ID_HEADER, original.to_string());
     env.attempt = 1;
+    // A replay is a new trace, linked to the one the message failed in.
+    if let Some(tp) = env.headers.remove(TRACEPARENT) {
+        env.headers.insert(REPLAYED_TRACEPARENT.to_owned(), tp);
+    }
+    env.headers.remove(TRACESTATE);
     if let Some(t) = target {
         env = env.with_topic(t.clone());
     }
@@ -71,4 +79,30 @@ pub(crate) fn replay<Q: DlqQuery + ?Sized>(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_keeps_the_original_trace_only_as_a_link() {
+        let mut letter = crate::testutil::letter("orders", "boom", 1);
+        let tp = "00-0000000000000000000000000000000a-000000000000000b-01";
+        letter
+            .envelope
+            .headers
+            .insert(TRACEPARENT.into(), tp.into());
+        letter
+            .envelope
+            .headers
+            .insert(TRACESTATE.into(), "k=v".into());
+        let env = replay_envelope(&letter, None);
+        assert_eq!(env.headers.get(TRACEPARENT), None);
+        assert_eq!(env.headers.get(TRACESTATE), None);
+        assert_eq!(env.headers[REPLAYED_TRACEPARENT], tp);
+        // A letter that carried no trace carries no link.
+        let plain = replay_envelope(&crate::testutil::letter("orders", "boom", 2), None);
+        assert!(!plain.headers.contains_key(REPLAYED_TRACEPARENT));
+    }
 }

@@ -793,6 +793,8 @@ fn admit(s: &Shared, envelope: Envelope) -> Result<Envelope, PublishError> {
         };
         return Err(settle::rejected(s, topic.as_str(), err));
     }
+    let mut envelope = envelope;
+    crate::trace::continue_conversation(&mut envelope);
     Ok(envelope)
 }
 

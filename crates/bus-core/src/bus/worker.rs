@@ -113,6 +113,7 @@ impl Worker {
         let started = s.plugs.clock.stamp();
         let result = {
             let msg = Message::new(delivery.envelope(), &self.component, deadline);
+            let _conversation = crate::trace::handling(delivery.envelope());
             catch_unwind(AssertUnwindSafe(|| self.handler.handle(&msg)))
         };
         // The one clock read after the handler: it times the handler and

@@ -1,0 +1,165 @@
+//! Traces across the bus: the spans the bus opens, the trace context a
+//! message carries in its headers, and the conversation it belongs to.
+//!
+//! The bus opens a producer span per publish (`publish {topic}`) and a
+//! consumer span per delivery attempt (`process {topic}`) with `tracing`,
+//! named and attributed after OpenTelemetry's messaging conventions. With no
+//! `tracing` subscriber, or one that filters target `bus` out, they cost an
+//! atomic load each. A [`TracePropagator`] carries the producer's context to
+//! the consumer in the headers ([`TRACEPARENT`], [`TRACESTATE`]): `bus-otel`
+//! provides the W3C one; the default, [`NoPropagation`], writes nothing.
+//!
+//! A message published while a handler runs continues that handler's
+//! conversation: it takes the handled message's correlation id (its id,
+//! when it has none) and records the handled message's id in
+//! [`CAUSATION_ID`]. A message published outside any handler is its own
+//! conversation: its id serves, nothing is generated.
+
+use crate::{Envelope, MessageId};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+/// The W3C trace context header: version, trace id, parent span id, flags.
+pub const TRACEPARENT: &str = "traceparent";
+/// The W3C vendor trace state header.
+pub const TRACESTATE: &str = "tracestate";
+/// The header a replayed message keeps its original `traceparent` under: a
+/// replay starts a new trace that links to the one the message failed in.
+pub const REPLAYED_TRACEPARENT: &str = "bus-replayed-traceparent";
+/// The header naming the message whose handler published this one.
+pub const CAUSATION_ID: &str = "bus-causation-id";
+
+/// Carries a span's trace context in a message's headers and back.
+///
+/// ```
+/// use bus_core::trace::{NoPropagation, TracePropagator};
+/// use std::collections::BTreeMap;
+///
+/// let mut headers = BTreeMap::new();
+/// NoPropagation.inject(&tracing::Span::none(), &mut headers);
+/// assert!(headers.is_empty());
+/// ```
+pub trait TracePropagator: Send + Sync {
+    /// At publish, inside the producer span `span`: writes the span's
+    /// context into `headers`. Writes (and allocates) nothing when there is
+    /// no valid context. A [`REPLAYED_TRACEPARENT`] header, if present,
+    /// becomes a link of `span`.
+    fn inject(&self, span: &tracing::Span, headers: &mut BTreeMap<String, String>);
+
+    /// At delivery, before the handler runs: makes the consumer span `span`
+    /// a child of the context in `headers` (and links it to a
+    /// [`REPLAYED_TRACEPARENT`]).
+    fn extract(&self, headers: &BTreeMap<String, String>, span: &tracing::Span);
+}
+
+/// Propagates nothing: spans still open, each trace ends at the transport.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoPropagation;
+
+impl TracePropagator for NoPropagation {
+    fn inject(&self, _: &tracing::Span, _: &mut BTreeMap<String, String>) {}
+    fn extract(&self, _: &BTreeMap<String, String>, _: &tracing::Span) {}
+}
+
+/// The message a handler on this thread is handling right now.
+#[derive(Debug, Clone)]
+struct Handling {
+    id: MessageId,
+    correlation: Option<String>,
+}
+
+thread_local! {
+    static HANDLING: RefCell<Option<Handling>> = const { RefCell::new(None) };
+}
+
+/// Marks the message a handler is about to run on, for publishes the
+/// handler makes on this thread, until the guard drops.
+pub(crate) fn handling(env: &Envelope) -> HandlingGuard {
+    let now = Handling {
+        id: env.id,
+        correlation: env.correlation_id.clone(),
+    };
+    let before = HANDLING.with(|h| h.replace(Some(now)));
+    HandlingGuard { before }
+}
+
+/// Restores what was marked before (handlers may publish synchronously
+/// into a bus whose delivery runs another handler on this thread).
+#[must_use]
+pub(crate) struct HandlingGuard {
+    before: Option<Handling>,
+}
+
+impl Drop for HandlingGuard {
+    fn drop(&mut self) {
+        let before = self.before.take();
+        HANDLING.with(|h| *h.borrow_mut() = before);
+    }
+}
+
+/// Continues the conversation of the message being handled on this thread,
+/// if any: a correlation id the publisher did not set is inherited, and
+/// the handled message's id recorded as the cause.
+pub(crate) fn continue_conversation(env: &mut Envelope) {
+    let Some(cause) = HANDLING.with(|h| h.borrow().clone()) else {
+        return;
+    };
+    if env.correlation_id.is_none() {
+        env.correlation_id = Some(cause.correlation.unwrap_or_else(|| cause.id.to_string()));
+    }
+    env.headers
+        .entry(CAUSATION_ID.to_owned())
+        .or_insert_with(|| cause.id.to_string());
+}
+
+/// The conversation `env` belongs to: its correlation id, or its own id.
+pub fn conversation_id(env: &Envelope) -> String {
+    env.correlation_id
+        .clone()
+        .unwrap_or_else(|| env.id.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Topic;
+
+    fn env() -> Envelope {
+        Envelope::new(Topic::new("t").unwrap(), &b"x"[..])
+    }
+
+    #[test]
+    fn outside_a_handler_a_message_is_its_own_conversation() {
+        let mut e = env();
+        continue_conversation(&mut e);
+        assert_eq!(e.correlation_id, None);
+        assert!(e.headers.is_empty());
+        assert_eq!(conversation_id(&e), e.id.to_string());
+    }
+
+    #[test]
+    fn inside_a_handler_the_conversation_and_cause_carry_over_and_unwind() {
+        let first = env();
+        let mut second = env().with_correlation_id("order-7");
+        let _outer = handling(&first);
+        let mut child = env();
+        continue_conversation(&mut child);
+        assert_eq!(child.correlation_id, Some(first.id.to_string()));
+        assert_eq!(child.headers[CAUSATION_ID], first.id.to_string());
+        {
+            let _inner = handling(&second);
+            let mut grandchild = env();
+            continue_conversation(&mut grandchild);
+            assert_eq!(grandchild.correlation_id.as_deref(), Some("order-7"));
+            assert_eq!(grandchild.headers[CAUSATION_ID], second.id.to_string());
+        }
+        // A publisher's own correlation id is kept.
+        continue_conversation(&mut second);
+        assert_eq!(second.correlation_id.as_deref(), Some("order-7"));
+        assert_eq!(second.headers[CAUSATION_ID], first.id.to_string());
+        drop(_outer);
+        let mut after = env();
+        continue_conversation(&mut after);
+        assert_eq!(after.correlation_id, None);
+    }
+}
