@@ -494,6 +494,12 @@ pub trait Transport: Send + Sync + 'static {
         false
     }
 
+    /// The `messaging.system` the bus's spans name for this transport
+    /// (`"bus"`, the in-process one, by default).
+    fn messaging_system(&self) -> &'static str {
+        "bus"
+    }
+
     /// Called once by the bus that runs on this transport, when it is
     /// built: `letters` dead-letters through the bus's store and counts each
     /// letter in the bus's ledger. A transport that ends deliveries on its
@@ -548,6 +554,9 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     }
     fn durable(&self) -> bool {
         (**self).durable()
+    }
+    fn messaging_system(&self) -> &'static str {
+        (**self).messaging_system()
     }
     fn attach(&self, letters: crate::BusLetters) {
         (**self).attach(letters)

@@ -1095,6 +1095,10 @@ impl Transport for NatsTransport {
 
     /// Messages live on in the streams: what a bus leaves unsettled is
     /// pending, owed to the next run.
+    fn messaging_system(&self) -> &'static str {
+        "nats"
+    }
+
     fn durable(&self) -> bool {
         true
     }

@@ -3,6 +3,7 @@
 use crate::config::{Config, ConfigError};
 use crate::facade::{Bus, Parts};
 use bus_core::time::{SharedClock, system_clock};
+use bus_core::trace::TracePropagator;
 use bus_core::{
     DeadLetterStore, ErrorSink, GuardProvider, NoGuard, NoRetry, Observer, Observers,
     RecoveryPolicy, Transport, memory::MemoryTransport,
@@ -76,6 +77,7 @@ pub struct BusBuilder {
     pub(crate) dead_letters: Option<Arc<dyn DeadLetterStore>>,
     pub(crate) error_sink: Option<Arc<dyn ErrorSink>>,
     pub(crate) observers: Vec<Arc<dyn Observer>>,
+    pub(crate) propagator: Option<Arc<dyn TracePropagator>>,
 }
 
 impl std::fmt::Debug for BusBuilder {
@@ -106,6 +108,7 @@ impl BusBuilder {
             dead_letters: None,
             error_sink: None,
             observers: Vec::new(),
+            propagator: None,
         }
     }
 
@@ -185,6 +188,14 @@ impl BusBuilder {
         self
     }
 
+    /// Carries trace context in message headers. Default: the W3C
+    /// propagator of `bus-otel` with feature `otel` (it writes nothing
+    /// unless an OpenTelemetry span is current), else none.
+    pub fn trace_propagator(mut self, propagator: Arc<dyn TracePropagator>) -> Self {
+        self.propagator = Some(propagator);
+        self
+    }
+
     /// Validates the configuration, opens the data directory's files and
     /// starts the bus.
     pub fn build(self) -> Result<Bus, BuildError> {
@@ -244,8 +255,21 @@ impl BusBuilder {
         if let Some(c) = &self.classifier {
             core = core.classifier(Arc::clone(c));
         }
+        if let Some(p) = self.propagator.clone().or_else(default_propagator) {
+            core = core.trace_propagator(p);
+        }
         Bus::start(core.build(), parts, &self.config)
     }
+}
+
+#[cfg(feature = "otel")]
+fn default_propagator() -> Option<Arc<dyn TracePropagator>> {
+    Some(Arc::new(bus_otel::W3cPropagator))
+}
+
+#[cfg(not(feature = "otel"))]
+fn default_propagator() -> Option<Arc<dyn TracePropagator>> {
+    None
 }
 
 /// Creates the data directory (and missing parents) readable by its owner

@@ -68,6 +68,10 @@
 //!   [`transport::memory::MemoryTransport`].
 //! - [`time`]: clocks; tests pass a [`time::ManualClock`] to
 //!   [`BusBuilder::clock`].
+//! - [`trace`]: the spans the bus opens (`publish {topic}`, `process
+//!   {topic}`), conversation and causation ids, and the
+//!   [`trace::TracePropagator`] seam; feature `otel` adds `bus::otel`, the
+//!   W3C propagator through OpenTelemetry, used by default.
 //!
 //! **Components** (one feature each, all on by default):
 //! - [`breaker`] (feature `breaker`): circuit breakers,
@@ -163,6 +167,16 @@ pub mod transport {
 /// tests pass to [`BusBuilder::clock`].
 #[doc(inline)]
 pub use bus_core::time;
+
+/// Traces: the spans the bus opens, the trace context and conversation a
+/// message carries ([`trace::TracePropagator`]).
+#[doc(inline)]
+pub use bus_core::trace;
+
+/// OpenTelemetry: the W3C propagator the builder uses by default.
+#[cfg(feature = "otel")]
+#[doc(inline)]
+pub use bus_otel as otel;
 
 /// Error vocabulary: categories, severities, reports, classification.
 #[doc(inline)]

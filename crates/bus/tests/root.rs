@@ -41,12 +41,14 @@ const ROOT_MODULES: &[&str] = &[
     "errors",
     "health",
     "logger",
+    "otel",
     "plug",
     "publish",
     "recovery",
     "signal",
     "subscribe",
     "time",
+    "trace",
     "transport",
 ];
 

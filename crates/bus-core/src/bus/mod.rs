@@ -15,6 +15,7 @@ use crate::memory::MemoryTransport;
 use crate::observe::{BusEvent, ErrorSink, NoObserver, NoSink, Observer};
 use crate::recovery::{RecoveryPolicy, SimpleRetry};
 use crate::time::{SharedClock, system_clock};
+use crate::trace::{NoPropagation, TracePropagator};
 use crate::{
     Envelope, Handler, MessageId, OverflowPolicy, PublishError, QueueDepth, SubscribeOptions,
     Topic, TopicError, Transport, TransportError, Wake,
@@ -86,6 +87,7 @@ pub(crate) struct Plugs {
     /// `observer.listening()`, asked once at build.
     pub(crate) observing: bool,
     pub(crate) clock: SharedClock,
+    pub(crate) propagator: Arc<dyn TracePropagator>,
 }
 
 /// How long shutdown waits, past its deadline, for woken idle workers to
@@ -166,6 +168,7 @@ pub struct BusBuilder {
     sink: Arc<dyn ErrorSink>,
     observers: Vec<Arc<dyn Observer>>,
     clock: SharedClock,
+    propagator: Arc<dyn TracePropagator>,
     config: BusConfig,
 }
 
@@ -188,6 +191,7 @@ impl Default for BusBuilder {
             sink: Arc::new(NoSink),
             observers: Vec::new(),
             clock: system_clock(),
+            propagator: Arc::new(NoPropagation),
             config: BusConfig::default(),
         }
     }
@@ -207,6 +211,12 @@ impl BusBuilder {
     /// The guards, one per subscriber (default: [`NoGuard`]).
     pub fn guards(mut self, guards: Arc<dyn GuardProvider>) -> Self {
         self.guards = guards;
+        self
+    }
+    /// Carries trace context in message headers (default:
+    /// [`NoPropagation`]; `bus-otel` has the W3C one).
+    pub fn trace_propagator(mut self, propagator: Arc<dyn TracePropagator>) -> Self {
+        self.propagator = propagator;
         self
     }
     /// The recovery policy (default: [`SimpleRetry`]).
@@ -306,6 +316,7 @@ impl BusBuilder {
                     observing: observer.listening(),
                     observer,
                     clock: self.clock,
+                    propagator: self.propagator,
                 },
                 config: self.config,
                 counters,
@@ -795,6 +806,8 @@ fn admit(s: &Shared, envelope: Envelope) -> Result<Envelope, PublishError> {
     }
     let mut envelope = envelope;
     crate::trace::continue_conversation(&mut envelope);
+    let span = crate::trace::producer_span(&envelope, s.transport.messaging_system());
+    s.plugs.propagator.inject(&span, &mut envelope.headers);
     Ok(envelope)
 }
 

@@ -111,6 +111,15 @@ impl Worker {
         let s = &*self.shared;
         let deadline = s.plugs.recovery.handler_deadline(&self.component);
         let started = s.plugs.clock.stamp();
+        let span = crate::trace::consumer_span(
+            delivery.envelope(),
+            &self.group,
+            s.transport.messaging_system(),
+        );
+        s.plugs
+            .propagator
+            .extract(&delivery.envelope().headers, &span);
+        let _in_span = span.enter();
         let result = {
             let msg = Message::new(delivery.envelope(), &self.component, deadline);
             let _conversation = crate::trace::handling(delivery.envelope());
@@ -160,6 +169,7 @@ impl Worker {
             .with_topic(env.topic.as_str())
             .with_attempt(env.attempt);
         let class = s.plugs.classifier.classify(error.as_error(), &ctx);
+        crate::trace::record_failure(&tracing::Span::current(), class.category.as_str());
         self.guard
             .record(permit, Outcome::Failure { elapsed, class });
 
