@@ -11,6 +11,8 @@ mod dlq_replay;
 mod minimal;
 #[path = "../crates/bus/examples/service.rs"]
 mod service;
+#[path = "../crates/bus/examples/traces.rs"]
+mod traces;
 
 #[test]
 fn minimal_delivers_to_both_subscribers() {
@@ -77,4 +79,24 @@ fn service_handles_two_topics_answers_health_and_drains() {
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(report["status"].is_string(), "{body}");
     assert!(dir.path().join("bus-data").join("health.json").exists());
+}
+
+#[test]
+fn traces_makes_one_trace_from_the_request_to_the_retried_handler() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = traces::run(dir.path()).unwrap();
+    let parent = |name: &str| -> Vec<&str> {
+        tree.iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, p)| p.as_str())
+            .collect()
+    };
+    assert_eq!(parent("publish orders.placed"), ["checkout"]);
+    assert_eq!(parent("process orders.placed"), ["publish orders.placed"]);
+    assert_eq!(parent("publish parcels.ready"), ["process orders.placed"]);
+    assert_eq!(
+        parent("process parcels.ready"),
+        ["publish parcels.ready", "publish parcels.ready"],
+        "two attempts, both children of the publish"
+    );
 }
