@@ -15,8 +15,8 @@
 //! [`CAUSATION_ID`]. A message published outside any handler is its own
 //! conversation: its id serves, nothing is generated.
 
-use crate::{Envelope, MessageId};
-use std::cell::RefCell;
+use crate::{Envelope, MessageId, Transport};
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 /// The W3C trace context header: version, trace id, parent span id, flags.
@@ -66,13 +66,14 @@ impl TracePropagator for NoPropagation {
 pub const SPAN_TARGET: &str = "bus";
 
 /// The producer span of a publish of `env`, a child of the current span.
-pub(crate) fn producer_span(env: &Envelope, system: &'static str) -> tracing::Span {
+#[inline]
+pub(crate) fn producer_span(env: &Envelope, transport: &dyn Transport) -> tracing::Span {
     tracing::info_span!(
         target: SPAN_TARGET,
         "publish",
         otel.name = %format_args!("publish {}", env.topic),
         otel.kind = "producer",
-        messaging.system = system,
+        messaging.system = transport.messaging_system(),
         messaging.destination.name = %env.topic,
         messaging.operation.name = "publish",
         messaging.operation.type = "send",
@@ -83,14 +84,19 @@ pub(crate) fn producer_span(env: &Envelope, system: &'static str) -> tracing::Sp
 
 /// The consumer span of one delivery attempt of `env` to `group`; its
 /// parent is set from the headers by the [`TracePropagator`].
-pub(crate) fn consumer_span(env: &Envelope, group: &str, system: &'static str) -> tracing::Span {
+#[inline]
+pub(crate) fn consumer_span(
+    env: &Envelope,
+    group: &str,
+    transport: &dyn Transport,
+) -> tracing::Span {
     tracing::info_span!(
         target: SPAN_TARGET,
         parent: None,
         "process",
         otel.name = %format_args!("process {}", env.topic),
         otel.kind = "consumer",
-        messaging.system = system,
+        messaging.system = transport.messaging_system(),
         messaging.destination.name = %env.topic,
         messaging.consumer.group.name = group,
         messaging.operation.name = "process",
@@ -123,55 +129,76 @@ impl std::fmt::Display for Conversation<'_> {
     }
 }
 
-/// The message a handler on this thread is handling right now.
-#[derive(Debug, Clone)]
-struct Handling {
-    id: MessageId,
-    correlation: Option<String>,
-}
-
 thread_local! {
-    static HANDLING: RefCell<Option<Handling>> = const { RefCell::new(None) };
+    /// The id of the message a handler on this thread is handling now.
+    static HANDLING: Cell<Option<MessageId>> = const { Cell::new(None) };
+    /// Its correlation id, when it has one (kept apart so that the common
+    /// case, no correlation id, moves no string).
+    static CORRELATION: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 /// Marks the message a handler is about to run on, for publishes the
 /// handler makes on this thread, until the guard drops.
+#[inline]
 pub(crate) fn handling(env: &Envelope) -> HandlingGuard {
-    let now = Handling {
-        id: env.id,
-        correlation: env.correlation_id.clone(),
-    };
-    let before = HANDLING.with(|h| h.replace(Some(now)));
-    HandlingGuard { before }
+    handling_ids(env.id, env.correlation_id.as_deref())
 }
 
-/// Restores what was marked before (handlers may publish synchronously
+/// [`handling`] from the ids alone (an async handler's poll has no
+/// envelope at hand).
+#[inline]
+pub(crate) fn handling_ids(id: MessageId, correlation: Option<&str>) -> HandlingGuard {
+    let id_before = HANDLING.with(|h| h.replace(Some(id)));
+    // A correlation string is there only while an enclosing handler with
+    // one runs on this thread: when there is neither, nothing moves.
+    let correlation_before = match (correlation, id_before) {
+        (None, None) => None,
+        (Some(c), _) => Some(CORRELATION.with(|k| k.replace(Some(c.to_owned())))),
+        (None, Some(_)) => Some(CORRELATION.with(|k| k.borrow_mut().take())),
+    };
+    HandlingGuard {
+        id_before,
+        correlation_before,
+    }
+}
+
+/// Restores what was marked before (a handler may publish synchronously
 /// into a bus whose delivery runs another handler on this thread).
 #[must_use]
 pub(crate) struct HandlingGuard {
-    before: Option<Handling>,
+    id_before: Option<MessageId>,
+    /// `None`: the correlation slot was not touched.
+    correlation_before: Option<Option<String>>,
 }
 
 impl Drop for HandlingGuard {
+    #[inline]
     fn drop(&mut self) {
-        let before = self.before.take();
-        HANDLING.with(|h| *h.borrow_mut() = before);
+        HANDLING.with(|h| h.set(self.id_before));
+        if let Some(before) = self.correlation_before.take() {
+            CORRELATION.with(|k| *k.borrow_mut() = before);
+        }
     }
 }
 
 /// Continues the conversation of the message being handled on this thread,
 /// if any: a correlation id the publisher did not set is inherited, and
 /// the handled message's id recorded as the cause.
+#[inline]
 pub(crate) fn continue_conversation(env: &mut Envelope) {
-    let Some(cause) = HANDLING.with(|h| h.borrow().clone()) else {
+    let Some(cause) = HANDLING.with(Cell::get) else {
         return;
     };
     if env.correlation_id.is_none() {
-        env.correlation_id = Some(cause.correlation.unwrap_or_else(|| cause.id.to_string()));
+        env.correlation_id = Some(
+            CORRELATION
+                .with(|k| k.borrow().clone())
+                .unwrap_or_else(|| cause.to_string()),
+        );
     }
     env.headers
         .entry(CAUSATION_ID.to_owned())
-        .or_insert_with(|| cause.id.to_string());
+        .or_insert_with(|| cause.to_string());
 }
 
 /// The conversation `env` belongs to: its correlation id, or its own id.

@@ -785,7 +785,7 @@ fn envelope_for(s: &Shared, topic: &str, payload: Bytes) -> Result<Envelope, Pub
 
 /// The checks every publish passes before the transport sees it: the bus
 /// is running and the payload within its limit. A refusal is counted.
-fn admit(s: &Shared, envelope: Envelope) -> Result<Envelope, PublishError> {
+fn admit(s: &Shared, mut envelope: Envelope) -> Result<Envelope, PublishError> {
     if s.state.load(Ordering::Acquire) != RUNNING {
         let topic = envelope.topic.clone();
         return Err(settle::rejected(
@@ -804,10 +804,11 @@ fn admit(s: &Shared, envelope: Envelope) -> Result<Envelope, PublishError> {
         };
         return Err(settle::rejected(s, topic.as_str(), err));
     }
-    let mut envelope = envelope;
     crate::trace::continue_conversation(&mut envelope);
-    let span = crate::trace::producer_span(&envelope, s.transport.messaging_system());
-    s.plugs.propagator.inject(&span, &mut envelope.headers);
+    let span = crate::trace::producer_span(&envelope, &*s.transport);
+    if !span.is_disabled() {
+        s.plugs.propagator.inject(&span, &mut envelope.headers);
+    }
     Ok(envelope)
 }
 

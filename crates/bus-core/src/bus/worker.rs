@@ -111,14 +111,12 @@ impl Worker {
         let s = &*self.shared;
         let deadline = s.plugs.recovery.handler_deadline(&self.component);
         let started = s.plugs.clock.stamp();
-        let span = crate::trace::consumer_span(
-            delivery.envelope(),
-            &self.group,
-            s.transport.messaging_system(),
-        );
-        s.plugs
-            .propagator
-            .extract(&delivery.envelope().headers, &span);
+        let span = crate::trace::consumer_span(delivery.envelope(), &self.group, &*s.transport);
+        if !span.is_disabled() {
+            s.plugs
+                .propagator
+                .extract(&delivery.envelope().headers, &span);
+        }
         let _in_span = span.enter();
         let result = {
             let msg = Message::new(delivery.envelope(), &self.component, deadline);
