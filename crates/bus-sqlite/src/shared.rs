@@ -19,6 +19,34 @@ pub(crate) struct Routes {
 }
 
 impl Routes {
+    /// Routes of groups as `groups` stores them, reusing the state of those
+    /// already known (their members wait on it) from `known`.
+    pub(crate) fn from_rows(rows: Vec<crate::writer::GroupRow>) -> Self {
+        Self::reload(rows, &Self::default())
+    }
+
+    pub(crate) fn reload(rows: Vec<crate::writer::GroupRow>, known: &Self) -> Self {
+        let mut fresh = Self::default();
+        for g in rows {
+            let state = match known.by_id.get(&g.id) {
+                Some(existing) => {
+                    existing.set_depth(g.depth);
+                    Arc::clone(existing)
+                }
+                None => Arc::new(GroupState::new(
+                    g.id, g.topic, &g.name, g.capacity, g.overflow, g.depth,
+                )),
+            };
+            fresh
+                .by_topic
+                .entry(state.topic.clone())
+                .or_default()
+                .push(Arc::clone(&state));
+            fresh.by_id.insert(state.id, state);
+        }
+        fresh
+    }
+
     pub(crate) fn find(&self, topic: &Topic, name: &str) -> Option<&Arc<GroupState>> {
         self.by_topic
             .get(topic)
@@ -131,6 +159,12 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// Why the writer refuses writes, once a commit failed.
     pub(crate) poisoned: std::sync::Mutex<Option<String>>,
+    /// Test hook: the next batch fails before its commit (as on a full disk).
+    #[cfg(test)]
+    pub(crate) fail_next_batch: AtomicBool,
+    /// Test hook: the next commit fails.
+    #[cfg(test)]
+    pub(crate) fail_next_commit: AtomicBool,
 }
 
 impl Shared {
@@ -140,6 +174,21 @@ impl Shared {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// The test hooks' flags (none outside tests).
+    pub(crate) fn fail_next_batch_flag(&self) -> Option<&AtomicBool> {
+        #[cfg(test)]
+        return Some(&self.fail_next_batch);
+        #[cfg(not(test))]
+        None
+    }
+
+    pub(crate) fn fail_next_commit_flag(&self) -> Option<&AtomicBool> {
+        #[cfg(test)]
+        return Some(&self.fail_next_commit);
+        #[cfg(not(test))]
+        None
     }
 
     pub(crate) fn poison_reason(&self) -> Option<String> {

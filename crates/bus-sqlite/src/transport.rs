@@ -94,16 +94,22 @@ impl SqliteTransport {
             );
         }
         let (tx, rx) = crossbeam_channel::unbounded();
+        // Every group in the file, so that depths are reported from the start.
+        let routes = Routes::from_rows(writer::load_groups(&conn)?);
         let shared = Arc::new(Shared {
             config,
             clock,
             owner: owner.id,
-            routes: RwLock::new(Routes::default()),
+            routes: RwLock::new(routes),
             closed: Default::default(),
             gate: RwLock::new(()),
             tx,
             counters: Counters::default(),
             poisoned: Mutex::new(None),
+            #[cfg(test)]
+            fail_next_batch: Default::default(),
+            #[cfg(test)]
+            fail_next_commit: Default::default(),
         });
         let writer = std::thread::Builder::new()
             .name("bus-sqlite-writer".into())
@@ -144,6 +150,11 @@ impl SqliteTransport {
     /// The queue database's path.
     pub fn path(&self) -> std::path::PathBuf {
         self.shared.config.db_path()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     fn wait(
@@ -230,6 +241,10 @@ impl Drop for SqliteTransport {
         self.stop();
     }
 }
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;
 
 impl Transport for SqliteTransport {
     fn publish(&self, envelope: Envelope, timeout: Duration) -> Result<Receipt, PublishError> {

@@ -22,7 +22,6 @@
 mod apply;
 
 use crate::error::SqliteError;
-use crate::group::GroupState;
 use crate::shared::{Op, Shared};
 use apply::Batch;
 use bus_core::{PublishError, TransportError};
@@ -116,7 +115,8 @@ impl Writer {
             .run_cached("BEGIN IMMEDIATE")
             .and_then(|()| self.refresh_routes(false))
             .and_then(|()| batch.apply(&self.conn, ops))
-            .and_then(|()| batch.write_counts(&self.conn));
+            .and_then(|()| batch.write_counts(&self.conn))
+            .and_then(|()| injected(&self.shared.fail_next_batch_flag()));
         match done {
             Err(e) => {
                 self.rollback();
@@ -125,7 +125,9 @@ impl Writer {
                 batch.fail(&why);
                 None
             }
-            Ok(()) => match self.run_cached("COMMIT") {
+            Ok(()) => match injected(&self.shared.fail_next_commit_flag())
+                .and_then(|()| self.run_cached("COMMIT"))
+            {
                 Ok(()) => {
                     self.shared
                         .counters
@@ -191,24 +193,7 @@ impl Writer {
             .routes
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut fresh = crate::shared::Routes::default();
-        for g in rows {
-            let state = match routes.by_id.get(&g.id) {
-                Some(existing) => {
-                    existing.set_depth(g.depth);
-                    Arc::clone(existing)
-                }
-                None => Arc::new(GroupState::new(
-                    g.id, g.topic, &g.name, g.capacity, g.overflow, g.depth,
-                )),
-            };
-            fresh
-                .by_topic
-                .entry(state.topic.clone())
-                .or_default()
-                .push(Arc::clone(&state));
-            fresh.by_id.insert(state.id, state);
-        }
+        let fresh = crate::shared::Routes::reload(rows, &routes);
         *routes = fresh;
         self.groups_seen = seen;
         Ok(())
@@ -229,6 +214,19 @@ impl Writer {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+}
+
+/// A test's injected failure (a full disk), if it asked for one.
+fn injected(flag: &Option<&std::sync::atomic::AtomicBool>) -> rusqlite::Result<()> {
+    match flag {
+        Some(f) if f.swap(false, std::sync::atomic::Ordering::SeqCst) => {
+            Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                Some("injected failure".into()),
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
