@@ -18,19 +18,33 @@ pub const QUEUE_FILE_NAME: &str = "queue.sqlite";
 ///     .with_lease(Duration::from_secs(60));
 /// assert_eq!(config.db_path().file_name().unwrap(), "queue.sqlite");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// In a configuration file (the facade's `[sqlite]` section) every field
+/// but `data_dir` may be set; the directory is the bus's own:
+///
+/// ```
+/// let c: bus_sqlite::SqliteConfig = serde_json::from_str(
+///     r#"{ "durability": "normal", "lease": "1m", "prefetch": 8 }"#,
+/// ).unwrap();
+/// assert_eq!(c.lease, std::time::Duration::from_secs(60));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SqliteConfig {
     /// The directory holding `queue.sqlite` and its owners' lock files
-    /// (created if missing, mode 0700).
+    /// (created if missing, mode 0700). Not read from a file.
+    #[serde(skip)]
     pub data_dir: PathBuf,
     /// What a confirmed publish promises (`Full` by default: fsynced).
     pub durability: Durability,
     /// How long a delivery stays leased to its consumer before another may
     /// take it (a live owner's lease; a dead owner's return at the next open).
+    #[serde(with = "humantime_serde")]
     pub lease: Duration,
     /// How often an idle consumer looks for messages written by another
     /// process (messages of this process wake it at once).
+    #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
     /// The most operations (publishes, leases, acks) committed in one
     /// transaction.
@@ -38,6 +52,14 @@ pub struct SqliteConfig {
     /// Deliveries a subscription leases at once, ahead of its consumer.
     /// Also the most a kill can hand out twice per subscription.
     pub prefetch: usize,
+}
+
+impl Default for SqliteConfig {
+    /// The defaults of [`new`](Self::new) with no directory yet (the
+    /// facade sets its data directory).
+    fn default() -> Self {
+        Self::new(PathBuf::new())
+    }
 }
 
 impl SqliteConfig {

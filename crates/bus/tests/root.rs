@@ -45,6 +45,7 @@ const ROOT_MODULES: &[&str] = &[
     "publish",
     "recovery",
     "signal",
+    "sqlite",
     "subscribe",
     "time",
     "transport",
