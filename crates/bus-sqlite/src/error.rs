@@ -42,6 +42,22 @@ pub enum SqliteError {
     /// says why); nothing of it happened.
     #[error("queue operation failed: {0}")]
     Failed(String),
+    /// A group still has a member in a live process: it is not dropped.
+    #[error("group {group:?} of topic {topic} has a live subscriber")]
+    GroupInUse {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+    },
+    /// No such group in the file.
+    #[error("no group {group:?} of topic {topic}")]
+    NoSuchGroup {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+    },
     /// An I/O error outside SQLite (the directory, a lock file).
     #[error("queue I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -66,12 +66,52 @@ impl Owner {
     }
 }
 
+impl Owner {
+    /// Notes in the lock file that this open has a member in `group` of
+    /// `topic`, so that `busctl` does not drop a group someone subscribes to.
+    pub(crate) fn note_member(&self, topic: &str, group: &str) {
+        use std::io::Write;
+        let line = format!("{}\n", serde_json::json!([topic, group]));
+        if let Err(e) = (&self._lock).write_all(line.as_bytes()) {
+            tracing::warn!(error = %e, "sqlite queue: membership not noted in the lock file");
+        }
+    }
+}
+
 impl Drop for Owner {
     fn drop(&mut self) {
         // Closed with the lock still held: a later open finds no file, which
         // means the same as an unlocked one.
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// The groups (topic, name) that live owners noted members of.
+pub(crate) fn live_members(dir: &Path) -> std::collections::HashSet<(String, String)> {
+    let mut out = std::collections::HashSet::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".lock"))
+            .and_then(|n| n.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        if !is_alive(dir, id) {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            if let Ok((topic, group)) = serde_json::from_str::<(String, String)>(line) {
+                out.insert((topic, group));
+            }
+        }
+    }
+    out
 }
 
 /// Whether the owner `id` is alive: its lock file exists and is locked by

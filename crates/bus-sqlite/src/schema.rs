@@ -25,7 +25,8 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// handed out: a settle names the lease it settles, so a late ack of an
 /// expired lease cannot settle the next one. `groups` holds each consumer
 /// group with its bound and its ledger, changed in the same transaction as
-/// the rows it counts.
+/// the rows it counts: `published = acked + terminated + evicted + rows`,
+/// across every process that ever opened the file.
 const V1: &str = "
 CREATE TABLE groups (
     id INTEGER PRIMARY KEY,
@@ -37,6 +38,7 @@ CREATE TABLE groups (
     published INTEGER NOT NULL DEFAULT 0,
     acked INTEGER NOT NULL DEFAULT 0,
     terminated INTEGER NOT NULL DEFAULT 0,
+    evicted INTEGER NOT NULL DEFAULT 0,
     UNIQUE (topic, name)
 );
 CREATE TABLE messages (
@@ -103,7 +105,6 @@ pub(crate) fn connect(path: &Path, durability: Durability) -> Result<Connection,
 }
 
 /// A read-only connection (busctl on a data dir), which never creates anything.
-#[allow(dead_code)] // busctl reads a data dir through it
 pub(crate) fn connect_read_only(path: &Path) -> Result<Connection, SqliteError> {
     if !path.exists() {
         return Err(SqliteError::Io(std::io::Error::new(
@@ -190,8 +191,8 @@ fn check_shape(conn: &Connection) -> Result<(), SqliteError> {
     )
     .and_then(|_| {
         conn.prepare(
-            "SELECT id, topic, name, capacity, overflow, depth, published, acked, terminated \
-             FROM groups LIMIT 0",
+            "SELECT id, topic, name, capacity, overflow, depth, published, acked, terminated, \
+             evicted FROM groups LIMIT 0",
         )
         .map(drop)
     })

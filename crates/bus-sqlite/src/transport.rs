@@ -56,8 +56,8 @@ pub struct SqliteTransport {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
     recovered: u64,
-    /// Held (and its lock file locked) as long as the transport is open.
-    _owner: Owner,
+    /// Held (and its lock file locked) until the transport closes.
+    owner: Mutex<Option<Owner>>,
 }
 
 impl std::fmt::Debug for SqliteTransport {
@@ -121,7 +121,7 @@ impl SqliteTransport {
             shared,
             writer: Mutex::new(Some(writer)),
             recovered,
-            _owner: owner,
+            owner: Mutex::new(Some(owner)),
         })
     }
 
@@ -191,6 +191,13 @@ impl SqliteTransport {
         {
             tracing::error!("sqlite queue writer thread panicked");
         }
+        // Its leases are back in their queues: it owns nothing any more.
+        drop(
+            self.owner
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         for g in self.shared.routes().by_id.values() {
             g.wake_all();
         }
@@ -340,6 +347,9 @@ impl Transport for SqliteTransport {
             .recv()
             .map_err(|_| TransportError::Closed)?
             .map_err(TransportError::from)?;
+        if let Some(owner) = &*self.owner.lock().unwrap_or_else(PoisonError::into_inner) {
+            owner.note_member(topic.as_str(), &options.group);
+        }
         Ok(Box::new(SqliteSubscription::new(
             Arc::clone(&self.shared),
             group,

@@ -21,6 +21,7 @@ struct Delta {
     published: i64,
     acked: i64,
     terminated: i64,
+    evicted: i64,
     /// Reserved slots filled.
     used: usize,
     /// Copies placed without a reservation.
@@ -285,6 +286,7 @@ impl<'a> Batch<'a> {
                     self.insert(conn, g.id, env, extra)?;
                     let d = self.delta(g.id);
                     d.depth -= 1;
+                    d.evicted += 1;
                     receipt
                         .leftovers_mut()
                         .evicted
@@ -323,11 +325,19 @@ impl<'a> Batch<'a> {
     pub(super) fn write_counts(&self, conn: &Connection) -> rusqlite::Result<()> {
         let mut stmt = conn.prepare_cached(
             "UPDATE groups SET depth = max(depth + ?2, 0), published = published + ?3, \
-             acked = acked + ?4, terminated = terminated + ?5 WHERE id = ?1",
+             acked = acked + ?4, terminated = terminated + ?5, evicted = evicted + ?6 \
+             WHERE id = ?1",
         )?;
         for (id, d) in &self.deltas {
             if d.depth != 0 || d.published != 0 || d.acked != 0 || d.terminated != 0 {
-                stmt.execute(params![id, d.depth, d.published, d.acked, d.terminated])?;
+                stmt.execute(params![
+                    id,
+                    d.depth,
+                    d.published,
+                    d.acked,
+                    d.terminated,
+                    d.evicted
+                ])?;
             }
         }
         Ok(())
