@@ -173,3 +173,71 @@ fn demo_over_nats_jetstream_adds_up() {
         "three groups plus the burst: {v}"
     );
 }
+
+#[test]
+fn demo_over_sqlite_adds_up_in_the_summary_and_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (ok, out, err) = busctl(&[
+        "demo",
+        "--transport",
+        "sqlite",
+        "--data-dir",
+        d,
+        "--messages",
+        "2000",
+        "--seed",
+        "7",
+        "--json",
+    ]);
+    assert!(ok, "demo over SQLite failed: {err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["invariant_holds"], true, "{v}");
+    assert!(n(&v, "dead_lettered") > 0, "poison reached the DLQ: {v}");
+    // The file's ledger: every group settled everything, and it balances.
+    let (ok, out, err) = busctl(&["queue", "show", "--data-dir", d, "--json"]);
+    assert!(ok, "{err}");
+    let groups: Value = serde_json::from_str(&out).unwrap();
+    let groups = groups.as_array().unwrap();
+    assert_eq!(groups.len(), 4, "{out}");
+    let mut terminated = 0;
+    for g in groups {
+        let pending = n(g, "ready") + n(g, "delayed") + n(g, "leased");
+        assert_eq!(pending, 0, "{g}");
+        assert_eq!(
+            n(g, "published"),
+            n(g, "acked") + n(g, "terminated") + n(g, "evicted") + pending,
+            "{g}"
+        );
+        terminated += n(g, "terminated");
+    }
+    assert_eq!(terminated, n(&v, "dead_lettered"), "{v}");
+    let (ok, out, _) = busctl(&["queue", "show", "--data-dir", d]);
+    assert!(
+        ok && out.contains("billing") && out.contains("balances"),
+        "{out}"
+    );
+    // Nobody subscribes any more: the group can go.
+    let (ok, out, err) = busctl(&[
+        "queue",
+        "drop",
+        "--data-dir",
+        d,
+        "--topic",
+        "reports.daily",
+        "--group",
+        "reports",
+    ]);
+    assert!(ok && out.contains("dropped"), "{out}{err}");
+    let (ok, _, err) = busctl(&[
+        "queue",
+        "drop",
+        "--data-dir",
+        d,
+        "--topic",
+        "reports.daily",
+        "--group",
+        "reports",
+    ]);
+    assert!(!ok && err.contains("no group"), "{err}");
+}

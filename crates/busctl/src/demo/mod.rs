@@ -188,8 +188,11 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
     // a crash resumes what the crashed run left unsettled, and runs on other
     // directories never see it. They are deleted at the end only if every
     // group settled everything.
+    if args.transport == TransportKind::Sqlite {
+        cfg.sqlite.get_or_insert_with(Default::default);
+    }
     let nats = match args.transport {
-        TransportKind::Memory => None,
+        TransportKind::Memory | TransportKind::Sqlite => None,
         TransportKind::Nats => {
             let config = busctl::transport::nats_config(
                 cfg.nats.clone(),
@@ -240,13 +243,13 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
     // bound to set: capacities and overflow policies are in-process only.
     let inventory = bus.subscriber("inventory").topic("orders.created");
     let inventory = match args.transport {
-        TransportKind::Memory => inventory.capacity(200_000),
+        TransportKind::Memory | TransportKind::Sqlite => inventory.capacity(200_000),
         TransportKind::Nats => inventory,
     };
     inventory.start(workload::inventory(Arc::clone(&outage)))?;
     let reports = bus.subscriber("reports").topic("reports.daily");
     let reports = match args.transport {
-        TransportKind::Memory => reports
+        TransportKind::Memory | TransportKind::Sqlite => reports
             .capacity(REPORTS_CAPACITY)
             .overflow(OverflowPolicy::Reject),
         TransportKind::Nats => reports,
@@ -406,7 +409,7 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
         orders_rejected: orders_rejected.load(Ordering::Relaxed),
         burst,
         reports_queue: match args.transport {
-            TransportKind::Memory => Some(REPORTS_CAPACITY),
+            TransportKind::Memory | TransportKind::Sqlite => Some(REPORTS_CAPACITY),
             TransportKind::Nats => None,
         },
         outage: outage_orders.range(),
