@@ -241,3 +241,36 @@ fn demo_over_sqlite_adds_up_in_the_summary_and_in_the_file() {
     ]);
     assert!(!ok && err.contains("no group"), "{err}");
 }
+
+/// Every `busctl queue` command docs/operations.md shows is one busctl accepts.
+#[test]
+fn the_operations_guide_shows_queue_commands_busctl_accepts() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Busctl {
+        #[command(subcommand)]
+        _cmd: busctl::queue::QueueCommand,
+    }
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/operations.md"
+    ))
+    .unwrap();
+    let mut checked = 0;
+    for line in guide.lines() {
+        let words: Vec<&str> = line
+            .split(" #")
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let ["busctl", "queue", rest @ ..] = &words[..] else {
+            continue;
+        };
+        if let Err(e) = Busctl::try_parse_from(std::iter::once(&"queue").chain(rest)) {
+            panic!("docs/operations.md: `{line}`: {e}");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 3, "the guide's queue commands were found");
+}
