@@ -69,3 +69,32 @@ fn what_one_bus_left_pending_the_next_one_handles() {
     assert!(bus_test::wait_until(T, || handled.load(Ordering::SeqCst) == 5));
     bus.shutdown(T);
 }
+
+/// A process killed after its dead-letter store took a letter and before
+/// the transport recorded the delivery settled leaves the delivery to the
+/// next run, which fails it again. Two deliveries of one message id in one
+/// group look the same to the bus: one letter is kept.
+#[test]
+fn a_delivery_dead_lettered_again_is_stored_once() {
+    use bus::dlq::{DlqQuery, Filter};
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::builder()
+        .data_dir(dir.path())
+        .sqlite()
+        .enable_error_handling(false)
+        .build()
+        .unwrap();
+    bus.subscriber("billing")
+        .topic("orders")
+        .start(|_: &Message<'_>| -> Result<(), std::io::Error> {
+            Err(std::io::Error::other("poison"))
+        })
+        .unwrap();
+    let env = bus::Envelope::new(bus::Topic::new("orders").unwrap(), &b"bad"[..]);
+    bus.publish_envelope(env.clone()).unwrap();
+    bus.publish_envelope(env).unwrap();
+    assert!(bus_test::wait_until(T, || bus.stats().dead_lettered == 2));
+    let dlq = bus.dlq().unwrap();
+    assert_eq!(dlq.count(&Filter::all()).unwrap(), 1, "one letter");
+    bus.shutdown(T);
+}
