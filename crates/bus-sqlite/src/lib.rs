@@ -36,6 +36,7 @@ mod error;
 mod group;
 mod inspect;
 mod owner;
+mod resumed;
 mod row;
 mod schema;
 mod shared;

@@ -26,7 +26,10 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// expired lease cannot settle the next one. `groups` holds each consumer
 /// group with its bound and its ledger, changed in the same transaction as
 /// the rows it counts: `published = acked + terminated + evicted + rows`,
-/// across every process that ever opened the file.
+/// across every process that ever opened the file. `seq` is
+/// `AUTOINCREMENT`: a number is never used twice, so a settle naming an
+/// acked row cannot match a newer one, and rows newer than an open are
+/// told from older ones by number.
 const V1: &str = "
 CREATE TABLE groups (
     id INTEGER PRIMARY KEY,
@@ -42,7 +45,7 @@ CREATE TABLE groups (
     UNIQUE (topic, name)
 );
 CREATE TABLE messages (
-    seq INTEGER PRIMARY KEY,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     grp INTEGER NOT NULL,
     prio INTEGER NOT NULL,
     due INTEGER NOT NULL DEFAULT 0,

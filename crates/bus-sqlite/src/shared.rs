@@ -159,6 +159,10 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// Why the writer refuses writes, once a commit failed.
     pub(crate) poisoned: std::sync::Mutex<Option<String>>,
+    /// Rows stored before this open (an earlier process's work) start
+    /// below this; those handed out here, each once.
+    pub(crate) fresh_from: i64,
+    pub(crate) resumed: std::sync::Mutex<crate::resumed::SeqSet>,
     /// Test hook: the next batch fails before its commit (as on a full disk).
     #[cfg(test)]
     pub(crate) fail_next_batch: AtomicBool,

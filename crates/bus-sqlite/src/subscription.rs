@@ -59,6 +59,13 @@ impl Subscription for SqliteSubscription {
                 // A lease that ran out while it waited here may be another
                 // consumer's now: the writer returned it to the queue.
                 if l.lease_until > self.shared.clock.now_ms() {
+                    if l.seq < self.shared.fresh_from {
+                        self.shared
+                            .resumed
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(l.seq);
+                    }
                     let token = token(l.seq, l.leases);
                     return Ok(Some(Delivery::new(
                         l.envelope,

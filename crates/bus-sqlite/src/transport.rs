@@ -93,6 +93,11 @@ impl SqliteTransport {
                 "sqlite queue: deliveries leased by a process that died are queued again"
             );
         }
+        let fresh_from: i64 = conn.query_row(
+            "SELECT coalesce(max(seq), 0) + 1 FROM sqlite_sequence WHERE name = 'messages'",
+            [],
+            |r| r.get(0),
+        )?;
         let (tx, rx) = crossbeam_channel::unbounded();
         // Every group in the file, so that depths are reported from the start.
         let routes = Routes::from_rows(writer::load_groups(&conn)?);
@@ -106,6 +111,8 @@ impl SqliteTransport {
             tx,
             counters: Counters::default(),
             poisoned: Mutex::new(None),
+            fresh_from,
+            resumed: Mutex::default(),
             #[cfg(test)]
             fail_next_batch: Default::default(),
             #[cfg(test)]
@@ -129,6 +136,20 @@ impl SqliteTransport {
     /// started, returned to their queues.
     pub fn recovered_at_open(&self) -> u64 {
         self.recovered
+    }
+
+    /// Deliveries of messages stored before this open (an earlier
+    /// process's work, resumed here) handed to a consumer, each counted
+    /// once however often it is redelivered. A bus on this transport
+    /// counts them in its ledger without a publish of its own: for one
+    /// process running on the file, `published + resumed` is what its
+    /// ledger settles or leaves pending.
+    pub fn resumed(&self) -> u64 {
+        self.shared
+            .resumed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Leases that ran past their deadline and were returned to their

@@ -93,10 +93,17 @@ fn a_dead_owners_leases_return_at_the_next_open() {
     std::fs::write(dir.path().join("queue.owners/42.lock"), b"").unwrap();
     let t = open(dir.path());
     assert_eq!(t.recovered_at_open(), 2);
+    assert_eq!(t.resumed(), 0, "nothing handed out yet");
     assert_eq!(t.queue_depths()[0].depth, 2);
     let mut s = sub(&t, &SubscribeOptions::group("g"));
     assert_eq!(take(&mut s), "m1");
+    let again = s.next(T).unwrap().unwrap();
+    again.nak(std::time::Duration::ZERO);
     assert_eq!(take(&mut s), "m2");
+    assert_eq!(t.resumed(), 2, "an earlier process's work, each once");
+    publish(&t, "m3");
+    assert_eq!(take(&mut s), "m3");
+    assert_eq!(t.resumed(), 2, "this process's own is not resumed");
     assert!(!dir.path().join("queue.owners/42.lock").exists());
 }
 

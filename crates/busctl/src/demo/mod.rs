@@ -5,6 +5,7 @@
 mod outcome;
 mod progress;
 mod publishers;
+mod sqlite;
 mod summary;
 mod workload;
 
@@ -188,9 +189,7 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
     // a crash resumes what the crashed run left unsettled, and runs on other
     // directories never see it. They are deleted at the end only if every
     // group settled everything.
-    if args.transport == TransportKind::Sqlite {
-        cfg.sqlite.get_or_insert_with(Default::default);
-    }
+    let sqlite = sqlite::open(args.transport, &cfg)?;
     let nats = match args.transport {
         TransportKind::Memory | TransportKind::Sqlite => None,
         TransportKind::Nats => {
@@ -220,6 +219,8 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
         .observer(Arc::clone(&refusals) as Arc<dyn bus::plug::Observer>);
     if let Some(n) = &nats {
         builder = builder.transport(Arc::clone(n) as Arc<dyn bus::transport::Transport>);
+    } else if let Some(s) = &sqlite {
+        builder = builder.transport(s.transport());
     }
     let bus = Arc::new(builder.build()?);
     signals.watch(&bus);
@@ -416,7 +417,7 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
         elapsed: started.elapsed(),
         interrupted_by: interrupted,
         drain_timeout: args.drain_timeout,
-        broker,
+        broker: broker.or_else(|| sqlite.as_ref().map(sqlite::Sqlite::broker)),
     })?;
     let mut out = std::io::stdout().lock();
     if args.json {

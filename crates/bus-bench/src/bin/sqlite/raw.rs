@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 CREATE TABLE messages (
-    seq INTEGER PRIMARY KEY, grp INTEGER NOT NULL, prio INTEGER NOT NULL,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, grp INTEGER NOT NULL, prio INTEGER NOT NULL,
     due INTEGER NOT NULL DEFAULT 0, owner INTEGER, lease_until INTEGER,
     leases INTEGER NOT NULL DEFAULT 0, id BLOB NOT NULL, created_ns INTEGER NOT NULL,
     attempt INTEGER NOT NULL, extra TEXT, payload BLOB NOT NULL);
