@@ -103,6 +103,16 @@ impl GroupState {
         }
     }
 
+    /// Takes a slot only if one is free now.
+    pub(crate) fn try_reserve(&self) -> bool {
+        let mut room = lock(&self.room);
+        if room.depth + room.reserved < self.capacity {
+            room.reserved += 1;
+            return true;
+        }
+        false
+    }
+
     /// Gives back `n` slots that will not be filled.
     pub(crate) fn unreserve(&self, n: usize) {
         if n > 0 {

@@ -133,6 +133,9 @@ pub(crate) enum Op {
         overflow: OverflowPolicy,
         reply: Sender<Result<Arc<GroupState>, SqliteError>>,
     },
+    /// Reads the groups' depths again (another process may have taken
+    /// messages), then answers.
+    Refresh(Sender<()>),
     /// Releases this open's leases and stops the writer.
     Close,
 }

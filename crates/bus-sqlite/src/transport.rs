@@ -198,6 +198,14 @@ impl SqliteTransport {
         rx.recv().unwrap_or(Err(PublishError::Unanswered { id }))
     }
 
+    /// Has the writer read every group's depth from the file again.
+    fn refresh_depths(&self) {
+        let (reply, done) = crossbeam_channel::bounded(1);
+        if self.shared.submit(Op::Refresh(reply)).is_ok() {
+            let _ = done.recv();
+        }
+    }
+
     fn stop(&self) {
         if !self.shared.close() {
             return;
@@ -310,7 +318,18 @@ impl Transport for SqliteTransport {
                     .collect(),
             }
         };
+        let mut refreshed = false;
         for g in groups.iter().filter(|g| g.refuses_when_full()) {
+            if g.try_reserve() {
+                reserved.push(g.id);
+                continue;
+            }
+            // Full as this process last knew: another process may have
+            // taken messages since. Read the depths again, once.
+            if !refreshed {
+                refreshed = true;
+                self.refresh_depths();
+            }
             if g.reserve(timeout, &self.shared.closed) {
                 reserved.push(g.id);
             } else {

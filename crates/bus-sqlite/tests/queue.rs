@@ -209,3 +209,21 @@ fn a_waker_ends_an_unbounded_wait() {
     assert!(s.next(Duration::MAX).unwrap().is_none());
     waker.join().unwrap();
 }
+
+#[test]
+fn a_bound_sees_what_another_process_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SubscribeOptions::group("g")
+        .with_capacity(2)
+        .with_overflow(OverflowPolicy::Reject);
+    let publisher = open(dir.path());
+    let _s = sub(&publisher, &opts);
+    publish(&publisher, "a");
+    publish(&publisher, "b");
+    assert!(publisher.publish(env("c"), T).is_err(), "full");
+    // Another open of the file (another process) takes one.
+    let consumer = open(dir.path());
+    let mut other = sub(&consumer, &opts);
+    assert_eq!(take(&mut other), "a");
+    publish(&publisher, "c");
+}

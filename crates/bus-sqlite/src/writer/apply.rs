@@ -57,6 +57,8 @@ enum Answer {
         reply: crossbeam_channel::Sender<Result<Arc<GroupState>, crate::SqliteError>>,
         id: i64,
     },
+    /// Someone waits for the transaction to end, whatever it did.
+    Done(crossbeam_channel::Sender<()>),
 }
 
 pub(super) struct Batch<'a> {
@@ -191,6 +193,11 @@ impl<'a> Batch<'a> {
                 // The new group must be routable before the subscribe is answered.
                 self.groups_changed = true;
                 result
+            }
+            Op::Refresh(reply) => {
+                // The transaction's start read the depths again.
+                self.answers.push(Answer::Done(reply));
+                Ok(())
             }
             Op::Close => {
                 let mut stmt = conn.prepare_cached(
@@ -393,6 +400,9 @@ impl<'a> Batch<'a> {
                 } => {
                     let _ = reply.send(if stored { Ok(()) } else { Err(envelope) });
                 }
+                Answer::Done(reply) => {
+                    let _ = reply.send(());
+                }
                 Answer::Subscribe { reply, id } => {
                     let group = subscribed.next().and_then(|(_, g)| g);
                     let _ = reply.send(group.ok_or_else(|| {
@@ -435,6 +445,9 @@ impl<'a> Batch<'a> {
                 }
                 Answer::Subscribe { reply, .. } => {
                     let _ = reply.send(Err(crate::SqliteError::Failed(why.to_owned())));
+                }
+                Answer::Done(reply) => {
+                    let _ = reply.send(());
                 }
             }
         }

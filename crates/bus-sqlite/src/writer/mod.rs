@@ -40,6 +40,7 @@ pub(crate) fn run(conn: Connection, rx: Receiver<Op>, shared: Arc<Shared>) {
         shared,
         full_sync: None,
         groups_seen: (-1, -1),
+        data_version: None,
     };
     let mut next_event: Option<i64> = None;
     loop {
@@ -82,6 +83,9 @@ struct Writer {
     full_sync: Option<bool>,
     /// `(count, max id)` of `groups` when routes were last loaded.
     groups_seen: (i64, i64),
+    /// `PRAGMA data_version` when the depths were last read: it moves when
+    /// another connection (another process) commits.
+    data_version: Option<i64>,
 }
 
 impl Writer {
@@ -184,7 +188,23 @@ impl Writer {
             .conn
             .prepare_cached("SELECT count(*), coalesce(max(id), 0) FROM groups")?
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let version: i64 = self
+            .conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        let others_wrote = self.data_version.is_some_and(|v| v != version);
+        self.data_version = Some(version);
         if !force && seen == self.groups_seen {
+            if others_wrote {
+                // Another process published or leased: the depths that
+                // bound this one's publishes are read again.
+                let routes = self.shared.routes();
+                for g in load_groups(&self.conn)? {
+                    if let Some(state) = routes.by_id.get(&g.id) {
+                        state.set_depth(g.depth);
+                    }
+                }
+            }
             return Ok(());
         }
         let rows = load_groups(&self.conn)?;
@@ -310,6 +330,9 @@ pub(crate) fn refuse(shared: &Shared, op: Op, why: &str, closed: bool) {
             } else {
                 SqliteError::Poisoned(why.to_owned())
             }));
+        }
+        Op::Refresh(reply) => {
+            let _ = reply.send(());
         }
         Op::Settle { token, .. } => {
             tracing::warn!(
