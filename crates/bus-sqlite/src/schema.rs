@@ -82,7 +82,9 @@ pub(crate) fn open(config: &SqliteConfig) -> Result<Connection, SqliteError> {
         .mode(0o600)
         .open(&path)
         .map_err(io_err)?;
-    let mut conn = connect(&path, config.durability)?;
+    // Under `Full` the writer syncs the WAL itself after the commits that
+    // need it (see `writer::run`): the connection never syncs in a commit.
+    let mut conn = connect(&path, Durability::Normal)?;
     prepare(&mut conn, &path)?;
     Ok(conn)
 }

@@ -85,6 +85,15 @@ impl SqliteTransport {
         clock: SharedWallClock,
     ) -> Result<Self, SqliteError> {
         let mut conn = schema::open(&config)?;
+        let wal = match config.durability {
+            bus_dlq::Durability::Normal => None,
+            _ => Some(
+                bus_dlq::open_synced_wal(&config.db_path(), &conn).map_err(|e| match e {
+                    bus_core::DlqError::Io(e) => schema::io_err(e),
+                    other => SqliteError::Failed(other.to_string()),
+                })?,
+            ),
+        };
         let owner = Owner::claim(&config.owners_dir())?;
         let recovered = recover_dead_owners(&mut conn, &config, owner.id)?;
         if recovered > 0 {
@@ -122,7 +131,7 @@ impl SqliteTransport {
             .name("bus-sqlite-writer".into())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || writer::run(conn, rx, shared)
+                move || writer::run(conn, wal, rx, shared)
             })?;
         Ok(Self {
             shared,

@@ -27,6 +27,7 @@ use apply::Batch;
 use bus_core::{PublishError, TransportError};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rusqlite::Connection;
+use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,11 +35,16 @@ use std::time::Duration;
 /// then looks for redeliveries other processes scheduled and left.
 const IDLE: Duration = Duration::from_secs(1);
 
-pub(crate) fn run(conn: Connection, rx: Receiver<Op>, shared: Arc<Shared>) {
+/// Runs until the transport closes. With `wal` (`Durability::Full`) the
+/// connection commits with `synchronous = NORMAL` and a commit that
+/// confirms publishes is made durable by one `fdatasync` of the WAL after
+/// it (the dead-letter store's way, see `bus_dlq::open_synced_wal`); a
+/// batch of leases and settles only is not synced.
+pub(crate) fn run(conn: Connection, wal: Option<File>, rx: Receiver<Op>, shared: Arc<Shared>) {
     let mut w = Writer {
         conn,
+        wal,
         shared,
-        full_sync: None,
         groups_seen: (-1, -1),
         data_version: None,
     };
@@ -78,9 +84,10 @@ pub(crate) fn run(conn: Connection, rx: Receiver<Op>, shared: Arc<Shared>) {
 
 struct Writer {
     conn: Connection,
+    /// The WAL, synced by hand under `Durability::Full`; dropped after the
+    /// connection (field order), never while it is open.
+    wal: Option<File>,
     shared: Arc<Shared>,
-    /// The `synchronous` setting in force: `Some(true)` FULL.
-    full_sync: Option<bool>,
     /// `(count, max id)` of `groups` when routes were last loaded.
     groups_seen: (i64, i64),
     /// `PRAGMA data_version` when the depths were last read: it moves when
@@ -98,20 +105,12 @@ impl Writer {
             }
             return None;
         }
-        let needs_sync = self.shared.config.durability == bus_dlq::Durability::Full
-            && ops.iter().any(|op| {
-                matches!(
-                    op,
-                    Op::Publish(_) | Op::Requeue { .. } | Op::Subscribe { .. }
-                )
-            });
-        if let Err(e) = self.set_sync(needs_sync) {
-            let why = format!("setting the sync mode failed: {e}");
-            for op in ops {
-                refuse(&self.shared, op, &why, false);
-            }
-            return None;
-        }
+        let needs_sync = ops.iter().any(|op| {
+            matches!(
+                op,
+                Op::Publish(_) | Op::Requeue { .. } | Op::Subscribe { .. }
+            )
+        });
         let now = self.shared.clock.now_ms();
         let shared = Arc::clone(&self.shared);
         let mut batch = Batch::new(&shared, now);
@@ -131,7 +130,13 @@ impl Writer {
             }
             Ok(()) => match injected(&self.shared.fail_next_commit_flag())
                 .and_then(|()| self.run_cached("COMMIT"))
-            {
+                .map_err(|e| format!("commit failed: {}", SqliteError::from(e)))
+                .and_then(|()| match &self.wal {
+                    Some(wal) if needs_sync => wal
+                        .sync_data()
+                        .map_err(|e| format!("syncing the WAL failed: {e}")),
+                    _ => Ok(()),
+                }) {
                 Ok(()) => {
                     self.shared
                         .counters
@@ -146,27 +151,17 @@ impl Writer {
                     batch.succeed(&shared);
                     self.next_event()
                 }
-                Err(e) => {
+                Err(why) => {
+                    // Whether the commit reached the disk is unknown: no
+                    // write is trusted from now on (a retried fsync can
+                    // succeed with the data gone).
                     self.rollback();
-                    let why = format!("commit failed: {}", SqliteError::from(e));
                     self.shared.poison(why.clone());
                     batch.fail(&why);
                     None
                 }
             },
         }
-    }
-
-    fn set_sync(&mut self, full: bool) -> rusqlite::Result<()> {
-        if self.full_sync != Some(full) {
-            self.conn.execute_batch(if full {
-                "PRAGMA synchronous = FULL;"
-            } else {
-                "PRAGMA synchronous = NORMAL;"
-            })?;
-            self.full_sync = Some(full);
-        }
-        Ok(())
     }
 
     fn run_cached(&self, sql: &str) -> rusqlite::Result<()> {
