@@ -13,6 +13,7 @@ fn tuning_guide_example_config_parses_and_validates() {
     assert!(cfg.recovery.topics.contains_key("payments.charge"));
     assert_eq!(cfg.alerts.command.as_ref().map(Vec::len), Some(3));
     assert!(cfg.alerts.webhook.is_some());
+    assert_eq!(cfg.sqlite.as_ref().map(|s| s.prefetch), Some(32));
     assert_eq!(
         cfg.health_snapshot_interval,
         std::time::Duration::from_secs(10)

@@ -172,6 +172,36 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
         failures.push(e);
     }
 
+    // The SQLite goals: bus-sqlite beside a hand-written rusqlite program
+    // and a lone publisher beside write + fdatasync, interleaved rounds on
+    // this machine's disk.
+    let sqlite_json = target.join("bench-sqlite.json");
+    let (sqlite_rounds, sqlite_messages, sqlite_single) = if quick {
+        ("2", "20000", "200")
+    } else {
+        ("5", "100000", "1000")
+    };
+    let mut sqlite = bench_run("bus-bench", ["--bin", "sqlite"]);
+    sqlite
+        .args([
+            "--rounds",
+            sqlite_rounds,
+            "--messages",
+            sqlite_messages,
+            "--single",
+            sqlite_single,
+            "--out",
+        ])
+        .arg(&sqlite_json);
+    if let Err(e) = step(
+        &format!(
+            "SQLite interleaved rounds ({sqlite_rounds} rounds of {sqlite_messages} 1 KiB messages)"
+        ),
+        sqlite,
+    ) {
+        failures.push(e);
+    }
+
     report::write(
         &goals,
         &Run {
@@ -185,6 +215,7 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
             dlq: &dlq_json,
             idle: &idle_json,
             nats: &nats_json,
+            sqlite: &sqlite_json,
         },
     )?;
     if failures.is_empty() {

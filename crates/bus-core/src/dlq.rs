@@ -101,6 +101,43 @@ impl DeadLetter {
             dead_lettered_at: SystemTime::now(),
         }
     }
+
+    /// The id of the letter for `message` in `group`, the same every time:
+    /// a store that keeps one letter per id (the SQLite store does) then
+    /// keeps one letter however often that delivery is dead-lettered. On a
+    /// durable transport a process can die after its letter is stored and
+    /// before the delivery is settled; the next run gets the delivery again
+    /// and dead-letters it again. Shaped as a UUID v7 whose time is the
+    /// message's (message ids are v7), so letters still sort by time.
+    ///
+    /// ```
+    /// use bus_core::DeadLetter;
+    /// let m = uuid::Uuid::now_v7();
+    /// assert_eq!(DeadLetter::id_for(m, "billing"), DeadLetter::id_for(m, "billing"));
+    /// assert_ne!(DeadLetter::id_for(m, "billing"), DeadLetter::id_for(m, "audit"));
+    /// assert_eq!(DeadLetter::id_for(m, "billing").get_version_num(), 7);
+    /// ```
+    pub fn id_for(message: crate::MessageId, group: &str) -> LetterId {
+        // FNV-1a, twice with different offsets: stable across builds and
+        // toolchains (std's hasher is not promised to be), which an id on
+        // disk must be.
+        let fnv = |offset: u64| {
+            let mut h = offset;
+            for b in message.as_bytes().iter().chain(group.as_bytes()) {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            h
+        };
+        let mut bytes = [0_u8; 16];
+        bytes[..6].copy_from_slice(&message.as_bytes()[..6]);
+        bytes[6..14].copy_from_slice(&fnv(0xcbf2_9ce4_8422_2325).to_be_bytes());
+        bytes[14..].copy_from_slice(&fnv(0x6c62_272e_07bb_0142).to_be_bytes()[..2]);
+        uuid::Builder::from_bytes(bytes)
+            .with_version(uuid::Version::SortRand)
+            .with_variant(uuid::Variant::RFC4122)
+            .into_uuid()
+    }
 }
 
 /// A dead-letter store failed.

@@ -63,4 +63,6 @@ pub use record::{
 };
 pub use replay::{ORIGINAL_ID_HEADER, REPLAYED_FROM_HEADER, replay_envelope};
 pub use signature::{normalize_message, signature};
-pub use sqlite::{BadRow, DlqFile, SqliteDlq, TotalsMismatch, VerifyReport, WalDamage};
+pub use sqlite::{
+    BadRow, DlqFile, SqliteDlq, TotalsMismatch, VerifyReport, WalDamage, open_synced_wal,
+};

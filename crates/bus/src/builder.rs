@@ -27,6 +27,10 @@ pub enum BuildError {
         /// The error.
         source: std::io::Error,
     },
+    /// The SQLite transport (`[sqlite]`) could not be opened.
+    #[cfg(feature = "sqlite")]
+    #[error("cannot open the sqlite transport: {0}")]
+    Sqlite(#[from] bus_sqlite::SqliteError),
     /// The dead-letter queue could not be opened.
     #[cfg(feature = "dlq")]
     #[error("cannot open the dead-letter queue: {0}")]
@@ -149,6 +153,23 @@ impl BusBuilder {
         self
     }
 
+    /// Runs the bus on the durable SQLite transport at
+    /// `<data-dir>/queue.sqlite` (the `[sqlite]` section, with its defaults
+    /// unless the configuration set them): confirmed messages, leases and
+    /// scheduled retries survive a crash of the process.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let bus = bus::Bus::builder().data_dir(dir.path()).sqlite().build().unwrap();
+    /// assert!(dir.path().join("queue.sqlite").exists());
+    /// bus.shutdown(std::time::Duration::from_secs(5));
+    /// ```
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite(mut self) -> Self {
+        self.config.sqlite.get_or_insert_with(Default::default);
+        self
+    }
+
     /// The classifier (default: [`DefaultClassifier`](crate::errors::DefaultClassifier)).
     pub fn classifier(mut self, classifier: Arc<dyn Classifier>) -> Self {
         self.classifier = Some(classifier);
@@ -208,7 +229,7 @@ impl BusBuilder {
         let clock = self.clock.clone().unwrap_or_else(system_clock);
         let transport: Arc<dyn Transport> = match &self.transport {
             Some(t) => Arc::clone(t),
-            None => Arc::new(MemoryTransport::with_clock(Arc::clone(&clock))),
+            None => default_transport(cfg, &clock)?,
         };
         let mut parts = Parts::new(cfg.data_dir.clone());
 
@@ -270,6 +291,20 @@ fn default_propagator() -> Option<Arc<dyn TracePropagator>> {
 #[cfg(not(feature = "otel"))]
 fn default_propagator() -> Option<Arc<dyn TracePropagator>> {
     None
+}
+
+/// The transport the configuration names: SQLite when it has a `[sqlite]`
+/// section, else memory.
+fn default_transport(cfg: &Config, clock: &SharedClock) -> Result<Arc<dyn Transport>, BuildError> {
+    #[cfg(feature = "sqlite")]
+    if let Some(sqlite) = &cfg.sqlite {
+        let mut sqlite = sqlite.clone();
+        sqlite.data_dir = cfg.data_dir.clone();
+        return Ok(Arc::new(bus_sqlite::SqliteTransport::open(sqlite)?));
+    }
+    #[cfg(not(feature = "sqlite"))]
+    let _ = cfg;
+    Ok(Arc::new(MemoryTransport::with_clock(Arc::clone(clock))))
 }
 
 /// Creates the data directory (and missing parents) readable by its owner

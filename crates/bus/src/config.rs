@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::config_logger::LoggerSection;
+
 /// The default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./bus-data";
 
@@ -93,6 +95,12 @@ pub struct Config {
     /// for programs that build one from the configuration file.
     #[cfg(feature = "nats")]
     pub nats: bus_nats::NatsConfig,
+    /// The `[sqlite]` section: when present, the bus runs on the durable
+    /// SQLite transport at `<data_dir>/queue.sqlite` with these settings
+    /// (`bus_sqlite::SqliteConfig`: durability, lease, poll interval, ...;
+    /// an empty `[sqlite]` takes the defaults). Absent: the memory transport.
+    #[cfg(feature = "sqlite")]
+    pub sqlite: Option<bus_sqlite::SqliteConfig>,
 }
 
 impl Default for Config {
@@ -121,6 +129,8 @@ impl Default for Config {
             http: None,
             #[cfg(feature = "nats")]
             nats: bus_nats::NatsConfig::default(),
+            #[cfg(feature = "sqlite")]
+            sqlite: None,
         }
     }
 }
@@ -167,29 +177,6 @@ pub struct AlertsSection {
     /// for the webhook).
     #[serde(with = "humantime_serde")]
     pub timeout: Option<Duration>,
-}
-
-/// The `[logger]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
-pub struct LoggerSection {
-    /// Rotate `errors.jsonl` at this size (default 10 MiB).
-    pub max_file_bytes: u64,
-    /// Rotated files kept (default 5).
-    pub keep_files: usize,
-    /// Reports kept in memory (default 1000).
-    pub history_len: usize,
-}
-
-impl Default for LoggerSection {
-    fn default() -> Self {
-        Self {
-            max_file_bytes: 10 * 1024 * 1024,
-            keep_files: 5,
-            history_len: 1000,
-        }
-    }
 }
 
 /// A configuration could not be read or is not valid.

@@ -106,6 +106,7 @@
 
 mod builder;
 pub mod config;
+mod config_logger;
 mod facade;
 #[cfg(feature = "dlq")]
 mod replay;
@@ -201,6 +202,11 @@ pub use bus_dlq as dlq;
 #[cfg(feature = "logger")]
 #[doc(inline)]
 pub use bus_logger as logger;
+
+/// The durable embedded transport on SQLite.
+#[cfg(feature = "sqlite")]
+#[doc(inline)]
+pub use bus_sqlite as sqlite;
 
 /// Health monitoring, metrics and the HTTP endpoint.
 #[cfg(feature = "health")]

@@ -46,6 +46,7 @@ const ROOT_MODULES: &[&str] = &[
     "publish",
     "recovery",
     "signal",
+    "sqlite",
     "subscribe",
     "time",
     "trace",

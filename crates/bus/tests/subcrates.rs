@@ -30,6 +30,8 @@ fn every_subcrate_is_reexported() {
     // DLQ.
     assert_eq!(bus::dlq::DB_FILE_NAME, "dlq.sqlite");
     let _ = bus::dlq::MemoryDlq::default();
+    // SQLite transport.
+    assert_eq!(bus::sqlite::QUEUE_FILE_NAME, "queue.sqlite");
     // Logger.
     assert_eq!(bus::logger::LOG_FILE, "errors.jsonl");
     // Health (with the http feature).

@@ -7,4 +7,5 @@
 #![warn(missing_docs)]
 
 pub mod dlq;
+pub mod queue;
 pub mod transport;

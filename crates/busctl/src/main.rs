@@ -4,6 +4,7 @@
 //! busctl demo [--messages N | --duration 30s] [--fail-rate F] [--poison-rate F]
 //!             [--panic-rate F] [--seed S] [--json] [--http 127.0.0.1:9898] [--data-dir D]
 //! busctl dlq list|show|groups|replay|purge|stats|verify|export|import ...
+//! busctl queue show|drop ...
 //! busctl health [--data-dir D] [--json]
 //! ```
 //!
@@ -40,6 +41,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: busctl::dlq::DlqCommand,
     },
+    /// The SQLite transport's queues in a data directory: pending per
+    /// group, the oldest pending age, the ledger; drop a group.
+    Queue {
+        #[command(subcommand)]
+        cmd: busctl::queue::QueueCommand,
+    },
     /// Print the last health snapshot a bus wrote (`<data-dir>/health.json`).
     Health {
         /// The bus data directory.
@@ -63,6 +70,7 @@ fn main() -> ExitCode {
             let mut out = std::io::stdout().lock();
             busctl::dlq::run(cmd, &mut out).map_err(Into::into)
         }
+        Cmd::Queue { cmd } => busctl::queue::run(cmd, &mut std::io::stdout().lock()),
         Cmd::Health { data_dir, json } => health(&data_dir, json),
     };
     match result {

@@ -10,6 +10,9 @@ pub enum TransportKind {
     Memory,
     /// NATS JetStream (`--nats-url`): durable streams, across processes.
     Nats,
+    /// SQLite (`<data-dir>/queue.sqlite`): durable, embedded; what a killed
+    /// run left is handled by the next run on the same data dir.
+    Sqlite,
 }
 
 /// The NATS settings busctl uses on `data_dir`: `base` (a configuration's

@@ -173,3 +173,169 @@ fn demo_over_nats_jetstream_adds_up() {
         "three groups plus the burst: {v}"
     );
 }
+
+#[test]
+fn demo_over_sqlite_adds_up_in_the_summary_and_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (ok, out, err) = busctl(&[
+        "demo",
+        "--transport",
+        "sqlite",
+        "--data-dir",
+        d,
+        "--messages",
+        "2000",
+        "--seed",
+        "7",
+        "--json",
+    ]);
+    assert!(ok, "demo over SQLite failed: {err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["invariant_holds"], true, "{v}");
+    assert!(n(&v, "dead_lettered") > 0, "poison reached the DLQ: {v}");
+    // The file's ledger: every group settled everything, and it balances.
+    let (ok, out, err) = busctl(&["queue", "show", "--data-dir", d, "--json"]);
+    assert!(ok, "{err}");
+    let groups: Value = serde_json::from_str(&out).unwrap();
+    let groups = groups.as_array().unwrap();
+    assert_eq!(groups.len(), 4, "{out}");
+    let mut terminated = 0;
+    for g in groups {
+        let pending = n(g, "ready") + n(g, "delayed") + n(g, "leased");
+        assert_eq!(pending, 0, "{g}");
+        assert_eq!(
+            n(g, "published"),
+            n(g, "acked") + n(g, "terminated") + n(g, "evicted") + pending,
+            "{g}"
+        );
+        terminated += n(g, "terminated");
+    }
+    assert_eq!(terminated, n(&v, "dead_lettered"), "{v}");
+    let (ok, out, _) = busctl(&["queue", "show", "--data-dir", d]);
+    assert!(
+        ok && out.contains("billing") && out.contains("balances"),
+        "{out}"
+    );
+    // Nobody subscribes any more: the group can go.
+    let (ok, out, err) = busctl(&[
+        "queue",
+        "drop",
+        "--data-dir",
+        d,
+        "--topic",
+        "reports.daily",
+        "--group",
+        "reports",
+    ]);
+    assert!(ok && out.contains("dropped"), "{out}{err}");
+    let (ok, _, err) = busctl(&[
+        "queue",
+        "drop",
+        "--data-dir",
+        d,
+        "--topic",
+        "reports.daily",
+        "--group",
+        "reports",
+    ]);
+    assert!(!ok && err.contains("no group"), "{err}");
+}
+
+/// Every `busctl queue` command docs/operations.md shows is one busctl accepts.
+#[test]
+fn the_operations_guide_shows_queue_commands_busctl_accepts() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Busctl {
+        #[command(subcommand)]
+        _cmd: busctl::queue::QueueCommand,
+    }
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/operations.md"
+    ))
+    .unwrap();
+    let mut checked = 0;
+    for line in guide.lines() {
+        let words: Vec<&str> = line
+            .split(" #")
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let ["busctl", "queue", rest @ ..] = &words[..] else {
+            continue;
+        };
+        if let Err(e) = Busctl::try_parse_from(std::iter::once(&"queue").chain(rest)) {
+            panic!("docs/operations.md: `{line}`: {e}");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 3, "the guide's queue commands were found");
+}
+
+/// The first try, on SQLite: a demo killed with SIGKILL mid-run
+/// leaves its queues in the file, and the next demo on the data dir
+/// resumes them with a ledger that adds up (what it was handed of the
+/// earlier run's work counted as `broker.resumed`).
+#[test]
+fn a_killed_demo_over_sqlite_is_resumed_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let mut first = Command::new(env!("CARGO_BIN_EXE_busctl"))
+        .args(["demo", "--transport", "sqlite", "--data-dir", d])
+        .args(["--duration", "60s", "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the file holds work: some published, not all settled.
+    let started = std::time::Instant::now();
+    loop {
+        let (ok, out, _) = busctl(&["queue", "show", "--data-dir", d, "--json"]);
+        let published = ok
+            .then(|| serde_json::from_str::<Value>(&out).ok())
+            .flatten()
+            .and_then(|v| {
+                v.as_array()
+                    .map(|gs| gs.iter().map(|g| n(g, "published")).sum::<u64>())
+            })
+            .unwrap_or(0);
+        if published > 1000 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let (ok, out, err) = busctl(&[
+        "demo",
+        "--transport",
+        "sqlite",
+        "--data-dir",
+        d,
+        "--messages",
+        "300",
+        "--json",
+    ]);
+    assert!(ok, "the second run failed: {err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["invariant_holds"], true, "{v}");
+    let b = &v["broker"];
+    assert!(n(b, "owed_at_start") > 0, "the kill left work: {v}");
+    assert_eq!(
+        n(&v, "published") + n(b, "resumed"),
+        n(&v, "acked")
+            + n(&v, "dead_lettered")
+            + n(&v, "rejected_at_publish")
+            + n(&v, "discarded_by_policy")
+            + n(&v, "returned_at_shutdown")
+            + n(&v, "pending"),
+        "{v}"
+    );
+}

@@ -7,6 +7,7 @@ mod goals;
 mod markdown;
 mod nats;
 mod ratios;
+mod sqlite;
 
 pub(crate) use goals::Goals;
 
@@ -29,6 +30,7 @@ pub(crate) struct Run<'a> {
     pub(crate) dlq: &'a Path,
     pub(crate) idle: &'a Path,
     pub(crate) nats: &'a Path,
+    pub(crate) sqlite: &'a Path,
 }
 
 /// Collects the run's results, judges them and writes both reports.
@@ -55,6 +57,7 @@ pub(crate) fn write(goals: &Goals, run: &Run<'_>) -> Result<(), String> {
         http: read_fresh(&target.join("bench-http.json")),
         idle: read_fresh(run.idle),
         nats: read_fresh(run.nats),
+        sqlite: read_fresh(run.sqlite),
     };
     let machine = Machine::probe(
         run.quick,
@@ -74,6 +77,7 @@ pub(crate) fn write(goals: &Goals, run: &Run<'_>) -> Result<(), String> {
         latency.as_ref(),
         rss.as_ref(),
         rounds.nats.as_ref(),
+        rounds.sqlite.as_ref(),
     );
     let md_path = root().join("docs/benchmarks.md");
     std::fs::create_dir_all(root().join("docs")).map_err(|e| e.to_string())?;
@@ -333,6 +337,8 @@ pub(super) struct Rounds {
     pub(super) idle: Option<Value>,
     /// The bus over NATS beside raw async-nats (bench-nats.json).
     pub(super) nats: Option<Value>,
+    /// bus-sqlite beside hand-written rusqlite (bench-sqlite.json).
+    pub(super) sqlite: Option<Value>,
 }
 
 /// `target/bench-report.json`: the machine, the judged figures, every

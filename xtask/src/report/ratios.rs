@@ -6,7 +6,7 @@ use super::{BenchResult, Ratio, Rounds, field, fmt_ns, number, quartiles_of};
 use serde_json::Value;
 
 /// The goals of `xtask/goals.toml` this file judges figures against.
-pub(super) const USED: [&str; 13] = [
+pub(super) const USED: [&str; 15] = [
     "observer_event",
     "breaker_vs_peers",
     "breaker_sharing",
@@ -20,6 +20,8 @@ pub(super) const USED: [&str; 13] = [
     "peak_rss",
     "idle_cpu",
     "nats_bus_vs_raw",
+    "sqlite_vs_raw",
+    "sqlite_single_publish",
 ];
 
 /// Judges a figure by `goal` alone.
@@ -49,7 +51,10 @@ pub(super) fn bench_ratios(
         peak_rss,
         idle_cpu,
         nats_vs_raw,
+        sqlite_vs_raw,
+        sqlite_single,
     ] = USED.map(|name| goals.get(name));
+    let (sqlite_vs_raw, sqlite_single) = (sqlite_vs_raw?, sqlite_single?);
     let (breaker_vs_peers, breaker_sharing, on_vs_raw, on_vs_off) =
         (breaker_vs_peers?, breaker_sharing?, on_vs_raw?, on_vs_off?);
     let (observer_event, added_p99, healthz, one_failure) =
@@ -68,6 +73,7 @@ pub(super) fn bench_ratios(
         http,
         idle,
         nats,
+        sqlite,
     } = rounds;
     let (breaker, interleaved, dlq, http, idle) = (
         breaker.as_ref(),
@@ -389,6 +395,11 @@ pub(super) fn bench_ratios(
         );
     }
     out.extend(super::nats::ratios(nats_vs_raw, nats.as_ref()));
+    out.extend(super::sqlite::ratios(
+        sqlite_vs_raw,
+        sqlite_single,
+        sqlite.as_ref(),
+    ));
     Ok(out)
 }
 

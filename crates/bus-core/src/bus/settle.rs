@@ -115,13 +115,19 @@ pub(super) fn dead_letter(
     reason: DeadLetterReason,
     escalate: bool,
 ) {
-    let letter = DeadLetter::new(
+    let mut letter = DeadLetter::new(
         delivery.envelope().clone(),
         report,
         reason,
         &*w.component,
         &*w.group,
     );
+    if w.shared.transport.durable() {
+        // A run killed after the store took the letter and before the
+        // delivery was settled leaves the delivery to the next run, which
+        // dead-letters it again: the same id lets the store keep one.
+        letter.id = DeadLetter::id_for(letter.envelope.id, &w.group);
+    }
     let waiting = AwaitingStore {
         shared: Arc::clone(&w.shared),
         subscriber: Arc::clone(&w.subscriber),

@@ -26,6 +26,25 @@ use std::thread::JoinHandle;
 use std::time::SystemTime;
 use writer::{Bounds, Job, Reply, Shared};
 
+/// Opens the write-ahead log of the SQLite database at `db` (WAL mode on,
+/// `conn` a connection to it) for a writer that runs its commits with
+/// `synchronous = NORMAL` and makes them durable itself, with one
+/// `fdatasync` of the WAL after the commit, as this crate's store does under
+/// `Durability::Full` (see `syncer.rs` for why that is as durable as
+/// `synchronous = FULL`). The WAL is extended with zeros to about the most
+/// it holds between checkpoints, so commits overwrite blocks it has and a
+/// sync commits no file-system metadata; it and its directory entry are
+/// synced once here. Keep the file open as long as any connection of this
+/// process to the database is. The SQLite transport (`bus-sqlite`) shares
+/// it.
+pub fn open_synced_wal(
+    db: &std::path::Path,
+    conn: &rusqlite::Connection,
+) -> Result<std::fs::File, DlqError> {
+    let len = checkpoint::wal_bytes(conn)?;
+    syncer::open_wal(db, conn, len)
+}
+
 /// A dead-letter queue in a SQLite database (WAL mode) at
 /// `<data-dir>/dlq.sqlite`.
 ///

@@ -5,6 +5,7 @@
 mod outcome;
 mod progress;
 mod publishers;
+mod sqlite;
 mod summary;
 mod workload;
 
@@ -191,8 +192,9 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
     // a crash resumes what the crashed run left unsettled, and runs on other
     // directories never see it. They are deleted at the end only if every
     // group settled everything.
+    let sqlite = sqlite::open(args.transport, &cfg)?;
     let nats = match args.transport {
-        TransportKind::Memory => None,
+        TransportKind::Memory | TransportKind::Sqlite => None,
         TransportKind::Nats => {
             let config = busctl::transport::nats_config(
                 cfg.nats.clone(),
@@ -220,6 +222,8 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
         .observer(Arc::clone(&refusals) as Arc<dyn bus::plug::Observer>);
     if let Some(n) = &nats {
         builder = builder.transport(Arc::clone(n) as Arc<dyn bus::transport::Transport>);
+    } else if let Some(s) = &sqlite {
+        builder = builder.transport(s.transport());
     }
     let bus = Arc::new(builder.build()?);
     signals.watch(&bus);
@@ -243,13 +247,13 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
     // bound to set: capacities and overflow policies are in-process only.
     let inventory = bus.subscriber("inventory").topic("orders.created");
     let inventory = match args.transport {
-        TransportKind::Memory => inventory.capacity(200_000),
+        TransportKind::Memory | TransportKind::Sqlite => inventory.capacity(200_000),
         TransportKind::Nats => inventory,
     };
     inventory.start(workload::inventory(Arc::clone(&outage)))?;
     let reports = bus.subscriber("reports").topic("reports.daily");
     let reports = match args.transport {
-        TransportKind::Memory => reports
+        TransportKind::Memory | TransportKind::Sqlite => reports
             .capacity(REPORTS_CAPACITY)
             .overflow(OverflowPolicy::Reject),
         TransportKind::Nats => reports,
@@ -412,14 +416,14 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
         orders_rejected: orders_rejected.load(Ordering::Relaxed),
         burst,
         reports_queue: match args.transport {
-            TransportKind::Memory => Some(REPORTS_CAPACITY),
+            TransportKind::Memory | TransportKind::Sqlite => Some(REPORTS_CAPACITY),
             TransportKind::Nats => None,
         },
         outage: outage_orders.range(),
         elapsed: started.elapsed(),
         interrupted_by: interrupted,
         drain_timeout: args.drain_timeout,
-        broker,
+        broker: broker.or_else(|| sqlite.as_ref().map(sqlite::Sqlite::broker)),
     })?;
     let mut out = std::io::stdout().lock();
     if args.json {
