@@ -46,8 +46,19 @@ fn kill(child: &Child, signal: &str) {
 }
 
 /// Waits for the child's exit (at most `limit`), returning its status,
-/// stdout and stderr; kills it and fails if it does not exit in time.
+/// stdout and stderr; kills it and fails if it does not exit in time. The
+/// pipes are read while it runs, so a child that writes more than a pipe
+/// holds never blocks on a reader that waits for its exit.
 fn finish(mut child: Child, limit: Duration) -> (ExitStatus, String, String) {
+    fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            r.read_to_string(&mut s).unwrap();
+            s
+        })
+    }
+    let out = drain(child.stdout.take().unwrap());
+    let err = drain(child.stderr.take().unwrap());
     let mut status = None;
     bus_test::wait_until(limit, || {
         status = child.try_wait().unwrap();
@@ -58,20 +69,7 @@ fn finish(mut child: Child, limit: Duration) -> (ExitStatus, String, String) {
         let _ = child.wait();
         panic!("busctl did not exit within {limit:?} of the signal");
     };
-    let (mut out, mut err) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status, out, err)
+    (status, out.join().unwrap(), err.join().unwrap())
 }
 
 fn n(v: &Value, key: &str) -> u64 {

@@ -379,6 +379,7 @@ fn store_letter(s: &Shared, letter: DeadLetter) -> Result<(), Box<DeadLetter>> {
 fn letter_stored(s: &Shared, letter: &DeadLetter) {
     s.counters.inc(Counter::dead_lettered);
     if s.dlq_failing.swap(false, Ordering::AcqRel) {
+        tracing::warn!(component = %letter.component, "dead-letter store accepts writes again");
         s.event(&BusEvent::DlqRecovered {
             component: &letter.component,
         });
@@ -394,8 +395,13 @@ fn letter_stored(s: &Shared, letter: &DeadLetter) {
 /// Books a letter the store refused: the store is unhealthy, the message stays.
 fn letter_refused(s: &Shared, letter: &DeadLetter, error: &DlqError) {
     s.counters.inc(Counter::dlq_write_failures);
-    s.dlq_failing.store(true, Ordering::Release);
-    tracing::error!(%error, message_id = %letter.envelope.id, "dead-letter store refused a write; the message stays queued");
+    // Said once per outage (a full disk refuses every write): the count
+    // is in dlq_write_failures and health is critical until a write works.
+    if s.dlq_failing.swap(true, Ordering::AcqRel) {
+        tracing::debug!(%error, message_id = %letter.envelope.id, "dead-letter store refused a write; the message stays queued");
+    } else {
+        tracing::error!(%error, message_id = %letter.envelope.id, "dead-letter store refused a write; the message stays queued, and further refusals are counted (dlq_write_failures) until a write succeeds");
+    }
     s.event(&BusEvent::DlqWriteFailed {
         component: &letter.component,
         error,
