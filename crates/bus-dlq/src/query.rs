@@ -34,6 +34,10 @@ pub struct Filter {
     pub category: Option<ErrorCategory>,
     /// The component (subscriber) that gave up, exactly.
     pub component: Option<String>,
+    /// Why it was dead-lettered (`retries_exhausted`, `not_retryable`,
+    /// ...), exactly.
+    #[serde(default)]
+    pub reason: Option<String>,
     /// Dead-lettered at or after.
     #[serde(default, with = "humantime_serde")]
     pub since: Option<SystemTime>,
@@ -90,6 +94,13 @@ impl Filter {
         self
     }
 
+    /// Only this dead-letter reason (`retries_exhausted`, ...).
+    #[must_use]
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
     /// Dead-lettered in `[since, until)`; either end may be open.
     #[must_use]
     pub fn between(mut self, since: Option<SystemTime>, until: Option<SystemTime>) -> Self {
@@ -141,6 +152,7 @@ impl Filter {
             && self.topic.as_ref().is_none_or(|t| *t == s.topic)
             && self.category.is_none_or(|c| c == s.category)
             && self.component.as_ref().is_none_or(|c| *c == s.component)
+            && self.reason.as_ref().is_none_or(|r| *r == s.reason)
             && self.since.is_none_or(|t| s.dead_lettered_at >= t)
             && self.until.is_none_or(|t| s.dead_lettered_at < t)
             && self
@@ -484,6 +496,7 @@ fn add_to_group(groups: &mut BTreeMap<String, FailureGroup>, l: &LetterSummary) 
             component: l.component.clone(),
             sample_message: l.error_message.clone(),
             category: l.category,
+            reason: l.reason.clone(),
             topics: BTreeSet::new(),
         });
     g.count += 1;
@@ -492,6 +505,7 @@ fn add_to_group(groups: &mut BTreeMap<String, FailureGroup>, l: &LetterSummary) 
         g.last_seen = l.last_failure_at;
         g.sample_message.clone_from(&l.error_message);
         g.category = l.category;
+        g.reason.clone_from(&l.reason);
     }
     g.topics.insert(l.topic.clone());
 }

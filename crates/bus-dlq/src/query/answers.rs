@@ -51,6 +51,9 @@ pub struct FailureGroup {
     pub sample_message: String,
     /// The category of that latest letter.
     pub category: ErrorCategory,
+    /// Why that latest letter was dead-lettered.
+    #[serde(default)]
+    pub reason: String,
     /// Every topic seen in the group.
     pub topics: BTreeSet<String>,
 }

@@ -24,9 +24,16 @@
 //! [`write_timeout`]: HttpOptions::write_timeout
 //! [`max_url_len`]: HttpOptions::max_url_len
 //! [`refresh_interval`]: HttpOptions::refresh_interval
+//!
+//! An [`HttpApp`] mounted with [`HealthServer::start_with_app`] answers
+//! every other path, under the same bounds plus those of a request body
+//! (see the `app` module's docs on [`HttpApp`]).
 
+mod app;
 mod conn;
 mod router;
+
+pub use app::{AppContext, AppRequest, AppResponse, HttpApp};
 
 use crate::metrics::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
 use crate::monitor::{HealthMonitor, Readings};
@@ -109,6 +116,12 @@ pub struct HttpOptions {
     /// read of a NATS transport's queue source asks the broker once per
     /// subscriber group.
     pub refresh_interval: Duration,
+    /// Largest request body a mounted [`HttpApp`] is handed (default
+    /// 64 KiB; 413 past it). The endpoint's own routes take no body.
+    pub max_body_bytes: usize,
+    /// Requests a mounted [`HttpApp`] runs at once (default 4); past that
+    /// a request gets 503 with `Retry-After: 1`.
+    pub max_app_in_flight: usize,
 }
 
 impl Default for HttpOptions {
@@ -121,6 +134,8 @@ impl Default for HttpOptions {
             read_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             refresh_interval: Duration::from_millis(500),
+            max_body_bytes: 64 * 1024,
+            max_app_in_flight: 4,
         }
     }
 }
@@ -149,6 +164,10 @@ impl HttpOptions {
         check(
             !self.write_timeout.is_zero(),
             "write_timeout must be positive",
+        )?;
+        check(
+            self.max_app_in_flight > 0,
+            "max_app_in_flight must be at least 1",
         )?;
         check(
             !self.refresh_interval.is_zero(),
@@ -209,6 +228,26 @@ impl HealthServer {
         monitor: HealthMonitor,
         options: HttpOptions,
     ) -> Result<Self, HttpError> {
+        Self::start_inner(addr, monitor, options, None)
+    }
+
+    /// Serves with explicit options and `app` answering every path but
+    /// `/healthz` and `/metrics`.
+    pub fn start_with_app(
+        addr: impl ToSocketAddrs,
+        monitor: HealthMonitor,
+        options: HttpOptions,
+        app: Arc<dyn HttpApp>,
+    ) -> Result<Self, HttpError> {
+        Self::start_inner(addr, monitor, options, Some(app))
+    }
+
+    fn start_inner(
+        addr: impl ToSocketAddrs,
+        monitor: HealthMonitor,
+        options: HttpOptions,
+        app: Option<Arc<dyn HttpApp>>,
+    ) -> Result<Self, HttpError> {
         let addr = addr
             .to_socket_addrs()
             .map_err(|e| HttpError::Resolve(e.to_string()))?
@@ -247,6 +286,10 @@ impl HealthServer {
             monitor,
             readings,
             router: routes(),
+            app: app.map(|app| app::Mounted {
+                app,
+                slots: Arc::new(tokio::sync::Semaphore::new(options.max_app_in_flight)),
+            }),
             options,
         });
         let (stop, stop_rx) = oneshot::channel();
@@ -321,6 +364,7 @@ struct Endpoint {
     monitor: HealthMonitor,
     readings: Arc<ArcSwap<Readings>>,
     router: Router<Endpoint>,
+    app: Option<app::Mounted>,
     options: HttpOptions,
 }
 
@@ -330,12 +374,22 @@ impl Endpoint {
         Readings::clone(&self.readings.load())
     }
 
-    fn respond(&self, req: Request<Incoming>) -> Response<Body> {
-        let (parts, body) = req.into_parts();
-        let target_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    async fn respond(&self, req: Request<Incoming>, peer: Option<SocketAddr>) -> Response<Body> {
+        let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if target_len > self.options.max_url_len {
             return text(StatusCode::URI_TOO_LONG, "URI too long\n");
         }
+        if let Some(mounted) = &self.app
+            && !self.router.serves(req.uri().path())
+        {
+            let ctx = AppContext {
+                monitor: self.monitor.clone(),
+                readings: Arc::clone(&self.readings),
+                peer,
+            };
+            return app::serve(mounted, ctx, req, &self.options).await;
+        }
+        let (parts, body) = req.into_parts();
         if !body.is_end_stream() {
             let mut r = text(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -420,6 +474,7 @@ fn serve_connection(
     let options = &endpoint.options;
     // Responses are small and whole: send each at once.
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
     let (activity, registration) = connections.open();
     let io = TokioIo::new(Tracked::new(
         stream,
@@ -430,9 +485,12 @@ fn serve_connection(
         let (endpoint, activity) = (Arc::clone(endpoint), Arc::clone(&activity));
         hyper::service::service_fn(move |req| {
             let busy = activity.busy();
-            let mut response = endpoint.respond(req);
-            response.body_mut().hold(busy);
-            std::future::ready(Ok::<_, Infallible>(response))
+            let endpoint = Arc::clone(&endpoint);
+            async move {
+                let mut response = endpoint.respond(req, peer).await;
+                response.body_mut().hold(busy);
+                Ok::<_, Infallible>(response)
+            }
         })
     };
     let mut http = hyper::server::conn::http1::Builder::new();
