@@ -5,6 +5,7 @@
 //!             [--panic-rate F] [--seed S] [--json] [--http 127.0.0.1:9898] [--data-dir D]
 //! busctl dlq list|show|groups|replay|purge|stats|verify|export|import ...
 //! busctl health [--data-dir D] [--json]
+//! busctl console [--data-dir D] [--http 127.0.0.1:9898] [--token-file F] [--allow-host H]
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -34,6 +35,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: busctl::dlq::DlqCommand,
     },
+    /// Serve the console over a data directory, without a running bus:
+    /// dead-letter views, replay marking and purge.
+    Console(busctl::console::ConsoleArgs),
     /// Print the last health snapshot a bus wrote (`<data-dir>/health.json`).
     Health {
         /// The bus data directory.
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
             busctl::dlq::run(cmd, &mut out).map_err(Into::into)
         }
         Cmd::Health { data_dir, json } => health(&data_dir, json),
+        Cmd::Console(args) => busctl::console::run(&args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
