@@ -8,11 +8,12 @@ use crate::record::{LetterState, LetterSummary, ReplayRefusal, StoredLetter};
 use bus_core::{DlqError, LetterId, Topic};
 use bus_errors::ErrorCategory;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 mod answers;
 
+use answers::add_to_group;
 pub use answers::{FailureGroup, ImportReport, ReplayReport, Stats};
 
 /// How many letters the shared operations read per page.
@@ -482,30 +483,4 @@ fn ids_of<Q: DlqQuery + ?Sized>(q: &Q, filter: &Filter) -> Result<Vec<LetterId>,
         Ok(true)
     })?;
     Ok(ids)
-}
-
-fn add_to_group(groups: &mut BTreeMap<String, FailureGroup>, l: &LetterSummary) {
-    let g = groups
-        .entry(l.signature.clone())
-        .or_insert_with(|| FailureGroup {
-            signature: l.signature.clone(),
-            count: 0,
-            first_seen: l.first_failure_at,
-            last_seen: l.last_failure_at,
-            error_type: l.error_type.clone(),
-            component: l.component.clone(),
-            sample_message: l.error_message.clone(),
-            category: l.category,
-            reason: l.reason.clone(),
-            topics: BTreeSet::new(),
-        });
-    g.count += 1;
-    g.first_seen = g.first_seen.min(l.first_failure_at);
-    if l.last_failure_at >= g.last_seen {
-        g.last_seen = l.last_failure_at;
-        g.sample_message.clone_from(&l.error_message);
-        g.category = l.category;
-        g.reason.clone_from(&l.reason);
-    }
-    g.topics.insert(l.topic.clone());
 }

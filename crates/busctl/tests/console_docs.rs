@@ -17,9 +17,23 @@ fn the_console_guide_curl_examples_run() {
     let (signature, id) = {
         let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
         for i in 0..3 {
-            let env = Envelope::new(Topic::new("orders.created").unwrap(), format!("{{\"n\":{i}}}"));
-            let report = ErrorReport::new(Classification::of(ErrorCategory::Serialization), "billing", "bad json");
-            dlq.push(&DeadLetter::new(env, report, DeadLetterReason::NotRetryable, "billing", "billing")).unwrap();
+            let env = Envelope::new(
+                Topic::new("orders.created").unwrap(),
+                format!("{{\"n\":{i}}}"),
+            );
+            let report = ErrorReport::new(
+                Classification::of(ErrorCategory::Serialization),
+                "billing",
+                "bad json",
+            );
+            dlq.push(&DeadLetter::new(
+                env,
+                report,
+                DeadLetterReason::NotRetryable,
+                "billing",
+                "billing",
+            ))
+            .unwrap();
         }
         let g = dlq.groups(&Filter::all()).unwrap();
         let id = dlq.list(&Filter::all()).unwrap()[0].id;
@@ -27,14 +41,22 @@ fn the_console_guide_curl_examples_run() {
         (g[0].signature.clone(), id.to_string())
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_busctl"))
-        .args(["console", "--data-dir", dir.path().to_str().unwrap(), "--http", "127.0.0.1:0"])
+        .args([
+            "console",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+        ])
         .env("BUS_CONSOLE_TOKEN", TOKEN)
         .env_remove("BUS_CONSOLE_TOKEN_FILE")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let console = line
         .strip_prefix("console: ")
         .and_then(|r| r.split_whitespace().next())
@@ -42,7 +64,11 @@ fn the_console_guide_curl_examples_run() {
         .trim_end_matches('/')
         .to_owned();
 
-    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/console.md")).unwrap();
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/console.md"
+    ))
+    .unwrap();
     let mut in_sh = false;
     let mut ran = 0;
     for l in guide.lines() {
@@ -57,7 +83,9 @@ fn the_console_guide_curl_examples_run() {
             Some((c, code)) if code.chars().all(|c| c.is_ascii_digit()) => (c, Some(code)),
             _ => (l, None),
         };
-        let cmd = cmd.replace("<signature>", &signature).replace("<letter-id>", &id);
+        let cmd = cmd
+            .replace("<signature>", &signature)
+            .replace("<letter-id>", &id);
         let out = Command::new("sh")
             .args(["-c", &cmd])
             .env("CONSOLE", &console)
@@ -66,7 +94,11 @@ fn the_console_guide_curl_examples_run() {
             .output()
             .expect("curl is installed (.ci/run installs it)");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{cmd}: {}{stdout}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{cmd}: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         match expect {
             Some(code) => assert_eq!(stdout.trim(), code, "{cmd}"),
             None if !cmd.contains(" -o ") => {
@@ -78,9 +110,16 @@ fn the_console_guide_curl_examples_run() {
         ran += 1;
     }
     assert!(ran >= 10, "the guide's curl lines were found ({ran})");
-    assert_eq!(std::fs::read(dir.path().join("letter.bin")).unwrap(), b"{\"n\":0}");
+    assert_eq!(
+        std::fs::read(dir.path().join("letter.bin")).unwrap(),
+        b"{\"n\":0}"
+    );
     let audit = std::fs::read_to_string(dir.path().join("console-audit.jsonl")).unwrap();
-    assert_eq!(audit.lines().count(), 2, "the replay and the purge: {audit}");
+    assert_eq!(
+        audit.lines().count(),
+        2,
+        "the replay and the purge: {audit}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
