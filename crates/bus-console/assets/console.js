@@ -173,8 +173,20 @@ function filterObject() {
   return Object.fromEntries(filterParams());
 }
 
+// The JSON each table was last drawn from: a table whose data did not
+// change is not redrawn, so a row is not replaced under the operator's
+// pointer every second.
+const drawn = {};
+function changed(table, data) {
+  const key = JSON.stringify(data);
+  if (drawn[table] === key) return false;
+  drawn[table] = key;
+  return true;
+}
+
 async function groups() {
   const g = await api("/api/dlq/groups?" + filterParams());
+  if (!changed("groups", [g, state.group])) return;
   $("#groups-summary").textContent = g.letters + " letters in " + g.groups.length + " groups" +
     (g.contents_shown ? "" : " (error texts need the operator token)");
   replaceRows($("#groups tbody"), g.groups.map((x) => el("tr", {
@@ -208,6 +220,7 @@ async function letters() {
   if (after) p.set("after", after);
   const l = await api("/api/dlq/letters?" + p);
   state.next = l.next;
+  if (!changed("letters", [l, state.cursors.length, state.selected.size])) return;
   $("#page-info").textContent = "page " + state.cursors.length + " · " + l.total + " letters";
   $("#page-next").disabled = !l.next;
   replaceRows($("#letters tbody"), l.letters.map((x) => el("tr", { class: "letter-row", "data-id": x.id },

@@ -295,16 +295,7 @@ pub trait DlqQuery {
 
     /// The selected letters grouped by signature, largest group first.
     fn groups(&self, filter: &Filter) -> Result<Vec<FailureGroup>, DlqError> {
-        let mut groups: BTreeMap<String, FailureGroup> = BTreeMap::new();
-        self.walk(filter, &mut |page| {
-            for l in page {
-                add_to_group(&mut groups, l);
-            }
-            Ok(true)
-        })?;
-        let mut out: Vec<_> = groups.into_values().collect();
-        out.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_seen.cmp(&a.last_seen)));
-        Ok(out)
+        walk_groups(self, filter)
     }
 
     /// Deletes the letters `filter` selects; returns how many.
@@ -474,6 +465,23 @@ pub(crate) fn pages<T>(
         }
     }
     Ok(())
+}
+
+/// [`DlqQuery::groups`] by walking the letters and grouping them here.
+pub(crate) fn walk_groups<Q: DlqQuery + ?Sized>(
+    q: &Q,
+    filter: &Filter,
+) -> Result<Vec<FailureGroup>, DlqError> {
+    let mut groups: BTreeMap<String, FailureGroup> = BTreeMap::new();
+    q.walk(filter, &mut |page| {
+        for l in page {
+            add_to_group(&mut groups, l);
+        }
+        Ok(true)
+    })?;
+    let mut out: Vec<_> = groups.into_values().collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_seen.cmp(&a.last_seen)));
+    Ok(out)
 }
 
 fn ids_of<Q: DlqQuery + ?Sized>(q: &Q, filter: &Filter) -> Result<Vec<LetterId>, DlqError> {

@@ -103,6 +103,8 @@ fn over_a_running_demo_groups_show_and_a_replay_needs_the_token_and_is_redeliver
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
     let (_demo, addr) = busctl(
+        // Few poison orders: the group replayed stays small, so the bus's
+        // replay poller (256 letters a second) redelivers it in moments.
         &[
             "demo",
             "--data-dir",
@@ -112,7 +114,7 @@ fn over_a_running_demo_groups_show_and_a_replay_needs_the_token_and_is_redeliver
             "--http",
             "127.0.0.1:0",
             "--poison-rate",
-            "0.05",
+            "0.001",
             "--fail-rate",
             "0",
             "--panic-rate",
@@ -140,8 +142,8 @@ fn over_a_running_demo_groups_show_and_a_replay_needs_the_token_and_is_redeliver
         "console errors on load"
     );
 
-    browser.click(&browser.wait("button[data-view=dlq]", 10));
-    let row = browser.wait(".group-row", 60);
+    browser.click_on("button[data-view=dlq]", 10);
+    browser.wait(".group-row", 60);
     browser.screenshot(&shots().join("demo-groups.png"));
     assert_eq!(
         errors(&browser),
@@ -154,15 +156,12 @@ fn over_a_running_demo_groups_show_and_a_replay_needs_the_token_and_is_redeliver
         .unwrap()
         .to_owned();
     let replay = format!(".group-row[data-signature='{signature}'] .replay-group");
-    assert!(
-        browser.text(&row).contains("not_retryable"),
-        "{}",
-        browser.text(&row)
-    );
+    let row = browser.text_of(&format!(".group-row[data-signature='{signature}']"));
+    assert!(row.contains("not_retryable"), "{row}");
 
     // Without the token the action is refused and nothing is marked.
-    browser.click(&browser.wait(&replay, 10));
-    browser.click(&browser.wait("#confirm-yes", 10));
+    browser.click_on(&replay, 10);
+    browser.click_on("#confirm-yes", 10);
     let message = browser.wait("#message", 10);
     browser.until("the refusal is shown", 10, || {
         browser.text(&message).contains("refused")
@@ -175,9 +174,9 @@ fn over_a_running_demo_groups_show_and_a_replay_needs_the_token_and_is_redeliver
 
     // With the token the group is marked and the running bus redelivers it.
     browser.type_into(&browser.wait("#token", 10), TOKEN);
-    browser.click(&browser.wait("#token-use", 10));
-    browser.click(&browser.wait(&replay, 10));
-    browser.click(&browser.wait("#confirm-yes", 10));
+    browser.click_on("#token-use", 10);
+    browser.click_on(&replay, 10);
+    browser.click_on("#confirm-yes", 10);
     browser.until("the replay is confirmed", 10, || {
         browser.text(&message).contains("marked for replay")
     });
@@ -240,10 +239,10 @@ fn a_hostile_payload_and_error_show_as_text() {
     );
     let browser = Browser::start();
     browser.goto(&format!("http://{addr}/#dlq"));
-    let sample = browser.wait(".group-row .sample", 30);
-    assert_eq!(browser.text(&sample), script);
-    browser.click(&browser.wait(".open-group", 10));
-    browser.click(&browser.wait(".open-letter", 30));
+    browser.wait(".group-row .sample", 30);
+    assert_eq!(browser.text_of(".group-row .sample"), script);
+    browser.click_on(".open-group", 10);
+    browser.click_on(".open-letter", 30);
     let payload = browser.wait("#payload", 30);
     browser.until("the payload is shown", 10, || {
         browser.text(&payload) == HOSTILE

@@ -3,6 +3,7 @@
 //! judges the headline figures against `xtask/goals.toml`, and writes
 //! `target/bench-report.json` and `docs/benchmarks.md`.
 
+mod console;
 mod goals;
 mod markdown;
 mod nats;
@@ -29,6 +30,7 @@ pub(crate) struct Run<'a> {
     pub(crate) dlq: &'a Path,
     pub(crate) idle: &'a Path,
     pub(crate) nats: &'a Path,
+    pub(crate) console: &'a Path,
 }
 
 /// Collects the run's results, judges them and writes both reports.
@@ -55,6 +57,7 @@ pub(crate) fn write(goals: &Goals, run: &Run<'_>) -> Result<(), String> {
         http: read_fresh(&target.join("bench-http.json")),
         idle: read_fresh(run.idle),
         nats: read_fresh(run.nats),
+        console: read_fresh(run.console),
     };
     let machine = Machine::probe(
         run.quick,
@@ -333,6 +336,8 @@ pub(super) struct Rounds {
     pub(super) idle: Option<Value>,
     /// The bus over NATS beside raw async-nats (bench-nats.json).
     pub(super) nats: Option<Value>,
+    /// The console's DLQ views at scale (bench-console.json).
+    pub(super) console: Option<Value>,
 }
 
 /// `target/bench-report.json`: the machine, the judged figures, every

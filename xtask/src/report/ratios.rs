@@ -6,7 +6,7 @@ use super::{BenchResult, Ratio, Rounds, field, fmt_ns, number, quartiles_of};
 use serde_json::Value;
 
 /// The goals of `xtask/goals.toml` this file judges figures against.
-pub(super) const USED: [&str; 13] = [
+pub(super) const USED: [&str; 14] = [
     "observer_event",
     "breaker_vs_peers",
     "breaker_sharing",
@@ -20,6 +20,7 @@ pub(super) const USED: [&str; 13] = [
     "peak_rss",
     "idle_cpu",
     "nats_bus_vs_raw",
+    "console_dlq_views",
 ];
 
 /// Judges a figure by `goal` alone.
@@ -49,7 +50,9 @@ pub(super) fn bench_ratios(
         peak_rss,
         idle_cpu,
         nats_vs_raw,
+        console_views,
     ] = USED.map(|name| goals.get(name));
+    let console_views = console_views?;
     let (breaker_vs_peers, breaker_sharing, on_vs_raw, on_vs_off) =
         (breaker_vs_peers?, breaker_sharing?, on_vs_raw?, on_vs_off?);
     let (observer_event, added_p99, healthz, one_failure) =
@@ -68,6 +71,7 @@ pub(super) fn bench_ratios(
         http,
         idle,
         nats,
+        console,
     } = rounds;
     let (breaker, interleaved, dlq, http, idle) = (
         breaker.as_ref(),
@@ -389,6 +393,7 @@ pub(super) fn bench_ratios(
         );
     }
     out.extend(super::nats::ratios(nats_vs_raw, nats.as_ref()));
+    out.extend(super::console::ratios(console_views, console.as_ref()));
     Ok(out)
 }
 

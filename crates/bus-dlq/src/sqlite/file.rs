@@ -371,6 +371,15 @@ impl DlqQuery for DlqFile {
             .map_or(after_offset, |l| after_offset.min(l as u64)))
     }
 
+    /// Grouped by SQLite (see `groups.rs`) unless the filter pages
+    /// letters, which only the provided walk applies.
+    fn groups(&self, filter: &Filter) -> Result<Vec<crate::FailureGroup>, DlqError> {
+        if filter.limit.is_some() || filter.offset > 0 {
+            return crate::query::walk_groups(self, filter);
+        }
+        self.sql_groups(filter)
+    }
+
     fn set_state(
         &self,
         ids: &[LetterId],

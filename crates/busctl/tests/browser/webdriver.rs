@@ -189,6 +189,29 @@ impl Browser {
             .unwrap();
     }
 
+    /// Clicks the first displayed element matching `css`, finding it again
+    /// if the page re-rendered it between finding and clicking (the
+    /// console redraws its tables as it polls).
+    pub fn click_on(&self, css: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let e = self.wait(css, secs);
+            match self.cmd("POST", &format!("/element/{}/click", e.0), Some(json!({}))) {
+                Ok(_) => return,
+                Err(why) => assert!(Instant::now() < deadline, "cannot click {css}: {why}"),
+            }
+        }
+    }
+
+    /// The text content of the first element matching `css` now ("" if none).
+    pub fn text_of(&self, css: &str) -> String {
+        let script = format!(
+            "const e = document.querySelector({}); return e ? e.textContent : '';",
+            json!(css)
+        );
+        self.eval(&script).as_str().unwrap_or_default().to_owned()
+    }
+
     pub fn type_into(&self, e: &Element, text: &str) {
         self.cmd(
             "POST",
