@@ -221,7 +221,7 @@ async function letters() {
   const l = await api("/api/dlq/letters?" + p);
   state.next = l.next;
   if (!changed("letters", [l, state.cursors.length, state.selected.size])) return;
-  $("#page-info").textContent = "page " + state.cursors.length + " · " + l.total + " letters";
+  $("#page-info").textContent = "page " + state.cursors.length + " · " + l.total + (l.more ? "+" : "") + " letters";
   $("#page-next").disabled = !l.next;
   replaceRows($("#letters tbody"), l.letters.map((x) => el("tr", { class: "letter-row", "data-id": x.id },
     el("td", {}, el("input", {

@@ -489,3 +489,36 @@ fn the_page_and_its_assets_come_from_the_binary_with_the_policy() {
     assert_eq!(o["actions"], false);
     assert!(o["history"].as_array().unwrap().len() == 1);
 }
+
+#[test]
+fn a_page_counts_its_total_up_to_a_cap_and_says_there_is_more() {
+    let letters: Vec<_> = (0..10_001)
+        .map(|i| {
+            letter(
+                "orders.created",
+                "billing",
+                "db down",
+                format!("{i}").as_bytes(),
+            )
+        })
+        .collect();
+    let server = serve(
+        Console::builder(config(false))
+            .dlq(memory_with(&letters))
+            .build(),
+    );
+    let all = get(server.local_addr(), "/api/dlq/letters?limit=1").json();
+    assert_eq!(
+        (all["total"].clone(), all["more"].clone()),
+        (json!(10_000), json!(true))
+    );
+    let few = get(
+        server.local_addr(),
+        "/api/dlq/letters?limit=1&topic=nothing",
+    )
+    .json();
+    assert_eq!(
+        (few["total"].clone(), few["more"].clone()),
+        (json!(0), json!(false))
+    );
+}

@@ -17,6 +17,10 @@ pub type SharedDlq = std::sync::Arc<dyn DlqQuery + Send + Sync>;
 /// The most payload bytes shown in a letter's view (the download has all).
 const SHOWN_PAYLOAD: usize = 64 * 1024;
 
+/// Letters counted for a page's `total` at most: past it the answer says
+/// `more` instead, so a broad filter over a large store costs no full count.
+pub(crate) const COUNT_CAP: usize = 10_000;
+
 /// The most ids one action may name.
 pub(crate) const MAX_IDS: usize = 1000;
 
@@ -88,7 +92,9 @@ pub(crate) fn letters(
         .transpose()
         .map_err(bad)?;
     let page = dlq.scan(&filter, after, limit).map_err(|e| failed(&e))?;
-    let total = dlq.count(&filter).map_err(|e| failed(&e))?;
+    let total = dlq
+        .count(&filter.clone().limit(COUNT_CAP))
+        .map_err(|e| failed(&e))?;
     let next = (page.len() == limit).then(|| page.last().map(|l| l.id.to_string()));
     let letters: Vec<Value> = page
         .iter()
@@ -102,7 +108,12 @@ pub(crate) fn letters(
         .collect();
     Ok(json(
         StatusCode::OK,
-        &json!({ "letters": letters, "total": total, "next": next.flatten() }),
+        &json!({
+            "letters": letters,
+            "total": total,
+            "more": total >= COUNT_CAP as u64,
+            "next": next.flatten(),
+        }),
     ))
 }
 

@@ -353,17 +353,38 @@ impl DlqQuery for DlqFile {
         }
     }
 
+    /// With a `limit`, each table stops counting at `offset + limit`
+    /// matches: what a bounded count costs does not grow with the store.
     fn count(&self, filter: &Filter) -> Result<u64, DlqError> {
         let (clause, params) = filter_sql::compile(filter);
-        let sql = format!(
-            "SELECT (SELECT count(*) FROM letters WHERE {clause}) + \
-             (SELECT count(*) FROM inbox WHERE {clause})"
-        );
+        let cap = filter.limit.map(|l| {
+            Value::Integer(i64::try_from(l.saturating_add(filter.offset)).unwrap_or(i64::MAX))
+        });
+        let (sql, params) = match cap {
+            None => (
+                format!(
+                    "SELECT (SELECT count(*) FROM letters WHERE {clause}) + \
+                     (SELECT count(*) FROM inbox WHERE {clause})"
+                ),
+                both_tables(params),
+            ),
+            Some(cap) => {
+                let mut p = params.clone();
+                p.push(cap.clone());
+                p.extend(params);
+                p.push(cap);
+                (
+                    format!(
+                        "SELECT (SELECT count(*) FROM (SELECT 1 FROM letters WHERE {clause} LIMIT ?)) + \
+                         (SELECT count(*) FROM (SELECT 1 FROM inbox WHERE {clause} LIMIT ?))"
+                    ),
+                    p,
+                )
+            }
+        };
         let total: i64 = self
             .conn()
-            .query_row(&sql, rusqlite::params_from_iter(both_tables(params)), |r| {
-                r.get(0)
-            })
+            .query_row(&sql, rusqlite::params_from_iter(params), |r| r.get(0))
             .map_err(db_err)?;
         let after_offset = total.unsigned_abs().saturating_sub(filter.offset as u64);
         Ok(filter
