@@ -14,6 +14,7 @@ const state = {
   letter: null,         // the letter shown in full
   payloadMode: "text",
   timer: null,
+  refreshing: false,
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -323,6 +324,10 @@ function show(view) {
 }
 
 async function refresh() {
+  // One refresh at a time: on a large store a view can take longer than
+  // the poll interval, and stacked requests would only queue up.
+  if (state.refreshing) return;
+  state.refreshing = true;
   try {
     if (state.view === "overview") await overview();
     else {
@@ -337,6 +342,8 @@ async function refresh() {
     if ($("#message").className !== "error" && $("#message").textContent.startsWith("cannot reach")) say("");
   } catch (e) {
     say("cannot reach the bus: " + e.message, true);
+  } finally {
+    state.refreshing = false;
   }
 }
 

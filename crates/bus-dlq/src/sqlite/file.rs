@@ -270,7 +270,7 @@ fn id_values(ids: &[LetterId]) -> (String, Vec<Value>) {
 }
 
 /// The parameters of a clause used once per table (`letters`, then `inbox`).
-fn both_tables(params: Vec<Value>) -> Vec<Value> {
+pub(super) fn both_tables(params: Vec<Value>) -> Vec<Value> {
     let mut both = params.clone();
     both.extend(params);
     both
@@ -353,43 +353,8 @@ impl DlqQuery for DlqFile {
         }
     }
 
-    /// With a `limit`, each table stops counting at `offset + limit`
-    /// matches: what a bounded count costs does not grow with the store.
     fn count(&self, filter: &Filter) -> Result<u64, DlqError> {
-        let (clause, params) = filter_sql::compile(filter);
-        let cap = filter.limit.map(|l| {
-            Value::Integer(i64::try_from(l.saturating_add(filter.offset)).unwrap_or(i64::MAX))
-        });
-        let (sql, params) = match cap {
-            None => (
-                format!(
-                    "SELECT (SELECT count(*) FROM letters WHERE {clause}) + \
-                     (SELECT count(*) FROM inbox WHERE {clause})"
-                ),
-                both_tables(params),
-            ),
-            Some(cap) => {
-                let mut p = params.clone();
-                p.push(cap.clone());
-                p.extend(params);
-                p.push(cap);
-                (
-                    format!(
-                        "SELECT (SELECT count(*) FROM (SELECT 1 FROM letters WHERE {clause} LIMIT ?)) + \
-                         (SELECT count(*) FROM (SELECT 1 FROM inbox WHERE {clause} LIMIT ?))"
-                    ),
-                    p,
-                )
-            }
-        };
-        let total: i64 = self
-            .conn()
-            .query_row(&sql, rusqlite::params_from_iter(params), |r| r.get(0))
-            .map_err(db_err)?;
-        let after_offset = total.unsigned_abs().saturating_sub(filter.offset as u64);
-        Ok(filter
-            .limit
-            .map_or(after_offset, |l| after_offset.min(l as u64)))
+        self.bounded_count(filter)
     }
 
     /// Grouped by SQLite (see `groups.rs`) unless the filter pages

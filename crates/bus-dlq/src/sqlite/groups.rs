@@ -1,16 +1,17 @@
-//! Failure groups computed by SQLite in two passes over the selected rows
+//! Counts, and failure groups computed by SQLite in two passes over the selected rows
 //! (the letters and the staged inbox alike), instead of decoding every
 //! letter's summary as the provided [`DlqQuery::groups`] does: the latest
 //! letter of each group by `max(last_failure_at)`, whose row SQLite hands
 //! back with the aggregate, then the earliest first failure and the topics
 //! per group and topic.
 
-use super::file::DlqFile;
+use super::file::{DlqFile, both_tables};
 use super::filter_sql;
 use super::schema::db_err;
 use crate::query::{FailureGroup, Filter};
 use crate::record::from_nanos;
 use bus_core::DlqError;
+use rusqlite::types::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The selected rows of both tables, as a subquery with `cols`.
@@ -22,6 +23,47 @@ fn selected(cols: &str, clause: &str) -> String {
 }
 
 impl DlqFile {
+    /// [`DlqQuery::count`](crate::DlqQuery::count) in SQL.
+    ///
+    /// With a `limit`, each table stops counting at `offset + limit`
+    /// matches: what a bounded count costs does not grow with the store.
+    pub(super) fn bounded_count(&self, filter: &Filter) -> Result<u64, DlqError> {
+        let (clause, params) = filter_sql::compile(filter);
+        let cap = filter.limit.map(|l| {
+            Value::Integer(i64::try_from(l.saturating_add(filter.offset)).unwrap_or(i64::MAX))
+        });
+        let (sql, params) = match cap {
+            None => (
+                format!(
+                    "SELECT (SELECT count(*) FROM letters WHERE {clause}) + \
+                     (SELECT count(*) FROM inbox WHERE {clause})"
+                ),
+                both_tables(params),
+            ),
+            Some(cap) => {
+                let mut p = params.clone();
+                p.push(cap.clone());
+                p.extend(params);
+                p.push(cap);
+                (
+                    format!(
+                        "SELECT (SELECT count(*) FROM (SELECT 1 FROM letters WHERE {clause} LIMIT ?)) + \
+                         (SELECT count(*) FROM (SELECT 1 FROM inbox WHERE {clause} LIMIT ?))"
+                    ),
+                    p,
+                )
+            }
+        };
+        let total: i64 = self
+            .conn()
+            .query_row(&sql, rusqlite::params_from_iter(params), |r| r.get(0))
+            .map_err(db_err)?;
+        let after_offset = total.unsigned_abs().saturating_sub(filter.offset as u64);
+        Ok(filter
+            .limit
+            .map_or(after_offset, |l| after_offset.min(l as u64)))
+    }
+
     /// The groups of the letters `filter` selects (its `limit` and `offset`
     /// must be unset: they page letters, not groups), largest first.
     pub(super) fn sql_groups(&self, filter: &Filter) -> Result<Vec<FailureGroup>, DlqError> {
