@@ -42,10 +42,10 @@ pub struct HttpOptions {
     /// read of a NATS transport's queue source asks the broker once per
     /// subscriber group.
     pub refresh_interval: Duration,
-    /// Largest request body a mounted [`HttpApp`] is handed (default
+    /// Largest request body a mounted [`HttpApp`](super::HttpApp) is handed (default
     /// 64 KiB; 413 past it). The endpoint's own routes take no body.
     pub max_body_bytes: usize,
-    /// Requests a mounted [`HttpApp`] runs at once (default 4); past that
+    /// Requests a mounted [`HttpApp`](super::HttpApp) runs at once (default 4); past that
     /// a request gets 503 with `Retry-After: 1`.
     pub max_app_in_flight: usize,
 }
