@@ -17,10 +17,21 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A chromedriver process and one browser session; both end on drop.
 pub struct Browser {
-    driver: Child,
+    driver: Driver,
     addr: SocketAddr,
     session: String,
     _profile: tempfile::TempDir,
+}
+
+/// The chromedriver process, stopped when dropped: also when the browser
+/// session never started.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// An element of the page.
@@ -94,6 +105,7 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
+        let driver = Driver(driver);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while call(addr, "GET", "/status", None).is_err() {
@@ -266,8 +278,7 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The session ends the browser; dropping `driver` then stops it.
         let _ = self.cmd("DELETE", "", None);
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
