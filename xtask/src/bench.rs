@@ -202,6 +202,27 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
         failures.push(e);
     }
 
+    // The console's dead-letter views over a large store: 1 000 000
+    // letters over 1 000 signatures (seeded once into the scratch
+    // directory and reused), 40 warm requests per view and filter.
+    let console_json = target.join("bench-console.json");
+    let (c_letters, c_signatures, c_requests) = if quick {
+        ("20000", "100", "10")
+    } else {
+        ("1000000", "1000", "40")
+    };
+    let mut console = bench_run("bus-console", ["--example", "console_scale"]);
+    console
+        .arg(target.join(format!("bench-scratch/console-{c_letters}")))
+        .args([c_letters, c_signatures, c_requests])
+        .arg(&console_json);
+    if let Err(e) = step(
+        &format!("console DLQ views ({c_letters} letters over {c_signatures} signatures)"),
+        console,
+    ) {
+        failures.push(e);
+    }
+
     report::write(
         &goals,
         &Run {
@@ -216,6 +237,7 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
             idle: &idle_json,
             nats: &nats_json,
             sqlite: &sqlite_json,
+            console: &console_json,
         },
     )?;
     if failures.is_empty() {

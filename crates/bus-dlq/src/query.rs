@@ -8,11 +8,12 @@ use crate::record::{LetterState, LetterSummary, ReplayRefusal, StoredLetter};
 use bus_core::{DlqError, LetterId, Topic};
 use bus_errors::ErrorCategory;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 mod answers;
 
+use answers::add_to_group;
 pub use answers::{FailureGroup, ImportReport, ReplayReport, Stats};
 
 /// How many letters the shared operations read per page.
@@ -34,6 +35,10 @@ pub struct Filter {
     pub category: Option<ErrorCategory>,
     /// The component (subscriber) that gave up, exactly.
     pub component: Option<String>,
+    /// Why it was dead-lettered (`retries_exhausted`, `not_retryable`,
+    /// ...), exactly.
+    #[serde(default)]
+    pub reason: Option<String>,
     /// Dead-lettered at or after.
     #[serde(default, with = "humantime_serde")]
     pub since: Option<SystemTime>,
@@ -90,6 +95,13 @@ impl Filter {
         self
     }
 
+    /// Only this dead-letter reason (`retries_exhausted`, ...).
+    #[must_use]
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
     /// Dead-lettered in `[since, until)`; either end may be open.
     #[must_use]
     pub fn between(mut self, since: Option<SystemTime>, until: Option<SystemTime>) -> Self {
@@ -141,6 +153,7 @@ impl Filter {
             && self.topic.as_ref().is_none_or(|t| *t == s.topic)
             && self.category.is_none_or(|c| c == s.category)
             && self.component.as_ref().is_none_or(|c| *c == s.component)
+            && self.reason.as_ref().is_none_or(|r| *r == s.reason)
             && self.since.is_none_or(|t| s.dead_lettered_at >= t)
             && self.until.is_none_or(|t| s.dead_lettered_at < t)
             && self
@@ -282,16 +295,7 @@ pub trait DlqQuery {
 
     /// The selected letters grouped by signature, largest group first.
     fn groups(&self, filter: &Filter) -> Result<Vec<FailureGroup>, DlqError> {
-        let mut groups: BTreeMap<String, FailureGroup> = BTreeMap::new();
-        self.walk(filter, &mut |page| {
-            for l in page {
-                add_to_group(&mut groups, l);
-            }
-            Ok(true)
-        })?;
-        let mut out: Vec<_> = groups.into_values().collect();
-        out.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_seen.cmp(&a.last_seen)));
-        Ok(out)
+        walk_groups(self, filter)
     }
 
     /// Deletes the letters `filter` selects; returns how many.
@@ -463,6 +467,23 @@ pub(crate) fn pages<T>(
     Ok(())
 }
 
+/// [`DlqQuery::groups`] by walking the letters and grouping them here.
+pub(crate) fn walk_groups<Q: DlqQuery + ?Sized>(
+    q: &Q,
+    filter: &Filter,
+) -> Result<Vec<FailureGroup>, DlqError> {
+    let mut groups: BTreeMap<String, FailureGroup> = BTreeMap::new();
+    q.walk(filter, &mut |page| {
+        for l in page {
+            add_to_group(&mut groups, l);
+        }
+        Ok(true)
+    })?;
+    let mut out: Vec<_> = groups.into_values().collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_seen.cmp(&a.last_seen)));
+    Ok(out)
+}
+
 fn ids_of<Q: DlqQuery + ?Sized>(q: &Q, filter: &Filter) -> Result<Vec<LetterId>, DlqError> {
     let mut ids = Vec::new();
     q.walk(filter, &mut |page| {
@@ -470,28 +491,4 @@ fn ids_of<Q: DlqQuery + ?Sized>(q: &Q, filter: &Filter) -> Result<Vec<LetterId>,
         Ok(true)
     })?;
     Ok(ids)
-}
-
-fn add_to_group(groups: &mut BTreeMap<String, FailureGroup>, l: &LetterSummary) {
-    let g = groups
-        .entry(l.signature.clone())
-        .or_insert_with(|| FailureGroup {
-            signature: l.signature.clone(),
-            count: 0,
-            first_seen: l.first_failure_at,
-            last_seen: l.last_failure_at,
-            error_type: l.error_type.clone(),
-            component: l.component.clone(),
-            sample_message: l.error_message.clone(),
-            category: l.category,
-            topics: BTreeSet::new(),
-        });
-    g.count += 1;
-    g.first_seen = g.first_seen.min(l.first_failure_at);
-    if l.last_failure_at >= g.last_seen {
-        g.last_seen = l.last_failure_at;
-        g.sample_message.clone_from(&l.error_message);
-        g.category = l.category;
-    }
-    g.topics.insert(l.topic.clone());
 }

@@ -81,6 +81,8 @@ fn sqlite_and_memory_select_the_same_letters_for_every_filter() {
             .offset(2),
         Filter::all().offset(55),
         Filter::all().limit(0),
+        Filter::all().reason("retries_exhausted"),
+        Filter::all().reason("shutdown"),
     ];
     for f in &filters {
         let a = s.list(f).unwrap();

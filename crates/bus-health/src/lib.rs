@@ -52,7 +52,9 @@ pub use alert::{
 };
 pub use config::{ConfigError, HealthConfig};
 #[cfg(feature = "http")]
-pub use http::{HealthServer, HttpError, HttpOptions};
+pub use http::{
+    AppContext, AppRequest, AppResponse, HealthServer, HttpApp, HttpError, HttpOptions,
+};
 pub use metrics::{MetricsCollector, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
 pub use monitor::{
     AgeSource, BrokerSource, CircuitSource, HealthMonitor, HealthMonitorBuilder, QueueSource,

@@ -47,6 +47,10 @@ pub enum BuildError {
     #[cfg(feature = "http")]
     #[error("health endpoint: {0}")]
     Http(#[from] bus_health::HttpError),
+    /// The console's operator token could not be read.
+    #[cfg(feature = "console")]
+    #[error("console: {0}")]
+    Console(#[from] bus_console::TokenError),
     /// A thread could not be spawned.
     #[error("cannot spawn a thread: {0}")]
     Spawn(std::io::Error),

@@ -6,7 +6,12 @@
 //! itself (payload limit, publish timeout, poll interval, what to do with
 //! unrouted publishes) are fields of it like those of every component.
 
+mod alerts;
+mod console;
+
 pub use bus_core::Unrouted;
+#[cfg(feature = "console")]
+pub use console::ConsoleSection;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -88,8 +93,12 @@ pub struct Config {
     /// Where alerts go besides the `tracing` log.
     #[cfg(feature = "health")]
     pub alerts: AlertsSection,
-    /// Serve `/healthz` and `/metrics` here (loopback only), if set.
+    /// Serve `/healthz`, `/metrics` and the console here (loopback
+    /// only), if set.
     pub http: Option<String>,
+    /// The console on the `http` endpoint: token file, allowed hosts.
+    #[cfg(feature = "console")]
+    pub console: ConsoleSection,
     /// The `[nats]` section: settings of the NATS JetStream transport
     /// (`bus_nats::NatsConfig`: url, stream limits, `allow_message_loss`, ...),
     /// for programs that build one from the configuration file.
@@ -127,6 +136,8 @@ impl Default for Config {
             #[cfg(feature = "health")]
             alerts: AlertsSection::default(),
             http: None,
+            #[cfg(feature = "console")]
+            console: ConsoleSection::default(),
             #[cfg(feature = "nats")]
             nats: bus_nats::NatsConfig::default(),
             #[cfg(feature = "sqlite")]
@@ -431,47 +442,6 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
-}
-
-#[cfg(feature = "health")]
-impl AlertsSection {
-    /// The sinks this section configures (none when it is empty).
-    pub(crate) fn sinks(
-        &self,
-    ) -> Result<Vec<std::sync::Arc<dyn bus_health::AlertSink>>, ConfigError> {
-        let mut sinks: Vec<std::sync::Arc<dyn bus_health::AlertSink>> = Vec::new();
-        if self.timeout.is_some_and(|t| t.is_zero()) {
-            return Err(ConfigError::invalid(
-                "alerts.timeout",
-                "0s",
-                "longer than zero",
-            ));
-        }
-        if let Some(command) = &self.command {
-            let Some((program, args)) = command.split_first() else {
-                return Err(ConfigError::invalid(
-                    "alerts.command",
-                    "[]",
-                    "a program and its arguments",
-                ));
-            };
-            let mut sink = bus_health::CommandAlertSink::new(program, args);
-            if let Some(t) = self.timeout {
-                sink = sink.with_timeout(t);
-            }
-            sinks.push(std::sync::Arc::new(sink));
-        }
-        if let Some(url) = &self.webhook {
-            let mut sink = bus_health::WebhookAlertSink::new(url).map_err(|e| {
-                ConfigError::invalid("alerts.webhook", format!("{url:?}"), e.to_string())
-            })?;
-            if let Some(t) = self.timeout {
-                sink = sink.with_timeout(t);
-            }
-            sinks.push(std::sync::Arc::new(sink));
-        }
-        Ok(sinks)
-    }
 }
 
 #[cfg(test)]

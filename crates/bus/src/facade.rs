@@ -141,12 +141,37 @@ impl Bus {
         }
         #[cfg(feature = "http")]
         if let (Some(addr), Some(monitor)) = (&config.http, &bus.parts.health) {
-            let server = bus_health::HealthServer::start(addr.as_str(), monitor.clone())?;
+            let server = bus.start_http(addr, monitor, config)?;
             bus.lock().http = Some(server);
         }
         #[cfg(not(any(feature = "dlq", feature = "health")))]
         let _ = config;
         Ok(bus)
+    }
+
+    /// The health endpoint, with the console mounted (feature `console`).
+    #[cfg(feature = "http")]
+    fn start_http(
+        &self,
+        addr: &str,
+        monitor: &bus_health::HealthMonitor,
+        config: &Config,
+    ) -> Result<bus_health::HealthServer, BuildError> {
+        #[cfg(feature = "console")]
+        {
+            let console = crate::console_wiring::for_bus(&self.parts, config)?;
+            Ok(bus_health::HealthServer::start_with_app(
+                addr,
+                monitor.clone(),
+                bus_health::HttpOptions::default(),
+                std::sync::Arc::new(console),
+            )?)
+        }
+        #[cfg(not(feature = "console"))]
+        {
+            let _ = config;
+            Ok(bus_health::HealthServer::start(addr, monitor.clone())?)
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Background> {

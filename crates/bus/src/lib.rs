@@ -84,6 +84,8 @@
 //!   rotation.
 //! - [`health`] (feature `health`; `http` adds the endpoint):
 //!   [`health::HealthMonitor`], [`health::HealthReport`].
+//! - [`console`] (feature `console`): the operator console on the `http`
+//!   endpoint, [`console::Console`] (see `docs/console.md`).
 //!
 #![cfg_attr(
     all(unix, feature = "signal"),
@@ -107,6 +109,9 @@
 mod builder;
 pub mod config;
 mod config_logger;
+#[cfg(feature = "console")]
+#[path = "console.rs"]
+mod console_wiring;
 mod facade;
 #[cfg(feature = "dlq")]
 mod replay;
@@ -212,6 +217,11 @@ pub use bus_sqlite as sqlite;
 #[cfg(feature = "health")]
 #[doc(inline)]
 pub use bus_health as health;
+
+/// The operator console: a web page and JSON API on the health endpoint.
+#[cfg(feature = "console")]
+#[doc(inline)]
+pub use bus_console as console;
 
 /// The README's examples, compiled as doctests so they cannot drift from the API.
 #[cfg(doctest)]

@@ -37,6 +37,7 @@ const ROOT_ITEMS: &[&str] = &[
 const ROOT_MODULES: &[&str] = &[
     "breaker",
     "config",
+    "console",
     "dlq",
     "errors",
     "health",

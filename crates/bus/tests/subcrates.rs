@@ -37,4 +37,7 @@ fn every_subcrate_is_reexported() {
     // Health (with the http feature).
     let _ = bus::health::HealthMonitor::new();
     let _: Option<bus::health::HttpOptions> = None;
+    // Console.
+    assert!(bus::console::CONTENT_SECURITY_POLICY.starts_with("default-src 'self'"));
+    assert_eq!(bus::console::TOKEN_ENV, "BUS_CONSOLE_TOKEN");
 }

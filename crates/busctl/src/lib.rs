@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod console;
 pub mod dlq;
 pub mod queue;
 pub mod transport;

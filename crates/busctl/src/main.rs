@@ -6,6 +6,7 @@
 //! busctl dlq list|show|groups|replay|purge|stats|verify|export|import ...
 //! busctl queue show|drop ...
 //! busctl health [--data-dir D] [--json]
+//! busctl console [--data-dir D] [--http 127.0.0.1:9898] [--token-file F] [--allow-host H]
 //! ```
 //!
 //! Every command takes `-v` / `-q` and `--log-format text|json` for the
@@ -47,6 +48,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: busctl::queue::QueueCommand,
     },
+    /// Serve the console over a data directory, without a running bus:
+    /// dead-letter views, replay marking and purge.
+    Console(busctl::console::ConsoleArgs),
     /// Print the last health snapshot a bus wrote (`<data-dir>/health.json`).
     Health {
         /// The bus data directory.
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         }
         Cmd::Queue { cmd } => busctl::queue::run(cmd, &mut std::io::stdout().lock()),
         Cmd::Health { data_dir, json } => health(&data_dir, json),
+        Cmd::Console(args) => busctl::console::run(&args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 //! judges the headline figures against `xtask/goals.toml`, and writes
 //! `target/bench-report.json` and `docs/benchmarks.md`.
 
+mod console;
 mod goals;
 mod markdown;
 mod nats;
@@ -31,6 +32,7 @@ pub(crate) struct Run<'a> {
     pub(crate) idle: &'a Path,
     pub(crate) nats: &'a Path,
     pub(crate) sqlite: &'a Path,
+    pub(crate) console: &'a Path,
 }
 
 /// Collects the run's results, judges them and writes both reports.
@@ -58,6 +60,7 @@ pub(crate) fn write(goals: &Goals, run: &Run<'_>) -> Result<(), String> {
         idle: read_fresh(run.idle),
         nats: read_fresh(run.nats),
         sqlite: read_fresh(run.sqlite),
+        console: read_fresh(run.console),
     };
     let machine = Machine::probe(
         run.quick,
@@ -339,6 +342,8 @@ pub(super) struct Rounds {
     pub(super) nats: Option<Value>,
     /// bus-sqlite beside hand-written rusqlite (bench-sqlite.json).
     pub(super) sqlite: Option<Value>,
+    /// The console's DLQ views at scale (bench-console.json).
+    pub(super) console: Option<Value>,
 }
 
 /// `target/bench-report.json`: the machine, the judged figures, every

@@ -6,7 +6,7 @@ use super::{BenchResult, Ratio, Rounds, field, fmt_ns, number, quartiles_of};
 use serde_json::Value;
 
 /// The goals of `xtask/goals.toml` this file judges figures against.
-pub(super) const USED: [&str; 15] = [
+pub(super) const USED: [&str; 16] = [
     "observer_event",
     "breaker_vs_peers",
     "breaker_sharing",
@@ -22,6 +22,7 @@ pub(super) const USED: [&str; 15] = [
     "nats_bus_vs_raw",
     "sqlite_vs_raw",
     "sqlite_single_publish",
+    "console_dlq_views",
 ];
 
 /// Judges a figure by `goal` alone.
@@ -53,8 +54,10 @@ pub(super) fn bench_ratios(
         nats_vs_raw,
         sqlite_vs_raw,
         sqlite_single,
+        console_views,
     ] = USED.map(|name| goals.get(name));
     let (sqlite_vs_raw, sqlite_single) = (sqlite_vs_raw?, sqlite_single?);
+    let console_views = console_views?;
     let (breaker_vs_peers, breaker_sharing, on_vs_raw, on_vs_off) =
         (breaker_vs_peers?, breaker_sharing?, on_vs_raw?, on_vs_off?);
     let (observer_event, added_p99, healthz, one_failure) =
@@ -74,6 +77,7 @@ pub(super) fn bench_ratios(
         idle,
         nats,
         sqlite,
+        console,
     } = rounds;
     let (breaker, interleaved, dlq, http, idle) = (
         breaker.as_ref(),
@@ -400,6 +404,7 @@ pub(super) fn bench_ratios(
         sqlite_single,
         sqlite.as_ref(),
     ));
+    out.extend(super::console::ratios(console_views, console.as_ref()));
     Ok(out)
 }
 

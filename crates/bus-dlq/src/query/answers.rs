@@ -1,6 +1,7 @@
 //! What the queries answer: counts, failure groups, and the reports of a
 //! replay and of an import.
 
+use crate::record::LetterSummary;
 use bus_core::LetterId;
 use bus_errors::ErrorCategory;
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,9 @@ pub struct FailureGroup {
     pub sample_message: String,
     /// The category of that latest letter.
     pub category: ErrorCategory,
+    /// Why that latest letter was dead-lettered.
+    #[serde(default)]
+    pub reason: String,
     /// Every topic seen in the group.
     pub topics: BTreeSet<String>,
 }
@@ -79,4 +83,31 @@ pub struct ImportReport {
     pub inserted: u64,
     /// Letters whose id was already present (left untouched).
     pub existing: u64,
+}
+
+/// Counts `l` into its signature's group.
+pub(super) fn add_to_group(groups: &mut BTreeMap<String, FailureGroup>, l: &LetterSummary) {
+    let g = groups
+        .entry(l.signature.clone())
+        .or_insert_with(|| FailureGroup {
+            signature: l.signature.clone(),
+            count: 0,
+            first_seen: l.first_failure_at,
+            last_seen: l.last_failure_at,
+            error_type: l.error_type.clone(),
+            component: l.component.clone(),
+            sample_message: l.error_message.clone(),
+            category: l.category,
+            reason: l.reason.clone(),
+            topics: BTreeSet::new(),
+        });
+    g.count += 1;
+    g.first_seen = g.first_seen.min(l.first_failure_at);
+    if l.last_failure_at >= g.last_seen {
+        g.last_seen = l.last_failure_at;
+        g.sample_message.clone_from(&l.error_message);
+        g.category = l.category;
+        g.reason.clone_from(&l.reason);
+    }
+    g.topics.insert(l.topic.clone());
 }

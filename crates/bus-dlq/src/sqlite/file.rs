@@ -270,7 +270,7 @@ fn id_values(ids: &[LetterId]) -> (String, Vec<Value>) {
 }
 
 /// The parameters of a clause used once per table (`letters`, then `inbox`).
-fn both_tables(params: Vec<Value>) -> Vec<Value> {
+pub(super) fn both_tables(params: Vec<Value>) -> Vec<Value> {
     let mut both = params.clone();
     both.extend(params);
     both
@@ -354,21 +354,16 @@ impl DlqQuery for DlqFile {
     }
 
     fn count(&self, filter: &Filter) -> Result<u64, DlqError> {
-        let (clause, params) = filter_sql::compile(filter);
-        let sql = format!(
-            "SELECT (SELECT count(*) FROM letters WHERE {clause}) + \
-             (SELECT count(*) FROM inbox WHERE {clause})"
-        );
-        let total: i64 = self
-            .conn()
-            .query_row(&sql, rusqlite::params_from_iter(both_tables(params)), |r| {
-                r.get(0)
-            })
-            .map_err(db_err)?;
-        let after_offset = total.unsigned_abs().saturating_sub(filter.offset as u64);
-        Ok(filter
-            .limit
-            .map_or(after_offset, |l| after_offset.min(l as u64)))
+        self.bounded_count(filter)
+    }
+
+    /// Grouped by SQLite (see `groups.rs`) unless the filter pages
+    /// letters, which only the provided walk applies.
+    fn groups(&self, filter: &Filter) -> Result<Vec<crate::FailureGroup>, DlqError> {
+        if filter.limit.is_some() || filter.offset > 0 {
+            return crate::query::walk_groups(self, filter);
+        }
+        self.sql_groups(filter)
     }
 
     fn set_state(

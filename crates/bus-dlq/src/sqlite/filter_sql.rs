@@ -25,6 +25,11 @@ pub(super) fn compile(f: &Filter) -> (String, Vec<Value>) {
     eq("category", f.category.map(|c| text(c.as_str())));
     eq("component", f.component.as_deref().map(text));
     eq("signature", f.signature.as_deref().map(text));
+    // Not indexed: the reason lives in `summary_json`.
+    eq(
+        "json_extract(summary_json, '$.reason')",
+        f.reason.as_deref().map(text),
+    );
     eq("state", f.state.map(|s| text(s.as_str())));
     if f.state.is_some_and(|s| s != LetterState::Dead) {
         // The exact condition of the partial index `letters_state_active`:

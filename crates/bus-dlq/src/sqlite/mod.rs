@@ -3,6 +3,7 @@
 mod checkpoint;
 mod file;
 mod filter_sql;
+mod groups;
 mod row;
 mod schema;
 mod syncer;
@@ -368,6 +369,10 @@ impl DlqQuery for SqliteDlq {
 
     fn count(&self, filter: &Filter) -> Result<u64, DlqError> {
         self.file.count(filter)
+    }
+
+    fn groups(&self, filter: &Filter) -> Result<Vec<crate::FailureGroup>, DlqError> {
+        self.file.groups(filter)
     }
 
     fn set_state(

@@ -24,9 +24,19 @@
 //! [`write_timeout`]: HttpOptions::write_timeout
 //! [`max_url_len`]: HttpOptions::max_url_len
 //! [`refresh_interval`]: HttpOptions::refresh_interval
+//!
+//! An [`HttpApp`] mounted with [`HealthServer::start_with_app`] answers
+//! every other path, under the same bounds plus those of a request body
+//! (see the `app` module's docs on [`HttpApp`]).
 
+mod app;
 mod conn;
+mod options;
 mod router;
+
+pub use options::HttpOptions;
+
+pub use app::{AppContext, AppRequest, AppResponse, HttpApp};
 
 use crate::metrics::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE};
 use crate::monitor::{HealthMonitor, Readings};
@@ -68,93 +78,6 @@ pub enum HttpError {
         /// Why.
         reason: String,
     },
-}
-
-/// Server limits and exposure.
-///
-/// ```
-/// use bus_health::{HealthMonitor, HealthServer, HttpOptions};
-/// use std::time::Duration;
-///
-/// let mut options = HttpOptions::default();
-/// options.max_connections = 16;
-/// options.read_timeout = Duration::from_secs(2);
-/// let server = HealthServer::start_with("127.0.0.1:0", HealthMonitor::new(), options).unwrap();
-/// assert!(server.local_addr().ip().is_loopback());
-/// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct HttpOptions {
-    /// Allow binding a non-loopback address (default false).
-    pub allow_remote: bool,
-    /// Longest request target accepted (default 1024 bytes).
-    pub max_url_len: usize,
-    /// Largest request head, request line and headers (default 8 KiB). A
-    /// larger head gets 431 and the connection is closed after reading
-    /// about this much of it.
-    pub max_header_bytes: usize,
-    /// Connections open at once (default 64). At the cap the connection
-    /// idle the longest is closed to admit a new one; while none is idle,
-    /// new connections wait in the listen queue.
-    pub max_connections: usize,
-    /// How long a request head may take to arrive whole, counted from when
-    /// the server starts waiting for it: this closes a connection left idle
-    /// as well as one whose head trickles in (default 5 s).
-    pub read_timeout: Duration,
-    /// How long a response write may wait for the client to read before
-    /// the connection is closed (default 5 s).
-    pub write_timeout: Duration,
-    /// How often the monitor's queue, circuit and age sources are read for
-    /// the answers (default 500 ms): how stale those parts may be. Each
-    /// read of a NATS transport's queue source asks the broker once per
-    /// subscriber group.
-    pub refresh_interval: Duration,
-}
-
-impl Default for HttpOptions {
-    fn default() -> Self {
-        Self {
-            allow_remote: false,
-            max_url_len: 1024,
-            max_header_bytes: 8 * 1024,
-            max_connections: 64,
-            read_timeout: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(5),
-            refresh_interval: Duration::from_millis(500),
-        }
-    }
-}
-
-impl HttpOptions {
-    fn validate(&self) -> Result<(), HttpError> {
-        let check = |ok: bool, what| {
-            if ok {
-                Ok(())
-            } else {
-                Err(HttpError::Options(what))
-            }
-        };
-        check(
-            self.max_connections > 0,
-            "max_connections must be at least 1",
-        )?;
-        check(
-            self.max_header_bytes >= 256,
-            "max_header_bytes must be at least 256",
-        )?;
-        check(
-            !self.read_timeout.is_zero(),
-            "read_timeout must be positive",
-        )?;
-        check(
-            !self.write_timeout.is_zero(),
-            "write_timeout must be positive",
-        )?;
-        check(
-            !self.refresh_interval.is_zero(),
-            "refresh_interval must be positive",
-        )
-    }
 }
 
 /// Connections the kernel queues while the server is at its cap.
@@ -209,6 +132,26 @@ impl HealthServer {
         monitor: HealthMonitor,
         options: HttpOptions,
     ) -> Result<Self, HttpError> {
+        Self::start_inner(addr, monitor, options, None)
+    }
+
+    /// Serves with explicit options and `app` answering every path but
+    /// `/healthz` and `/metrics`.
+    pub fn start_with_app(
+        addr: impl ToSocketAddrs,
+        monitor: HealthMonitor,
+        options: HttpOptions,
+        app: Arc<dyn HttpApp>,
+    ) -> Result<Self, HttpError> {
+        Self::start_inner(addr, monitor, options, Some(app))
+    }
+
+    fn start_inner(
+        addr: impl ToSocketAddrs,
+        monitor: HealthMonitor,
+        options: HttpOptions,
+        app: Option<Arc<dyn HttpApp>>,
+    ) -> Result<Self, HttpError> {
         let addr = addr
             .to_socket_addrs()
             .map_err(|e| HttpError::Resolve(e.to_string()))?
@@ -247,6 +190,10 @@ impl HealthServer {
             monitor,
             readings,
             router: routes(),
+            app: app.map(|app| app::Mounted {
+                app,
+                slots: Arc::new(tokio::sync::Semaphore::new(options.max_app_in_flight)),
+            }),
             options,
         });
         let (stop, stop_rx) = oneshot::channel();
@@ -321,6 +268,7 @@ struct Endpoint {
     monitor: HealthMonitor,
     readings: Arc<ArcSwap<Readings>>,
     router: Router<Endpoint>,
+    app: Option<app::Mounted>,
     options: HttpOptions,
 }
 
@@ -330,12 +278,22 @@ impl Endpoint {
         Readings::clone(&self.readings.load())
     }
 
-    fn respond(&self, req: Request<Incoming>) -> Response<Body> {
-        let (parts, body) = req.into_parts();
-        let target_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    async fn respond(&self, req: Request<Incoming>, peer: Option<SocketAddr>) -> Response<Body> {
+        let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if target_len > self.options.max_url_len {
             return text(StatusCode::URI_TOO_LONG, "URI too long\n");
         }
+        if let Some(mounted) = &self.app
+            && !self.router.serves(req.uri().path())
+        {
+            let ctx = AppContext {
+                monitor: self.monitor.clone(),
+                readings: Arc::clone(&self.readings),
+                peer,
+            };
+            return app::serve(mounted, ctx, req, &self.options).await;
+        }
+        let (parts, body) = req.into_parts();
         if !body.is_end_stream() {
             let mut r = text(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -420,6 +378,7 @@ fn serve_connection(
     let options = &endpoint.options;
     // Responses are small and whole: send each at once.
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
     let (activity, registration) = connections.open();
     let io = TokioIo::new(Tracked::new(
         stream,
@@ -430,9 +389,12 @@ fn serve_connection(
         let (endpoint, activity) = (Arc::clone(endpoint), Arc::clone(&activity));
         hyper::service::service_fn(move |req| {
             let busy = activity.busy();
-            let mut response = endpoint.respond(req);
-            response.body_mut().hold(busy);
-            std::future::ready(Ok::<_, Infallible>(response))
+            let endpoint = Arc::clone(&endpoint);
+            async move {
+                let mut response = endpoint.respond(req, peer).await;
+                response.body_mut().hold(busy);
+                Ok::<_, Infallible>(response)
+            }
         })
     };
     let mut http = hyper::server::conn::http1::Builder::new();

@@ -56,6 +56,11 @@ impl<C> Router<C> {
         self.route(Method::GET, path, handler)
     }
 
+    /// Whether some route has `path`.
+    pub(crate) fn serves(&self, path: &str) -> bool {
+        self.routes.iter().any(|r| r.path == path)
+    }
+
     /// The handler's answer, or 404 (unknown path) or 405 (known path,
     /// other method, with `Allow`).
     pub(crate) fn dispatch(&self, state: &C, req: &Parts) -> Response<Body> {
@@ -115,7 +120,7 @@ pub(crate) struct Body {
 }
 
 impl Body {
-    fn new(data: Bytes) -> Self {
+    pub(crate) fn new(data: Bytes) -> Self {
         Self {
             data: (!data.is_empty()).then_some(data),
             busy: None,

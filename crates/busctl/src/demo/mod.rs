@@ -101,7 +101,8 @@ pub(crate) struct DemoArgs {
     /// Print the final summary as one JSON object on stdout.
     #[arg(long)]
     json: bool,
-    /// Serve /healthz and /metrics on this address while the demo runs.
+    /// Serve /healthz, /metrics and the console (`/`) on this address
+    /// while the demo runs.
     #[arg(long)]
     http: Option<String>,
     /// The transport.
@@ -176,9 +177,6 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
         None => Target::Messages(args.messages),
     };
     workload::quiet_injected_panics();
-    // Reports of panics name where they happened (after the quiet hook,
-    // which this one wraps).
-    bus::errors::install_panic_hook();
 
     let mut cfg = match &args.config {
         Some(path) => Config::from_file(path)?,
@@ -229,6 +227,7 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
     signals.watch(&bus);
     if let Some(addr) = bus.http_addr() {
         eprintln!("health: http://{addr}/healthz  metrics: http://{addr}/metrics");
+        eprintln!("console: http://{addr}/");
     }
 
     let outage = Arc::new(AtomicBool::new(false));

@@ -114,7 +114,9 @@ pub(crate) fn reports(_msg: &Message<'_>) -> Result<(), std::io::Error> {
     Ok(())
 }
 
-/// Keeps injected panics off stderr; every other panic still prints.
+/// Keeps injected panics off stderr (every other panic still prints), and
+/// has each panic's report name where it happened (the bus's hook wraps
+/// the quiet one).
 pub(crate) fn quiet_injected_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -122,6 +124,7 @@ pub(crate) fn quiet_injected_panics() {
             default(info);
         }
     }));
+    bus::errors::install_panic_hook();
 }
 
 #[cfg(test)]

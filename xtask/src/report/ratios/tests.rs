@@ -43,6 +43,7 @@ fn the_measuring_programs_files_give_their_lines_and_verdicts() {
         idle: None,
         nats: None,
         sqlite: None,
+        console: None,
     };
     let ratios = bench_ratios(&goals, &[], &rounds, Some(&latency), Some(&rss)).expect("judged");
     let line = |start: &str| {
@@ -112,6 +113,7 @@ fn a_missed_goal_is_reported_missed_and_a_figure_without_one_is_not_judged() {
         idle: Some(idle),
         nats: None,
         sqlite: None,
+        console: None,
     };
     let ratios = bench_ratios(&goals, &[], &rounds, None, None).expect("every goal there");
     let line = |n: &str| {
