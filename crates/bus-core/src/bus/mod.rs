@@ -1,5 +1,6 @@
 //! The bus: publish, subscribe, and the pipeline that settles every delivery.
 
+mod pipeline;
 mod publisher;
 mod settle;
 mod stats;
@@ -896,6 +897,13 @@ impl SubscriberBuilder<'_> {
         let group: Arc<str> = Arc::from(self.options.group.as_str());
         let subscriber = Arc::new(Subscriber::default());
         shared.record_overflow(&topic, &group, self.options.overflow);
+        let pipe = Arc::new(pipeline::Pipeline {
+            shared: Arc::clone(shared),
+            guard,
+            component: Arc::clone(&component),
+            group,
+            subscriber: Arc::clone(&subscriber),
+        });
         // Every subscription first: a refusal then leaves no worker running.
         let subs = (0..self.workers)
             .map(|_| shared.transport.subscribe(&topic, &self.options))
@@ -917,13 +925,9 @@ impl SubscriberBuilder<'_> {
                 None => subscriber.polls.store(true, Ordering::Relaxed),
             }
             let ctx = worker::Worker {
-                shared: Arc::clone(shared),
+                pipe: Arc::clone(&pipe),
                 sub,
                 handler: Arc::clone(&handler),
-                guard: Arc::clone(&guard),
-                component: Arc::clone(&component),
-                group: Arc::clone(&group),
-                subscriber: Arc::clone(&subscriber),
             };
             let spawned = std::thread::Builder::new()
                 .name(format!("bus-{}-{i}", self.component))
