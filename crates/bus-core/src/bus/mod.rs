@@ -1,9 +1,13 @@
 //! The bus: publish, subscribe, and the pipeline that settles every delivery.
 
 mod pipeline;
+#[cfg(feature = "tokio")]
+mod publish_async;
 mod publisher;
 mod settle;
 mod stats;
+#[cfg(feature = "tokio")]
+mod tasks;
 mod worker;
 
 pub use publisher::{Confirmation, FlushTimeout, Publisher, PublisherOptions, WhenFull};
@@ -383,6 +387,19 @@ struct Subscriber {
     // message on the hot path.
     paused_until: AtomicU64,
     epoch: Instant,
+    /// What else a stop must tell (an async runner's tasks): called with
+    /// `false` to stop taking messages, with `true` to cancel the calls in
+    /// flight.
+    hooks: Mutex<Vec<StopHook>>,
+}
+
+/// A runner's answer to a stop (`false`) or a cancel (`true`).
+struct StopHook(Box<dyn Fn(bool) + Send + Sync>);
+
+impl std::fmt::Debug for StopHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StopHook")
+    }
 }
 
 impl Default for Subscriber {
@@ -394,6 +411,7 @@ impl Default for Subscriber {
             polls: AtomicBool::new(false),
             paused_until: AtomicU64::new(0),
             epoch: Instant::now(),
+            hooks: Mutex::new(Vec::new()),
         }
     }
 }
@@ -426,6 +444,7 @@ impl Subscriber {
     /// current handler returns or their poll ends.
     fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
+        self.run_hooks(false);
         for w in self
             .wakers
             .lock()
@@ -442,6 +461,28 @@ impl Subscriber {
         {
             w.thread().unpark();
         }
+    }
+
+    /// Runs the stop hooks: `cancel` asks async runners to cancel their
+    /// calls in flight (their deliveries are settled as never started).
+    fn run_hooks(&self, cancel: bool) {
+        for h in self
+            .hooks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            (h.0)(cancel);
+        }
+    }
+
+    /// Whether some runner cancels its calls when told to (an async one).
+    fn cancels(&self) -> bool {
+        !self
+            .hooks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 
     /// How long after a stop the workers may take to notice it when none is
@@ -463,12 +504,15 @@ impl Subscriber {
     /// Stops the workers and joins those that finish by `until` (all, with
     /// `None`); the others (a handler that does not return) are left
     /// running and kept on the list, so that a later shutdown still waits
-    /// for them and counts them. Returns how many were left.
+    /// for them and counts them. Returns how many were left. An async
+    /// runner still busy at `until` has its calls cancelled then, and a
+    /// grace to settle them.
     fn stop_and_join_until(&self, until: Option<Instant>) -> usize {
         self.request_stop();
+        let mut cancelled = !self.cancels();
         let mut workers =
             std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
-        let Some(until) = until else {
+        let Some(mut until) = until else {
             for w in workers {
                 let _ = w.join();
             }
@@ -482,6 +526,12 @@ impl Subscriber {
             }
             workers = running;
             let now = Instant::now();
+            if !workers.is_empty() && now >= until && !cancelled {
+                cancelled = true;
+                self.run_hooks(true);
+                until = now + WAKE_GRACE;
+                continue;
+            }
             if workers.is_empty() || now >= until {
                 let left = workers.len();
                 self.workers
@@ -653,6 +703,8 @@ impl Bus {
             topic: None,
             options: SubscribeOptions::group(component),
             workers: 1,
+            #[cfg(feature = "tokio")]
+            asynchronous: tasks::AsyncOptions::default(),
         }
     }
 
@@ -716,6 +768,8 @@ impl Bus {
         );
         for sub in &subscribers {
             sub.request_stop();
+            // Past the deadline: async calls still in flight are cancelled.
+            sub.run_hooks(true);
         }
         // A worker sees the stop between deliveries, at once when idle (or
         // within a poll interval, in a transport that cannot wake it); one
@@ -842,6 +896,8 @@ pub struct SubscriberBuilder<'a> {
     topic: Option<String>,
     options: SubscribeOptions,
     workers: usize,
+    #[cfg(feature = "tokio")]
+    asynchronous: tasks::AsyncOptions,
 }
 
 impl std::fmt::Debug for SubscriberBuilder<'_> {
@@ -883,6 +939,32 @@ impl SubscriberBuilder<'_> {
     }
     /// Starts the workers.
     pub fn start(self, handler: impl Handler) -> Result<SubscriptionHandle, SubscribeError> {
+        let handler: Arc<dyn Handler> = Arc::new(handler);
+        self.launch(|pipe, sub, wakeable, name| {
+            let ctx = worker::Worker {
+                pipe,
+                sub,
+                handler: Arc::clone(&handler),
+            };
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || ctx.run(wakeable))
+        })
+    }
+
+    /// What starting a subscriber takes, whichever runner it has: the
+    /// checks, its pipeline, one subscription per worker, and `spawn`
+    /// called once per subscription to start the thread that runs it
+    /// (told whether the subscription can be woken, and its name).
+    fn launch(
+        self,
+        mut spawn: impl FnMut(
+            Arc<pipeline::Pipeline>,
+            Box<dyn crate::Subscription>,
+            bool,
+            String,
+        ) -> std::io::Result<JoinHandle<()>>,
+    ) -> Result<SubscriptionHandle, SubscribeError> {
         let shared = &self.bus.shared;
         if shared.state.load(Ordering::Acquire) != RUNNING {
             return Err(SubscribeError::Closed);
@@ -891,7 +973,6 @@ impl SubscriberBuilder<'_> {
             return Err(SubscribeError::NoWorkers);
         }
         let topic = Topic::new(self.topic.as_deref().unwrap_or_default())?;
-        let handler: Arc<dyn Handler> = Arc::new(handler);
         let guard = shared.plugs.guards.guard(&self.component);
         let component: Arc<str> = Arc::from(self.component.as_str());
         let group: Arc<str> = Arc::from(self.options.group.as_str());
@@ -924,15 +1005,8 @@ impl SubscriberBuilder<'_> {
                     .push(w),
                 None => subscriber.polls.store(true, Ordering::Relaxed),
             }
-            let ctx = worker::Worker {
-                pipe: Arc::clone(&pipe),
-                sub,
-                handler: Arc::clone(&handler),
-            };
-            let spawned = std::thread::Builder::new()
-                .name(format!("bus-{}-{i}", self.component))
-                .spawn(move || ctx.run(wakeable));
-            match spawned {
+            let name = format!("bus-{}-{i}", self.component);
+            match spawn(Arc::clone(&pipe), sub, wakeable, name) {
                 Ok(j) => workers.push(j),
                 Err(e) => {
                     *subscriber

@@ -461,7 +461,7 @@ fn wait_all(
 
 /// A transport dropped a confirm without answering: the message may or may
 /// not be stored, and the bus no longer has it to hand back.
-fn unanswered(s: &Shared, id: MessageId) -> PublishError {
+pub(super) fn unanswered(s: &Shared, id: MessageId) -> PublishError {
     tracing::error!(message_id = %id, "the transport dropped a publish without confirming or refusing it");
     let err = PublishError::Unanswered { id };
     settle::rejected(s, "-", err)
