@@ -16,7 +16,7 @@ pub(super) const COMBINATIONS: [&str; 8] = [
     "logger",
     "health",
     "default",
-    "default,signal,nats",
+    "default,signal,nats,tokio",
 ];
 
 /// Lints the facade's library in every combination, then builds its docs
