@@ -345,12 +345,23 @@ fn publish_async_awaits_room_without_blocking_the_runtime_it_runs_on() {
             Ok::<(), std::io::Error>(())
         })
         .unwrap();
+    let publisher = bus.publisher_with(bus_core::PublisherOptions::default().window(4));
     let published = rt.block_on(async {
         let mut ok = 0;
-        for i in 0..200 {
+        for i in 0..100 {
             bus.publish_async("t", format!("{i}").into_bytes())
                 .await
                 .unwrap();
+            ok += 1;
+        }
+        // Through a publisher: the window and the queue both fill.
+        let mut confirmations = Vec::new();
+        for i in 100..200 {
+            let c = publisher.publish_async("t", format!("{i}")).await.unwrap();
+            confirmations.push(c);
+        }
+        for c in confirmations {
+            c.wait_async().await.unwrap();
             ok += 1;
         }
         ok
