@@ -9,11 +9,12 @@ use super::{Shared, Subscriber, settle};
 use crate::guard::{Guard, Outcome, Permit, Rejected};
 use crate::observe::BusEvent;
 use crate::recovery::{Decision, Failure};
-use crate::time::Stamp;
+use crate::time::{Clock, Stamp};
 use crate::{AttemptRecord, Delivery};
 use bus_errors::{ErrorContext, ErrorReport, HandlerError, PanicError};
 use std::any::Any;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// How a handler call ended: returned (`Ok`), or panicked (`Err`, the
@@ -43,6 +44,20 @@ impl Pipeline {
                 retry_after: rejected.retry_after,
             });
         })
+    }
+
+    /// A paused runner thread waits without taking messages, for `d` on
+    /// `clock`; a stop ends the wait early (it unparks the runner's thread,
+    /// and a manual clock wakes it when advanced).
+    pub(super) fn pause(&self, clock: &dyn Clock, d: Duration) {
+        let until = clock.now().checked_add(d);
+        while !self.subscriber.stop.load(Ordering::Acquire) {
+            match until {
+                Some(until) if clock.now() >= until => break,
+                Some(until) => clock.park_until(until),
+                None => std::thread::park(),
+            }
+        }
     }
 
     /// Hands back a permit that ran no handler (nothing fetched, or a

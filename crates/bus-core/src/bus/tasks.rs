@@ -5,18 +5,19 @@
 
 use super::pipeline::{Called, Pipeline};
 use super::{StopHook, SubscribeError, SubscriberBuilder, SubscriptionHandle};
-use crate::runtime::{AsyncHandler, BRIDGE_DEPTH, DEFAULT_IN_FLIGHT, OwnedMessage, bridge};
-use crate::{Delivery, Permit};
+use crate::runtime::{AsyncHandler, DEFAULT_IN_FLIGHT, OwnedMessage};
+use crate::time::SystemClock;
+use crate::{Delivery, Permit, TransportError};
 use bus_errors::{HandlerError, TimeoutError};
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
+use std::thread::Thread;
 use std::time::Duration;
 use tokio::runtime::Handle;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 /// An async subscriber's settings, kept on its builder.
@@ -35,16 +36,6 @@ impl Default for AsyncOptions {
             timeout: None,
         }
     }
-}
-
-/// Where a runner is in its stop: it only moves forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Phase {
-    Running,
-    /// Take no more messages; let the calls in flight finish.
-    Stopping,
-    /// Cancel the calls in flight.
-    Cancel,
 }
 
 impl SubscriberBuilder<'_> {
@@ -91,146 +82,183 @@ impl SubscriberBuilder<'_> {
             }
         };
         let handler = Arc::new(handler);
-        let limit = Arc::new(Semaphore::new(options.in_flight));
+        let slots = Arc::new(Slots::new(options.in_flight));
         let timeout = options.timeout;
-        self.launch(|pipe, sub, _, name| {
-            let (tx, rx) = mpsc::channel(BRIDGE_DEPTH);
-            let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+        self.launch(|pipe, sub, wakeable, name| {
+            let calls = Arc::new(Mutex::new(JoinSet::new()));
+            let cancel = Arc::clone(&calls);
             pipe.subscriber
                 .hooks
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(StopHook(Box::new(move |cancel| {
-                    let to = if cancel {
-                        Phase::Cancel
-                    } else {
-                        Phase::Stopping
-                    };
-                    phase_tx.send_if_modified(|p| {
-                        let later = to > *p;
-                        if later {
-                            *p = to;
-                        }
-                        later
-                    });
+                .push(StopHook(Box::new(move |cancelling| {
+                    if cancelling {
+                        lock(&cancel).abort_all();
+                    }
                 })));
-            let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-            let dispatcher = Dispatcher {
-                pipe: Arc::clone(&pipe),
+            let runner = Runner {
+                pipe,
+                sub,
                 handler: Arc::clone(&handler),
-                limit: Arc::clone(&limit),
+                slots: Arc::clone(&slots),
+                calls,
+                handle: handle.clone(),
                 timeout,
             };
             let owned = owned.clone();
-            let handle = handle.clone();
             std::thread::Builder::new().name(name).spawn(move || {
-                handle.spawn(async move {
-                    dispatcher.run(rx, phase_rx).await;
-                    drop(done_tx);
-                });
-                let poll = pipe.shared.config.poll_interval;
-                let stopped = || pipe.subscriber.stop.load(Ordering::Acquire);
-                bridge(sub, &tx, poll, stopped, |d| pipe.unstarted(d));
-                drop(tx);
-                // This thread stands for the whole runner in the
-                // subscriber's list: it ends when the dispatcher has
-                // settled every call (or its runtime dropped it).
-                let _ = done_rx.recv();
+                runner.run(wakeable);
+                // Dropped here, off its own threads, once every call is done.
                 drop(owned);
             })
         })
     }
 }
 
-/// Takes deliveries from the bridge and starts a task per call, within
-/// the in-flight limit.
-struct Dispatcher<H> {
-    pipe: Arc<Pipeline>,
-    handler: Arc<H>,
-    limit: Arc<Semaphore>,
-    timeout: Option<Duration>,
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl<H: AsyncHandler> Dispatcher<H> {
-    async fn run(self, mut rx: mpsc::Receiver<Delivery>, mut phase: watch::Receiver<Phase>) {
-        let mut calls = JoinSet::new();
+/// The in-flight places of one subscriber, over all its runner threads: a
+/// runner takes one before it fetches, and waits (parked) while none is
+/// free; a call gives its place back when it ends and wakes the runners
+/// waiting for one.
+struct Slots {
+    used: AtomicUsize,
+    limit: usize,
+    waiting: Mutex<Vec<Thread>>,
+}
+
+impl Slots {
+    fn new(limit: usize) -> Self {
+        Self {
+            used: AtomicUsize::new(0),
+            limit,
+            waiting: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Takes a place, waiting while none is free; `false` if `stopped`
+    /// says so first (a stop unparks the runner).
+    fn take(&self, stopped: impl Fn() -> bool) -> bool {
         loop {
-            while calls.try_join_next().is_some() {}
-            let slot = tokio::select! {
-                biased;
-                () = reached(&mut phase, Phase::Stopping) => break,
-                slot = Arc::clone(&self.limit).acquire_owned() => match slot {
-                    Ok(slot) => slot,
-                    Err(_) => break,
-                },
-            };
-            if let Some(left) = self.pipe.subscriber.paused_for() {
-                if !self.wait(&mut phase, left).await {
-                    break;
+            let used = self.used.load(Ordering::Acquire);
+            if used < self.limit {
+                if self
+                    .used
+                    .compare_exchange_weak(used, used + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return true;
                 }
                 continue;
             }
-            let permit = match self.pipe.admit() {
-                Ok(permit) => permit,
-                Err(rejected) => {
-                    let left = rejected.retry_after.max(Duration::from_millis(1));
-                    if !self.wait(&mut phase, left).await {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            let delivery = tokio::select! {
-                biased;
-                () = reached(&mut phase, Phase::Stopping) => None,
-                d = rx.recv() => d,
-            };
-            let Some(delivery) = delivery else {
-                self.pipe.release(permit);
-                break;
-            };
-            let call = InFlight {
-                pipe: Arc::clone(&self.pipe),
-                delivery: Some(delivery),
-                permit: Some(permit),
-                _slot: slot,
-            };
-            calls.spawn(call.run(Arc::clone(&self.handler), self.timeout));
-        }
-        // Fetched and never started: settled without a call.
-        rx.close();
-        while let Ok(d) = rx.try_recv() {
-            self.pipe.unstarted(d);
-        }
-        loop {
-            tokio::select! {
-                biased;
-                () = reached(&mut phase, Phase::Cancel) => {
-                    calls.abort_all();
-                    while calls.join_next().await.is_some() {}
-                    break;
-                }
-                next = calls.join_next() => if next.is_none() {
-                    break;
-                },
+            if stopped() {
+                return false;
             }
+            lock(&self.waiting).push(std::thread::current());
+            // A place freed between the load and the push found no one to
+            // wake: look again before parking.
+            if self.used.load(Ordering::Acquire) < self.limit {
+                continue;
+            }
+            std::thread::park();
         }
     }
 
-    /// Waits `d` unless a stop comes first (then `false`).
-    async fn wait(&self, phase: &mut watch::Receiver<Phase>, d: Duration) -> bool {
-        tokio::select! {
-            biased;
-            () = reached(phase, Phase::Stopping) => false,
-            () = tokio::time::sleep(d) => true,
-        }
+    fn give_back(&self) {
+        self.used.fetch_sub(1, Ordering::AcqRel);
+        let waiting = std::mem::take(&mut *lock(&self.waiting));
+        waiting.iter().for_each(Thread::unpark);
     }
 }
 
-/// Resolves once the runner's phase is `at` or later (or its stop hook is
-/// gone with its subscriber).
-async fn reached(phase: &mut watch::Receiver<Phase>, at: Phase) {
-    let _ = phase.wait_for(|p| *p >= at).await.map(drop);
+/// An in-flight place, given back when dropped.
+struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.give_back();
+    }
+}
+
+/// One subscription's runner thread: it takes the guard's permit and an
+/// in-flight place before it fetches, as a thread worker takes the permit
+/// (an open breaker or a full limit leaves the messages in the transport),
+/// and starts each call as a task on the runtime.
+struct Runner<H> {
+    pipe: Arc<Pipeline>,
+    sub: Box<dyn crate::Subscription>,
+    handler: Arc<H>,
+    slots: Arc<Slots>,
+    calls: Arc<Mutex<JoinSet<()>>>,
+    handle: Handle,
+    timeout: Option<Duration>,
+}
+
+impl<H: AsyncHandler> Runner<H> {
+    fn run(mut self, wakeable: bool) {
+        let pipe = Arc::clone(&self.pipe);
+        let poll = pipe.shared.config.poll_interval;
+        let idle_wait = if wakeable { Duration::MAX } else { poll };
+        let stopped = || pipe.subscriber.stop.load(Ordering::Acquire);
+        while !stopped() {
+            if let Some(left) = pipe.subscriber.paused_for() {
+                pipe.pause(&SystemClock, left);
+                continue;
+            }
+            if !self.slots.take(stopped) {
+                break;
+            }
+            let slot = Slot(Arc::clone(&self.slots));
+            let permit = match pipe.admit() {
+                Ok(permit) => permit,
+                Err(rejected) => {
+                    drop(slot);
+                    let clock = Arc::clone(&pipe.shared.plugs.clock);
+                    pipe.pause(&*clock, rejected.retry_after.max(Duration::from_millis(1)));
+                    continue;
+                }
+            };
+            match self.sub.next(idle_wait) {
+                Ok(Some(delivery)) => {
+                    let call = InFlight {
+                        pipe: Arc::clone(&pipe),
+                        delivery: Some(delivery),
+                        permit: Some(permit),
+                        _slot: slot,
+                    };
+                    let task = call.run(Arc::clone(&self.handler), self.timeout);
+                    let mut calls = lock(&self.calls);
+                    while calls.try_join_next().is_some() {}
+                    calls.spawn_on(task, &self.handle);
+                }
+                Ok(None) => pipe.release(permit),
+                Err(TransportError::Closed) => {
+                    pipe.release(permit);
+                    break;
+                }
+                Err(error) => {
+                    pipe.release(permit);
+                    tracing::warn!(%error, component = %pipe.component, "transport error while receiving");
+                    pipe.pause(&SystemClock, poll);
+                }
+            }
+        }
+        // Stopped: the calls in flight run on until they end or a cancel
+        // aborts them (the runtime then drops them, which settles their
+        // deliveries). This thread stands for them in the subscriber's
+        // list, so it ends only when none is left.
+        loop {
+            let mut calls = lock(&self.calls);
+            while calls.try_join_next().is_some() {}
+            if calls.is_empty() {
+                break;
+            }
+            drop(calls);
+            std::thread::park_timeout(Duration::from_millis(1));
+        }
+    }
 }
 
 /// One call in flight: owns the delivery and the guard's permit until the
@@ -243,7 +271,7 @@ struct InFlight {
     delivery: Option<Delivery>,
     permit: Option<Permit>,
     /// The in-flight place this call holds.
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl InFlight {

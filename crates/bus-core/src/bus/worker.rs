@@ -2,7 +2,7 @@
 //! synchronous handler on them through the subscriber's [`Pipeline`].
 
 use super::pipeline::Pipeline;
-use crate::time::{Clock, SystemClock};
+use crate::time::SystemClock;
 use crate::{Delivery, Handler, Message, Subscription, TransportError};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ impl Worker {
         let idle_wait = if wakeable { Duration::MAX } else { poll };
         while !self.pipe.subscriber.stop.load(Ordering::Acquire) {
             if let Some(left) = self.pipe.subscriber.paused_for() {
-                self.pause(&SystemClock, left);
+                self.pipe.pause(&SystemClock, left);
                 continue;
             }
             // Ask the guard before fetching: an open breaker pauses the
@@ -36,7 +36,8 @@ impl Worker {
                 Err(rejected) => {
                     // On the bus's clock, which a breaker counts its wait by.
                     let clock = Arc::clone(&self.pipe.shared.plugs.clock);
-                    self.pause(&*clock, rejected.retry_after.max(Duration::from_millis(1)));
+                    self.pipe
+                        .pause(&*clock, rejected.retry_after.max(Duration::from_millis(1)));
                     continue;
                 }
             };
@@ -53,7 +54,7 @@ impl Worker {
                     // (never lost).
                     if catch_unwind(AssertUnwindSafe(|| self.process(slot, permit))).is_err() {
                         tracing::error!(component = %self.pipe.component, "a bus plug panicked; the delivery will be redelivered");
-                        self.pause(&SystemClock, poll);
+                        self.pipe.pause(&SystemClock, poll);
                     }
                 }
                 Ok(None) => self.pipe.release(permit),
@@ -64,22 +65,8 @@ impl Worker {
                 Err(error) => {
                     self.pipe.release(permit);
                     tracing::warn!(%error, component = %self.pipe.component, "transport error while receiving");
-                    self.pause(&SystemClock, poll);
+                    self.pipe.pause(&SystemClock, poll);
                 }
-            }
-        }
-    }
-
-    /// A paused worker waits without taking messages, for `d` on `clock`;
-    /// a stop ends the wait early (it unparks the worker's thread, and a
-    /// manual clock wakes it when advanced).
-    fn pause(&self, clock: &dyn Clock, d: Duration) {
-        let until = clock.now().checked_add(d);
-        while !self.pipe.subscriber.stop.load(Ordering::Acquire) {
-            match until {
-                Some(until) if clock.now() >= until => break,
-                Some(until) => clock.park_until(until),
-                None => std::thread::park(),
             }
         }
     }
