@@ -1,6 +1,6 @@
 //! `docs/benchmarks.md`: the same figures as the JSON report, for reading.
 
-use super::{BenchResult, Machine, Ratio, field, fmt_ns, fmt_rate, nats, number};
+use super::{BenchResult, Machine, Ratio, async_rounds, field, fmt_ns, fmt_rate, nats, number};
 use serde_json::Value;
 
 /// The baseline a result is compared with in its group's table.
@@ -27,6 +27,7 @@ pub(super) fn bench_markdown(
     latency: Option<&Value>,
     rss: Option<&Value>,
     nats_rounds: Option<&Value>,
+    async_rounds: Option<&Value>,
 ) -> String {
     let mut s = String::new();
     s.push_str("# Benchmarks\n\n");
@@ -72,6 +73,7 @@ pub(super) fn bench_markdown(
         ));
     }
     s.push_str(&nats::markdown(nats_rounds));
+    s.push_str(&async_rounds::markdown(async_rounds));
     if let Some(lat) = latency {
         s.push_str("\n## Latency (publish to handler, paced)\n\n");
         let interval = number(Some(lat), "interval_ns").unwrap_or(0.0);

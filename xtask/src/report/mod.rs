@@ -3,6 +3,7 @@
 //! judges the headline figures against `xtask/goals.toml`, and writes
 //! `target/bench-report.json` and `docs/benchmarks.md`.
 
+mod async_rounds;
 mod goals;
 mod markdown;
 mod nats;
@@ -29,6 +30,7 @@ pub(crate) struct Run<'a> {
     pub(crate) dlq: &'a Path,
     pub(crate) idle: &'a Path,
     pub(crate) nats: &'a Path,
+    pub(crate) asynchronous: &'a Path,
 }
 
 /// Collects the run's results, judges them and writes both reports.
@@ -55,6 +57,7 @@ pub(crate) fn write(goals: &Goals, run: &Run<'_>) -> Result<(), String> {
         http: read_fresh(&target.join("bench-http.json")),
         idle: read_fresh(run.idle),
         nats: read_fresh(run.nats),
+        asynchronous: read_fresh(run.asynchronous),
     };
     let machine = Machine::probe(
         run.quick,
@@ -74,6 +77,7 @@ pub(crate) fn write(goals: &Goals, run: &Run<'_>) -> Result<(), String> {
         latency.as_ref(),
         rss.as_ref(),
         rounds.nats.as_ref(),
+        rounds.asynchronous.as_ref(),
     );
     let md_path = root().join("docs/benchmarks.md");
     std::fs::create_dir_all(root().join("docs")).map_err(|e| e.to_string())?;
@@ -333,6 +337,9 @@ pub(super) struct Rounds {
     pub(super) idle: Option<Value>,
     /// The bus over NATS beside raw async-nats (bench-nats.json).
     pub(super) nats: Option<Value>,
+    /// Async subscribers beside a hand-written tokio consumer
+    /// (bench-async.json).
+    pub(super) asynchronous: Option<Value>,
 }
 
 /// `target/bench-report.json`: the machine, the judged figures, every

@@ -6,7 +6,7 @@ use super::{BenchResult, Ratio, Rounds, field, fmt_ns, number, quartiles_of};
 use serde_json::Value;
 
 /// The goals of `xtask/goals.toml` this file judges figures against.
-pub(super) const USED: [&str; 13] = [
+pub(super) const USED: [&str; 15] = [
     "observer_event",
     "breaker_vs_peers",
     "breaker_sharing",
@@ -20,6 +20,8 @@ pub(super) const USED: [&str; 13] = [
     "peak_rss",
     "idle_cpu",
     "nats_bus_vs_raw",
+    "async_trivial_vs_tokio",
+    "async_timers_vs_tokio",
 ];
 
 /// Judges a figure by `goal` alone.
@@ -49,7 +51,10 @@ pub(super) fn bench_ratios(
         peak_rss,
         idle_cpu,
         nats_vs_raw,
+        async_trivial,
+        async_timers,
     ] = USED.map(|name| goals.get(name));
+    let (async_trivial, async_timers) = (async_trivial?, async_timers?);
     let (breaker_vs_peers, breaker_sharing, on_vs_raw, on_vs_off) =
         (breaker_vs_peers?, breaker_sharing?, on_vs_raw?, on_vs_off?);
     let (observer_event, added_p99, healthz, one_failure) =
@@ -68,6 +73,7 @@ pub(super) fn bench_ratios(
         http,
         idle,
         nats,
+        asynchronous,
     } = rounds;
     let (breaker, interleaved, dlq, http, idle) = (
         breaker.as_ref(),
@@ -389,6 +395,11 @@ pub(super) fn bench_ratios(
         );
     }
     out.extend(super::nats::ratios(nats_vs_raw, nats.as_ref()));
+    out.extend(super::async_rounds::ratios(
+        async_trivial,
+        async_timers,
+        asynchronous.as_ref(),
+    ));
     Ok(out)
 }
 

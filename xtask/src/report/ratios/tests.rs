@@ -42,6 +42,7 @@ fn the_measuring_programs_files_give_their_lines_and_verdicts() {
         http: Some(http),
         idle: None,
         nats: None,
+        asynchronous: None,
     };
     let ratios = bench_ratios(&goals, &[], &rounds, Some(&latency), Some(&rss)).expect("judged");
     let line = |start: &str| {
@@ -69,8 +70,15 @@ fn the_measuring_programs_files_give_their_lines_and_verdicts() {
     assert_eq!(line("peak RSS after 1 M dead letters").shown, "40.0 MiB");
 
     let m = crate::report::Machine::probe(false, String::new(), 1.0);
-    let md =
-        crate::report::markdown::bench_markdown(&m, &[], &ratios, Some(&latency), Some(&rss), None);
+    let md = crate::report::markdown::bench_markdown(
+        &m,
+        &[],
+        &ratios,
+        Some(&latency),
+        Some(&rss),
+        None,
+        None,
+    );
     assert!(
         md.contains("One message every 20.00 µs, 900 recorded messages"),
         "{md}"
@@ -103,6 +111,7 @@ fn a_missed_goal_is_reported_missed_and_a_figure_without_one_is_not_judged() {
         http: None,
         idle: Some(idle),
         nats: None,
+        asynchronous: None,
     };
     let ratios = bench_ratios(&goals, &[], &rounds, None, None).expect("every goal there");
     let line = |n: &str| {
