@@ -44,6 +44,7 @@ const ROOT_MODULES: &[&str] = &[
     "plug",
     "publish",
     "recovery",
+    "runtime",
     "signal",
     "subscribe",
     "time",

@@ -36,3 +36,12 @@ fn every_subcrate_is_reexported() {
     let _ = bus::health::HealthMonitor::new();
     let _: Option<bus::health::HttpOptions> = None;
 }
+
+/// The async layer, with the `tokio` feature.
+#[cfg(feature = "tokio")]
+#[test]
+fn the_runtime_module_is_reexported() {
+    assert_eq!(bus::runtime::DEFAULT_IN_FLIGHT, 64);
+    let _: Option<bus::runtime::OwnedMessage> = None;
+    let _: Option<bus::runtime::AsyncSubscription> = None;
+}
