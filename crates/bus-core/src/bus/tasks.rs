@@ -78,7 +78,7 @@ impl SubscriberBuilder<'_> {
                     .thread_name(format!("bus-rt-{}", self.component))
                     .enable_time()
                     .build()?;
-                (rt.handle().clone(), Some(Arc::new(rt)))
+                (rt.handle().clone(), Some(Arc::new(OwnedRuntime(Some(rt)))))
             }
         };
         let handler = Arc::new(handler);
@@ -112,6 +112,20 @@ impl SubscriberBuilder<'_> {
                 drop(owned);
             })
         })
+    }
+}
+
+/// A runtime the subscriber made for itself. Shut down without waiting
+/// when the last runner is done with it (or when the start failed):
+/// dropping a runtime blocks, which panics where blocking is not allowed,
+/// such as a caller's async code.
+struct OwnedRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
