@@ -18,7 +18,7 @@ use std::task::Poll;
 use std::thread::Thread;
 use std::time::Duration;
 use tokio::runtime::Handle;
-use tokio::task::JoinSet;
+use tokio::task::AbortHandle;
 
 /// An async subscriber's settings, kept on its builder.
 #[derive(Debug, Clone)]
@@ -85,7 +85,7 @@ impl SubscriberBuilder<'_> {
         let slots = Arc::new(Slots::new(options.in_flight));
         let timeout = options.timeout;
         self.launch(|pipe, sub, wakeable, name| {
-            let calls = Arc::new(Mutex::new(JoinSet::new()));
+            let calls = Arc::new(Mutex::new(Calls::default()));
             let cancel = Arc::clone(&calls);
             pipe.subscriber
                 .hooks
@@ -93,7 +93,9 @@ impl SubscriberBuilder<'_> {
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(StopHook(Box::new(move |cancelling| {
                     if cancelling {
-                        lock(&cancel).abort_all();
+                        let mut calls = lock(&cancel);
+                        calls.cancelled = true;
+                        calls.started.iter().for_each(AbortHandle::abort);
                     }
                 })));
             let runner = Runner {
@@ -140,6 +142,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Slots {
     used: AtomicUsize,
     limit: usize,
+    /// Runners about to park or parked: a call that ends takes the lock
+    /// below only when one is, so the runtime's threads share no lock with
+    /// a runner while places are free.
+    sleepers: AtomicUsize,
     waiting: Mutex<Vec<Thread>>,
 }
 
@@ -148,6 +154,7 @@ impl Slots {
         Self {
             used: AtomicUsize::new(0),
             limit,
+            sleepers: AtomicUsize::new(0),
             waiting: Mutex::new(Vec::new()),
         }
     }
@@ -170,20 +177,23 @@ impl Slots {
             if stopped() {
                 return false;
             }
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
             lock(&self.waiting).push(std::thread::current());
-            // A place freed between the load and the push found no one to
-            // wake: look again before parking.
-            if self.used.load(Ordering::Acquire) < self.limit {
-                continue;
+            // A place freed before the count above was seen found no one
+            // to wake: look again before parking.
+            if self.used.load(Ordering::SeqCst) >= self.limit {
+                std::thread::park();
             }
-            std::thread::park();
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
     fn give_back(&self) {
-        self.used.fetch_sub(1, Ordering::AcqRel);
-        let waiting = std::mem::take(&mut *lock(&self.waiting));
-        waiting.iter().for_each(Thread::unpark);
+        self.used.fetch_sub(1, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let waiting = std::mem::take(&mut *lock(&self.waiting));
+            waiting.iter().for_each(Thread::unpark);
+        }
     }
 }
 
@@ -196,6 +206,14 @@ impl Drop for Slot {
     }
 }
 
+/// The calls a runner started and has not seen finished, for a cancel to
+/// abort; once cancelled, every call started later is aborted at once.
+#[derive(Default)]
+struct Calls {
+    started: Vec<AbortHandle>,
+    cancelled: bool,
+}
+
 /// One subscription's runner thread: it takes the guard's permit and an
 /// in-flight place before it fetches, as a thread worker takes the permit
 /// (an open breaker or a full limit leaves the messages in the transport),
@@ -205,7 +223,8 @@ struct Runner<H> {
     sub: Box<dyn crate::Subscription>,
     handler: Arc<H>,
     slots: Arc<Slots>,
-    calls: Arc<Mutex<JoinSet<()>>>,
+    /// Only this thread and the cancel take this lock, never the runtime.
+    calls: Arc<Mutex<Calls>>,
     handle: Handle,
     timeout: Option<Duration>,
 }
@@ -243,9 +262,18 @@ impl<H: AsyncHandler> Runner<H> {
                         _slot: slot,
                     };
                     let task = call.run(Arc::clone(&self.handler), self.timeout);
+                    let started = self.handle.spawn(task).abort_handle();
                     let mut calls = lock(&self.calls);
-                    while calls.try_join_next().is_some() {}
-                    calls.spawn_on(task, &self.handle);
+                    // Pruned once it holds twice the limit: a sweep per
+                    // `limit` calls, not one per call.
+                    if calls.started.len() >= 2 * self.slots.limit {
+                        calls.started.retain(|c| !c.is_finished());
+                    }
+                    // Started as a cancel came: it goes too.
+                    if calls.cancelled {
+                        started.abort();
+                    }
+                    calls.started.push(started);
                 }
                 Ok(None) => pipe.release(permit),
                 Err(TransportError::Closed) => {
@@ -265,8 +293,8 @@ impl<H: AsyncHandler> Runner<H> {
         // list, so it ends only when none is left.
         loop {
             let mut calls = lock(&self.calls);
-            while calls.try_join_next().is_some() {}
-            if calls.is_empty() {
+            calls.started.retain(|c| !c.is_finished());
+            if calls.started.is_empty() {
                 break;
             }
             drop(calls);
