@@ -52,10 +52,10 @@ use tokio::sync::mpsc;
 /// How many calls an async subscriber runs at once unless told otherwise.
 pub const DEFAULT_IN_FLIGHT: usize = 64;
 
-/// Deliveries a bridge thread fetches ahead of the runtime: enough that a
-/// fast stream crosses threads in batches, few enough that an open breaker
-/// or a stop holds back little.
-pub(crate) const BRIDGE_DEPTH: usize = 16;
+/// Deliveries an [`AsyncSubscription`]'s bridge fetches ahead of its
+/// reader: enough that a fast stream crosses threads in batches, few
+/// enough that a reader that stops holds back little.
+const BRIDGE_DEPTH: usize = 16;
 
 /// A message as an async handler gets it: it owns a copy of its envelope,
 /// so the handler's future can keep it across awaits (a [`Message`]
@@ -223,7 +223,7 @@ impl Drop for AsyncSubscription {
 /// The bridge's loop: fetch from `sub`, hand over to `tx`, until `stopped`
 /// says so, the receiver is gone or the transport closes. A delivery the
 /// receiver can no longer take goes to `orphan`.
-pub(crate) fn bridge(
+fn bridge(
     mut sub: Box<dyn Subscription>,
     tx: &mpsc::Sender<Delivery>,
     poll: Duration,

@@ -1,7 +1,8 @@
 //! The tokio runner: an async subscriber's calls are tasks on a runtime,
 //! at most its in-flight limit at once, each driven through the same
-//! [`Pipeline`] as a thread worker's. A bridge thread per subscription
-//! waits in the transport and hands deliveries to a dispatcher task.
+//! [`Pipeline`] as a thread worker's. A runner thread per subscription
+//! takes the guard's permit and an in-flight place, waits in the
+//! transport, and spawns each call onto the runtime.
 
 use super::pipeline::{Called, Pipeline};
 use super::{StopHook, SubscribeError, SubscriberBuilder, SubscriptionHandle};
@@ -62,7 +63,7 @@ impl SubscriberBuilder<'_> {
         self
     }
 
-    /// Starts an async subscriber: each worker (default 1) is one bridge
+    /// Starts an async subscriber: each worker (default 1) is one runner
     /// thread fetching from the transport; the handler's calls are tasks
     /// on the runtime. See [`crate::runtime`].
     pub fn start_async(
