@@ -1,6 +1,8 @@
 //! Runs the code of every example (the same files, included here).
 #![allow(clippy::unwrap_used)] // tests may unwrap
 
+#[path = "../crates/bus/examples/async_service.rs"]
+mod async_service;
 #[path = "../crates/bus/examples/custom_error.rs"]
 mod custom_error;
 #[path = "../crates/bus/examples/custom_recovery.rs"]
@@ -99,4 +101,17 @@ fn traces_makes_one_trace_from_the_request_to_the_retried_handler() {
         ["publish parcels.ready", "publish parcels.ready"],
         "two attempts, both children of the publish"
     );
+}
+
+#[test]
+fn async_service_retries_the_unavailable_inventory_and_parks_bad_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = async_service::run(dir.path(), 100).unwrap();
+    let s = run.stats;
+    assert!(s.invariant_holds(), "{s:?}");
+    assert_eq!(s.published, 102);
+    assert_eq!(s.acked, 100, "every good order reserved: {s:?}");
+    assert_eq!(s.dead_lettered, 2, "the malformed orders: {s:?}");
+    assert_eq!(s.retried, 10, "one retry per order the inventory failed");
+    assert_eq!(run.inventory_calls, 110);
 }

@@ -223,6 +223,28 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
         failures.push(e);
     }
 
+    // The async goals: async subscribers beside a hand-written tokio
+    // consumer, interleaved rounds of both workloads.
+    let async_json = target.join("bench-async.json");
+    let (async_rounds, async_n, async_timer_n) = if quick {
+        ("3", "20000", "5000")
+    } else {
+        ("15", "200000", "20000")
+    };
+    let mut asynchronous = bench_run("bus-bench", ["--bin", "async_rounds"]);
+    asynchronous
+        .args(["--rounds", async_rounds, "--messages", async_n])
+        .args(["--timer-messages", async_timer_n, "--out"])
+        .arg(&async_json);
+    if let Err(e) = step(
+        &format!(
+            "async rounds ({async_rounds} rounds: {async_n} trivial calls, {async_timer_n} 20 ms timers)"
+        ),
+        asynchronous,
+    ) {
+        failures.push(e);
+    }
+
     report::write(
         &goals,
         &Run {
@@ -238,6 +260,7 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
             nats: &nats_json,
             sqlite: &sqlite_json,
             console: &console_json,
+            asynchronous: &async_json,
         },
     )?;
     if failures.is_empty() {

@@ -32,6 +32,8 @@ mod handler;
 pub mod memory;
 pub mod observe;
 pub mod recovery;
+#[cfg(feature = "tokio")]
+pub mod runtime;
 pub mod time;
 mod topic;
 pub mod trace;

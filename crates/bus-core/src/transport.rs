@@ -500,6 +500,15 @@ pub trait Transport: Send + Sync + 'static {
         "bus"
     }
 
+    /// Whether [`send`](Self::send) waits only for room in an in-process
+    /// queue, never for I/O: an async publish then sends with no wait and
+    /// awaits room itself (retrying a [`PublishError::QueueFull`]) rather
+    /// than block a runtime thread. `false` (the default): `send` is handed
+    /// the whole publish timeout.
+    fn waits_only_for_room(&self) -> bool {
+        false
+    }
+
     /// Called once by the bus that runs on this transport, when it is
     /// built: `letters` dead-letters through the bus's store and counts each
     /// letter in the bus's ledger. A transport that ends deliveries on its
@@ -557,6 +566,10 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
     }
     fn messaging_system(&self) -> &'static str {
         (**self).messaging_system()
+    }
+
+    fn waits_only_for_room(&self) -> bool {
+        (**self).waits_only_for_room()
     }
     fn attach(&self, letters: crate::BusLetters) {
         (**self).attach(letters)

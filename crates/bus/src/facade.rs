@@ -350,35 +350,64 @@ impl Bus {
     /// [`ShutdownReport::unsaved`]. A second call returns the ledger again
     /// and does nothing else.
     pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
-        let bg = {
-            let mut g = self.lock();
-            let first = !g.done;
-            g.done = true;
-            // Not `then(|| ..)`: with the features off nothing is taken and
-            // the closure would be needless; with them on the takes must
-            // only happen on the first call.
-            if first {
-                Some(Background {
-                    #[cfg(feature = "dlq")]
-                    poller: g.poller.take(),
-                    #[cfg(feature = "http")]
-                    http: g.http.take(),
-                    #[cfg(feature = "health")]
-                    snapshots: g.snapshots.take(),
-                    done: true,
-                })
-            } else {
-                None
-            }
-        };
-        let Some(mut bg) = bg else {
+        let Some(mut bg) = self.take_background() else {
             return self.core.shutdown(timeout);
         };
+        Self::stop_intake(&mut bg);
+        let report = self.core.shutdown(timeout);
+        self.finish(bg);
+        report
+    }
+
+    /// [`shutdown`](Self::shutdown) from async code (feature `tokio`): the
+    /// drain is awaited on the runtime's blocking pool, so the runtime's
+    /// own threads stay free to cancel and settle async calls in flight.
+    #[cfg(feature = "tokio")]
+    pub async fn shutdown_async(&self, timeout: Duration) -> ShutdownReport {
+        let Some(mut bg) = self.take_background() else {
+            return self.core.shutdown_async(timeout).await;
+        };
+        Self::stop_intake(&mut bg);
+        let report = self.core.shutdown_async(timeout).await;
+        self.finish(bg);
+        report
+    }
+
+    /// The background parts to stop, on the first shutdown only.
+    fn take_background(&self) -> Option<Background> {
+        let mut g = self.lock();
+        let first = !g.done;
+        g.done = true;
+        // Not `then(|| ..)`: with the features off nothing is taken and
+        // the closure would be needless; with them on the takes must only
+        // happen on the first call.
+        if first {
+            Some(Background {
+                #[cfg(feature = "dlq")]
+                poller: g.poller.take(),
+                #[cfg(feature = "http")]
+                http: g.http.take(),
+                #[cfg(feature = "health")]
+                snapshots: g.snapshots.take(),
+                done: true,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// Before the drain: no more replays from outside.
+    fn stop_intake(bg: &mut Background) {
         #[cfg(feature = "dlq")]
         if let Some(p) = bg.poller.take() {
             p.stop();
         }
-        let report = self.core.shutdown(timeout);
+        let _ = bg;
+    }
+
+    /// After the drain: flush the error log, write the final health
+    /// snapshot, stop the endpoint.
+    fn finish(&self, mut bg: Background) {
         #[cfg(feature = "logger")]
         if let Some(logger) = &self.parts.logger
             && let Err(error) = logger.flush()
@@ -398,7 +427,29 @@ impl Bus {
         if let Some(server) = bg.http.take() {
             server.stop();
         }
-        report
+        let _ = (&mut bg, self);
+    }
+
+    /// [`publish`](Self::publish) from async code (feature `tokio`): a
+    /// full queue and the transport's confirmation are awaited, never
+    /// blocked on (see [`bus_core::Bus::publish_async`]).
+    #[cfg(feature = "tokio")]
+    pub async fn publish_async(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<MessageId, PublishError> {
+        self.core.publish_async(topic, payload).await
+    }
+
+    /// [`publish_envelope`](Self::publish_envelope) from async code
+    /// (feature `tokio`).
+    #[cfg(feature = "tokio")]
+    pub async fn publish_envelope_async(
+        &self,
+        envelope: Envelope,
+    ) -> Result<MessageId, PublishError> {
+        self.core.publish_envelope_async(envelope).await
     }
 }
 

@@ -169,6 +169,12 @@ pub mod transport {
     };
 }
 
+/// Async handlers, async publishing and an async wait for deliveries on
+/// tokio (feature `tokio`, off by default).
+#[cfg(feature = "tokio")]
+#[doc(inline)]
+pub use bus_core::runtime;
+
 /// Clocks: the system clock, and the [`ManualClock`](time::ManualClock)
 /// tests pass to [`BusBuilder::clock`].
 #[doc(inline)]

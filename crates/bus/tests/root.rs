@@ -46,6 +46,7 @@ const ROOT_MODULES: &[&str] = &[
     "plug",
     "publish",
     "recovery",
+    "runtime",
     "signal",
     "sqlite",
     "subscribe",

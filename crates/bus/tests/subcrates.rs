@@ -41,3 +41,12 @@ fn every_subcrate_is_reexported() {
     assert!(bus::console::CONTENT_SECURITY_POLICY.starts_with("default-src 'self'"));
     assert_eq!(bus::console::TOKEN_ENV, "BUS_CONSOLE_TOKEN");
 }
+
+/// The async layer, with the `tokio` feature.
+#[cfg(feature = "tokio")]
+#[test]
+fn the_runtime_module_is_reexported() {
+    assert_eq!(bus::runtime::DEFAULT_IN_FLIGHT, 64);
+    let _: Option<bus::runtime::OwnedMessage> = None;
+    let _: Option<bus::runtime::AsyncSubscription> = None;
+}

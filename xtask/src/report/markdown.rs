@@ -1,6 +1,8 @@
 //! `docs/benchmarks.md`: the same figures as the JSON report, for reading.
 
-use super::{BenchResult, Machine, Ratio, field, fmt_ns, fmt_rate, nats, number, sqlite};
+use super::{
+    BenchResult, Machine, Ratio, async_rounds, field, fmt_ns, fmt_rate, nats, number, sqlite,
+};
 use serde_json::Value;
 
 /// The baseline a result is compared with in its group's table.
@@ -20,14 +22,21 @@ fn bench_baseline<'a>(r: &BenchResult, group: &[&'a BenchResult]) -> Option<&'a 
         })
 }
 
+/// The results files that get a section of their own, each optional.
+#[derive(Debug, Default)]
+pub(super) struct Sections<'a> {
+    pub(super) nats: Option<&'a Value>,
+    pub(super) sqlite: Option<&'a Value>,
+    pub(super) asynchronous: Option<&'a Value>,
+}
+
 pub(super) fn bench_markdown(
     m: &Machine,
     results: &[BenchResult],
     ratios: &[Ratio],
     latency: Option<&Value>,
     rss: Option<&Value>,
-    nats_rounds: Option<&Value>,
-    sqlite_rounds: Option<&Value>,
+    sections: &Sections<'_>,
 ) -> String {
     let mut s = String::new();
     s.push_str("# Benchmarks\n\n");
@@ -72,8 +81,9 @@ pub(super) fn bench_markdown(
             r.verdict()
         ));
     }
-    s.push_str(&nats::markdown(nats_rounds));
-    s.push_str(&sqlite::markdown(sqlite_rounds));
+    s.push_str(&nats::markdown(sections.nats));
+    s.push_str(&sqlite::markdown(sections.sqlite));
+    s.push_str(&async_rounds::markdown(sections.asynchronous));
     if let Some(lat) = latency {
         s.push_str("\n## Latency (publish to handler, paced)\n\n");
         let interval = number(Some(lat), "interval_ns").unwrap_or(0.0);

@@ -3,6 +3,7 @@
 //! judges the headline figures against `xtask/goals.toml`, and writes
 //! `target/bench-report.json` and `docs/benchmarks.md`.
 
+mod async_rounds;
 mod console;
 mod goals;
 mod markdown;
@@ -33,6 +34,7 @@ pub(crate) struct Run<'a> {
     pub(crate) nats: &'a Path,
     pub(crate) sqlite: &'a Path,
     pub(crate) console: &'a Path,
+    pub(crate) asynchronous: &'a Path,
 }
 
 /// Collects the run's results, judges them and writes both reports.
@@ -61,6 +63,7 @@ pub(crate) fn write(goals: &Goals, run: &Run<'_>) -> Result<(), String> {
         nats: read_fresh(run.nats),
         sqlite: read_fresh(run.sqlite),
         console: read_fresh(run.console),
+        asynchronous: read_fresh(run.asynchronous),
     };
     let machine = Machine::probe(
         run.quick,
@@ -79,8 +82,11 @@ pub(crate) fn write(goals: &Goals, run: &Run<'_>) -> Result<(), String> {
         &ratios,
         latency.as_ref(),
         rss.as_ref(),
-        rounds.nats.as_ref(),
-        rounds.sqlite.as_ref(),
+        &markdown::Sections {
+            nats: rounds.nats.as_ref(),
+            sqlite: rounds.sqlite.as_ref(),
+            asynchronous: rounds.asynchronous.as_ref(),
+        },
     );
     let md_path = root().join("docs/benchmarks.md");
     std::fs::create_dir_all(root().join("docs")).map_err(|e| e.to_string())?;
@@ -344,6 +350,9 @@ pub(super) struct Rounds {
     pub(super) sqlite: Option<Value>,
     /// The console's DLQ views at scale (bench-console.json).
     pub(super) console: Option<Value>,
+    /// Async subscribers beside a hand-written tokio consumer
+    /// (bench-async.json).
+    pub(super) asynchronous: Option<Value>,
 }
 
 /// `target/bench-report.json`: the machine, the judged figures, every

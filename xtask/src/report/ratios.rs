@@ -6,7 +6,7 @@ use super::{BenchResult, Ratio, Rounds, field, fmt_ns, number, quartiles_of};
 use serde_json::Value;
 
 /// The goals of `xtask/goals.toml` this file judges figures against.
-pub(super) const USED: [&str; 16] = [
+pub(super) const USED: [&str; 18] = [
     "observer_event",
     "breaker_vs_peers",
     "breaker_sharing",
@@ -23,6 +23,8 @@ pub(super) const USED: [&str; 16] = [
     "sqlite_vs_raw",
     "sqlite_single_publish",
     "console_dlq_views",
+    "async_trivial_vs_tokio",
+    "async_timers_vs_tokio",
 ];
 
 /// Judges a figure by `goal` alone.
@@ -55,9 +57,12 @@ pub(super) fn bench_ratios(
         sqlite_vs_raw,
         sqlite_single,
         console_views,
+        async_trivial,
+        async_timers,
     ] = USED.map(|name| goals.get(name));
     let (sqlite_vs_raw, sqlite_single) = (sqlite_vs_raw?, sqlite_single?);
     let console_views = console_views?;
+    let (async_trivial, async_timers) = (async_trivial?, async_timers?);
     let (breaker_vs_peers, breaker_sharing, on_vs_raw, on_vs_off) =
         (breaker_vs_peers?, breaker_sharing?, on_vs_raw?, on_vs_off?);
     let (observer_event, added_p99, healthz, one_failure) =
@@ -78,6 +83,7 @@ pub(super) fn bench_ratios(
         nats,
         sqlite,
         console,
+        asynchronous,
     } = rounds;
     let (breaker, interleaved, dlq, http, idle) = (
         breaker.as_ref(),
@@ -405,6 +411,11 @@ pub(super) fn bench_ratios(
         sqlite.as_ref(),
     ));
     out.extend(super::console::ratios(console_views, console.as_ref()));
+    out.extend(super::async_rounds::ratios(
+        async_trivial,
+        async_timers,
+        asynchronous.as_ref(),
+    ));
     Ok(out)
 }
 

@@ -17,7 +17,7 @@ pub(super) const COMBINATIONS: [&str; 9] = [
     "health",
     "console",
     "default",
-    "default,signal,nats,sqlite,otel",
+    "default,signal,nats,sqlite,otel,tokio",
 ];
 
 /// Lints the facade's library in every combination, then builds its docs

@@ -1,8 +1,14 @@
 //! The bus: publish, subscribe, and the pipeline that settles every delivery.
 
+mod pipeline;
+#[cfg(feature = "tokio")]
+mod publish_async;
 mod publisher;
 mod settle;
 mod stats;
+mod subscriber;
+#[cfg(feature = "tokio")]
+mod tasks;
 mod worker;
 
 pub use publisher::{Confirmation, FlushTimeout, Publisher, PublisherOptions, WhenFull};
@@ -18,7 +24,7 @@ use crate::time::{SharedClock, system_clock};
 use crate::trace::{NoPropagation, TracePropagator};
 use crate::{
     Envelope, Handler, MessageId, OverflowPolicy, PublishError, QueueDepth, SubscribeOptions,
-    Topic, TopicError, Transport, TransportError, Wake,
+    Topic, TopicError, Transport, TransportError,
 };
 use bus_errors::{Classifier, DefaultClassifier, Sanitizer};
 use bytes::Bytes;
@@ -27,6 +33,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+#[cfg(feature = "tokio")]
+use subscriber::StopHook;
+use subscriber::Subscriber;
 
 /// What happens to a publish on a topic nobody subscribes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -89,11 +98,6 @@ pub(crate) struct Plugs {
     pub(crate) clock: SharedClock,
     pub(crate) propagator: Arc<dyn TracePropagator>,
 }
-
-/// How long shutdown waits, past its deadline, for woken idle workers to
-/// exit before it counts them stuck: they stop at once, but a loaded
-/// machine may take a while to schedule them.
-const WAKE_GRACE: Duration = Duration::from_millis(100);
 
 const RUNNING: u8 = 0;
 const DRAINING: u8 = 1;
@@ -378,133 +382,6 @@ pub struct ShutdownReport {
     pub stats: BusStats,
 }
 
-// Shared by the bus and the handle, so whichever stops it joins the workers.
-#[derive(Debug)]
-struct Subscriber {
-    stop: AtomicBool,
-    workers: Mutex<Vec<JoinHandle<()>>>,
-    /// The wake-ups of the workers' subscriptions that have one: a stop
-    /// fires them, so those workers wait for messages without a timeout.
-    wakers: Mutex<Vec<Wake>>,
-    /// Whether some worker's subscription cannot be woken (it polls).
-    polls: AtomicBool,
-    // Nanoseconds after `epoch` until which the workers take no message
-    // (the DLQ refused a write); 0 when not paused. One relaxed load per
-    // message on the hot path.
-    paused_until: AtomicU64,
-    epoch: Instant,
-}
-
-impl Default for Subscriber {
-    fn default() -> Self {
-        Self {
-            stop: AtomicBool::new(false),
-            workers: Mutex::new(Vec::new()),
-            wakers: Mutex::new(Vec::new()),
-            polls: AtomicBool::new(false),
-            paused_until: AtomicU64::new(0),
-            epoch: Instant::now(),
-        }
-    }
-}
-
-impl Subscriber {
-    pub(crate) fn pause_for(&self, d: Duration) {
-        let until = self.epoch.elapsed() + d;
-        let nanos = crate::time::saturating_nanos(until).max(1);
-        self.paused_until.fetch_max(nanos, Ordering::AcqRel);
-    }
-
-    /// How much longer the pause lasts, if one is in force.
-    pub(crate) fn paused_for(&self) -> Option<Duration> {
-        let until = self.paused_until.load(Ordering::Relaxed);
-        if until == 0 {
-            return None;
-        }
-        let now = crate::time::saturating_nanos(self.epoch.elapsed());
-        if now >= until {
-            let _ =
-                self.paused_until
-                    .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Relaxed);
-            return None;
-        }
-        Some(Duration::from_nanos(until - now))
-    }
-
-    /// Tells the workers to stop and wakes them: those asleep in a wakeable
-    /// subscription or in a pause stop at once, the others when their
-    /// current handler returns or their poll ends.
-    fn request_stop(&self) {
-        self.stop.store(true, Ordering::Release);
-        for w in self
-            .wakers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            w.wake();
-        }
-        for w in self
-            .workers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            w.thread().unpark();
-        }
-    }
-
-    /// How long after a stop the workers may take to notice it when none is
-    /// inside a handler: a scheduling delay for woken ones, two polls for
-    /// those that cannot be woken.
-    fn stop_grace(&self, poll: Duration) -> Duration {
-        if self.polls.load(Ordering::Relaxed) {
-            2 * poll
-        } else {
-            WAKE_GRACE
-        }
-    }
-
-    /// Stops the workers and waits for all of them.
-    fn stop_and_join(&self) {
-        self.stop_and_join_until(None);
-    }
-
-    /// Stops the workers and joins those that finish by `until` (all, with
-    /// `None`); the others (a handler that does not return) are left
-    /// running and kept on the list, so that a later shutdown still waits
-    /// for them and counts them. Returns how many were left.
-    fn stop_and_join_until(&self, until: Option<Instant>) -> usize {
-        self.request_stop();
-        let mut workers =
-            std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
-        let Some(until) = until else {
-            for w in workers {
-                let _ = w.join();
-            }
-            return 0;
-        };
-        loop {
-            let (done, running): (Vec<_>, Vec<_>) =
-                workers.into_iter().partition(JoinHandle::is_finished);
-            for w in done {
-                let _ = w.join();
-            }
-            workers = running;
-            let now = Instant::now();
-            if workers.is_empty() || now >= until {
-                let left = workers.len();
-                self.workers
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .extend(workers);
-                return left;
-            }
-            std::thread::park_timeout((until - now).min(Duration::from_millis(1)));
-        }
-    }
-}
-
 /// The message bus.
 ///
 /// ```
@@ -663,6 +540,8 @@ impl Bus {
             topic: None,
             options: SubscribeOptions::group(component),
             workers: 1,
+            #[cfg(feature = "tokio")]
+            asynchronous: tasks::AsyncOptions::default(),
         }
     }
 
@@ -726,6 +605,8 @@ impl Bus {
         );
         for sub in &subscribers {
             sub.request_stop();
+            // Past the deadline: async calls still in flight are cancelled.
+            sub.run_hooks(true);
         }
         // A worker sees the stop between deliveries, at once when idle (or
         // within a poll interval, in a transport that cannot wake it); one
@@ -857,6 +738,8 @@ pub struct SubscriberBuilder<'a> {
     topic: Option<String>,
     options: SubscribeOptions,
     workers: usize,
+    #[cfg(feature = "tokio")]
+    asynchronous: tasks::AsyncOptions,
 }
 
 impl std::fmt::Debug for SubscriberBuilder<'_> {
@@ -898,6 +781,32 @@ impl SubscriberBuilder<'_> {
     }
     /// Starts the workers.
     pub fn start(self, handler: impl Handler) -> Result<SubscriptionHandle, SubscribeError> {
+        let handler: Arc<dyn Handler> = Arc::new(handler);
+        self.launch(|pipe, sub, wakeable, name| {
+            let ctx = worker::Worker {
+                pipe,
+                sub,
+                handler: Arc::clone(&handler),
+            };
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || ctx.run(wakeable))
+        })
+    }
+
+    /// What starting a subscriber takes, whichever runner it has: the
+    /// checks, its pipeline, one subscription per worker, and `spawn`
+    /// called once per subscription to start the thread that runs it
+    /// (told whether the subscription can be woken, and its name).
+    fn launch(
+        self,
+        mut spawn: impl FnMut(
+            Arc<pipeline::Pipeline>,
+            Box<dyn crate::Subscription>,
+            bool,
+            String,
+        ) -> std::io::Result<JoinHandle<()>>,
+    ) -> Result<SubscriptionHandle, SubscribeError> {
         let shared = &self.bus.shared;
         if shared.state.load(Ordering::Acquire) != RUNNING {
             return Err(SubscribeError::Closed);
@@ -906,12 +815,18 @@ impl SubscriberBuilder<'_> {
             return Err(SubscribeError::NoWorkers);
         }
         let topic = Topic::new(self.topic.as_deref().unwrap_or_default())?;
-        let handler: Arc<dyn Handler> = Arc::new(handler);
         let guard = shared.plugs.guards.guard(&self.component);
         let component: Arc<str> = Arc::from(self.component.as_str());
         let group: Arc<str> = Arc::from(self.options.group.as_str());
         let subscriber = Arc::new(Subscriber::default());
         shared.record_overflow(&topic, &group, self.options.overflow);
+        let pipe = Arc::new(pipeline::Pipeline {
+            shared: Arc::clone(shared),
+            guard,
+            component: Arc::clone(&component),
+            group,
+            subscriber: Arc::clone(&subscriber),
+        });
         // Every subscription first: a refusal then leaves no worker running.
         let subs = (0..self.workers)
             .map(|_| shared.transport.subscribe(&topic, &self.options))
@@ -932,19 +847,8 @@ impl SubscriberBuilder<'_> {
                     .push(w),
                 None => subscriber.polls.store(true, Ordering::Relaxed),
             }
-            let ctx = worker::Worker {
-                shared: Arc::clone(shared),
-                sub,
-                handler: Arc::clone(&handler),
-                guard: Arc::clone(&guard),
-                component: Arc::clone(&component),
-                group: Arc::clone(&group),
-                subscriber: Arc::clone(&subscriber),
-            };
-            let spawned = std::thread::Builder::new()
-                .name(format!("bus-{}-{i}", self.component))
-                .spawn(move || ctx.run(wakeable));
-            match spawned {
+            let name = format!("bus-{}-{i}", self.component);
+            match spawn(Arc::clone(&pipe), sub, wakeable, name) {
                 Ok(j) => workers.push(j),
                 Err(e) => {
                     *subscriber

@@ -68,19 +68,27 @@ impl PublisherOptions {
     pub fn window_size(&self) -> usize {
         self.window
     }
+
+    /// Whether a publish waits for a place in a full window.
+    #[cfg(feature = "tokio")]
+    pub(super) fn blocks_when_full(&self) -> bool {
+        self.when_full == WhenFull::Block
+    }
 }
 
 /// The places in flight, and the failures nobody was left to receive.
 #[derive(Default)]
-struct Window {
-    state: Mutex<WindowState>,
+pub(super) struct Window {
+    pub(super) state: Mutex<WindowState>,
     /// Signalled whenever a place frees up.
     freed: Condvar,
 }
 
 #[derive(Default)]
-struct WindowState {
-    in_flight: usize,
+pub(super) struct WindowState {
+    pub(super) in_flight: usize,
+    /// Async publishes waiting for a place.
+    pub(super) waiting: Vec<std::task::Waker>,
     /// Refusals whose [`Confirmation`] was dropped before it was read.
     unclaimed: Vec<PublishError>,
 }
@@ -113,22 +121,25 @@ impl Window {
         let mut st = lock(&self.state);
         st.in_flight -= 1;
         st.unclaimed.extend(unclaimed);
+        let waiting = std::mem::take(&mut st.waiting);
         drop(st);
         self.freed.notify_all();
+        waiting.into_iter().for_each(std::task::Waker::wake);
     }
 }
 
 /// Where a message's outcome waits for its [`Confirmation`].
-struct Slot {
-    state: Mutex<SlotState>,
+pub(super) struct Slot {
+    pub(super) state: Mutex<SlotState>,
     ready: Condvar,
 }
 
 // Lives behind an `Arc` and a lock, one per message: its size costs nothing
 // to move.
 #[allow(clippy::large_enum_variant)]
-enum SlotState {
-    Waiting,
+pub(super) enum SlotState {
+    /// With the task awaiting it, if one is.
+    Waiting(Option<std::task::Waker>),
     /// The confirmation was dropped: a refusal goes to the publisher's
     /// unclaimed list instead.
     Abandoned,
@@ -142,9 +153,9 @@ enum SlotState {
 /// refusal: the refused message goes to [`Publisher::flush`]'s answer.
 #[must_use = "a confirmation carries the message back if it is refused"]
 pub struct Confirmation {
-    id: MessageId,
+    pub(super) id: MessageId,
     /// `None` once the outcome was read.
-    slot: Option<Arc<Slot>>,
+    pub(super) slot: Option<Arc<Slot>>,
     window: Arc<Window>,
 }
 
@@ -191,7 +202,8 @@ impl Confirmation {
         let mut st = lock(&slot.state);
         loop {
             if let SlotState::Done(_) = &*st {
-                let SlotState::Done(outcome) = std::mem::replace(&mut *st, SlotState::Waiting)
+                let SlotState::Done(outcome) =
+                    std::mem::replace(&mut *st, SlotState::Waiting(None))
                 else {
                     unreachable!()
                 };
@@ -270,9 +282,9 @@ impl Drop for Confirmation {
 /// ```
 #[derive(Clone)]
 pub struct Publisher {
-    shared: Arc<Shared>,
-    window: Arc<Window>,
-    options: PublisherOptions,
+    pub(super) shared: Arc<Shared>,
+    pub(super) window: Arc<Window>,
+    pub(super) options: PublisherOptions,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -403,9 +415,23 @@ impl Publisher {
             };
             return Err(settle::rejected(s, topic.as_str(), err));
         }
-        let id = envelope.id;
+        let (answered, confirmation) = self.track(envelope.id);
+        let route = match group {
+            Some(g) => Route::Group(g),
+            None => Route::Topic,
+        };
+        s.transport
+            .send(envelope, route, s.config.publish_timeout, answered);
+        Ok(confirmation)
+    }
+
+    /// The confirm to hand the transport for message `id`, which counts
+    /// its outcome once and frees its place, and the [`Confirmation`] it
+    /// answers. The place must be taken.
+    pub(super) fn track(&self, id: MessageId) -> (Confirm, Confirmation) {
+        let s = &self.shared;
         let slot = Arc::new(Slot {
-            state: Mutex::new(SlotState::Waiting),
+            state: Mutex::new(SlotState::Waiting(None)),
             ready: Condvar::new(),
         });
         // The outcome may arrive on this thread before `send` returns (an
@@ -421,30 +447,28 @@ impl Publisher {
                 };
                 shared.confirming.fetch_sub(1, Ordering::AcqRel);
                 let mut st = lock(&slot.state);
-                let unclaimed = match &*st {
-                    SlotState::Abandoned => outcome.err(),
-                    _ => {
+                let (unclaimed, waker) = match &mut *st {
+                    SlotState::Abandoned => (outcome.err(), None),
+                    SlotState::Waiting(waker) => {
+                        let waker = waker.take();
                         *st = SlotState::Done(outcome);
-                        None
+                        (None, waker)
                     }
+                    SlotState::Done(_) => (None, None),
                 };
                 drop(st);
                 slot.ready.notify_all();
+                waker.into_iter().for_each(std::task::Waker::wake);
                 window.free_place(unclaimed);
             })
         };
         s.confirming.fetch_add(1, Ordering::AcqRel);
-        let route = match group {
-            Some(g) => Route::Group(g),
-            None => Route::Topic,
-        };
-        s.transport
-            .send(envelope, route, s.config.publish_timeout, answered);
-        Ok(Confirmation {
+        let confirmation = Confirmation {
             id,
             slot: Some(slot),
             window: Arc::clone(&self.window),
-        })
+        };
+        (answered, confirmation)
     }
 }
 
@@ -461,7 +485,7 @@ fn wait_all(
 
 /// A transport dropped a confirm without answering: the message may or may
 /// not be stored, and the bus no longer has it to hand back.
-fn unanswered(s: &Shared, id: MessageId) -> PublishError {
+pub(super) fn unanswered(s: &Shared, id: MessageId) -> PublishError {
     tracing::error!(message_id = %id, "the transport dropped a publish without confirming or refusing it");
     let err = PublishError::Unanswered { id };
     settle::rejected(s, "-", err)

@@ -3,7 +3,7 @@
 //!
 //! A delivery arrives here from one of three places:
 //!
-//! - a worker (`worker.rs`), after its handler ran: [`ack`] on success;
+//! - the pipeline (`pipeline.rs`), after a handler ran: [`ack`] on success;
 //!   on failure, with the recovery policy's decision, [`retry`],
 //!   [`dead_letter`] (the store's [`Answer`] then settles the delivery in
 //!   [`AwaitingStore::answered`]) or [`discard_delivery`];
@@ -26,8 +26,8 @@
 //! | handed back to the application at shutdown | `returned_at_shutdown` |
 //! | left in a durable transport at shutdown | `pending` |
 
+use super::pipeline::Pipeline;
 use super::stats::Counter;
-use super::worker::Worker;
 use super::{Shared, Subscriber};
 use crate::dlq::{DeadLetter, DeadLetterReason, DeadLetterStore, DlqError, LetterId};
 use crate::observe::BusEvent;
@@ -42,7 +42,7 @@ use std::time::Duration;
 /// The handler succeeded: the delivery is done. Runs on every successful
 /// delivery, so it adds nothing to what the worker already read.
 #[inline]
-pub(super) fn ack(w: &Worker, delivery: &mut Delivery, elapsed: Duration, ended: Stamp) {
+pub(super) fn ack(w: &Pipeline, delivery: &mut Delivery, elapsed: Duration, ended: Stamp) {
     let s = &*w.shared;
     let env = delivery.envelope();
     s.plugs
@@ -72,7 +72,7 @@ pub(super) fn ack(w: &Worker, delivery: &mut Delivery, elapsed: Duration, ended:
 /// never sleeps. Once the transport is closed a retry has nowhere to wait,
 /// and the delivery is settled as one that outlived the shutdown.
 pub(super) fn retry(
-    w: &Worker,
+    w: &Pipeline,
     mut delivery: Delivery,
     after: Duration,
     reconnect: bool,
@@ -109,7 +109,7 @@ pub(super) fn retry(
 /// answered ([`AwaitingStore::answered`]), so a crash before then
 /// redelivers it.
 pub(super) fn dead_letter(
-    w: &Worker,
+    w: &Pipeline,
     delivery: Delivery,
     report: ErrorReport,
     reason: DeadLetterReason,
@@ -208,7 +208,7 @@ impl AwaitingStore {
 
 /// The policy discarded the delivery (only a policy the user configured
 /// does): logged, counted, never redelivered.
-pub(super) fn discard_delivery(w: &Worker, delivery: Delivery, reason: &str, ended: Stamp) {
+pub(super) fn discard_delivery(w: &Pipeline, delivery: Delivery, reason: &str, ended: Stamp) {
     discard(
         &w.shared,
         &w.component,
@@ -354,7 +354,7 @@ pub(super) fn late(s: &Shared, group: &str, env: Envelope) {
 /// A delivery that can no longer be redelivered because the bus has shut
 /// down (its handler outlived the deadline): dead-lettered with reason
 /// shutdown, or, if the store refuses, counted as returned and logged.
-fn after_close(s: &Shared, group: &str, delivery: Delivery) {
+pub(super) fn after_close(s: &Shared, group: &str, delivery: Delivery) {
     late(s, group, delivery.envelope().clone());
     delivery.term();
 }

@@ -421,6 +421,10 @@ impl Transport for MemoryTransport {
         }
     }
 
+    fn waits_only_for_room(&self) -> bool {
+        true
+    }
+
     fn close(&self) -> Vec<(Arc<str>, Envelope)> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Vec::new();

@@ -280,8 +280,9 @@ macro_rules! transport_conformance {
                 topic_isolation, consumer_groups, ordering_within_a_group,
                 publish_to_one_group, reconnect_loses_nothing,
                 pipeline_accounts_for_every_message, pipeline_survives_panics,
+                async_pipeline_accounts_for_every_message, async_pipeline_survives_panics,
                 send_confirms_every_message, batch_hands_back_exactly_the_bad_items,
-                publisher_window_keeps_order_per_thread);
+                publisher_window_keeps_order_per_thread, async_publishing_confirms_every_message);
         }
     };
     (@tests $($scenario:ident),*) => {

@@ -5,16 +5,30 @@
 
 use super::Ctx;
 use crate::{Fault, FaultInjector, assert_invariant, wait_until};
-use bus_core::{Bus, MemoryDeadLetters, MessageId, SimpleRetry};
+use bus_core::runtime::OwnedMessage;
+use bus_core::{Bus, Handler, MemoryDeadLetters, MessageId, SimpleRetry};
 use std::sync::Arc;
 use std::time::Duration;
 
 const GROUPS: [&str; 2] = ["a", "b"];
 
+/// Who calls the handlers: worker threads, or tasks on a tokio runtime
+/// (the subscriber's own) with an in-flight limit.
+#[derive(Debug, Clone, Copy)]
+enum Runner {
+    Threads,
+    Tasks { in_flight: usize },
+}
+
 /// A bus over the context's transport: two retries 1 ms apart, dead letters
 /// in memory, one subscriber per group applying `faults` with `workers`
-/// workers each.
-fn bus_with(ctx: &Ctx, faults: &FaultInjector, workers: usize) -> (Bus, MemoryDeadLetters) {
+/// workers each, run by `runner`.
+fn bus_with(
+    ctx: &Ctx,
+    faults: &FaultInjector,
+    workers: usize,
+    runner: Runner,
+) -> (Bus, MemoryDeadLetters) {
     let dlq = MemoryDeadLetters::new();
     let bus = Bus::builder()
         .transport(Arc::clone(&ctx.transport))
@@ -26,11 +40,27 @@ fn bus_with(ctx: &Ctx, faults: &FaultInjector, workers: usize) -> (Bus, MemoryDe
         .build();
     let topic = ctx.topic("pipeline");
     for g in GROUPS {
-        bus.subscriber(&ctx.group(g))
+        let builder = bus
+            .subscriber(&ctx.group(g))
             .topic(topic.as_str())
-            .workers(workers)
-            .start(faults.handler())
-            .unwrap_or_else(|e| panic!("subscribe {g}: {e}"));
+            .workers(workers);
+        let started = match runner {
+            Runner::Threads => builder.start(faults.handler()),
+            Runner::Tasks { in_flight } => {
+                let handler = faults.handler();
+                builder
+                    .in_flight(in_flight)
+                    .start_async(move |msg: OwnedMessage| {
+                        let handler = handler.clone();
+                        async move {
+                            // A suspension point, so calls interleave.
+                            tokio::task::yield_now().await;
+                            handler.handle(&msg.as_message())
+                        }
+                    })
+            }
+        };
+        started.unwrap_or_else(|e| panic!("subscribe {g}: {e}"));
     }
     (bus, dlq)
 }
@@ -82,7 +112,7 @@ fn settle_and_check(
 /// dead-lettered, and every copy is counted once.
 pub fn pipeline_accounts_for_every_message(ctx: &Ctx) {
     let faults = FaultInjector::new(11).transient(0.2).poison(0.1);
-    let (bus, dlq) = bus_with(ctx, &faults, 2);
+    let (bus, dlq) = bus_with(ctx, &faults, 2, Runner::Threads);
     let ids = publish(ctx, &bus, 200);
     settle_and_check(ctx, bus, &dlq, &faults, &ids);
     let recovered = faults
@@ -97,7 +127,7 @@ pub fn pipeline_accounts_for_every_message(ctx: &Ctx) {
 /// single worker of each group lives on and handles everything after it.
 pub fn pipeline_survives_panics(ctx: &Ctx) {
     let faults = FaultInjector::new(5).panics(0.25);
-    let (bus, dlq) = bus_with(ctx, &faults, 1);
+    let (bus, dlq) = bus_with(ctx, &faults, 1, Runner::Threads);
     let ids = publish(ctx, &bus, 80);
     let clean_after_a_panic = ids
         .iter()
@@ -108,5 +138,29 @@ pub fn pipeline_survives_panics(ctx: &Ctx) {
         clean_after_a_panic > 0,
         "the seed puts clean messages after a panic"
     );
+    settle_and_check(ctx, bus, &dlq, &faults, &ids);
+}
+
+/// [`pipeline_accounts_for_every_message`] with async handlers: the same
+/// ledger, the calls tasks on a runtime, eight in flight per group.
+pub fn async_pipeline_accounts_for_every_message(ctx: &Ctx) {
+    let faults = FaultInjector::new(11).transient(0.2).poison(0.1);
+    let (bus, dlq) = bus_with(ctx, &faults, 1, Runner::Tasks { in_flight: 8 });
+    let ids = publish(ctx, &bus, 200);
+    settle_and_check(ctx, bus, &dlq, &faults, &ids);
+    let recovered = faults
+        .acked()
+        .values()
+        .filter(|attempt| **attempt > 1)
+        .count();
+    assert!(recovered > 0, "some transient message recovered on a retry");
+}
+
+/// [`pipeline_survives_panics`] with async handlers: a panic inside the
+/// future is caught, its message dead-lettered, and the subscriber goes on.
+pub fn async_pipeline_survives_panics(ctx: &Ctx) {
+    let faults = FaultInjector::new(5).panics(0.25);
+    let (bus, dlq) = bus_with(ctx, &faults, 1, Runner::Tasks { in_flight: 4 });
+    let ids = publish(ctx, &bus, 80);
     settle_and_check(ctx, bus, &dlq, &faults, &ids);
 }

@@ -44,6 +44,7 @@ fn the_measuring_programs_files_give_their_lines_and_verdicts() {
         nats: None,
         sqlite: None,
         console: None,
+        asynchronous: None,
     };
     let ratios = bench_ratios(&goals, &[], &rounds, Some(&latency), Some(&rss)).expect("judged");
     let line = |start: &str| {
@@ -77,8 +78,7 @@ fn the_measuring_programs_files_give_their_lines_and_verdicts() {
         &ratios,
         Some(&latency),
         Some(&rss),
-        None,
-        None,
+        &crate::report::markdown::Sections::default(),
     );
     assert!(
         md.contains("One message every 20.00 µs, 900 recorded messages"),
@@ -114,6 +114,7 @@ fn a_missed_goal_is_reported_missed_and_a_figure_without_one_is_not_judged() {
         nats: None,
         sqlite: None,
         console: None,
+        asynchronous: None,
     };
     let ratios = bench_ratios(&goals, &[], &rounds, None, None).expect("every goal there");
     let line = |n: &str| {
