@@ -249,3 +249,73 @@ fn a_replayed_letter_starts_a_trace_linked_to_the_original() {
         assert_eq!(link.span_id(), first.span_context.span_id());
     }
 }
+
+#[test]
+fn an_async_handler_continues_the_trace_and_the_conversation() {
+    let (exporter, provider) = exporter();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let bus = Arc::new(
+        Bus::builder()
+            .trace_propagator(Arc::new(W3cPropagator))
+            .build(),
+    );
+    let inner = Arc::clone(&bus);
+    bus.subscriber("shipping")
+        .topic("async.placed")
+        .runtime(rt.handle().clone())
+        .start_async(move |_: bus_core::runtime::OwnedMessage| {
+            let bus = Arc::clone(&inner);
+            async move {
+                // Across an await: the next poll may run on another thread.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                bus.publish_async("async.shipped", &b"box"[..])
+                    .await
+                    .map(drop)
+            }
+        })
+        .unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = Arc::clone(&seen);
+    bus.subscriber("mail")
+        .topic("async.shipped")
+        .start(move |m: &Message<'_>| -> Result<(), std::io::Error> {
+            s2.lock().unwrap().push(m.envelope().clone());
+            Ok(())
+        })
+        .unwrap();
+    let placed = tracing::info_span!("order").in_scope(|| bus.publish("async.placed", &b"o"[..]));
+    let placed = placed.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bus.stats().acked < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    bus.shutdown(Duration::from_secs(10));
+    provider.force_flush().unwrap();
+
+    let shipped = seen.lock().unwrap()[0].clone();
+    assert_eq!(shipped.correlation_id, Some(placed.to_string()));
+    assert_eq!(
+        shipped.headers[bus_core::trace::CAUSATION_ID],
+        placed.to_string()
+    );
+    let spans = exporter.get_finished_spans().unwrap();
+    let process = spans
+        .iter()
+        .find(|s| {
+            s.name == "process async.placed"
+                && attr(s, "messaging.message.id") == Some(&placed.to_string().into())
+        })
+        .unwrap();
+    let publish = spans
+        .iter()
+        .find(|s| {
+            s.name == "publish async.shipped"
+                && s.span_context.trace_id() == process.span_context.trace_id()
+        })
+        .unwrap();
+    assert_eq!(publish.parent_span_id, process.span_context.span_id());
+}
