@@ -187,6 +187,15 @@ fn one_trace_over_nats() {
 }
 
 #[test]
+fn one_trace_over_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite =
+        bus_sqlite::SqliteTransport::open(bus_sqlite::SqliteConfig::new(dir.path())).unwrap();
+    let spans = run(Some(Arc::new(sqlite) as Arc<dyn Transport>), "sql");
+    check(&spans, "sql", "sqlite");
+}
+
+#[test]
 fn a_replayed_letter_starts_a_trace_linked_to_the_original() {
     let (exporter, provider) = exporter();
     let letters = bus_core::MemoryDeadLetters::new();
