@@ -168,18 +168,20 @@ fn ten_thousand_async_calls_keep_the_ledger_the_limit_and_the_runtime_responsive
         })
     };
     // A 1 ms ticker on the same current-thread runtime: the calls must not
-    // starve it.
-    let worst_gap = rt.block_on(async {
+    // starve it. Its gaps are judged at the 99th percentile: a runtime the
+    // calls starve stalls tick after tick, while one preemption of this
+    // process by a loaded machine's scheduler shows in a single gap.
+    let gaps = rt.block_on(async {
         let ticker = tokio::spawn(async {
-            let mut worst = Duration::ZERO;
+            let mut gaps = Vec::new();
             let mut last = Instant::now();
             loop {
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 let now = Instant::now();
-                worst = worst.max(now - last);
+                gaps.push(now - last);
                 last = now;
                 if STOP.load(Ordering::SeqCst) {
-                    return worst;
+                    return gaps;
                 }
             }
         });
@@ -230,9 +232,18 @@ fn ten_thousand_async_calls_keep_the_ledger_the_limit_and_the_runtime_responsive
         guard.returned.load(Ordering::SeqCst),
         "every permit handed back"
     );
+    let mut gaps = gaps;
+    gaps.sort_unstable();
+    let p99 = gaps[gaps.len() * 99 / 100];
+    let worst = gaps[gaps.len() - 1];
     assert!(
-        worst_gap <= Duration::from_millis(20),
-        "a 1 ms ticker on the runtime waited {worst_gap:?}"
+        p99 <= Duration::from_millis(20),
+        "a 1 ms ticker on the runtime waited {p99:?} at p99 (worst {worst:?}) over {} ticks",
+        gaps.len()
+    );
+    assert!(
+        worst <= Duration::from_millis(250),
+        "a 1 ms ticker on the runtime waited {worst:?}"
     );
 }
 
