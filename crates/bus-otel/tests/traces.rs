@@ -11,9 +11,23 @@ use opentelemetry::trace::{SpanId, SpanKind, TracerProvider as _};
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::Duration;
 use tracing_subscriber::layer::SubscriberExt;
+
+/// How long a test waits for a handler's signal before it fails.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Signals each dead letter the bus stored.
+struct OnDeadLetter(Mutex<mpsc::Sender<()>>);
+
+impl bus_core::Observer for OnDeadLetter {
+    fn on_event(&self, _: bus_core::time::Stamp, event: &bus_core::BusEvent<'_>) {
+        if matches!(event, bus_core::BusEvent::DeadLettered { .. }) {
+            let _ = self.0.lock().unwrap().send(());
+        }
+    }
+}
 
 /// The process-wide subscriber (the bus's workers run on threads of their
 /// own) and its exporter, with the provider to flush it.
@@ -65,12 +79,14 @@ fn run(transport: Option<Arc<dyn Transport>>, prefix: &str) -> Vec<SpanData> {
         .unwrap();
     let calls = Arc::new(AtomicU32::new(0));
     let c = Arc::clone(&calls);
+    let (delivered, done) = mpsc::channel();
     bus.subscriber("mail")
         .topic(&shipped)
         .start(move |_: &Message<'_>| -> Result<(), std::io::Error> {
             if c.fetch_add(1, Ordering::SeqCst) == 0 {
                 return Err(std::io::Error::from(std::io::ErrorKind::TimedOut));
             }
+            let _ = delivered.send(());
             Ok(())
         })
         .unwrap();
@@ -79,10 +95,8 @@ fn run(transport: Option<Arc<dyn Transport>>, prefix: &str) -> Vec<SpanData> {
         let _in = request.enter();
         bus.publish(&placed, &b"order"[..]).unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while bus.stats().acked < 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    done.recv_timeout(WAIT).unwrap();
+    // Shutdown drains: both acks are settled when it returns.
     let st = bus.shutdown(Duration::from_secs(10)).stats;
     assert_eq!((st.acked, st.dead_lettered), (2, 0), "{st:?}");
     provider.force_flush().unwrap();
@@ -199,19 +213,23 @@ fn one_trace_over_sqlite() {
 fn a_replayed_letter_starts_a_trace_linked_to_the_original() {
     let (exporter, provider) = exporter();
     let letters = bus_core::MemoryDeadLetters::new();
+    let (stored, dead) = mpsc::channel();
     let bus = Bus::builder()
         .trace_propagator(Arc::new(W3cPropagator))
         .recovery(Arc::new(bus_core::NoRetry))
         .dead_letters(Arc::new(letters.clone()))
+        .observer(Arc::new(OnDeadLetter(Mutex::new(stored))))
         .build();
     let calls = Arc::new(AtomicU32::new(0));
     let c = Arc::clone(&calls);
+    let (delivered, done) = mpsc::channel();
     bus.subscriber("billing")
         .topic("replay.charge")
         .start(move |_: &Message<'_>| -> Result<(), std::io::Error> {
             if c.fetch_add(1, Ordering::SeqCst) == 0 {
                 return Err(std::io::Error::other("card service down"));
             }
+            let _ = delivered.send(());
             Ok(())
         })
         .unwrap();
@@ -220,18 +238,13 @@ fn a_replayed_letter_starts_a_trace_linked_to_the_original() {
         let _in = request.enter();
         bus.publish("replay.charge", &b"42"[..]).unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while letters.letters().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    dead.recv_timeout(WAIT).unwrap();
     let letter = letters.letters().remove(0);
     let original = letter.envelope.headers[bus_core::trace::TRACEPARENT].clone();
     // Replayed later, outside any span, as the bus's replay poller does.
     bus.publish_envelope(bus_dlq::replay_envelope(&letter, None))
         .unwrap();
-    while bus.stats().acked < 1 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    done.recv_timeout(WAIT).unwrap();
     bus.shutdown(Duration::from_secs(10));
     provider.force_flush().unwrap();
     let spans = exporter.get_finished_spans().unwrap();
@@ -280,28 +293,27 @@ fn an_async_handler_continues_the_trace_and_the_conversation() {
             let bus = Arc::clone(&inner);
             async move {
                 // Across an await: the next poll may run on another thread.
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                tokio::task::yield_now().await;
                 bus.publish_async("async.shipped", &b"box"[..])
                     .await
                     .map(drop)
             }
         })
         .unwrap();
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::new(Mutex::new(Vec::new()));
     let s2 = Arc::clone(&seen);
+    let (delivered, done) = mpsc::channel();
     bus.subscriber("mail")
         .topic("async.shipped")
         .start(move |m: &Message<'_>| -> Result<(), std::io::Error> {
             s2.lock().unwrap().push(m.envelope().clone());
+            let _ = delivered.send(());
             Ok(())
         })
         .unwrap();
     let placed = tracing::info_span!("order").in_scope(|| bus.publish("async.placed", &b"o"[..]));
     let placed = placed.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while bus.stats().acked < 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    done.recv_timeout(WAIT).unwrap();
     bus.shutdown(Duration::from_secs(10));
     provider.force_flush().unwrap();
 

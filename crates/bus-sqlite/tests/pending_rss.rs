@@ -50,18 +50,22 @@ fn main() {
                 let (t, topic, payload) = (Arc::clone(&t), topic.clone(), payload.clone());
                 s.spawn(move || {
                     let (permit, freed) = crossbeam_channel::bounded::<()>(1024);
+                    let (confirmed, all_confirmed) = crossbeam_channel::unbounded::<()>();
+                    let mut sent = 0;
                     for _ in (p..n).step_by(4) {
                         permit.send(()).unwrap();
-                        let freed = freed.clone();
+                        let (freed, confirmed) = (freed.clone(), confirmed.clone());
                         let confirm = Confirm::new(move |outcome| {
                             outcome.unwrap();
                             let _ = freed.try_recv();
+                            let _ = confirmed.send(());
                         });
                         let env = Envelope::new(topic.clone(), payload.clone());
                         t.send(env, Route::Topic, Duration::from_secs(60), confirm);
+                        sent += 1;
                     }
-                    while !permit.is_empty() {
-                        std::thread::sleep(Duration::from_millis(1));
+                    for _ in 0..sent {
+                        all_confirmed.recv().unwrap();
                     }
                 });
             }
