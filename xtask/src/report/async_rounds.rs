@@ -36,18 +36,14 @@ pub(super) fn ratios(trivial: &Goal, timer: &Goal, json: Option<&Value>) -> Vec<
         .zip([trivial, timer])
         .filter_map(|(&(key, name), goal)| {
             let q = quartiles_of(Some(json), &format!("{key}/on_base"))?;
-            Some(Ratio {
-                name: format!(
-                    "async subscriber (error handling on) / hand-written tokio consumer, {name} ({}; median of rounds; p25-p75 {:.1}-{:.1} %)",
-                    how(json, key),
-                    q.p25 * 100.0,
-                    q.p75 * 100.0
+            Some(Ratio::percent(
+                &format!(
+                    "async subscriber (error handling on) / hand-written tokio consumer, {name}"
                 ),
-                value: q.median,
-                shown: format!("{:.1} %", q.median * 100.0),
-                goal: goal.shown.clone(),
-                pass: Some(goal.met(q.median)),
-            })
+                &how(json, key),
+                &q,
+                goal,
+            ))
         })
         .collect()
 }

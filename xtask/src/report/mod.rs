@@ -284,6 +284,23 @@ pub(super) struct Ratio {
 }
 
 impl Ratio {
+    /// A fraction judged by `goal`, shown in percent, its name ending with
+    /// `how` and the rounds' spread: `{what} ({how}; median of rounds;
+    /// p25-p75 a-b %)`.
+    pub(super) fn percent(what: &str, how: &str, q: &Quartiles, goal: &goals::Goal) -> Self {
+        Self {
+            name: format!(
+                "{what} ({how}; median of rounds; p25-p75 {:.1}-{:.1} %)",
+                q.p25 * 100.0,
+                q.p75 * 100.0
+            ),
+            value: q.median,
+            shown: format!("{:.1} %", q.median * 100.0),
+            goal: goal.shown.clone(),
+            pass: Some(goal.met(q.median)),
+        }
+    }
+
     pub(super) fn verdict(&self) -> &'static str {
         match self.pass {
             Some(true) => "met",

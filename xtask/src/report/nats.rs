@@ -49,18 +49,12 @@ pub(super) fn ratios(goal: &Goal, json: Option<&Value>) -> Vec<Ratio> {
         .filter_map(|w| {
             let q = quartiles_of(Some(json), &format!("window_{w}/bus_over_raw"))?;
             let (bus, raw) = label(w);
-            Some(Ratio {
-                name: format!(
-                    "bus over NATS / raw async-nats, {bus} / {raw} ({}; median of rounds; p25-p75 {:.1}-{:.1} %)",
-                    how(json),
-                    q.p25 * 100.0,
-                    q.p75 * 100.0
-                ),
-                value: q.median,
-                shown: format!("{:.1} %", q.median * 100.0),
-                goal: goal.shown.clone(),
-                pass: Some(goal.met(q.median)),
-            })
+            Some(Ratio::percent(
+                &format!("bus over NATS / raw async-nats, {bus} / {raw}"),
+                &how(json),
+                &q,
+                goal,
+            ))
         })
         .collect()
 }

@@ -27,18 +27,12 @@ pub(super) fn ratios(pipelined: &Goal, single: &Goal, json: Option<&Value>) -> V
     };
     let mut out = Vec::new();
     if let Some(q) = quartiles_of(Some(json), "bus_over_raw") {
-        out.push(Ratio {
-            name: format!(
-                "bus-sqlite / hand-written rusqlite, Durability::Full ({}; median of rounds; p25-p75 {:.1}-{:.1} %)",
-                how(json),
-                q.p25 * 100.0,
-                q.p75 * 100.0
-            ),
-            value: q.median,
-            shown: format!("{:.1} %", q.median * 100.0),
-            goal: pipelined.shown.clone(),
-            pass: Some(pipelined.met(q.median)),
-        });
+        out.push(Ratio::percent(
+            "bus-sqlite / hand-written rusqlite, Durability::Full",
+            &how(json),
+            &q,
+            pipelined,
+        ));
     }
     if let Some(q) = quartiles_of(Some(json), "single_over_baseline") {
         out.push(Ratio {
