@@ -511,7 +511,10 @@ impl Bus {
         timeout: Duration,
     ) -> Result<MessageId, PublishError> {
         let s = &self.shared;
-        let envelope = admit(s, envelope)?;
+        let mut envelope = envelope;
+        if let Err(refusal) = admit(s, &mut envelope) {
+            return Err(refusal.reject(s, envelope));
+        }
         let id = envelope.id;
         let published = match group {
             None => s.transport.publish(envelope, timeout),
@@ -665,32 +668,48 @@ fn envelope_for(s: &Shared, topic: &str, payload: Bytes) -> Result<Envelope, Pub
 }
 
 /// The checks every publish passes before the transport sees it: the bus
-/// is running and the payload within its limit. A refusal is counted.
-fn admit(s: &Shared, mut envelope: Envelope) -> Result<Envelope, PublishError> {
+/// is running and the payload within its limit; then the conversation and
+/// trace headers. Takes the envelope by reference: a publish moved it into
+/// and out of here, two 184-byte copies a message. A refusal is handed to
+/// [`Refusal::reject`] with the envelope.
+fn admit(s: &Shared, envelope: &mut Envelope) -> Result<(), Refusal> {
     if s.state.load(Ordering::Acquire) != RUNNING {
-        let topic = envelope.topic.clone();
-        return Err(settle::rejected(
-            s,
-            topic.as_str(),
-            PublishError::Closed { envelope },
-        ));
+        return Err(Refusal::Closed);
     }
     let size = envelope.payload.len();
     if size > s.config.max_payload_bytes {
-        let topic = envelope.topic.clone();
-        let err = PublishError::PayloadTooLarge {
-            envelope,
-            size,
-            limit: s.config.max_payload_bytes,
-        };
-        return Err(settle::rejected(s, topic.as_str(), err));
+        return Err(Refusal::TooLarge { size });
     }
-    crate::trace::continue_conversation(&mut envelope);
-    let span = crate::trace::producer_span(&envelope, &*s.transport);
+    crate::trace::continue_conversation(envelope);
+    let span = crate::trace::producer_span(envelope, &*s.transport);
     if !span.is_disabled() {
         s.plugs.propagator.inject(&span, &mut envelope.headers);
     }
-    Ok(envelope)
+    Ok(())
+}
+
+/// Why [`admit`] refused a publish.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Closed,
+    TooLarge { size: usize },
+}
+
+impl Refusal {
+    /// The error handing `envelope` back, counted and reported.
+    #[cold]
+    fn reject(self, s: &Shared, envelope: Envelope) -> PublishError {
+        let topic = envelope.topic.clone();
+        let err = match self {
+            Refusal::Closed => PublishError::Closed { envelope },
+            Refusal::TooLarge { size } => PublishError::PayloadTooLarge {
+                envelope,
+                size,
+                limit: s.config.max_payload_bytes,
+            },
+        };
+        settle::rejected(s, topic.as_str(), err)
+    }
 }
 
 /// Counts what the transport answered for message `id`, once, whether the

@@ -52,7 +52,10 @@ impl Bus {
         envelope: Envelope,
     ) -> Result<MessageId, PublishError> {
         let s = &self.shared;
-        let envelope = admit(s, envelope)?;
+        let mut envelope = envelope;
+        if let Err(refusal) = admit(s, &mut envelope) {
+            return Err(refusal.reject(s, envelope));
+        }
         let id = envelope.id;
         s.confirming.fetch_add(1, Ordering::AcqRel);
         let mut unsettled = Unsettled { s, id, done: false };
@@ -167,7 +170,10 @@ impl Publisher {
         envelope: Envelope,
     ) -> Result<Confirmation, PublishError> {
         let s = Arc::clone(&self.shared);
-        let envelope = admit(&s, envelope)?;
+        let mut envelope = envelope;
+        if let Err(refusal) = admit(&s, &mut envelope) {
+            return Err(refusal.reject(&s, envelope));
+        }
         if !self.take_place_async().await {
             let topic = envelope.topic.clone();
             let err = PublishError::WindowFull {

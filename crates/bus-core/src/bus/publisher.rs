@@ -402,7 +402,10 @@ impl Publisher {
 
     fn send(&self, envelope: Envelope, group: Option<&str>) -> Result<Confirmation, PublishError> {
         let s = &self.shared;
-        let envelope = super::admit(s, envelope)?;
+        let mut envelope = envelope;
+        if let Err(refusal) = super::admit(s, &mut envelope) {
+            return Err(refusal.reject(s, envelope));
+        }
         let wait = match self.options.when_full {
             WhenFull::Block => Some(s.config.publish_timeout),
             WhenFull::Refuse => None,

@@ -341,8 +341,10 @@ impl GroupQueue {
     }
 
     /// Enqueues and returns the lanes' count, for
-    /// [`unlock_with_count`](Self::unlock_with_count).
-    #[inline]
+    /// [`unlock_with_count`](Self::unlock_with_count). Always inlined, as
+    /// [`Room::push`] is: called out of line, an envelope the caller already
+    /// holds is copied once more into the argument.
+    #[inline(always)]
     #[must_use]
     fn enqueue(&self, st: &mut MutexGuard<'_, Lanes>, env: Envelope) -> usize {
         st.lane(env.priority).push_back(env);
