@@ -6,11 +6,12 @@ use super::{BenchResult, Ratio, Rounds, field, fmt_ns, number, quartiles_of};
 use serde_json::Value;
 
 /// The goals of `xtask/goals.toml` this file judges figures against.
-pub(super) const USED: [&str; 18] = [
+pub(super) const USED: [&str; 19] = [
     "observer_event",
     "breaker_vs_peers",
     "breaker_sharing",
     "error_handling_vs_raw_channel",
+    "fan_out_vs_raw_channel",
     "error_handling_on_vs_off",
     "added_p99_latency",
     "healthz_p99",
@@ -45,6 +46,7 @@ pub(super) fn bench_ratios(
         breaker_vs_peers,
         breaker_sharing,
         on_vs_raw,
+        fan_out_vs_raw,
         on_vs_off,
         added_p99,
         healthz,
@@ -65,6 +67,7 @@ pub(super) fn bench_ratios(
     let (async_trivial, async_timers) = (async_trivial?, async_timers?);
     let (breaker_vs_peers, breaker_sharing, on_vs_raw, on_vs_off) =
         (breaker_vs_peers?, breaker_sharing?, on_vs_raw?, on_vs_off?);
+    let fan_out_vs_raw = fan_out_vs_raw?;
     let (observer_event, added_p99, healthz, one_failure) =
         (observer_event?, added_p99?, healthz?, one_failure?);
     let (dlq_pipelined, dlq_single, peak_rss, idle_cpu, nats_vs_raw) = (
@@ -210,7 +213,12 @@ pub(super) fn bench_ratios(
     for (topology, pair, label, goal) in [
         ("1to1", "on_raw", "bus on / raw crossbeam", Some(on_vs_raw)),
         ("4to1", "on_raw", "bus on / raw crossbeam", None),
-        ("1to4", "on_raw", "bus on / raw crossbeam", None),
+        (
+            "1to4",
+            "on_raw",
+            "bus on / raw crossbeam",
+            Some(fan_out_vs_raw),
+        ),
         ("1to1", "off_raw", "bus off / raw crossbeam", None),
         ("1to1", "on_off", "bus on / bus off", Some(on_vs_off)),
         ("4to1", "on_off", "bus on / bus off", Some(on_vs_off)),

@@ -16,6 +16,7 @@ fn the_measuring_programs_files_give_their_lines_and_verdicts() {
     let parse = |t: &str| serde_json::from_str::<Value>(t).expect("valid JSON");
     let throughput = parse(
         r#"{ "rounds": 45, "1to1/on_raw": { "median": 0.8500, "p25": 0.8000, "p75": 0.9000 },
+             "1to4/on_raw": { "median": 0.7500, "p25": 0.7000, "p75": 0.8000 },
              "1to4/on_off": { "median": 0.9000, "p25": 0.8800, "p75": 0.9300 } }"#,
     );
     let latency = parse(
@@ -61,6 +62,11 @@ fn the_measuring_programs_files_give_their_lines_and_verdicts() {
     );
     assert_eq!((on_raw.shown.as_str(), on_raw.pass), ("85.0 %", Some(true)));
     assert_eq!(line("bus on / bus off, 1to4").pass, Some(false));
+    let fan_out = line("bus on / raw crossbeam, 1to4");
+    assert_eq!(
+        (fan_out.shown.as_str(), fan_out.pass),
+        ("75.0 %", Some(false))
+    );
     let added = line("added p99 latency, bus on - raw (median of per-round differences)");
     assert_eq!((added.value, added.pass), (3000.0, Some(true)));
     assert_eq!(
