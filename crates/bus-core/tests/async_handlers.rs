@@ -10,7 +10,7 @@ use bus_core::{
 use bus_errors::ErrorCategory;
 use bus_test::{assert_invariant, wait_until};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A guard that permits everything and counts what it lent and got back:
@@ -168,23 +168,13 @@ fn ten_thousand_async_calls_keep_the_ledger_the_limit_and_the_runtime_responsive
         })
     };
     // A 1 ms ticker on the same current-thread runtime: the calls must not
-    // starve it. Its gaps are judged at the 99th percentile: a runtime the
-    // calls starve stalls tick after tick, while one preemption of this
-    // process by a loaded machine's scheduler shows in a single gap.
+    // starve it. Each gap is judged without the time the OS kept the
+    // runtime's thread waiting for a core (see `runqueue_wait`): a loaded
+    // machine's scheduler may hold any thread back for tens of
+    // milliseconds, while a call that blocks the runtime or a runtime the
+    // calls starve shows as sleeping or running time of the thread itself.
     let gaps = rt.block_on(async {
-        let ticker = tokio::spawn(async {
-            let mut gaps = Vec::new();
-            let mut last = Instant::now();
-            loop {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                let now = Instant::now();
-                gaps.push(now - last);
-                last = now;
-                if STOP.load(Ordering::SeqCst) {
-                    return gaps;
-                }
-            }
-        });
+        let ticker = tokio::spawn(tick_until(&STOP));
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let s = bus.stats();
@@ -197,7 +187,7 @@ fn ten_thousand_async_calls_keep_the_ledger_the_limit_and_the_runtime_responsive
         ticker.await.unwrap()
     });
     publisher.join().unwrap();
-    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static STOP: AtomicBool = AtomicBool::new(false);
 
     let report = rt.block_on(bus.shutdown_async(Duration::from_secs(10)));
     let s = report.stats;
@@ -232,19 +222,93 @@ fn ten_thousand_async_calls_keep_the_ledger_the_limit_and_the_runtime_responsive
         guard.returned.load(Ordering::SeqCst),
         "every permit handed back"
     );
-    let mut gaps = gaps;
-    gaps.sort_unstable();
-    let p99 = gaps[gaps.len() * 99 / 100];
-    let worst = gaps[gaps.len() - 1];
+    assert!(gaps.len() > 100, "the ticker ran ({} ticks)", gaps.len());
+    let worst = gaps
+        .iter()
+        .max_by_key(|g| g.stalled())
+        .expect("ticks were recorded");
     assert!(
-        p99 <= Duration::from_millis(20),
-        "a 1 ms ticker on the runtime waited {p99:?} at p99 (worst {worst:?}) over {} ticks",
+        worst.stalled() <= Duration::from_millis(20),
+        "a 1 ms ticker on the runtime waited {:?}, {:?} of it for a core, over {} ticks",
+        worst.wall,
+        worst.preempted,
         gaps.len()
     );
+}
+
+/// Ticks every millisecond until `stop` is set, recording each gap.
+async fn tick_until(stop: &'static AtomicBool) -> Vec<Gap> {
+    let mut gaps = Vec::new();
+    let (mut last, mut waited) = (Instant::now(), runqueue_wait());
+    loop {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let (now, wait) = (Instant::now(), runqueue_wait());
+        let preempted = match (waited, wait) {
+            (Some(before), Some(after)) => after.saturating_sub(before),
+            _ => Duration::ZERO,
+        };
+        gaps.push(Gap {
+            wall: now - last,
+            preempted,
+        });
+        (last, waited) = (now, wait);
+        if stop.load(Ordering::SeqCst) {
+            return gaps;
+        }
+    }
+}
+
+/// The ticker's measure is not blind: a task that blocks the runtime's
+/// thread shows as a stall however loaded the machine is.
+#[test]
+fn a_call_that_blocks_the_runtime_shows_as_a_stall_of_the_ticker() {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let gaps = rt.block_on(async {
+        let ticker = tokio::spawn(tick_until(&STOP));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // What a synchronous call inside an async handler does.
+        tokio::spawn(async { std::thread::sleep(Duration::from_millis(80)) })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        STOP.store(true, Ordering::SeqCst);
+        ticker.await.unwrap()
+    });
+    let worst = gaps.iter().map(Gap::stalled).max().expect("ticks");
     assert!(
-        worst <= Duration::from_millis(250),
-        "a 1 ms ticker on the runtime waited {worst:?}"
+        worst >= Duration::from_millis(60),
+        "an 80 ms block on the runtime showed as a stall of {worst:?}"
     );
+}
+
+/// One interval between two ticks of a ticker task.
+struct Gap {
+    /// As the wall clock measured it.
+    wall: Duration,
+    /// How much of it the ticker's thread spent runnable but waiting for a
+    /// core.
+    preempted: Duration,
+}
+
+impl Gap {
+    /// The part of the gap the runtime itself is answerable for.
+    fn stalled(&self) -> Duration {
+        self.wall.saturating_sub(self.preempted)
+    }
+}
+
+/// How long this thread has waited on a run queue (runnable, not
+/// running) since it started: the second field of Linux's
+/// `/proc/thread-self/schedstat`, in nanoseconds. `None` where the kernel
+/// does not keep it; the gaps are then judged on the wall clock alone.
+fn runqueue_wait() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos = stat.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
 }
 
 #[test]
