@@ -159,6 +159,7 @@ async function queues() {
     "oldest waiting message: " + fixed(q.oldest_message_age_seconds, 1) + " s";
   replaceRows($("#queues tbody"), q.queues.map((x) => el("tr", {},
     el("td", {}, x.topic), el("td", {}, x.group), el("td", { class: "num" }, x.depth),
+    el("td", { class: "num" }, x.in_flight ?? "–"),
     el("td", { class: "num" }, x.capacity), el("td", { class: "num" }, x.capacity ? pct(x.depth / x.capacity) : "–"))));
 }
 

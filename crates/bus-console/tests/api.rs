@@ -522,3 +522,32 @@ fn a_page_counts_its_total_up_to_a_cap_and_says_there_is_more() {
         (json!(0), json!(false))
     );
 }
+
+#[test]
+fn queues_show_depth_capacity_and_what_is_in_flight() {
+    let monitor = bus_health::HealthMonitor::builder()
+        .with_queue_source(Arc::new(|| {
+            vec![bus_core::QueueDepth {
+                topic: "orders.created".into(),
+                group: "billing".into(),
+                depth: 5,
+                capacity: 100,
+                in_flight: 3,
+            }]
+        }))
+        .build()
+        .unwrap();
+    let server = bus_health::HealthServer::start_with_app(
+        "127.0.0.1:0",
+        monitor,
+        bus_health::HttpOptions::default(),
+        Arc::new(Console::builder(config(false)).build()),
+    )
+    .unwrap();
+    let q = get(server.local_addr(), "/api/queues").json();
+    assert_eq!(
+        q["queues"][0],
+        json!({ "topic": "orders.created", "group": "billing", "depth": 5,
+                "capacity": 100, "in_flight": 3 })
+    );
+}

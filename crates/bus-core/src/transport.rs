@@ -590,6 +590,13 @@ pub struct QueueDepth {
     pub depth: usize,
     /// The capacity.
     pub capacity: usize,
+    /// Messages handed to the group's consumers and not settled yet (being
+    /// handled, or taken ahead of the handler). On the memory transport and
+    /// bus-sqlite they are not in `depth`; on NATS, whose bound (max ack
+    /// pending) covers them, `depth` counts them too. bus-sqlite counts
+    /// this process's consumers only.
+    #[serde(default)]
+    pub in_flight: usize,
 }
 
 /// The state of a transport's connection to its broker, for health

@@ -327,6 +327,15 @@ impl Collector for MetricsCollector {
                 .map(|q| ((q.topic.clone(), q.group.clone()), q.capacity as u64))
                 .collect(),
             cap,
+            other.clone(),
+        );
+        let in_flight = cap_labels(
+            report
+                .queues
+                .iter()
+                .map(|q| ((q.topic.clone(), q.group.clone()), q.in_flight as u64))
+                .collect(),
+            cap,
             other,
         );
         for (name, help, values) in [
@@ -339,6 +348,11 @@ impl Collector for MetricsCollector {
                 "bus_queue_capacity",
                 "Capacity per subscriber queue.",
                 capacity,
+            ),
+            (
+                "bus_queue_in_flight",
+                "Messages handed to a subscriber queue's consumers and not settled yet.",
+                in_flight,
             ),
         ] {
             let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;

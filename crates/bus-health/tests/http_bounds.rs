@@ -213,6 +213,7 @@ fn healthz_answers_while_a_source_hangs() {
                 group: "billing".into(),
                 depth: 3,
                 capacity: 100,
+                in_flight: 1,
             }]
         }))
         .build()

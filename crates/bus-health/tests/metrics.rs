@@ -128,6 +128,7 @@ fn label_cardinality_is_bounded() {
                     group: "g".into(),
                     depth: 1,
                     capacity: 100,
+                    in_flight: 2,
                 })
                 .collect()
         }))
@@ -149,6 +150,11 @@ fn label_cardinality_is_bounded() {
         .collect();
     assert_eq!(depth.len(), 4, "3 topics + other");
     assert_eq!(value(&s, "bus_queue_depth", &[("topic", "other")]), 7.0);
+    assert_eq!(value(&s, "bus_queue_in_flight", &[("topic", "t0")]), 2.0);
+    assert_eq!(
+        value(&s, "bus_queue_in_flight", &[("topic", "other")]),
+        14.0
+    );
     let components: std::collections::BTreeSet<_> = s
         .samples
         .iter()

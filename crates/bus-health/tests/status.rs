@@ -163,6 +163,7 @@ fn sources_feed_queues_circuits_and_age() {
                 group: "billing".into(),
                 depth: 95,
                 capacity: 100,
+                in_flight: 2,
             }]
         }))
         .with_circuit_source(Arc::new(|| {

@@ -1074,6 +1074,7 @@ impl Transport for NatsTransport {
                 group: s.group,
                 depth: s.num_pending.saturating_add(s.num_ack_pending),
                 capacity: s.max_ack_pending,
+                in_flight: s.num_ack_pending,
             })
             .collect()
     }

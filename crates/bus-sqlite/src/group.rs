@@ -2,7 +2,7 @@
 //! publish reserves in it, and the signal its waiting members sleep on.
 
 use bus_core::{OverflowPolicy, Topic};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,9 @@ pub(crate) struct GroupState {
     /// process; members wait for it to change.
     ready: Mutex<u64>,
     ready_cv: Condvar,
+    /// Messages this process's members leased and have not settled or
+    /// released yet (handed to a handler, or leased ahead of it).
+    in_flight: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -58,7 +61,26 @@ impl GroupState {
             space: Condvar::new(),
             ready: Mutex::new(0),
             ready_cv: Condvar::new(),
+            in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// Messages this process leased for the group and has not settled.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` messages leased.
+    pub(crate) fn leased(&self, n: usize) {
+        self.in_flight.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one leased message settled, released or lost to its deadline.
+    pub(crate) fn let_go(&self) {
+        // Never below zero, whatever the order of a lease and its settle.
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
     /// Messages not leased, as this process knows.

@@ -25,7 +25,7 @@ pub(crate) struct SqliteSubscription {
 
 impl SqliteSubscription {
     pub(crate) fn new(shared: Arc<Shared>, group: Arc<GroupState>) -> Self {
-        let settler: Arc<dyn Settle> = Arc::new(Settler(Arc::clone(&shared)));
+        let settler: Arc<dyn Settle> = Arc::new(Settler(Arc::clone(&shared), Arc::clone(&group)));
         Self {
             shared,
             group,
@@ -46,6 +46,7 @@ impl SqliteSubscription {
         };
         self.shared.submit(op).map_err(|_| TransportError::Closed)?;
         let rows = answer.recv().map_err(|_| TransportError::Closed)??;
+        self.group.leased(rows.len());
         self.buffer.extend(rows);
         Ok(())
     }
@@ -73,6 +74,7 @@ impl Subscription for SqliteSubscription {
                         Arc::clone(&self.settler),
                     )));
                 }
+                self.group.let_go();
             }
             if self.shared.is_closed() {
                 return Err(TransportError::Closed);
@@ -117,6 +119,7 @@ impl Drop for SqliteSubscription {
         // Leased ahead and never handed out: back to the queue now, not at
         // their deadline.
         for l in self.buffer.drain(..) {
+            self.group.let_go();
             let op = Op::Settle {
                 token: token(l.seq, l.leases),
                 how: How::Release,
@@ -128,10 +131,13 @@ impl Drop for SqliteSubscription {
 
 /// Settles deliveries by handing the writer an operation; nothing waits
 /// for its commit (a settle lost to a crash only redelivers).
-struct Settler(Arc<Shared>);
+struct Settler(Arc<Shared>, Arc<GroupState>);
 
 impl Settler {
     fn send(&self, token: u64, how: How) {
+        if !matches!(how, How::Extend) {
+            self.1.let_go();
+        }
         // Closed: the close returned this open's leases to their queues.
         let _ = self.0.submit(Op::Settle { token, how });
     }

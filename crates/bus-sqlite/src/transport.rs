@@ -416,6 +416,7 @@ impl Transport for SqliteTransport {
                 group: g.name.to_string(),
                 depth: g.depth(),
                 capacity: g.capacity,
+                in_flight: g.in_flight(),
             })
             .collect();
         out.sort_by(|a, b| (&a.topic, &a.group).cmp(&(&b.topic, &b.group)));

@@ -227,3 +227,29 @@ fn a_bound_sees_what_another_process_took() {
     assert_eq!(take(&mut other), "a");
     publish(&publisher, "c");
 }
+
+#[test]
+fn in_flight_counts_what_this_process_leased_until_it_is_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path());
+    let mut s = sub(&t, &SubscribeOptions::group("g"));
+    for name in ["a", "b", "c"] {
+        publish(&t, name);
+    }
+    let in_flight = |t: &bus_sqlite::SqliteTransport| t.queue_depths()[0].in_flight;
+    assert_eq!(in_flight(&t), 0, "nothing leased yet");
+    let first = s.next(T).unwrap().expect("a delivery");
+    // The first lease takes all three ahead of the handler: none waits in
+    // the file, all are out with this consumer.
+    assert_eq!((t.queue_depths()[0].depth, in_flight(&t)), (0, 3));
+    first.ack();
+    assert_eq!(in_flight(&t), 2);
+    let second = s.next(T).unwrap().expect("a delivery");
+    second.nak(Duration::ZERO);
+    assert_eq!(in_flight(&t), 1, "a nak hands it back to the file");
+    let third = s.next(T).unwrap().expect("a delivery");
+    third.term();
+    assert_eq!(in_flight(&t), 0);
+    drop(s);
+    assert_eq!(in_flight(&t), 0, "nothing counted twice at close");
+}

@@ -403,6 +403,7 @@ impl Transport for MemoryTransport {
                 group: g.queue.name.to_string(),
                 depth: g.queue.depth(),
                 capacity: g.queue.capacity,
+                in_flight: g.queue.in_flight(),
             })
             .collect();
         out.sort_by(|a, b| (&a.topic, &a.group).cmp(&(&b.topic, &b.group)));

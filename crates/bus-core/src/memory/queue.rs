@@ -47,6 +47,10 @@ pub(super) struct GroupQueue {
     /// of its own, so spinning reads of it do not pull the lock's line from
     /// the publisher.
     queued: CachePadded<AtomicUsize>,
+    /// Deliveries settled (acked, naked or termed): what [`Lanes::taken`]
+    /// counts out, this counts back in. On a line of its own, written by
+    /// whoever settles, so a take's lock line does not move for it.
+    settled: CachePadded<AtomicUsize>,
     parked: AtomicUsize,
     closed: AtomicBool,
 }
@@ -106,15 +110,20 @@ struct Lanes {
     /// Slots taken: messages in the lanes plus reservations not yet filled.
     /// Forced pushes (redeliveries) may take it past the capacity.
     depth: usize,
-    consumers_waiting: usize,
-    publishers_waiting: usize,
+    /// Threads asleep waiting: 32 bits each, so that both counts, `depth`,
+    /// `taken` and the normal lane fit the lock's line.
+    consumers_waiting: u32,
+    publishers_waiting: u32,
+    /// Messages ever handed to a consumer (see [`GroupQueue::in_flight`]);
+    /// counted under the lock a take holds anyway.
+    taken: usize,
     /// By [`SLOT`]: the normal lane first, next to the counts above.
     lanes: [VecDeque<Envelope>; 4],
     /// Wake-ups sent to waiting consumers that none of them has used yet.
     /// A push signals only while waiters outnumber them: a consumer that
     /// was woken but has not run yet (its core is busy, common on a loaded
     /// machine) would otherwise cost every push in between a futex call.
-    consumers_signalled: usize,
+    consumers_signalled: u32,
     /// Whether the publishers waiting now were all woken already (reset by
     /// each publisher that starts waiting): the takes that drain the queue
     /// further before a woken publisher runs need not wake it again.
@@ -153,6 +162,7 @@ impl GroupQueue {
             ready: Condvar::new(),
             space: Condvar::new(),
             queued: CachePadded::new(AtomicUsize::new(0)),
+            settled: CachePadded::new(AtomicUsize::new(0)),
             parked: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
         }
@@ -166,6 +176,19 @@ impl GroupQueue {
     /// Messages queued plus those waiting for a delayed redelivery.
     pub(super) fn depth(&self) -> usize {
         self.lock().depth + self.parked.load(SeqCst)
+    }
+
+    /// Messages handed to consumers and not settled yet.
+    pub(super) fn in_flight(&self) -> usize {
+        // Settled is read after taken: a settle counted in between can
+        // only make the answer smaller, never wrap it.
+        let taken = self.lock().taken;
+        taken.saturating_sub(self.settled.load(SeqCst))
+    }
+
+    /// Counts a delivery settled (see [`in_flight`](Self::in_flight)).
+    pub(super) fn settled_one(&self) {
+        self.settled.fetch_add(1, Relaxed);
     }
 
     fn try_reserve(&self, st: &mut Lanes) -> bool {
@@ -468,6 +491,7 @@ impl GroupQueue {
         // 184-byte memcpy).
         self.queued.store(st.queued() - 1, Relaxed);
         st.depth -= 1;
+        st.taken += 1;
         self.wake_publishers(st);
         st.lanes[lane].pop_front()
     }
@@ -507,13 +531,13 @@ impl GroupQueue {
     /// Publishers waiting for room (tests wait on it instead of on time).
     #[cfg(test)]
     pub(super) fn waiting_publishers(&self) -> usize {
-        self.lock().publishers_waiting
+        self.lock().publishers_waiting as usize
     }
 
     /// Consumers asleep waiting for a message (tests wait on it).
     #[cfg(test)]
     pub(super) fn waiting_consumers(&self) -> usize {
-        self.lock().consumers_waiting
+        self.lock().consumers_waiting as usize
     }
 
     pub(super) fn is_closed(&self) -> bool {
@@ -537,9 +561,12 @@ pub(super) struct GroupSettler {
 }
 
 impl Settle for GroupSettler {
-    fn ack(&self, _token: u64, _envelope: &Envelope) {}
+    fn ack(&self, _token: u64, _envelope: &Envelope) {
+        self.group.settled_one();
+    }
 
     fn nak(&self, _token: u64, envelope: Envelope, delay: Duration) {
+        self.group.settled_one();
         if delay.is_zero() {
             self.group.push_forced(envelope);
         } else {
@@ -555,7 +582,9 @@ impl Settle for GroupSettler {
         }
     }
 
-    fn term(&self, _token: u64, _envelope: &Envelope) {}
+    fn term(&self, _token: u64, _envelope: &Envelope) {
+        self.group.settled_one();
+    }
 }
 
 #[cfg(test)]
@@ -725,8 +754,9 @@ mod tests {
         let normal = SLOT[Priority::Normal.index()];
         let ends = [
             (&raw const st.depth).addr() + size_of::<usize>(),
-            (&raw const st.consumers_waiting).addr() + size_of::<usize>(),
-            (&raw const st.publishers_waiting).addr() + size_of::<usize>(),
+            (&raw const st.consumers_waiting).addr() + size_of::<u32>(),
+            (&raw const st.publishers_waiting).addr() + size_of::<u32>(),
+            (&raw const st.taken).addr() + size_of::<usize>(),
             (&raw const st.lanes[normal]).addr() + size_of::<VecDeque<Envelope>>(),
         ];
         for end in ends {

@@ -720,3 +720,32 @@ fn concurrent_fan_outs_while_groups_join_lose_nothing() {
         }
     }
 }
+
+#[test]
+fn in_flight_counts_deliveries_taken_and_not_settled() {
+    let t = MemoryTransport::new();
+    let mut s = t
+        .subscribe(&topic(), &opts("g", 8, OverflowPolicy::Reject))
+        .unwrap();
+    for tag in ["1", "2", "3", "4"] {
+        t.publish(env(Priority::Normal, tag), T).unwrap();
+    }
+    let depth = |t: &MemoryTransport| {
+        let q = &t.queue_depths()[0];
+        (q.depth, q.in_flight)
+    };
+    assert_eq!(depth(&t), (4, 0));
+    let a = s.next(T).unwrap().unwrap();
+    let b = s.next(T).unwrap().unwrap();
+    let c = s.next(T).unwrap().unwrap();
+    assert_eq!(depth(&t), (1, 3));
+    a.ack();
+    assert_eq!(depth(&t), (1, 2));
+    b.term();
+    assert_eq!(depth(&t), (1, 1));
+    c.nak(Duration::ZERO);
+    assert_eq!(depth(&t), (2, 0), "a nak puts it back in the queue");
+    let d = s.next(T).unwrap().unwrap();
+    drop(d);
+    assert_eq!(depth(&t), (2, 0), "an unsettled drop is redelivered");
+}
