@@ -6,6 +6,7 @@ use bytes::Bytes;
 use std::error::Error;
 use std::fmt;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// What a subscriber's queue does when it is full and a message arrives.
@@ -647,6 +648,37 @@ pub trait Subscription: Send {
     /// so its owner bounds every wait instead.
     fn waker(&self) -> Option<Wake> {
         None
+    }
+
+    /// Whether [`poll_next`](Self::poll_next) works: the transport hands
+    /// deliveries to async code itself, with no thread waiting in
+    /// [`next`](Self::next) on its behalf. `false` (the default): async
+    /// code waits through a bridge thread
+    /// ([`AsyncSubscription`](crate::runtime::AsyncSubscription) with the
+    /// `tokio` feature).
+    ///
+    /// ```
+    /// use bus_core::memory::MemoryTransport;
+    /// use bus_core::{SubscribeOptions, Topic, Transport};
+    ///
+    /// let transport = MemoryTransport::new();
+    /// let topic = Topic::new("orders").unwrap();
+    /// let sub = transport.subscribe(&topic, &SubscribeOptions::group("billing")).unwrap();
+    /// // Its queue wakes threads, not tasks: the bridge waits on it.
+    /// assert!(!sub.can_poll());
+    /// ```
+    fn can_poll(&self) -> bool {
+        false
+    }
+
+    /// Polls for the next delivery without blocking: `Pending` registers
+    /// `cx`'s waker, woken when one may be ready. `Err(Closed)` once the
+    /// transport is closed; other errors are worth another poll later
+    /// (a connection coming back). Only where [`can_poll`](Self::can_poll);
+    /// the default answers [`TransportError::Unsupported`].
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Delivery, TransportError>> {
+        let _ = cx;
+        Poll::Ready(Err(TransportError::Unsupported("poll_next")))
     }
 }
 

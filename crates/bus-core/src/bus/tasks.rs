@@ -1,10 +1,16 @@
 //! The tokio runner: an async subscriber's calls are tasks on a runtime,
 //! at most its in-flight limit at once, each driven through the same
-//! [`Pipeline`] as a thread worker's. A runner thread per subscription
-//! takes the guard's permit and an in-flight place, waits in the
-//! transport, and spawns each call onto the runtime.
+//! [`Pipeline`] as a thread worker's. A runner per subscription takes the
+//! guard's permit and an in-flight place, waits in the transport, and
+//! spawns each call onto the runtime. The runner is itself a task where
+//! the subscription can be polled ([`Subscription::can_poll`]); otherwise
+//! it is a thread waiting in the blocking
+//! [`next`](crate::Subscription::next).
+//!
+//! [`Subscription::can_poll`]: crate::Subscription::can_poll
 
 use super::pipeline::{Called, Pipeline};
+use super::subscriber::{Finished, Finishing, Worker};
 use super::{StopHook, SubscribeError, SubscriberBuilder, SubscriptionHandle};
 use crate::runtime::{AsyncHandler, DEFAULT_IN_FLIGHT, OwnedMessage};
 use crate::time::SystemClock;
@@ -15,11 +21,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
 use std::time::Duration;
 use tokio::runtime::Handle;
-use tokio::task::AbortHandle;
+use tokio::sync::Notify;
+use tokio::task::{AbortHandle, JoinHandle};
 use tracing::Instrument;
 
 /// An async subscriber's settings, kept on its builder.
@@ -100,6 +107,21 @@ impl SubscriberBuilder<'_> {
                         calls.started.iter().for_each(AbortHandle::abort);
                     }
                 })));
+            let polled = sub.can_poll();
+            let stop = Arc::new(Notify::new());
+            if polled {
+                let notify = Arc::clone(&stop);
+                // The runtime the subscriber made, if any, lives as long
+                // as the subscriber: its runner task must not shut it down
+                // from inside.
+                let owned = owned.clone();
+                lock(&pipe.subscriber.hooks).push(StopHook(Box::new(move |cancelling| {
+                    let _ = &owned;
+                    if !cancelling {
+                        notify.notify_waiters();
+                    }
+                })));
+            }
             let runner = Runner {
                 pipe,
                 sub,
@@ -109,12 +131,24 @@ impl SubscriberBuilder<'_> {
                 handle: handle.clone(),
                 timeout,
             };
+            if polled {
+                let finished = Arc::new(Finished::default());
+                let finishing = Finishing(Arc::clone(&finished));
+                handle.spawn(async move {
+                    let _finishing = finishing;
+                    runner.run_polled(stop).await;
+                });
+                return Ok(Worker::Task(finished));
+            }
             let owned = owned.clone();
-            std::thread::Builder::new().name(name).spawn(move || {
-                runner.run(wakeable);
-                // Dropped here, off its own threads, once every call is done.
-                drop(owned);
-            })
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    runner.run(wakeable);
+                    // Dropped here, off its own threads, once every call is done.
+                    drop(owned);
+                })
+                .map(Worker::Thread)
         })
     }
 }
@@ -148,7 +182,13 @@ struct Slots {
     /// below only when one is, so the runtime's threads share no lock with
     /// a runner while places are free.
     sleepers: AtomicUsize,
-    waiting: Mutex<Vec<Thread>>,
+    waiting: Mutex<Vec<Waiter>>,
+}
+
+/// A runner waiting for an in-flight place: a parked thread or a task.
+enum Waiter {
+    Thread(Thread),
+    Task(Waker),
 }
 
 impl Slots {
@@ -180,7 +220,7 @@ impl Slots {
                 return false;
             }
             self.sleepers.fetch_add(1, Ordering::SeqCst);
-            lock(&self.waiting).push(std::thread::current());
+            lock(&self.waiting).push(Waiter::Thread(std::thread::current()));
             // A place freed before the count above was seen found no one
             // to wake: look again before parking.
             if self.used.load(Ordering::SeqCst) >= self.limit {
@@ -194,7 +234,68 @@ impl Slots {
         self.used.fetch_sub(1, Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) > 0 {
             let waiting = std::mem::take(&mut *lock(&self.waiting));
-            waiting.iter().for_each(Thread::unpark);
+            for w in waiting {
+                match w {
+                    Waiter::Thread(t) => t.unpark(),
+                    Waiter::Task(w) => w.wake(),
+                }
+            }
+        }
+    }
+
+    /// Takes a place from a task: [`take`](Self::take) without parking.
+    fn take_async(&self) -> Take<'_> {
+        Take {
+            slots: self,
+            registered: false,
+        }
+    }
+}
+
+/// A task's wait for an in-flight place; counted among the sleepers while
+/// its waker is registered.
+struct Take<'a> {
+    slots: &'a Slots,
+    registered: bool,
+}
+
+impl Future for Take<'_> {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let slots = self.slots;
+        if std::mem::take(&mut self.registered) {
+            slots.sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
+        loop {
+            let used = slots.used.load(Ordering::Acquire);
+            if used < slots.limit {
+                if slots
+                    .used
+                    .compare_exchange_weak(used, used + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Poll::Ready(());
+                }
+                continue;
+            }
+            slots.sleepers.fetch_add(1, Ordering::SeqCst);
+            self.registered = true;
+            lock(&slots.waiting).push(Waiter::Task(cx.waker().clone()));
+            // As in `take`: a place freed before the count was seen.
+            if slots.used.load(Ordering::SeqCst) >= slots.limit {
+                return Poll::Pending;
+            }
+            slots.sleepers.fetch_sub(1, Ordering::SeqCst);
+            self.registered = false;
+        }
+    }
+}
+
+impl Drop for Take<'_> {
+    fn drop(&mut self) {
+        if self.registered {
+            self.slots.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -232,6 +333,85 @@ struct Runner<H> {
 }
 
 impl<H: AsyncHandler> Runner<H> {
+    /// Starts the call of `delivery` as a task on the runtime.
+    fn start(&self, delivery: Delivery, permit: Permit, slot: Slot) -> JoinHandle<()> {
+        let call = InFlight {
+            pipe: Arc::clone(&self.pipe),
+            delivery: Some(delivery),
+            permit: Some(permit),
+            _slot: slot,
+        };
+        let task = self
+            .handle
+            .spawn(call.run(Arc::clone(&self.handler), self.timeout));
+        let started = task.abort_handle();
+        let mut calls = lock(&self.calls);
+        // Pruned once it holds twice the limit: a sweep per `limit` calls,
+        // not one per call.
+        if calls.started.len() >= 2 * self.slots.limit {
+            calls.started.retain(|c| !c.is_finished());
+        }
+        // Started as a cancel came: it goes too.
+        if calls.cancelled {
+            started.abort();
+        }
+        calls.started.push(started);
+        task
+    }
+
+    /// The runner as a task, over a subscription that can be polled: no
+    /// thread waits for deliveries, and stop wakes it through `stop`.
+    async fn run_polled(mut self, stop: Arc<Notify>) {
+        let pipe = Arc::clone(&self.pipe);
+        let poll = pipe.shared.config.poll_interval;
+        let stopped = || pipe.subscriber.stop.load(Ordering::Acquire);
+        let mut running: Vec<JoinHandle<()>> = Vec::new();
+        while !stopped() {
+            if let Some(left) = pipe.subscriber.paused_for() {
+                or_stop(&stop, &stopped, tokio::time::sleep(left)).await;
+                continue;
+            }
+            if or_stop(&stop, &stopped, self.slots.take_async())
+                .await
+                .is_none()
+            {
+                break;
+            }
+            let slot = Slot(Arc::clone(&self.slots));
+            let permit = match pipe.admit() {
+                Ok(permit) => permit,
+                Err(rejected) => {
+                    drop(slot);
+                    let wait = rejected.retry_after.max(Duration::from_millis(1));
+                    or_stop(&stop, &stopped, tokio::time::sleep(wait)).await;
+                    continue;
+                }
+            };
+            let sub = &mut self.sub;
+            match or_stop(&stop, &stopped, poll_fn(|cx| sub.poll_next(cx))).await {
+                Some(Ok(delivery)) => {
+                    if running.len() >= 2 * self.slots.limit {
+                        running.retain(|c| !c.is_finished());
+                    }
+                    running.push(self.start(delivery, permit, slot));
+                }
+                None | Some(Err(TransportError::Closed)) => {
+                    pipe.release(permit);
+                    break;
+                }
+                Some(Err(error)) => {
+                    pipe.release(permit);
+                    tracing::warn!(%error, component = %pipe.component, "transport error while receiving");
+                    or_stop(&stop, &stopped, tokio::time::sleep(poll)).await;
+                }
+            }
+        }
+        // As the thread runner: it stands for its calls until they end.
+        for call in running {
+            let _ = call.await;
+        }
+    }
+
     fn run(mut self, wakeable: bool) {
         let pipe = Arc::clone(&self.pipe);
         let poll = pipe.shared.config.poll_interval;
@@ -257,25 +437,7 @@ impl<H: AsyncHandler> Runner<H> {
             };
             match self.sub.next(idle_wait) {
                 Ok(Some(delivery)) => {
-                    let call = InFlight {
-                        pipe: Arc::clone(&pipe),
-                        delivery: Some(delivery),
-                        permit: Some(permit),
-                        _slot: slot,
-                    };
-                    let task = call.run(Arc::clone(&self.handler), self.timeout);
-                    let started = self.handle.spawn(task).abort_handle();
-                    let mut calls = lock(&self.calls);
-                    // Pruned once it holds twice the limit: a sweep per
-                    // `limit` calls, not one per call.
-                    if calls.started.len() >= 2 * self.slots.limit {
-                        calls.started.retain(|c| !c.is_finished());
-                    }
-                    // Started as a cancel came: it goes too.
-                    if calls.cancelled {
-                        started.abort();
-                    }
-                    calls.started.push(started);
+                    self.start(delivery, permit, slot);
                 }
                 Ok(None) => pipe.release(permit),
                 Err(TransportError::Closed) => {
@@ -301,6 +463,29 @@ impl<H: AsyncHandler> Runner<H> {
             }
             drop(calls);
             std::thread::park_timeout(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Runs `fut` until it ends (`Some`) or the subscriber is stopped (`None`).
+async fn or_stop<T>(
+    stop: &Notify,
+    stopped: &impl Fn() -> bool,
+    fut: impl Future<Output = T>,
+) -> Option<T> {
+    let mut fut = pin!(fut);
+    loop {
+        let mut notified = pin!(stop.notified());
+        // Registered before the flag is read: a stop between the two
+        // still wakes this wait.
+        notified.as_mut().enable();
+        if stopped() {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            out = &mut fut => return Some(out),
+            () = &mut notified => {}
         }
     }
 }
