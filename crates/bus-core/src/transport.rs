@@ -653,9 +653,8 @@ pub trait Subscription: Send {
     /// Whether [`poll_next`](Self::poll_next) works: the transport hands
     /// deliveries to async code itself, with no thread waiting in
     /// [`next`](Self::next) on its behalf. `false` (the default): async
-    /// code waits through a bridge thread
-    /// ([`AsyncSubscription`](crate::runtime::AsyncSubscription) with the
-    /// `tokio` feature).
+    /// code waits through a bridge thread (`runtime::AsyncSubscription`,
+    /// with the `tokio` feature).
     ///
     /// ```
     /// use bus_core::memory::MemoryTransport;

@@ -5,6 +5,8 @@ mod pipeline;
 mod publish_async;
 mod publisher;
 mod settle;
+#[cfg(feature = "tokio")]
+mod slots;
 mod stats;
 mod subscriber;
 #[cfg(feature = "tokio")]
