@@ -38,7 +38,7 @@ where
     let out = match Handle::try_current() {
         Err(_) => handle.block_on(timed),
         Ok(current) if current.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(|| handle.block_on(timed))
+            off_worker(|| handle.block_on(timed))
         }
         Ok(_) if drives(handle, driver) => {
             return Err(TransportError::Other(Box::new(NatsError::WouldBlock)));
@@ -57,6 +57,17 @@ where
 /// The name of the threads of the runtime a transport builds for itself
 /// when it is given none ([`NatsConfig::runtime`]).
 pub const RUNTIME_THREAD_NAME: &str = "bus-nats";
+
+/// Runs `f`, which may block, without holding up a multi-thread
+/// runtime's other tasks when called on one of its workers.
+pub(crate) fn off_worker<R>(f: impl FnOnce() -> R) -> R {
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
 
 /// Whether the calling thread drives `handle`'s current-thread runtime
 /// (`driver`, when known; else any thread in its context might), so it
