@@ -152,8 +152,10 @@ where
     }
 }
 
-/// A [`Subscription`] waited on without blocking a runtime thread: a
-/// bridge thread waits in the transport's blocking
+/// A [`Subscription`] waited on without blocking a runtime thread. One
+/// that can be polled ([`Subscription::can_poll`], NATS) is polled
+/// directly by [`next`](Self::next); for the others (memory, bus-sqlite)
+/// a bridge thread waits in the transport's blocking
 /// [`next`](Subscription::next) and hands deliveries over a bounded
 /// channel. Dropping it stops the bridge; deliveries it had fetched are
 /// dropped unsettled, so the transport redelivers them.
@@ -174,18 +176,35 @@ where
 /// delivery.ack();
 /// ```
 #[derive(Debug)]
-pub struct AsyncSubscription {
-    rx: mpsc::Receiver<Delivery>,
-    stop: Arc<AtomicBool>,
-    wake: Option<crate::Wake>,
-    bridge: Option<JoinHandle<()>>,
+pub struct AsyncSubscription(Waiting);
+
+enum Waiting {
+    Polled(Box<dyn Subscription>),
+    Bridged {
+        rx: mpsc::Receiver<Delivery>,
+        stop: Arc<AtomicBool>,
+        wake: Option<crate::Wake>,
+        bridge: Option<JoinHandle<()>>,
+    },
+}
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Waiting::Polled(_) => "Polled",
+            Waiting::Bridged { .. } => "Bridged",
+        })
+    }
 }
 
 impl AsyncSubscription {
-    /// Starts the bridge thread for `sub`. `poll`: how long each wait in a
-    /// transport that cannot be woken lasts before the bridge checks
-    /// whether it should stop.
+    /// Waits on `sub`: polled if it can be, else through a bridge thread.
+    /// `poll`: how long each wait of the bridge in a transport that cannot
+    /// be woken lasts before it checks whether it should stop.
     pub fn new(sub: Box<dyn Subscription>, poll: Duration) -> std::io::Result<Self> {
+        if sub.can_poll() {
+            return Ok(Self(Waiting::Polled(sub)));
+        }
         let (tx, rx) = mpsc::channel(BRIDGE_DEPTH);
         let stop = Arc::new(AtomicBool::new(false));
         let wake = sub.waker();
@@ -193,28 +212,61 @@ impl AsyncSubscription {
         let bridge = std::thread::Builder::new()
             .name("bus-bridge".into())
             .spawn(move || bridge(sub, &tx, poll, || flag.load(Ordering::Acquire), drop))?;
-        Ok(Self {
+        Ok(Self(Waiting::Bridged {
             rx,
             stop,
             wake,
             bridge: Some(bridge),
-        })
+        }))
     }
 
-    /// The next delivery; `None` once the transport is closed.
+    /// Whether a bridge thread waits for this subscription (it cannot be
+    /// polled).
+    pub fn bridged(&self) -> bool {
+        matches!(self.0, Waiting::Bridged { .. })
+    }
+
+    /// The next delivery; `None` once the transport is closed. Errors of
+    /// a polled subscription other than its close are logged and waited
+    /// through, as the bridge does, 100 ms apart.
     pub async fn next(&mut self) -> Option<Delivery> {
-        self.rx.recv().await
+        match &mut self.0 {
+            Waiting::Bridged { rx, .. } => rx.recv().await,
+            Waiting::Polled(sub) => loop {
+                match std::future::poll_fn(|cx| sub.poll_next(cx)).await {
+                    Ok(d) => return Some(d),
+                    Err(TransportError::Closed) => return None,
+                    Err(error) => {
+                        tracing::warn!(%error, "transport error while receiving");
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                }
+            },
+        }
     }
 }
 
+/// How long a polled [`AsyncSubscription`] waits after a transport error
+/// before it polls again (a connection coming back).
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 impl Drop for AsyncSubscription {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        self.rx.close();
-        if let Some(w) = &self.wake {
+        let Waiting::Bridged {
+            rx,
+            stop,
+            wake,
+            bridge,
+        } = &mut self.0
+        else {
+            return;
+        };
+        stop.store(true, Ordering::Release);
+        rx.close();
+        if let Some(w) = wake {
             w.wake();
         }
-        if let Some(b) = self.bridge.take() {
+        if let Some(b) = bridge.take() {
             b.thread().unpark();
         }
     }

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use std::error::Error;
 use std::fmt;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// What a subscriber's queue does when it is full and a message arrives.
@@ -509,6 +510,36 @@ pub trait Transport: Send + Sync + 'static {
         false
     }
 
+    /// Registers `cx` to be woken when group `group` of `topic` may have
+    /// room again, after a [`send`](Self::send) answered
+    /// [`PublishError::QueueFull`] for it, so async code awaits room
+    /// instead of retrying on a timer. `Ready(Ok(()))`: there is room now
+    /// (or the group or the transport is gone): send again. For transports
+    /// that [`waits_only_for_room`](Self::waits_only_for_room); the default
+    /// answers [`TransportError::Unsupported`] and the caller retries on
+    /// its own.
+    ///
+    /// ```
+    /// use bus_core::memory::MemoryTransport;
+    /// use bus_core::{Topic, Transport};
+    /// use std::task::{Context, Poll, Waker};
+    ///
+    /// let transport = MemoryTransport::new();
+    /// let topic = Topic::new("orders").unwrap();
+    /// let mut cx = Context::from_waker(Waker::noop());
+    /// // No such group: nothing to wait for.
+    /// assert!(matches!(transport.poll_room(&topic, "billing", &mut cx), Poll::Ready(Ok(()))));
+    /// ```
+    fn poll_room(
+        &self,
+        topic: &Topic,
+        group: &str,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), TransportError>> {
+        let _ = (topic, group, cx);
+        Poll::Ready(Err(TransportError::Unsupported("poll_room")))
+    }
+
     /// Called once by the bus that runs on this transport, when it is
     /// built: `letters` dead-letters through the bus's store and counts each
     /// letter in the bus's ledger. A transport that ends deliveries on its
@@ -570,6 +601,14 @@ impl<T: Transport + ?Sized> Transport for Arc<T> {
 
     fn waits_only_for_room(&self) -> bool {
         (**self).waits_only_for_room()
+    }
+    fn poll_room(
+        &self,
+        topic: &Topic,
+        group: &str,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), TransportError>> {
+        (**self).poll_room(topic, group, cx)
     }
     fn attach(&self, letters: crate::BusLetters) {
         (**self).attach(letters)
@@ -654,6 +693,36 @@ pub trait Subscription: Send {
     /// so its owner bounds every wait instead.
     fn waker(&self) -> Option<Wake> {
         None
+    }
+
+    /// Whether [`poll_next`](Self::poll_next) works: the transport hands
+    /// deliveries to async code itself, with no thread waiting in
+    /// [`next`](Self::next) on its behalf. `false` (the default): async
+    /// code waits through a bridge thread (`runtime::AsyncSubscription`,
+    /// with the `tokio` feature).
+    ///
+    /// ```
+    /// use bus_core::memory::MemoryTransport;
+    /// use bus_core::{SubscribeOptions, Topic, Transport};
+    ///
+    /// let transport = MemoryTransport::new();
+    /// let topic = Topic::new("orders").unwrap();
+    /// let sub = transport.subscribe(&topic, &SubscribeOptions::group("billing")).unwrap();
+    /// // Its queue wakes threads, not tasks: the bridge waits on it.
+    /// assert!(!sub.can_poll());
+    /// ```
+    fn can_poll(&self) -> bool {
+        false
+    }
+
+    /// Polls for the next delivery without blocking: `Pending` registers
+    /// `cx`'s waker, woken when one may be ready. `Err(Closed)` once the
+    /// transport is closed; other errors are worth another poll later
+    /// (a connection coming back). Only where [`can_poll`](Self::can_poll);
+    /// the default answers [`TransportError::Unsupported`].
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Delivery, TransportError>> {
+        let _ = cx;
+        Poll::Ready(Err(TransportError::Unsupported("poll_next")))
     }
 }
 

@@ -8,6 +8,7 @@ use bus_core::{
     Rejected, SimpleRetry,
 };
 use bus_errors::ErrorCategory;
+use bus_test::ticker::{tick_until, worst};
 use bus_test::{assert_invariant, wait_until};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -167,6 +168,7 @@ fn ten_thousand_async_calls_keep_the_ledger_the_limit_and_the_runtime_responsive
             }
         })
     };
+    let stop = Arc::new(AtomicBool::new(false));
     // A 1 ms ticker on the same current-thread runtime: the calls must not
     // starve it. Each gap is judged without the time the OS kept the
     // runtime's thread waiting for a core (see `runqueue_wait`): a loaded
@@ -174,7 +176,7 @@ fn ten_thousand_async_calls_keep_the_ledger_the_limit_and_the_runtime_responsive
     // milliseconds, while a call that blocks the runtime or a runtime the
     // calls starve shows as sleeping or running time of the thread itself.
     let gaps = rt.block_on(async {
-        let ticker = tokio::spawn(tick_until(&STOP));
+        let ticker = tokio::spawn(tick_until(Arc::clone(&stop)));
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let s = bus.stats();
@@ -183,11 +185,10 @@ fn ten_thousand_async_calls_keep_the_ledger_the_limit_and_the_runtime_responsive
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        STOP.store(true, Ordering::SeqCst);
+        stop.store(true, Ordering::SeqCst);
         ticker.await.unwrap()
     });
     publisher.join().unwrap();
-    static STOP: AtomicBool = AtomicBool::new(false);
 
     let report = rt.block_on(bus.shutdown_async(Duration::from_secs(10)));
     let s = report.stats;
@@ -223,10 +224,7 @@ fn ten_thousand_async_calls_keep_the_ledger_the_limit_and_the_runtime_responsive
         "every permit handed back"
     );
     assert!(gaps.len() > 100, "the ticker ran ({} ticks)", gaps.len());
-    let worst = gaps
-        .iter()
-        .max_by_key(|g| g.stalled())
-        .expect("ticks were recorded");
+    let worst = worst(&gaps);
     assert!(
         worst.stalled() <= Duration::from_millis(20),
         "a 1 ms ticker on the runtime waited {:?}, {:?} of it for a core, over {} ticks",
@@ -236,79 +234,31 @@ fn ten_thousand_async_calls_keep_the_ledger_the_limit_and_the_runtime_responsive
     );
 }
 
-/// Ticks every millisecond until `stop` is set, recording each gap.
-async fn tick_until(stop: &'static AtomicBool) -> Vec<Gap> {
-    let mut gaps = Vec::new();
-    let (mut last, mut waited) = (Instant::now(), runqueue_wait());
-    loop {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        let (now, wait) = (Instant::now(), runqueue_wait());
-        let preempted = match (waited, wait) {
-            (Some(before), Some(after)) => after.saturating_sub(before),
-            _ => Duration::ZERO,
-        };
-        gaps.push(Gap {
-            wall: now - last,
-            preempted,
-        });
-        (last, waited) = (now, wait);
-        if stop.load(Ordering::SeqCst) {
-            return gaps;
-        }
-    }
-}
-
 /// The ticker's measure is not blind: a task that blocks the runtime's
 /// thread shows as a stall however loaded the machine is.
 #[test]
 fn a_call_that_blocks_the_runtime_shows_as_a_stall_of_the_ticker() {
-    static STOP: AtomicBool = AtomicBool::new(false);
+    let stop = Arc::new(AtomicBool::new(false));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .unwrap();
     let gaps = rt.block_on(async {
-        let ticker = tokio::spawn(tick_until(&STOP));
+        let ticker = tokio::spawn(tick_until(Arc::clone(&stop)));
         tokio::time::sleep(Duration::from_millis(20)).await;
         // What a synchronous call inside an async handler does.
         tokio::spawn(async { std::thread::sleep(Duration::from_millis(80)) })
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        STOP.store(true, Ordering::SeqCst);
+        stop.store(true, Ordering::SeqCst);
         ticker.await.unwrap()
     });
-    let worst = gaps.iter().map(Gap::stalled).max().expect("ticks");
+    let worst = worst(&gaps).stalled();
     assert!(
         worst >= Duration::from_millis(60),
         "an 80 ms block on the runtime showed as a stall of {worst:?}"
     );
-}
-
-/// One interval between two ticks of a ticker task.
-struct Gap {
-    /// As the wall clock measured it.
-    wall: Duration,
-    /// How much of it the ticker's thread spent runnable but waiting for a
-    /// core.
-    preempted: Duration,
-}
-
-impl Gap {
-    /// The part of the gap the runtime itself is answerable for.
-    fn stalled(&self) -> Duration {
-        self.wall.saturating_sub(self.preempted)
-    }
-}
-
-/// How long this thread has waited on a run queue (runnable, not
-/// running) since it started: the second field of Linux's
-/// `/proc/thread-self/schedstat`, in nanoseconds. `None` where the kernel
-/// does not keep it; the gaps are then judged on the wall clock alone.
-fn runqueue_wait() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let nanos = stat.split_whitespace().nth(1)?.parse().ok()?;
-    Some(Duration::from_nanos(nanos))
 }
 
 #[test]

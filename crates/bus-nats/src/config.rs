@@ -143,6 +143,11 @@ pub struct NatsConfig {
     /// the windows of the [`Publisher`](bus_core::Publisher)s on this
     /// transport, or they wait here instead of filling their windows.
     pub max_publishes_in_flight: usize,
+    /// The application's runtime for the client, its PubAck futures and
+    /// fetches ([`with_runtime`](Self::with_runtime)); `None` (the
+    /// default): the transport owns one. Not part of a configuration file.
+    #[serde(skip)]
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Default for NatsConfig {
@@ -172,6 +177,7 @@ impl Default for NatsConfig {
             consumer_cache_ttl: Duration::from_secs(1),
             auto_progress_limit: Duration::from_secs(300),
             max_publishes_in_flight: 65_536,
+            runtime: None,
         }
     }
 }
@@ -238,6 +244,20 @@ impl NatsConfig {
     #[must_use]
     pub fn with_require_consumer(mut self, yes: bool) -> Self {
         self.require_consumer = yes;
+        self
+    }
+
+    /// Runs the transport on the application's tokio runtime (IO and time
+    /// enabled), not one of its own; see [`NatsTransport`](crate::NatsTransport)
+    /// for where its synchronous methods may then be called.
+    /// ```
+    /// let rt = tokio::runtime::Runtime::new().unwrap();
+    /// let config = bus_nats::NatsConfig::default().with_runtime(rt.handle().clone());
+    /// assert!(config.runtime.is_some());
+    /// ```
+    #[must_use]
+    pub fn with_runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(handle);
         self
     }
 

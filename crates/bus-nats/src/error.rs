@@ -62,6 +62,15 @@ pub enum NatsError {
         /// The bound JetStream applies instead.
         max_ack_pending: usize,
     },
+    /// A synchronous method of the transport was called on the thread of
+    /// the current-thread runtime the transport runs on
+    /// ([`NatsConfig::with_runtime`](crate::NatsConfig::with_runtime)):
+    /// waiting there for the runtime would wait forever, so it was not
+    /// done. Call it from another thread, or use the async API.
+    #[error(
+        "a synchronous call would block the current-thread runtime the NATS transport runs on; call it from another thread"
+    )]
+    WouldBlock,
 }
 
 impl NatsError {
@@ -90,7 +99,8 @@ impl Classify for NatsError {
             } => ErrorCategory::ResourceExhaustion,
             NatsError::Refused { .. }
             | NatsError::LossyStream { .. }
-            | NatsError::NoQueueBound { .. } => ErrorCategory::Configuration,
+            | NatsError::NoQueueBound { .. }
+            | NatsError::WouldBlock => ErrorCategory::Configuration,
         }
     }
 }

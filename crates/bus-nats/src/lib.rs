@@ -60,6 +60,7 @@ mod codec;
 mod config;
 mod dlq;
 mod error;
+mod runtime;
 mod settle;
 mod state;
 mod subscription;
@@ -69,6 +70,7 @@ pub use codec::to_headers;
 pub use config::{Discard, NatsConfig, Storage};
 pub use dlq::NatsDlq;
 pub use error::NatsError;
+pub use runtime::RUNTIME_THREAD_NAME;
 pub use state::{ConnectionState, NatsStats};
 pub use transport::{ConsumerStatus, NatsTransport};
 

@@ -23,7 +23,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A bound on the settles of one group awaiting their confirmation: a
-/// settle past it waits on its worker's thread until one is confirmed.
+/// settle past it waits on its worker's thread until one is confirmed
+/// (moving off a multi-thread runtime's worker first; the thread driving a
+/// current-thread runtime passes, see [`Window::force`]).
 pub(crate) struct Window {
     cap: usize,
     state: Mutex<WindowState>,
@@ -56,6 +58,16 @@ impl Window {
             s.waiting -= 1;
         }
         s.open += 1;
+        Place(Arc::clone(self))
+    }
+
+    /// Takes a place even when the window is full: for the thread that
+    /// drives a current-thread runtime, where waiting would wait for the
+    /// confirmations this very thread has to run. What it lets past the
+    /// bound is bounded by the server, which delivers no group more than
+    /// `max_ack_pending` per consumer unsettled.
+    fn force(self: &Arc<Self>) -> Place {
+        lock(&self.state).open += 1;
         Place(Arc::clone(self))
     }
 
@@ -203,7 +215,12 @@ impl Settler {
     /// redelivery is recognised by its stream sequence and settled again.
     /// Waits only while the group's window of unconfirmed settles is full.
     fn send(&self, reply: Option<async_nats::Subject>, kind: AckKind) {
-        let place = self.group.window.acquire();
+        let window = &self.group.window;
+        let place = if self.inner.drives_runtime() {
+            window.force()
+        } else {
+            crate::runtime::off_worker(|| window.acquire())
+        };
         let mut ticket = self.inner.settles.start(&self.inner.counters, place);
         let inner = Arc::clone(&self.inner);
         self.inner.handle.spawn(async move {

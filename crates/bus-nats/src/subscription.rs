@@ -12,6 +12,7 @@ use futures::{FutureExt, StreamExt};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -298,6 +299,32 @@ pub(crate) struct NatsSubscription {
     settler: Arc<Settler>,
     messages: Option<pull::Stream>,
     replays: Option<pull::Stream>,
+    /// The pulls being opened for [`poll_next`](Subscription::poll_next).
+    opening: Option<Opening>,
+    /// Which pull `poll_next` looks at first; alternated, so neither
+    /// starves the other.
+    replay_first: bool,
+}
+
+/// Opens the pulls a member lacks (topic, replay).
+type Opening = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<(Option<pull::Stream>, Option<pull::Stream>), TransportError>,
+            > + Send,
+    >,
+>;
+
+/// Opens a continuous pull on `consumer`, `batch` messages per request.
+async fn open_pull(consumer: PullConsumer, batch: usize) -> Result<pull::Stream, TransportError> {
+    consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .expires(Duration::from_secs(5))
+        .heartbeat(Duration::from_secs(2))
+        .messages()
+        .await
+        .map_err(|e| TransportError::Disconnected(e.to_string()))
 }
 
 /// Which of a member's two pulls a message came from.
@@ -317,6 +344,8 @@ impl NatsSubscription {
             settler,
             messages: None,
             replays: None,
+            opening: None,
+            replay_first: false,
         }
     }
 
@@ -333,18 +362,73 @@ impl NatsSubscription {
 
     fn pull(&self, consumer: PullConsumer) -> Result<pull::Stream, TransportError> {
         let batch = self.inner.config.prefetch_batch();
-        self.inner
-            .call(self.inner.config.request_timeout, async move {
-                consumer
-                    .stream()
-                    .max_messages_per_batch(batch)
-                    .expires(Duration::from_secs(5))
-                    .heartbeat(Duration::from_secs(2))
-                    .messages()
-                    .await
+        self.inner.wait(
+            self.inner.config.request_timeout,
+            open_pull(consumer, batch),
+        )?
+    }
+
+    /// Polls the opening of the pulls that are not open.
+    fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        if self.messages.is_some() && self.replays.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        let opening = self.opening.get_or_insert_with(|| {
+            let topic = self.messages.is_none().then(|| self.group.consumer.clone());
+            let replay = self.replays.is_none().then(|| self.group.replay.clone());
+            let batch = self.inner.config.prefetch_batch();
+            let wait = self.inner.config.request_timeout;
+            Box::pin(async move {
+                tokio::time::timeout(wait, async move {
+                    let topic = match topic {
+                        Some(c) => Some(open_pull(c, batch).await?),
+                        None => None,
+                    };
+                    let replay = match replay {
+                        Some(c) => Some(open_pull(c, batch).await?),
+                        None => None,
+                    };
+                    Ok((topic, replay))
+                })
+                .await
+                .unwrap_or(Err(TransportError::Timeout(wait)))
             })
-            .ok_or(TransportError::Timeout(self.inner.config.request_timeout))?
-            .map_err(|e| TransportError::Disconnected(e.to_string()))
+        });
+        let opened = std::task::ready!(opening.as_mut().poll(cx));
+        self.opening = None;
+        let (topic, replay) = opened?;
+        if topic.is_some() {
+            self.messages = topic;
+        }
+        if replay.is_some() {
+            self.replays = replay;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The error a pull ended with; a pull that cannot go on is dropped,
+    /// so the next wait opens it again.
+    fn pull_failed(
+        &mut self,
+        from: Pull,
+        got: Option<Result<async_nats::jetstream::Message, pull::MessagesError>>,
+    ) -> TransportError {
+        use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
+        match got {
+            None => {
+                self.reset(from);
+                TransportError::Disconnected("pull stream ended".into())
+            }
+            Some(Err(e)) => match e.kind() {
+                K::MissingHeartbeat => TransportError::Disconnected(e.to_string()),
+                K::ConsumerDeleted | K::NoResponders => {
+                    self.reset(from);
+                    TransportError::Disconnected(e.to_string())
+                }
+                _ => other(e),
+            },
+            Some(Ok(_)) => other("a pull's message taken for an error"),
+        }
     }
 
     /// Turns a JetStream message into a delivery, or `None` when it is a
@@ -463,21 +547,6 @@ impl Subscription for NatsSubscription {
                 Ok(got) => got,
             };
             match got {
-                None => {
-                    self.reset(from);
-                    return Err(TransportError::Disconnected("pull stream ended".into()));
-                }
-                Some(Err(e)) => {
-                    use async_nats::jetstream::consumer::pull::MessagesErrorKind as K;
-                    return Err(match e.kind() {
-                        K::MissingHeartbeat => TransportError::Disconnected(e.to_string()),
-                        K::ConsumerDeleted | K::NoResponders => {
-                            self.reset(from);
-                            TransportError::Disconnected(e.to_string())
-                        }
-                        _ => other(e),
-                    });
-                }
                 Some(Ok(msg)) => {
                     if let Some(d) = self.deliver(msg) {
                         return Ok(Some(d));
@@ -486,6 +555,54 @@ impl Subscription for NatsSubscription {
                         return Ok(None);
                     }
                 }
+                got => return Err(self.pull_failed(from, got)),
+            }
+        }
+    }
+
+    /// Polled by an async runner on any runtime: the pulls' own tasks and
+    /// timers stay on the transport's runtime (the same one when the
+    /// transport runs on the application's).
+    fn can_poll(&self) -> bool {
+        true
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Delivery, TransportError>> {
+        if self.inner.is_closed() {
+            return Poll::Ready(Err(TransportError::Closed));
+        }
+        let _runtime = self.inner.handle.enter();
+        self.inner.note_driver();
+        loop {
+            std::task::ready!(self.poll_open(cx))?;
+            self.replay_first = !self.replay_first;
+            let order = if self.replay_first {
+                [Pull::Replay, Pull::Topic]
+            } else {
+                [Pull::Topic, Pull::Replay]
+            };
+            let mut got = None;
+            for from in order {
+                let pull = match from {
+                    Pull::Topic => self.messages.as_mut(),
+                    Pull::Replay => self.replays.as_mut(),
+                };
+                let Some(pull) = pull else {
+                    return Poll::Ready(Err(other("pull stream missing")));
+                };
+                if let Poll::Ready(m) = pull.poll_next_unpin(cx) {
+                    got = Some((from, m));
+                    break;
+                }
+            }
+            match got {
+                None => return Poll::Pending,
+                Some((_, Some(Ok(msg)))) => {
+                    if let Some(d) = self.deliver(msg) {
+                        return Poll::Ready(Ok(d));
+                    }
+                }
+                Some((from, m)) => return Poll::Ready(Err(self.pull_failed(from, m))),
             }
         }
     }
@@ -509,12 +626,20 @@ impl Drop for NatsSubscription {
                 naks.push(m);
             }
         }
-        if !naks.is_empty() {
-            let _ = self.inner.call(Duration::from_secs(2), async move {
-                for m in naks {
-                    let _ = m.ack_with(AckKind::Nak(None)).await;
-                }
-            });
+        if naks.is_empty() {
+            return;
+        }
+        let send = async move {
+            for m in naks {
+                let _ = m.ack_with(AckKind::Nak(None)).await;
+            }
+        };
+        // Dropped on the transport's runtime (an async runner ending), it
+        // must not wait for that runtime: the naks go out in a task.
+        if self.inner.on_runtime() {
+            self.inner.handle.spawn(send);
+        } else {
+            let _ = self.inner.call(Duration::from_secs(2), send);
         }
     }
 }

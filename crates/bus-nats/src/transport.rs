@@ -1,10 +1,11 @@
 //! [`NatsTransport`]: the bus's [`Transport`] over JetStream, synchronous on
-//! the outside, with its own tokio runtime inside.
+//! the outside, on its own tokio runtime or on the application's inside.
 
 use crate::backstop;
 use crate::codec;
 use crate::config::{Discard, NatsConfig, Storage};
 use crate::error::NatsError;
+use crate::runtime::{drives, wait_on};
 use crate::settle::Outstanding;
 use crate::state::{ConnectionState, Counters, NatsStats, Outages};
 use crate::subscription::{GroupShared, NatsSubscription};
@@ -18,10 +19,11 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 use tokio::runtime::{Handle, Runtime};
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -31,7 +33,7 @@ pub(crate) fn other(e: impl std::fmt::Display) -> TransportError {
 
 /// What the transport shares with its subscriptions and background tasks.
 pub(crate) struct Inner {
-    rt: Mutex<Option<Runtime>>,
+    pub(crate) rt: Mutex<Option<Runtime>>,
     pub(crate) handle: Handle,
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
@@ -51,6 +53,21 @@ pub(crate) struct Inner {
     replays: Mutex<HashSet<String>>,
     pub(crate) groups: Mutex<HashMap<String, Arc<GroupShared>>>,
     routes: Mutex<HashMap<Topic, (u32, Instant)>>,
+    /// Publishes started on the transport's own runtime, handed over in
+    /// call order by one task (started at the first).
+    sender: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Queued>>,
+    /// The thread last seen driving the runtime, when it is a
+    /// current-thread one: the only thread that must never wait for it.
+    driver: Mutex<Option<ThreadId>>,
+}
+
+/// A publish started on the transport's runtime, waiting for its turn to
+/// be handed to the connection.
+pub(crate) struct Queued {
+    envelope: Envelope,
+    group: Option<String>,
+    timeout: Duration,
+    confirm: Confirm,
 }
 
 impl Drop for Inner {
@@ -64,24 +81,51 @@ impl Drop for Inner {
 }
 
 impl Inner {
-    /// Runs `fut` on the runtime and waits at most `timeout` for it, from
-    /// any thread: blocks a plain thread on it, or, called from inside an
-    /// async context, runs it as a task and waits on a channel.
+    /// Runs `fut` on the runtime and waits at most `timeout` for it (see
+    /// [`wait_on`]); `None` when it did not end in time or could not be
+    /// waited for here.
     pub(crate) fn call<F>(&self, timeout: Duration, fut: F) -> Option<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        if Handle::try_current().is_err() {
-            self.handle
-                .block_on(async move { tokio::time::timeout(timeout, fut).await.ok() })
-        } else {
-            let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            self.handle.spawn(async move {
-                let _ = tx.send(fut.await);
-            });
-            rx.recv_timeout(timeout).ok()
+        self.wait(timeout, fut).ok()
+    }
+
+    /// [`call`](Self::call), telling a timeout from a call that would have
+    /// blocked the runtime it waits for.
+    pub(crate) fn wait<F>(&self, timeout: Duration, fut: F) -> Result<F::Output, TransportError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        wait_on(&self.handle, *lock(&self.driver), timeout, fut)
+    }
+
+    /// Whether the calling thread drives the transport's current-thread
+    /// runtime: it must not wait for it.
+    pub(crate) fn drives_runtime(&self) -> bool {
+        drives(&self.handle, *lock(&self.driver))
+    }
+
+    /// Notes that the calling thread drives the transport's runtime, when
+    /// that is a current-thread runtime (called from the transport's own
+    /// tasks and polls, so it follows a runtime driven by another thread).
+    pub(crate) fn note_driver(&self) {
+        if self.handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+            let me = std::thread::current().id();
+            let mut driver = lock(&self.driver);
+            if *driver != Some(me) {
+                *driver = Some(me);
+            }
         }
+    }
+
+    /// Whether the caller runs inside the transport's runtime (a task, a
+    /// `block_on` or its blocking pool): a publish from there is handed to
+    /// a task rather than waited for.
+    pub(crate) fn on_runtime(&self) -> bool {
+        Handle::try_current().is_ok_and(|h| h.id() == self.handle.id())
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -338,6 +382,23 @@ impl Inner {
         Ok((subject, copies))
     }
 
+    /// Prepares the publish of `env` and hands it to the client.
+    async fn hand(
+        &self,
+        env: &Envelope,
+        group: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Handed, PublishFail> {
+        let (subject, copies) = self.prepare(env, group, timeout).await?;
+        match self.hand_over(env, &subject).await {
+            Ok(ack) => Ok((subject, copies, ack)),
+            // Not handed to the connection: nothing can be stored.
+            Err(e) => Err(PublishFail::Transport(TransportError::Disconnected(
+                e.to_string(),
+            ))),
+        }
+    }
+
     /// Hands `env` to the client (in call order, on the connection) and
     /// answers the future of its PubAck.
     async fn hand_over(
@@ -404,6 +465,10 @@ impl Inner {
     }
 }
 
+/// A publish handed to the connection: its subject, how many groups get a
+/// copy, and the future of its PubAck.
+type Handed = (String, u32, jetstream::context::PublishAckFuture);
+
 enum PublishFail {
     NoSubscribers,
     /// Never handed to the server within the caller's timeout.
@@ -441,8 +506,21 @@ enum PublishFail {
 /// * a MaxDeliver backstop: the server's advisories are captured in a stream
 ///   and turned into dead letters (see [`set_dead_letters`](Self::set_dead_letters)).
 ///
-/// Every method is synchronous; the async client runs on a runtime the
-/// transport owns. Call them from ordinary threads (the bus's workers are).
+/// Every method of [`Transport`] is synchronous; the async client runs on
+/// a runtime the transport owns (two threads named
+/// [`RUNTIME_THREAD_NAME`](crate::RUNTIME_THREAD_NAME)) or on the application's
+/// ([`NatsConfig::with_runtime`], [`connect_async`](Self::connect_async)).
+/// On the application's runtime an async subscriber polls its
+/// subscription from a task ([`Subscription::poll_next`]) and a
+/// `publish_async` from a task is handed over by the transport's sender
+/// task, so async code never crosses to another runtime nor blocks a
+/// runtime thread. The synchronous methods work from ordinary threads (the
+/// bus's workers are) and from a multi-thread runtime's tasks (they move
+/// off the worker while they wait). On the thread driving the
+/// current-thread runtime the transport runs on, one that would wait for
+/// that runtime fails at once with [`NatsError::WouldBlock`] instead of
+/// deadlocking (a publish from there is handed to the sender task); from
+/// that runtime's blocking pool (`spawn_blocking`) they wait as usual.
 #[derive(Clone)]
 pub struct NatsTransport {
     pub(crate) inner: Arc<Inner>,
@@ -458,66 +536,15 @@ impl std::fmt::Debug for NatsTransport {
 }
 
 impl NatsTransport {
-    /// Connects to the server of `config`, waiting at most its
-    /// `connect_timeout`. Once connected, a lost connection is
-    /// re-established in the background with exponential backoff, forever.
-    ///
-    /// A configuration whose streams may drop unsettled messages is refused
-    /// first, with [`NatsError::LossyStream`] inside
-    /// [`TransportError::Other`] (see [`NatsConfig::validate`]); so is, at
-    /// the first publish or subscribe, such a stream found on the server.
-    pub fn connect(config: NatsConfig) -> Result<NatsTransport, TransportError> {
-        config
-            .validate()
-            .map_err(|e| TransportError::Other(Box::new(e)))?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("bus-nats")
-            .enable_all()
-            .build()
-            .map_err(|e| TransportError::Other(Box::new(e)))?;
-        let handle = rt.handle().clone();
-        let counters = Arc::new(Counters::default());
-        let c2 = Arc::clone(&counters);
-        let link = Arc::new(tokio::sync::Notify::new());
-        let l2 = Arc::clone(&link);
-        let (min, max) = (config.reconnect_min_delay, config.reconnect_max_delay);
-        let mut opts = async_nats::ConnectOptions::new()
-            .connection_timeout(config.connect_timeout)
-            .request_timeout(Some(config.request_timeout))
-            .max_reconnects(None)
-            .reconnect_delay_callback(move |attempts| {
-                let shift = u32::try_from(attempts.min(16)).unwrap_or(16);
-                min.saturating_mul(1_u32 << shift).min(max)
-            })
-            .event_callback(move |event| {
-                let c = Arc::clone(&c2);
-                let link = Arc::clone(&l2);
-                async move {
-                    match event {
-                        async_nats::Event::Connected => {
-                            Counters::inc(&c.connects);
-                            Outages::restored(&c.outages);
-                            link.notify_waiters();
-                        }
-                        async_nats::Event::Disconnected => {
-                            Counters::inc(&c.disconnects);
-                            Outages::lost(&c.outages);
-                        }
-                        _ => {}
-                    }
-                }
-            });
-        if let Some(name) = &config.name {
-            opts = opts.name(name);
-        }
-        opts = opts.client_capacity(config.max_publishes_in_flight.max(2048));
-        let url = config.url.clone();
-        let timeout = config.connect_timeout;
-        let client = handle
-            .block_on(async move { tokio::time::timeout(timeout, opts.connect(url)).await })
-            .map_err(|_| TransportError::Timeout(timeout))?
-            .map_err(|e| TransportError::Disconnected(e.to_string()))?;
+    /// The transport around a connected client.
+    pub(crate) fn assemble(
+        config: NatsConfig,
+        rt: Option<Runtime>,
+        handle: Handle,
+        client: async_nats::Client,
+        counters: Arc<Counters>,
+        link: Arc<tokio::sync::Notify>,
+    ) -> NatsTransport {
         Counters::inc(&counters.connects);
         // The client's queue of commands and JetStream's count of PubAcks
         // awaited both bound what is in flight: sized together, so a full
@@ -531,9 +558,9 @@ impl NatsTransport {
                 .backpressure_on_inflight(true)
                 .build(client.clone())
         };
-        Ok(NatsTransport {
+        let transport = NatsTransport {
             inner: Arc::new(Inner {
-                rt: Mutex::new(Some(rt)),
+                rt: Mutex::new(rt),
                 handle,
                 client,
                 js,
@@ -548,8 +575,19 @@ impl NatsTransport {
                 replays: Mutex::new(HashSet::new()),
                 groups: Mutex::new(HashMap::new()),
                 routes: Mutex::new(HashMap::new()),
+                sender: std::sync::OnceLock::new(),
+                driver: Mutex::new(None),
             }),
-        })
+        };
+        if transport.inner.handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+            let weak = Arc::downgrade(&transport.inner);
+            transport.inner.handle.spawn(async move {
+                if let Some(inner) = weak.upgrade() {
+                    inner.note_driver();
+                }
+            });
+        }
+        transport
     }
 
     /// The configuration.
@@ -610,15 +648,12 @@ impl NatsTransport {
         lock(&self.inner.groups).retain(|_, g| !names.contains(&g.stream));
         let js = self.inner.js.clone();
         self.inner
-            .call(self.inner.config.request_timeout * 2, async move {
+            .wait(self.inner.config.request_timeout * 2, async move {
                 for n in names {
                     let _ = js.delete_stream(&n).await;
                     let _ = js.delete_stream(NatsConfig::advisory_stream_for(&n)).await;
                 }
             })
-            .ok_or(TransportError::Timeout(
-                self.inner.config.request_timeout * 2,
-            ))
     }
 
     /// What the durable group `group` of `topic` owes on the server (pending
@@ -633,20 +668,18 @@ impl NatsTransport {
             self.inner.config.replay_consumer_for(topic, group),
         ];
         let wait = self.inner.config.request_timeout;
-        self.inner
-            .call(wait, async move {
-                let Ok(stream) = js.get_stream(&stream).await else {
-                    return 0;
-                };
-                let mut owed = 0;
-                for c in consumers {
-                    if let Ok(i) = stream.consumer_info(&c).await {
-                        owed += i.num_pending + i.num_ack_pending as u64;
-                    }
+        self.inner.wait(wait, async move {
+            let Ok(stream) = js.get_stream(&stream).await else {
+                return 0;
+            };
+            let mut owed = 0;
+            for c in consumers {
+                if let Ok(i) = stream.consumer_info(&c).await {
+                    owed += i.num_pending + i.num_ack_pending as u64;
                 }
-                owed
-            })
-            .ok_or(TransportError::Timeout(wait))
+            }
+            owed
+        })
     }
 
     /// Deletes the streams this transport created whose groups have settled
@@ -662,28 +695,25 @@ impl NatsTransport {
         let names: Vec<String> = lock(&self.inner.streams).keys().cloned().collect();
         let js = self.inner.js.clone();
         let wait = self.inner.config.request_timeout * 4;
-        let kept = self
-            .inner
-            .call(wait, async move {
-                let mut kept = Vec::new();
-                for n in names {
-                    let stream = js.get_stream(&n).await.map_err(other)?;
-                    let mut owed = 0_u64;
-                    let mut list = stream.consumers();
-                    while let Some(info) = list.next().await {
-                        let info = info.map_err(other)?;
-                        owed += info.num_pending + info.num_ack_pending as u64;
-                    }
-                    if owed == 0 {
-                        js.delete_stream(&n).await.map_err(other)?;
-                        let _ = js.delete_stream(NatsConfig::advisory_stream_for(&n)).await;
-                    } else {
-                        kept.push((n, owed));
-                    }
+        let kept = self.inner.wait(wait, async move {
+            let mut kept = Vec::new();
+            for n in names {
+                let stream = js.get_stream(&n).await.map_err(other)?;
+                let mut owed = 0_u64;
+                let mut list = stream.consumers();
+                while let Some(info) = list.next().await {
+                    let info = info.map_err(other)?;
+                    owed += info.num_pending + info.num_ack_pending as u64;
                 }
-                Ok::<_, TransportError>(kept)
-            })
-            .ok_or(TransportError::Timeout(wait))??;
+                if owed == 0 {
+                    js.delete_stream(&n).await.map_err(other)?;
+                    let _ = js.delete_stream(NatsConfig::advisory_stream_for(&n)).await;
+                } else {
+                    kept.push((n, owed));
+                }
+            }
+            Ok::<_, TransportError>(kept)
+        })??;
         let mut streams = lock(&self.inner.streams);
         streams.retain(|n, _| kept.iter().any(|(k, _)| k == n));
         // Deleted streams took their consumers along: the replay consumer
@@ -830,6 +860,10 @@ impl NatsTransport {
     /// Starts a publish: prepares it and hands it to the client on the
     /// caller's thread (so one thread's messages keep their order), then
     /// waits for the PubAck in a task and resolves `confirm` from there.
+    /// Called on the transport's own runtime, where waiting could stall
+    /// (or, on a current-thread runtime, deadlock) the very tasks it waits
+    /// for, the publish is queued to the transport's sender task instead,
+    /// which hands publishes over one by one in call order.
     fn start_publish(
         &self,
         envelope: Envelope,
@@ -840,25 +874,46 @@ impl NatsTransport {
         if self.inner.is_closed() {
             return confirm.resolve(Err(PublishError::Closed { envelope }));
         }
+        if self.inner.on_runtime() {
+            let queued = Queued {
+                envelope,
+                group: group.map(str::to_owned),
+                timeout,
+                confirm,
+            };
+            if let Err(tokio::sync::mpsc::error::SendError(q)) = self.sender().send(queued) {
+                q.confirm.resolve(Err(PublishError::Closed {
+                    envelope: q.envelope,
+                }));
+            }
+            return;
+        }
         let inner = Arc::clone(&self.inner);
         let to = group.map(str::to_owned);
         let env = envelope.clone();
         let handed = self.inner.call(timeout, async move {
-            let (subject, copies) = inner.prepare(&env, to.as_deref(), timeout).await?;
-            match inner.hand_over(&env, &subject).await {
-                Ok(ack) => Ok((subject, copies, ack)),
-                // Not handed to the connection: nothing can be stored.
-                Err(e) => Err(PublishFail::Transport(TransportError::Disconnected(
-                    e.to_string(),
-                ))),
-            }
+            inner.hand(&env, to.as_deref(), timeout).await
         });
+        self.after_hand_over(
+            envelope,
+            timeout,
+            confirm,
+            handed.unwrap_or(Err(PublishFail::NotSent)),
+        );
+    }
+
+    /// Resolves a publish that was not handed over, or starts the wait for
+    /// the PubAck of one that was.
+    fn after_hand_over(
+        &self,
+        envelope: Envelope,
+        timeout: Duration,
+        confirm: Confirm,
+        handed: Result<Handed, PublishFail>,
+    ) {
         let (subject, copies, ack) = match handed {
-            Some(Ok(handed)) => handed,
-            Some(Err(fail)) => return confirm.resolve(Err(self.refusal(envelope, fail, timeout))),
-            None => {
-                return confirm.resolve(Err(self.refusal(envelope, PublishFail::NotSent, timeout)));
-            }
+            Ok(handed) => handed,
+            Err(fail) => return confirm.resolve(Err(self.refusal(envelope, fail, timeout))),
         };
         let transport = self.clone();
         self.inner.handle.spawn(async move {
@@ -871,6 +926,40 @@ impl NatsTransport {
                 Err(fail) => Err(transport.refusal(envelope, fail, timeout)),
             });
         });
+    }
+
+    /// The queue of the sender task, started at the first use. The task
+    /// holds the transport weakly, so it ends when the transport goes.
+    fn sender(&self) -> &tokio::sync::mpsc::UnboundedSender<Queued> {
+        self.inner.sender.get_or_init(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Queued>();
+            let weak = Arc::downgrade(&self.inner);
+            self.inner.handle.spawn(async move {
+                while let Some(q) = rx.recv().await {
+                    let Some(inner) = weak.upgrade() else {
+                        q.confirm.resolve(Err(PublishError::Closed {
+                            envelope: q.envelope,
+                        }));
+                        continue;
+                    };
+                    inner.note_driver();
+                    let transport = NatsTransport { inner };
+                    let handed = match tokio::time::timeout(
+                        q.timeout,
+                        transport
+                            .inner
+                            .hand(&q.envelope, q.group.as_deref(), q.timeout),
+                    )
+                    .await
+                    {
+                        Ok(handed) => handed,
+                        Err(_) => Err(PublishFail::NotSent),
+                    };
+                    transport.after_hand_over(q.envelope, q.timeout, q.confirm, handed);
+                }
+            });
+            tx
+        })
     }
 
     /// Publishes and waits for the outcome: [`start_publish`](Self::start_publish),
@@ -1005,15 +1094,12 @@ impl Transport for NatsTransport {
         let t = topic.clone();
         let g = options.group.clone();
         let wait = cfg.request_timeout * 3;
-        let created = self
-            .inner
-            .call(wait, async move {
-                let stream_name = inner.ensure_stream(&t).await?;
-                let main = inner.consumer(&stream_name, &t, &g, false).await?;
-                let replay = inner.consumer(&stream_name, &t, &g, true).await?;
-                Ok::<_, TransportError>((stream_name, main, replay))
-            })
-            .ok_or(TransportError::Timeout(wait))??;
+        let created = self.inner.wait(wait, async move {
+            let stream_name = inner.ensure_stream(&t).await?;
+            let main = inner.consumer(&stream_name, &t, &g, false).await?;
+            let replay = inner.consumer(&stream_name, &t, &g, true).await?;
+            Ok::<_, TransportError>((stream_name, main, replay))
+        })??;
         let (stream_name, consumer, replay) = created;
         let fresh_from = lock(&self.inner.streams)
             .get(&stream_name)
@@ -1129,9 +1215,13 @@ impl Transport for NatsTransport {
             }
             // Push out the unconfirmed keep-alives still buffered in the client.
             let client = self.inner.client.clone();
-            let _ = self
-                .inner
-                .call(Duration::from_secs(2), async move { client.flush().await });
+            let flush = async move { client.flush().await };
+            if self.inner.drives_runtime() {
+                // On the thread that drives the runtime: flushed by a task.
+                self.inner.handle.spawn(flush);
+            } else {
+                let _ = self.inner.call(Duration::from_secs(2), flush);
+            }
         }
         // Messages live on in the streams.
         Vec::new()

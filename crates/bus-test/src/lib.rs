@@ -10,6 +10,7 @@
 //! - [`RecordingObserver`]: counts every [`BusEvent`] kind, and publishes.
 //! - [`FlakyStore`]: a dead-letter store that refuses writes on demand.
 //! - [`assert_invariant`] and [`wait_until`].
+//! - [`ticker`]: whether a tokio runtime stalls, net of the OS's preemption.
 //!
 //! ```
 //! use bus_test::{FaultInjector, assert_invariant};
@@ -32,6 +33,7 @@ pub mod conformance;
 mod measure;
 pub mod nats;
 mod proc;
+pub mod ticker;
 
 pub use bus_core::time::{Clock, ManualClock};
 pub use measure::quartiles;

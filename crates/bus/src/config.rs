@@ -101,7 +101,9 @@ pub struct Config {
     pub console: ConsoleSection,
     /// The `[nats]` section: settings of the NATS JetStream transport
     /// (`bus_nats::NatsConfig`: url, stream limits, `allow_message_loss`, ...),
-    /// for programs that build one from the configuration file.
+    /// for programs that build one from the configuration file. The
+    /// application's tokio runtime, which the file cannot name, goes in
+    /// with `NatsConfig::with_runtime` before connecting.
     #[cfg(feature = "nats")]
     pub nats: bus_nats::NatsConfig,
     /// The `[sqlite]` section: when present, the bus runs on the durable

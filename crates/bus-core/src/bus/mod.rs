@@ -5,6 +5,8 @@ mod pipeline;
 mod publish_async;
 mod publisher;
 mod settle;
+#[cfg(feature = "tokio")]
+mod slots;
 mod stats;
 mod subscriber;
 #[cfg(feature = "tokio")]
@@ -31,7 +33,6 @@ use bytes::Bytes;
 use stats::{Counter, Counters};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 #[cfg(feature = "tokio")]
 use subscriber::StopHook;
@@ -810,13 +811,14 @@ impl SubscriberBuilder<'_> {
             std::thread::Builder::new()
                 .name(name)
                 .spawn(move || ctx.run(wakeable))
+                .map(subscriber::Worker::Thread)
         })
     }
 
     /// What starting a subscriber takes, whichever runner it has: the
     /// checks, its pipeline, one subscription per worker, and `spawn`
-    /// called once per subscription to start the thread that runs it
-    /// (told whether the subscription can be woken, and its name).
+    /// called once per subscription to start the thread or task that runs
+    /// it (told whether the subscription can be woken, and its name).
     fn launch(
         self,
         mut spawn: impl FnMut(
@@ -824,7 +826,7 @@ impl SubscriberBuilder<'_> {
             Box<dyn crate::Subscription>,
             bool,
             String,
-        ) -> std::io::Result<JoinHandle<()>>,
+        ) -> std::io::Result<subscriber::Worker>,
     ) -> Result<SubscriptionHandle, SubscribeError> {
         let shared = &self.bus.shared;
         if shared.state.load(Ordering::Acquire) != RUNNING {

@@ -113,9 +113,19 @@ async fn send_awaiting_room(
                 envelope: back,
                 group,
             }) if local && Instant::now() < room_deadline(s, &back, &group, started) => {
+                let until = room_deadline(s, &back, &group, started);
                 envelope = back;
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MAX_ROOM_PAUSE);
+                let topic = envelope.topic.clone();
+                let room = poll_fn(|cx| s.transport.poll_room(&topic, &group, cx));
+                match tokio::time::timeout_at(until.into(), room).await {
+                    // Room now, or the deadline: one more try says which.
+                    Ok(Ok(())) | Err(_) => {}
+                    // A transport that cannot say when: growing pauses.
+                    Ok(Err(_)) => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(MAX_ROOM_PAUSE);
+                    }
+                }
             }
             outcome => return Some(outcome),
         }

@@ -3,6 +3,8 @@
 //! stop is carried out and waited for.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#[cfg(feature = "tokio")]
+use std::sync::{Arc, Condvar};
 use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,7 +20,7 @@ const WAKE_GRACE: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub(crate) struct Subscriber {
     pub(super) stop: AtomicBool,
-    pub(super) workers: Mutex<Vec<JoinHandle<()>>>,
+    pub(super) workers: Mutex<Vec<Worker>>,
     /// The wake-ups of the workers' subscriptions that have one: a stop
     /// fires them, so those workers wait for messages without a timeout.
     pub(super) wakers: Mutex<Vec<Wake>>,
@@ -33,6 +35,76 @@ pub(crate) struct Subscriber {
     /// `false` to stop taking messages, with `true` to cancel the calls in
     /// flight.
     pub(super) hooks: Mutex<Vec<StopHook>>,
+}
+
+/// One runner of a subscriber: a thread, or a task on a runtime (an
+/// async runner over a transport that can be polled).
+#[derive(Debug)]
+pub(crate) enum Worker {
+    Thread(JoinHandle<()>),
+    #[cfg(feature = "tokio")]
+    Task(Arc<Finished>),
+}
+
+impl Worker {
+    fn is_finished(&self) -> bool {
+        match self {
+            Worker::Thread(t) => t.is_finished(),
+            #[cfg(feature = "tokio")]
+            Worker::Task(f) => *lock(&f.done),
+        }
+    }
+
+    fn join(self) {
+        match self {
+            Worker::Thread(t) => {
+                let _ = t.join();
+            }
+            #[cfg(feature = "tokio")]
+            Worker::Task(f) => {
+                let mut done = lock(&f.done);
+                while !*done {
+                    done = f.ended.wait(done).unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+        }
+    }
+
+    /// Wakes a thread from a pause; a task is woken by its stop hook.
+    fn unpark(&self) {
+        match self {
+            Worker::Thread(t) => t.thread().unpark(),
+            #[cfg(feature = "tokio")]
+            Worker::Task(_) => {}
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+/// Set when a runner task ends, however it ends (returned, aborted, or
+/// dropped with its runtime): its [`Finishing`] guard sets it when dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Finished {
+    done: Mutex<bool>,
+    ended: Condvar,
+}
+
+#[cfg(feature = "tokio")]
+/// Held by a runner task; dropped, it marks the task finished.
+#[derive(Debug)]
+pub(crate) struct Finishing(pub(crate) Arc<Finished>);
+
+#[cfg(feature = "tokio")]
+impl Drop for Finishing {
+    fn drop(&mut self) {
+        *lock(&self.0.done) = true;
+        self.0.ended.notify_all();
+    }
+}
+
+#[cfg(feature = "tokio")]
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A runner's answer to a stop (`false`) or a cancel (`true`).
@@ -101,7 +173,7 @@ impl Subscriber {
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
         {
-            w.thread().unpark();
+            w.unpark();
         }
     }
 
@@ -155,17 +227,13 @@ impl Subscriber {
         let mut workers =
             std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
         let Some(mut until) = until else {
-            for w in workers {
-                let _ = w.join();
-            }
+            workers.into_iter().for_each(Worker::join);
             return 0;
         };
         loop {
             let (done, running): (Vec<_>, Vec<_>) =
-                workers.into_iter().partition(JoinHandle::is_finished);
-            for w in done {
-                let _ = w.join();
-            }
+                workers.into_iter().partition(Worker::is_finished);
+            done.into_iter().for_each(Worker::join);
             workers = running;
             let now = Instant::now();
             if !workers.is_empty() && now >= until && !cancelled {

@@ -1,10 +1,17 @@
 //! The tokio runner: an async subscriber's calls are tasks on a runtime,
 //! at most its in-flight limit at once, each driven through the same
-//! [`Pipeline`] as a thread worker's. A runner thread per subscription
-//! takes the guard's permit and an in-flight place, waits in the
-//! transport, and spawns each call onto the runtime.
+//! [`Pipeline`] as a thread worker's. A runner per subscription takes the
+//! guard's permit and an in-flight place, waits in the transport, and
+//! spawns each call onto the runtime. The runner is itself a task where
+//! the subscription can be polled ([`Subscription::can_poll`]); otherwise
+//! it is a thread waiting in the blocking
+//! [`next`](crate::Subscription::next).
+//!
+//! [`Subscription::can_poll`]: crate::Subscription::can_poll
 
 use super::pipeline::{Called, Pipeline};
+use super::slots::{Slot, Slots};
+use super::subscriber::{Finished, Finishing, Worker};
 use super::{StopHook, SubscribeError, SubscriberBuilder, SubscriptionHandle};
 use crate::runtime::{AsyncHandler, DEFAULT_IN_FLIGHT, OwnedMessage};
 use crate::time::SystemClock;
@@ -13,13 +20,13 @@ use bus_errors::{HandlerError, TimeoutError};
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
-use std::thread::Thread;
 use std::time::Duration;
 use tokio::runtime::Handle;
-use tokio::task::AbortHandle;
+use tokio::sync::Notify;
+use tokio::task::{AbortHandle, JoinHandle};
 use tracing::Instrument;
 
 /// An async subscriber's settings, kept on its builder.
@@ -100,6 +107,21 @@ impl SubscriberBuilder<'_> {
                         calls.started.iter().for_each(AbortHandle::abort);
                     }
                 })));
+            let polled = sub.can_poll();
+            let stop = Arc::new(Notify::new());
+            if polled {
+                let notify = Arc::clone(&stop);
+                // The runtime the subscriber made, if any, lives as long
+                // as the subscriber: its runner task must not shut it down
+                // from inside.
+                let owned = owned.clone();
+                lock(&pipe.subscriber.hooks).push(StopHook(Box::new(move |cancelling| {
+                    let _ = &owned;
+                    if !cancelling {
+                        notify.notify_waiters();
+                    }
+                })));
+            }
             let runner = Runner {
                 pipe,
                 sub,
@@ -109,12 +131,24 @@ impl SubscriberBuilder<'_> {
                 handle: handle.clone(),
                 timeout,
             };
+            if polled {
+                let finished = Arc::new(Finished::default());
+                let finishing = Finishing(Arc::clone(&finished));
+                handle.spawn(async move {
+                    let _finishing = finishing;
+                    runner.run_polled(stop).await;
+                });
+                return Ok(Worker::Task(finished));
+            }
             let owned = owned.clone();
-            std::thread::Builder::new().name(name).spawn(move || {
-                runner.run(wakeable);
-                // Dropped here, off its own threads, once every call is done.
-                drop(owned);
-            })
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    runner.run(wakeable);
+                    // Dropped here, off its own threads, once every call is done.
+                    drop(owned);
+                })
+                .map(Worker::Thread)
         })
     }
 }
@@ -135,77 +169,6 @@ impl Drop for OwnedRuntime {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The in-flight places of one subscriber, over all its runner threads: a
-/// runner takes one before it fetches, and waits (parked) while none is
-/// free; a call gives its place back when it ends and wakes the runners
-/// waiting for one.
-struct Slots {
-    used: AtomicUsize,
-    limit: usize,
-    /// Runners about to park or parked: a call that ends takes the lock
-    /// below only when one is, so the runtime's threads share no lock with
-    /// a runner while places are free.
-    sleepers: AtomicUsize,
-    waiting: Mutex<Vec<Thread>>,
-}
-
-impl Slots {
-    fn new(limit: usize) -> Self {
-        Self {
-            used: AtomicUsize::new(0),
-            limit,
-            sleepers: AtomicUsize::new(0),
-            waiting: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Takes a place, waiting while none is free; `false` if `stopped`
-    /// says so first (a stop unparks the runner).
-    fn take(&self, stopped: impl Fn() -> bool) -> bool {
-        loop {
-            let used = self.used.load(Ordering::Acquire);
-            if used < self.limit {
-                if self
-                    .used
-                    .compare_exchange_weak(used, used + 1, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    return true;
-                }
-                continue;
-            }
-            if stopped() {
-                return false;
-            }
-            self.sleepers.fetch_add(1, Ordering::SeqCst);
-            lock(&self.waiting).push(std::thread::current());
-            // A place freed before the count above was seen found no one
-            // to wake: look again before parking.
-            if self.used.load(Ordering::SeqCst) >= self.limit {
-                std::thread::park();
-            }
-            self.sleepers.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    fn give_back(&self) {
-        self.used.fetch_sub(1, Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
-            let waiting = std::mem::take(&mut *lock(&self.waiting));
-            waiting.iter().for_each(Thread::unpark);
-        }
-    }
-}
-
-/// An in-flight place, given back when dropped.
-struct Slot(Arc<Slots>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.give_back();
-    }
 }
 
 /// The calls a runner started and has not seen finished, for a cancel to
@@ -232,6 +195,85 @@ struct Runner<H> {
 }
 
 impl<H: AsyncHandler> Runner<H> {
+    /// Starts the call of `delivery` as a task on the runtime.
+    fn start(&self, delivery: Delivery, permit: Permit, slot: Slot) -> JoinHandle<()> {
+        let call = InFlight {
+            pipe: Arc::clone(&self.pipe),
+            delivery: Some(delivery),
+            permit: Some(permit),
+            _slot: slot,
+        };
+        let task = self
+            .handle
+            .spawn(call.run(Arc::clone(&self.handler), self.timeout));
+        let started = task.abort_handle();
+        let mut calls = lock(&self.calls);
+        // Pruned once it holds twice the limit: a sweep per `limit` calls,
+        // not one per call.
+        if calls.started.len() >= 2 * self.slots.limit {
+            calls.started.retain(|c| !c.is_finished());
+        }
+        // Started as a cancel came: it goes too.
+        if calls.cancelled {
+            started.abort();
+        }
+        calls.started.push(started);
+        task
+    }
+
+    /// The runner as a task, over a subscription that can be polled: no
+    /// thread waits for deliveries, and stop wakes it through `stop`.
+    async fn run_polled(mut self, stop: Arc<Notify>) {
+        let pipe = Arc::clone(&self.pipe);
+        let poll = pipe.shared.config.poll_interval;
+        let stopped = || pipe.subscriber.stop.load(Ordering::Acquire);
+        let mut running: Vec<JoinHandle<()>> = Vec::new();
+        while !stopped() {
+            if let Some(left) = pipe.subscriber.paused_for() {
+                or_stop(&stop, &stopped, tokio::time::sleep(left)).await;
+                continue;
+            }
+            if or_stop(&stop, &stopped, self.slots.take_async())
+                .await
+                .is_none()
+            {
+                break;
+            }
+            let slot = Slot(Arc::clone(&self.slots));
+            let permit = match pipe.admit() {
+                Ok(permit) => permit,
+                Err(rejected) => {
+                    drop(slot);
+                    let wait = rejected.retry_after.max(Duration::from_millis(1));
+                    or_stop(&stop, &stopped, tokio::time::sleep(wait)).await;
+                    continue;
+                }
+            };
+            let sub = &mut self.sub;
+            match or_stop(&stop, &stopped, poll_fn(|cx| sub.poll_next(cx))).await {
+                Some(Ok(delivery)) => {
+                    if running.len() >= 2 * self.slots.limit {
+                        running.retain(|c| !c.is_finished());
+                    }
+                    running.push(self.start(delivery, permit, slot));
+                }
+                None | Some(Err(TransportError::Closed)) => {
+                    pipe.release(permit);
+                    break;
+                }
+                Some(Err(error)) => {
+                    pipe.release(permit);
+                    tracing::warn!(%error, component = %pipe.component, "transport error while receiving");
+                    or_stop(&stop, &stopped, tokio::time::sleep(poll)).await;
+                }
+            }
+        }
+        // As the thread runner: it stands for its calls until they end.
+        for call in running {
+            let _ = call.await;
+        }
+    }
+
     fn run(mut self, wakeable: bool) {
         let pipe = Arc::clone(&self.pipe);
         let poll = pipe.shared.config.poll_interval;
@@ -257,25 +299,7 @@ impl<H: AsyncHandler> Runner<H> {
             };
             match self.sub.next(idle_wait) {
                 Ok(Some(delivery)) => {
-                    let call = InFlight {
-                        pipe: Arc::clone(&pipe),
-                        delivery: Some(delivery),
-                        permit: Some(permit),
-                        _slot: slot,
-                    };
-                    let task = call.run(Arc::clone(&self.handler), self.timeout);
-                    let started = self.handle.spawn(task).abort_handle();
-                    let mut calls = lock(&self.calls);
-                    // Pruned once it holds twice the limit: a sweep per
-                    // `limit` calls, not one per call.
-                    if calls.started.len() >= 2 * self.slots.limit {
-                        calls.started.retain(|c| !c.is_finished());
-                    }
-                    // Started as a cancel came: it goes too.
-                    if calls.cancelled {
-                        started.abort();
-                    }
-                    calls.started.push(started);
+                    self.start(delivery, permit, slot);
                 }
                 Ok(None) => pipe.release(permit),
                 Err(TransportError::Closed) => {
@@ -301,6 +325,29 @@ impl<H: AsyncHandler> Runner<H> {
             }
             drop(calls);
             std::thread::park_timeout(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Runs `fut` until it ends (`Some`) or the subscriber is stopped (`None`).
+async fn or_stop<T>(
+    stop: &Notify,
+    stopped: &impl Fn() -> bool,
+    fut: impl Future<Output = T>,
+) -> Option<T> {
+    let mut fut = pin!(fut);
+    loop {
+        let mut notified = pin!(stop.notified());
+        // Registered before the flag is read: a stop between the two
+        // still wakes this wait.
+        notified.as_mut().enable();
+        if stopped() {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            out = &mut fut => return Some(out),
+            () = &mut notified => {}
         }
     }
 }

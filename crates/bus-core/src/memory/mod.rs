@@ -428,6 +428,19 @@ impl Transport for MemoryTransport {
         true
     }
 
+    /// Woken by the group's next take (or its close), not by a timer.
+    fn poll_room(
+        &self,
+        topic: &Topic,
+        group: &str,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), TransportError>> {
+        match find(&self.routes(), topic, group) {
+            Some(g) => g.queue.poll_room(cx).map(Ok),
+            None => std::task::Poll::Ready(Ok(())),
+        }
+    }
+
     fn close(&self) -> Vec<(Arc<str>, Envelope)> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Vec::new();

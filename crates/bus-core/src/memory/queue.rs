@@ -17,6 +17,7 @@ use crossbeam_utils::{Backoff, CachePadded};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// How many times a consumer whose stream has paused yields its core
@@ -131,6 +132,10 @@ struct Lanes {
     /// Notifies sent to consumers and to publishers, for tests of the above.
     #[cfg(test)]
     notified: (usize, usize),
+    /// Tasks awaiting room ([`GroupQueue::poll_room`]), counted in
+    /// `publishers_waiting` too, so a take looks for them only behind the
+    /// check it makes anyway. Last: the hot line above keeps its layout.
+    room_wakers: Vec<Waker>,
 }
 
 /// Where each priority's lane sits in [`Lanes::lanes`], by
@@ -501,15 +506,41 @@ impl GroupQueue {
     // instead of one futex call per message. They also re-check every
     // WAIT_SLICE, so a consumer that stalls just below the bound delays them
     // by at most that long.
+    //
+    // Waiting tasks are woken by every take while they wait: a wake-up
+    // costs no futex call of this thread's, and a task that finds no room
+    // registers again.
     fn wake_publishers(&self, st: &mut Lanes) {
-        if st.publishers_waiting > 0 && !st.publishers_signalled && st.depth <= self.capacity / 2 {
-            st.publishers_signalled = true;
-            #[cfg(test)]
-            {
-                st.notified.1 += 1;
+        if st.publishers_waiting > 0 {
+            if !st.room_wakers.is_empty() {
+                wake_tasks(st);
             }
-            self.space.notify_all();
+            if st.publishers_waiting > 0
+                && !st.publishers_signalled
+                && st.depth <= self.capacity / 2
+            {
+                st.publishers_signalled = true;
+                #[cfg(test)]
+                {
+                    st.notified.1 += 1;
+                }
+                self.space.notify_all();
+            }
         }
+    }
+
+    /// Ready when the queue has room (or is closed); else registers `cx`
+    /// to be woken by the next take.
+    pub(super) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.lock();
+        if st.depth < self.capacity || self.is_closed() {
+            return Poll::Ready(());
+        }
+        if !st.room_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            st.room_wakers.push(cx.waker().clone());
+            st.publishers_waiting += 1;
+        }
+        Poll::Pending
     }
 
     /// Empties every lane (at close).
@@ -523,6 +554,7 @@ impl GroupQueue {
         st.depth -= out.len().min(st.depth);
         self.queued.store(0, Relaxed);
         // Wake blocked publishers and sleeping consumers so they see `closed`.
+        wake_tasks(&mut st);
         self.space.notify_all();
         self.ready.notify_all();
         out
@@ -551,6 +583,13 @@ impl GroupQueue {
     pub(super) fn unpark(&self) {
         self.parked.fetch_sub(1, SeqCst);
     }
+}
+
+/// Wakes the tasks awaiting room; they no longer count as waiting.
+#[cold]
+fn wake_tasks(st: &mut Lanes) {
+    st.publishers_waiting -= u32::try_from(st.room_wakers.len()).unwrap_or(u32::MAX);
+    st.room_wakers.drain(..).for_each(Waker::wake);
 }
 
 /// Settles deliveries of one group: ack forgets, nak re-enqueues (now or via

@@ -749,3 +749,68 @@ fn in_flight_counts_deliveries_taken_and_not_settled() {
     drop(d);
     assert_eq!(depth(&t), (2, 0), "an unsettled drop is redelivered");
 }
+
+/// A `publish_async` to a full queue whose policy blocks awaits room with
+/// the queue (counted among its waiting publishers), and the take that
+/// makes room wakes it: no timer paces it.
+#[cfg(feature = "tokio")]
+#[test]
+fn publish_async_awaiting_room_is_woken_by_the_take_that_makes_it() {
+    let t = Arc::new(MemoryTransport::new());
+    let config = crate::BusConfig {
+        publish_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let bus = crate::Bus::builder()
+        .transport(Arc::clone(&t) as Arc<dyn Transport>)
+        .config(config)
+        .build();
+    // Each call waits for a go; the handler says when it holds one.
+    let (go, gate) = std::sync::mpsc::channel::<()>();
+    let gate = Mutex::new(gate);
+    let (held, holding) = std::sync::mpsc::channel::<()>();
+    let held = Mutex::new(held);
+    bus.subscriber("g")
+        .topic("t")
+        .capacity(1)
+        .overflow(OverflowPolicy::Block {
+            timeout: Duration::from_secs(30),
+        })
+        .start(
+            move |_m: &crate::Message<'_>| -> Result<(), std::io::Error> {
+                let _ = held.lock().unwrap().send(());
+                let _ = gate.lock().unwrap().recv();
+                Ok(())
+            },
+        )
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(bus.publish_async("t", &b"held"[..])).unwrap();
+    holding.recv().unwrap();
+    rt.block_on(bus.publish_async("t", &b"queued"[..])).unwrap();
+    let b = bus.clone();
+    let waiting = rt.spawn(async move { b.publish_async("t", &b"waited"[..]).await });
+    let queue = Arc::clone(&t.routes().get(&topic()).unwrap()[0].queue);
+    assert!(
+        bus_test::wait_until(Duration::from_secs(10), || queue.waiting_publishers() == 1),
+        "the publish does not wait with the queue"
+    );
+    assert!(!waiting.is_finished());
+    // The held call ends; the worker's take of "queued" makes the room.
+    go.send(()).unwrap();
+    rt.block_on(waiting).unwrap().unwrap();
+    assert_eq!(
+        queue.waiting_publishers(),
+        0,
+        "a woken task no longer counts"
+    );
+    go.send(()).unwrap();
+    go.send(()).unwrap();
+    let report = bus.shutdown(Duration::from_secs(10));
+    assert!(report.drained, "{report:?}");
+    assert_eq!((report.stats.published, report.stats.acked), (3, 3));
+}

@@ -30,6 +30,18 @@ fn window_waits_only_when_full() {
     assert_eq!(window.counts(), (0, 0));
 }
 
+/// The thread driving a current-thread runtime never waits for room: it
+/// would wait for confirmations only it can run.
+#[test]
+fn a_forced_place_does_not_wait_for_a_full_window() {
+    let window = Window::new(1);
+    let a = window.acquire();
+    let b = window.force();
+    assert_eq!(window.counts(), (2, 0), "past the bound, nobody waiting");
+    drop((a, b));
+    assert_eq!(window.counts(), (0, 0));
+}
+
 #[test]
 fn close_waits_for_owed_settles() {
     let out = Arc::new(Outstanding::default());
