@@ -70,16 +70,22 @@ pub(crate) fn add_last(conn: &Connection, n: usize) -> rusqlite::Result<()> {
     if n == 0 {
         return Ok(());
     }
-    conn.prepare_cached(&format!(
+    conn.prepare_cached(&add_last_sql())?
+        .execute([i64::try_from(n).unwrap_or(i64::MAX)])?;
+    Ok(())
+}
+
+/// Adds the `?1` rows of `letters` with the largest rowids to the summary,
+/// sought by rowid.
+pub(crate) fn add_last_sql() -> String {
+    format!(
         "INSERT INTO letter_groups ({KEY}, letters, first_at, last_at) \
          SELECT {KEY_OF_ROW}, count(*), min(first_failure_at), max(last_failure_at) \
          FROM letters WHERE rowid > (SELECT max(rowid) FROM letters) - ?1 \
          GROUP BY 1, 2, 3, 4, 5, 6, 7 \
          ON CONFLICT ({KEY}) DO UPDATE SET letters = letters + excluded.letters, \
          first_at = min(first_at, excluded.first_at), last_at = max(last_at, excluded.last_at)"
-    ))?
-    .execute([i64::try_from(n).unwrap_or(i64::MAX)])?;
-    Ok(())
+    )
 }
 
 /// Adds rows the writer inserted into `letters` (pushed, so in state

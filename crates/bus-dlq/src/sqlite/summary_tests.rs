@@ -334,3 +334,11 @@ fn a_groups_sample_is_found_through_the_signature_index() {
         );
     }
 }
+
+#[test]
+fn adding_the_last_rows_seeks_them_by_rowid() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = SqliteDlq::open(DlqConfig::new(dir.path())).unwrap();
+    let p = plan(&dlq, &summary::add_last_sql(), vec![1_i64.into()]);
+    assert!(p.contains("USING INTEGER PRIMARY KEY (rowid>?)"), "{p}");
+}
