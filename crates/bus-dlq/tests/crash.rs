@@ -1,16 +1,20 @@
 //! Crash test (like sled's): this binary re-runs itself as a child that
-//! pushes letters from several threads under `Durability::Full` and prints
-//! each id once its push returned `Ok`. The parent kills it with SIGKILL at a
-//! random moment, reopens the DLQ, verifies it (rows, duplicate ids, the
-//! running totals against the table), and checks every acknowledged letter
-//! is there, once. Many iterations on the same database, so recovery after
+//! pushes letters from several threads under `Durability::Full` (and marks
+//! some for replay and replayed from another) and prints each id once its
+//! push returned `Ok`. The parent kills it with SIGKILL at a random moment,
+//! verifies the store read-only and again after reopening it (rows,
+//! duplicate ids, the running totals and failure-group counts against the
+//! table), and checks every acknowledged letter is there, once. Many iterations on the same database, so recovery after
 //! recovery is exercised too.
 
 // A harness = false target is not cfg(test): allow unwrap as every test does.
 #![allow(clippy::unwrap_used)]
 
 use bus_core::{DeadLetter, DeadLetterReason, Envelope, Topic};
-use bus_dlq::{DeadLetterStore, DlqConfig, DlqQuery, Durability, Filter, LetterId, SqliteDlq};
+use bus_dlq::{
+    DeadLetterStore, DlqConfig, DlqFile, DlqQuery, Durability, Filter, LetterId, LetterState,
+    SqliteDlq,
+};
 use bus_errors::{Classification, ErrorCategory, ErrorReport};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -31,9 +35,13 @@ fn main() {
 fn child(dir: &str) -> ! {
     let dlq = SqliteDlq::open(DlqConfig::new(dir).with_durability(Durability::Full))
         .unwrap_or_else(|e| panic!("child open: {e}"));
+    // A tick every few pushes paces the replay marks below: one changing
+    // transaction per tick, so the pushes are not starved of the lock.
+    let (tick, ticks) = std::sync::mpsc::sync_channel::<()>(1);
     std::thread::scope(|s| {
         for t in 0..PUSHERS {
             let dlq = &dlq;
+            let tick = tick.clone();
             s.spawn(move || {
                 for i in 0_u64.. {
                     let env = Envelope::new(
@@ -58,9 +66,40 @@ fn child(dir: &str) -> ! {
                     let mut out = std::io::stdout().lock();
                     out.write_all(line.as_bytes()).unwrap();
                     out.flush().unwrap();
+                    drop(out);
+                    if i % 8 == 0 {
+                        // Full: the marks are behind; skip this tick.
+                        let _ = tick.try_send(());
+                    }
                 }
             });
         }
+        // Replay marks beside the pushes: state changes move letters
+        // between the keys of the failure-group counts, which must stay in
+        // step with the letters whenever the kill lands.
+        let dlq = &dlq;
+        s.spawn(move || {
+            while ticks.recv().is_ok() {
+                let dead = Filter::all().state(LetterState::Dead).limit(4);
+                dlq.request_replay(&dead, None)
+                    .unwrap_or_else(|e| panic!("child replay: {e}"));
+                let asked = Filter::all().state(LetterState::ReplayRequested);
+                let ids: Vec<LetterId> = dlq
+                    .scan(&asked, None, 2)
+                    .unwrap_or_else(|e| panic!("child scan: {e}"))
+                    .iter()
+                    .map(|l| l.id)
+                    .collect();
+                dlq.set_state(
+                    &ids,
+                    &[LetterState::ReplayRequested],
+                    LetterState::Replayed,
+                    Some(std::time::SystemTime::now()),
+                    None,
+                )
+                .unwrap_or_else(|e| panic!("child mark: {e}"));
+            }
+        });
     });
     unreachable!("pushers never stop")
 }
@@ -115,6 +154,14 @@ fn parent() {
         }
         acked.extend(ids);
 
+        // Read-only first: a writable open would mend counts out of step.
+        let file = DlqFile::open_read_only(dir.path()).unwrap();
+        let report = file.verify().unwrap();
+        assert!(
+            report.is_ok(),
+            "iteration {iteration} (seed {seed}): read-only verify: {report:?}"
+        );
+        drop(file);
         let dlq = SqliteDlq::open(DlqConfig::new(dir.path()))
             .unwrap_or_else(|e| panic!("iteration {iteration} (seed {seed}): reopen failed: {e}"));
         let report = dlq.verify().unwrap();

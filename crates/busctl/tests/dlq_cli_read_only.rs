@@ -52,10 +52,14 @@ fn closed_store(n: usize) -> (tempfile::TempDir, Vec<bus_dlq::LetterId>) {
 
 /// Moves every letter back into `inbox`, where a bus killed right after
 /// its pushes leaves them until something folds them (any write does).
+/// Staged letters are not in the failure-group counts: those go too.
 fn stage_everything(dir: &Path) {
     let c = rusqlite::Connection::open(dir.join("dlq.sqlite")).unwrap();
-    c.execute_batch("BEGIN; INSERT INTO inbox SELECT * FROM letters; DELETE FROM letters; COMMIT;")
-        .unwrap();
+    c.execute_batch(
+        "BEGIN; INSERT INTO inbox SELECT * FROM letters; DELETE FROM letters; \
+         DELETE FROM letter_groups; COMMIT;",
+    )
+    .unwrap();
 }
 
 /// Every file in `dir`: its bytes and modification time.

@@ -1,7 +1,7 @@
 //! [`DlqFile`]: one connection on a store's file, without the writer.
 
 use super::schema::{self, db_err};
-use super::{WalDamage, filter_sql, row, verify};
+use super::{WalDamage, filter_sql, row, summary, verify};
 use crate::config::{DB_FILE_NAME, Durability};
 use crate::query::{DlqQuery, Filter};
 use crate::record::{LetterState, LetterSummary, ReplayRefusal, StoredLetter, to_nanos};
@@ -357,13 +357,17 @@ impl DlqQuery for DlqFile {
         self.bounded_count(filter)
     }
 
-    /// Grouped by SQLite (see `groups.rs`) unless the filter pages
-    /// letters, which only the provided walk applies.
+    /// Read from `letter_groups` where it answers the filter, else grouped
+    /// by SQLite over the letters (see `groups.rs`), unless the filter
+    /// pages letters, which only the provided walk applies.
     fn groups(&self, filter: &Filter) -> Result<Vec<crate::FailureGroup>, DlqError> {
         if filter.limit.is_some() || filter.offset > 0 {
             return crate::query::walk_groups(self, filter);
         }
-        self.sql_groups(filter)
+        match self.summary_groups(filter)? {
+            Some(groups) => Ok(groups),
+            None => self.sql_groups(filter),
+        }
     }
 
     fn set_state(
@@ -379,18 +383,21 @@ impl DlqQuery for DlqFile {
         }
         let (marks, mut params) = id_values(ids);
         let states = vec!["?"; from.len()].join(", ");
+        let selection = format!("id IN ({marks}) AND state IN ({states})");
+        params.extend(from.iter().map(|s| Value::Text(s.as_str().into())));
         let sql = format!(
             "UPDATE letters SET state = ?, replayed_at = ?, replay_topic = ?, replay_json = NULL \
-             WHERE id IN ({marks}) AND state IN ({states})"
+             WHERE {selection}"
         );
         let mut all = vec![
             Value::Text(to.as_str().into()),
             replayed_at.map_or(Value::Null, |t| Value::Integer(to_nanos(t))),
             replay_topic.map_or(Value::Null, |t| Value::Text(t.as_str().into())),
         ];
-        all.append(&mut params);
-        all.extend(from.iter().map(|s| Value::Text(s.as_str().into())));
-        self.write_folded(|tx| tx.execute(&sql, rusqlite::params_from_iter(all)))
+        all.extend(params.iter().cloned());
+        self.change_folded(&selection, &params, Some(to.as_str()), |tx| {
+            tx.execute(&sql, rusqlite::params_from_iter(all))
+        })
     }
 
     /// One `UPDATE` for the whole selection (a page at a time took one
@@ -413,21 +420,25 @@ impl DlqQuery for DlqFile {
             clause
         };
         let from = vec!["?"; LetterState::REPLAYABLE.len()].join(", ");
+        let selection = format!("state IN ({from}) AND {selection}");
+        let mut selected: Vec<Value> = LetterState::REPLAYABLE
+            .iter()
+            .map(|s| Value::Text(s.as_str().into()))
+            .collect();
+        selected.append(&mut params);
         let sql = format!(
             "UPDATE letters SET state = ?, replayed_at = NULL, replay_topic = ?, \
-             replay_json = NULL WHERE state IN ({from}) AND {selection}"
+             replay_json = NULL WHERE {selection}"
         );
         let mut all = vec![
             Value::Text(LetterState::ReplayRequested.as_str().into()),
             target.map_or(Value::Null, |t| Value::Text(t.as_str().into())),
         ];
-        all.extend(
-            LetterState::REPLAYABLE
-                .iter()
-                .map(|s| Value::Text(s.as_str().into())),
-        );
-        all.append(&mut params);
-        let n = self.write_folded(|tx| tx.execute(&sql, rusqlite::params_from_iter(all)))?;
+        all.extend(selected.iter().cloned());
+        let to = LetterState::ReplayRequested.as_str();
+        let n = self.change_folded(&selection, &selected, Some(to), |tx| {
+            tx.execute(&sql, rusqlite::params_from_iter(all))
+        })?;
         Ok(n as u64)
     }
 
@@ -438,7 +449,9 @@ impl DlqQuery for DlqFile {
         to: LetterState,
     ) -> Result<bool, DlqError> {
         let json = row::refusal_json(refusal)?;
-        self.write_folded(|tx| {
+        let selection = "id = ? AND state = 'replay_requested'";
+        let params = [Value::Text(id.to_string())];
+        self.change_folded(selection, &params, Some(to.as_str()), |tx| {
             tx.execute(
                 "UPDATE letters SET state = ?1, replay_json = ?2 \
                  WHERE id = ?3 AND state = 'replay_requested'",
@@ -453,10 +466,11 @@ impl DlqQuery for DlqFile {
             return Ok(0);
         }
         let (marks, params) = id_values(ids);
-        self.write_folded(|tx| {
+        let selection = format!("id IN ({marks})");
+        self.change_folded(&selection, &params, None, |tx| {
             tx.execute(
-                &format!("DELETE FROM letters WHERE id IN ({marks})"),
-                rusqlite::params_from_iter(params),
+                &format!("DELETE FROM letters WHERE {selection}"),
+                rusqlite::params_from_iter(params.iter()),
             )
         })
     }
@@ -477,6 +491,7 @@ impl DlqQuery for DlqFile {
                     }
                 }
             }
+            summary::add_last(tx, n)?;
             schema::add_to_totals(tx, i64::try_from(n).unwrap_or(i64::MAX), bytes)?;
             Ok(n)
         })

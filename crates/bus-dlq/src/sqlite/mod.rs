@@ -6,6 +6,7 @@ mod filter_sql;
 mod groups;
 mod row;
 mod schema;
+mod summary;
 mod syncer;
 mod verify;
 mod wal;
@@ -409,5 +410,7 @@ impl DlqQuery for SqliteDlq {
     }
 }
 
+#[cfg(test)]
+mod summary_tests;
 #[cfg(test)]
 mod tests;

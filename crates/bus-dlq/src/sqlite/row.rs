@@ -135,6 +135,8 @@ pub(crate) struct EncodedRow {
     /// Payload plus JSON bytes: what counts against `max_bytes` (the
     /// `row_bytes` column).
     pub(crate) row_bytes: i64,
+    /// `summary_json`'s reason, for the failure-group counts.
+    reason: String,
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String, DlqError> {
@@ -198,7 +200,26 @@ impl EncodedRow {
             detail_json,
             imported,
             row_bytes,
+            reason: letter.reason.as_str().to_owned(),
         })
+    }
+
+    /// This pushed row's key in `letter_groups` (state `dead`), and its
+    /// first and last failure.
+    pub(crate) fn group_key(&self) -> ([&str; 6], i64, i64, i64) {
+        (
+            [
+                &self.signature,
+                &self.topic,
+                &self.component,
+                self.category,
+                &self.reason,
+                "dead",
+            ],
+            super::summary::hour_of(self.dead_lettered_at),
+            self.first_failure_at,
+            self.last_failure_at,
+        )
     }
 
     /// Inserts the row with a statement from [`insert_sql`]`(1)`, or from

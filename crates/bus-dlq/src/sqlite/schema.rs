@@ -30,23 +30,28 @@ pub(crate) const APPLICATION_ID: i32 = 0x4255_5344;
 pub(crate) const PAGE_SIZE: u32 = 8192;
 
 /// The schema version this build writes.
-pub(crate) const SCHEMA_VERSION: i32 = 5;
+pub(crate) const SCHEMA_VERSION: i32 = 6;
 
 pub(super) use versions::MIGRATIONS;
 #[cfg(test)]
 pub(super) use versions::V1;
 
 /// Lets a read-only connection read a store of an older schema as this
-/// version's: version 4 lacks only `replay_json` (and the state
-/// `replay_failed`, which it never holds), so temporary views named
-/// `letters` and `inbox` add it as NULL. SQLite looks names up in the
-/// `temp` schema first, and `temp` lives in memory: the store's files are
-/// not touched. The views name the rowid, which `verify` reads rows in the
-/// order of. `Err(None)`: a version this cannot bridge.
+/// version's. Version 5 lacks only `letter_groups`, which readers do
+/// without (they group the letters themselves, see [`super::groups`]).
+/// Version 4 lacks `replay_json` too (and the state `replay_failed`, which
+/// it never holds), so temporary views named `letters` and `inbox` add it
+/// as NULL. SQLite looks names up in the `temp` schema first, and `temp`
+/// lives in memory: the store's files are not touched. The views name the
+/// rowid, which `verify` reads rows in the order of. `Err(None)`: a version
+/// this cannot bridge.
 pub(crate) fn read_older_as_current(
     conn: &Connection,
     version: i32,
 ) -> Result<(), Option<rusqlite::Error>> {
+    if version == 5 {
+        return Ok(());
+    }
     if version != 4 {
         return Err(None);
     }
@@ -80,6 +85,7 @@ pub(crate) fn fold_inbox(conn: &Connection) -> rusqlite::Result<()> {
         ))?
         .execute([])?;
     let bytes = bytes_of_last(conn, moved)?;
+    super::summary::add_last(conn, moved)?;
     conn.prepare_cached("DELETE FROM inbox")?.execute([])?;
     add_to_totals(conn, i64::try_from(moved).unwrap_or(i64::MAX), bytes)
 }
@@ -231,7 +237,27 @@ pub(crate) fn prepare(conn: &mut Connection, path: &Path) -> Result<(), DlqError
     }
     restrict_side_files(path)?;
     migrate(conn, version)?;
-    check_shape(conn)
+    check_shape(conn)?;
+    resummarize(conn)
+}
+
+/// Builds `letter_groups` again when its counts disagree with `totals`: a
+/// build older than schema version 6 wrote the store after it was
+/// migrated (it changes letters without the summary). Readers meanwhile
+/// group the letters themselves.
+fn resummarize(conn: &mut Connection) -> Result<(), DlqError> {
+    // Read first: the write lock only when there is something to mend.
+    if super::summary::in_step(conn).map_err(db_err)? {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db_err)?;
+    if !super::summary::in_step(&tx).map_err(db_err)? {
+        tracing::warn!("rebuilding the dead-letter group counts: they disagree with the letters");
+        super::summary::rebuild(&tx).map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)
 }
 
 fn migrate(conn: &mut Connection, from: i32) -> Result<(), DlqError> {

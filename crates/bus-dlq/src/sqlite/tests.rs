@@ -166,11 +166,12 @@ fn a_panicking_callback_does_not_kill_the_writer() {
     assert_eq!(dlq.count(&Filter::all()).unwrap(), 2);
 }
 
-/// `totals` against the rows themselves.
+/// `totals`, and the failure-group counts, against the rows themselves.
 fn assert_totals_exact(dlq: &SqliteDlq) {
     let mut report = VerifyReport::default();
     super::verify::check_totals(&dlq.conn(), &mut report).unwrap();
     assert_eq!(report.totals_mismatch, None);
+    assert_eq!(super::summary::mismatches(&dlq.conn()).unwrap(), 0);
 }
 
 #[test]

@@ -248,6 +248,13 @@ pub(super) fn verify(out: &mut dyn Write, r: &VerifyReport) -> Result<(), CliErr
             t.recorded_letters, t.recorded_bytes, t.counted_letters, t.counted_bytes
         )?;
     }
+    if let Some(n) = r.groups_mismatch {
+        writeln!(
+            out,
+            "failure-group counts: {n} rows disagree with the letters table \
+             (the groups view reads them)"
+        )?;
+    }
     if let Some(w) = &r.wal_damage {
         writeln!(out, "{w}")?;
     }

@@ -2,7 +2,7 @@
 //! version since, applied in order when a store is opened.
 
 /// Forward migrations: `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 pub(crate) const V1: &str = r#"
 CREATE TABLE letters (
@@ -265,4 +265,55 @@ CREATE VIEW every_letter AS
     SELECT id, topic, category, component, error_message, signature, first_failure_at,
         last_failure_at, dead_lettered_at, payload, summary_json, detail_json, state,
         replayed_at, replay_topic, row_bytes, replay_json FROM inbox;
+"#;
+
+/// Version 6, so that the failure groups of a large store answer without
+/// reading every letter:
+///
+/// - `letter_groups`, one row per signature, topic, component, category,
+///   reason, state and hour of `dead_lettered_at` (floor of nanoseconds
+///   divided by 3 600 000 000 000), with how many letters of `letters` it
+///   holds, their earliest `first_failure_at` and latest
+///   `last_failure_at`. Every transaction that changes `letters` changes it
+///   too (see `sqlite/summary.rs`): an upsert per distinct key for what it
+///   inserts, a subtraction per key for what it deletes or moves to another
+///   state, and a recount of a key's extremes only when the letters
+///   holding them went. The hour keeps the `since` and `until` filters
+///   exact: whole hours come from here, the partial hours at the edges from
+///   `letters` through `letters_dead_lettered`. Staged letters (`inbox`)
+///   are not in it; readers add them.
+/// - `letters_signature` becomes `(signature, last_failure_at)`: the
+///   latest letter of a group (its sample) is found through it.
+/// - The topic and category indexes carry `id`, and `component` gets one:
+///   a page of letters filtered by one of them, in id order, reads the
+///   index in order and stops after the page, instead of sorting every
+///   match.
+const V6: &str = r#"
+CREATE TABLE letter_groups (
+    signature TEXT NOT NULL,
+    topic     TEXT NOT NULL,
+    component TEXT NOT NULL,
+    category  TEXT NOT NULL,
+    reason    TEXT NOT NULL,
+    state     TEXT NOT NULL,
+    hour      INTEGER NOT NULL,
+    letters   INTEGER NOT NULL,
+    first_at  INTEGER NOT NULL,
+    last_at   INTEGER NOT NULL,
+    PRIMARY KEY (signature, topic, component, category, reason, state, hour)
+) WITHOUT ROWID;
+INSERT INTO letter_groups
+SELECT signature, topic, component, category,
+    coalesce(json_extract(summary_json, '$.reason'), ''), state,
+    CASE WHEN dead_lettered_at >= 0 THEN dead_lettered_at / 3600000000000
+         ELSE (dead_lettered_at + 1) / 3600000000000 - 1 END,
+    count(*), min(first_failure_at), max(last_failure_at)
+FROM letters WHERE 1 GROUP BY 1, 2, 3, 4, 5, 6, 7;
+DROP INDEX letters_signature;
+CREATE INDEX letters_signature ON letters(signature, last_failure_at);
+DROP INDEX letters_topic;
+CREATE INDEX letters_topic ON letters(topic, id);
+DROP INDEX letters_category;
+CREATE INDEX letters_category ON letters(category, id);
+CREATE INDEX letters_component ON letters(component, id);
 "#;

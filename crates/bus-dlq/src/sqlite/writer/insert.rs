@@ -1,6 +1,7 @@
 //! Putting a batch in the store: staged in `inbox`, or inserted into
 //! `letters` as far as the store's bounds allow.
 
+use super::super::summary;
 use super::*;
 
 fn totals(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
@@ -54,6 +55,9 @@ pub(super) fn insert_all(
         .then(|| conn.prepare_cached(&sql.chunk))
         .transpose()?;
     let mut one_stmt = conn.prepare_cached(&sql.one)?;
+    // The rows inserted, for the failure-group counts; `None` once a chunk
+    // skipped an id it cannot say which of (then they are read back).
+    let mut inserted: Option<Vec<&EncodedRow>> = Some(Vec::with_capacity(batch.len()));
     let mut rest = batch;
     while !rest.is_empty() {
         if let (Some(chunk), Some(chunk_stmt)) = (rest.get(..CHUNK), chunk_stmt.as_mut()) {
@@ -71,6 +75,10 @@ pub(super) fn insert_all(
                 }
                 let added = chunk_stmt.raw_execute()?;
                 letters += added as i64;
+                match inserted.as_mut() {
+                    Some(rows) if added == CHUNK => rows.extend(chunk.iter().map(|j| &j.row)),
+                    _ => inserted = None,
+                }
                 bytes = bytes.saturating_add(if added == CHUNK {
                     chunk_bytes
                 } else {
@@ -85,6 +93,7 @@ pub(super) fn insert_all(
         }
         let (job, tail) = rest.split_first().expect("rest is not empty");
         rest = tail;
+        let before = letters;
         outcomes.push(insert_within(
             &mut one_stmt,
             job,
@@ -92,8 +101,16 @@ pub(super) fn insert_all(
             &mut letters,
             &mut bytes,
         )?);
+        if let Some(rows) = inserted.as_mut().filter(|_| letters > before) {
+            rows.push(&job.row);
+        }
     }
-    add_to_totals(conn, letters - start_letters, bytes - start_bytes)?;
+    let added = letters - start_letters;
+    match inserted {
+        Some(rows) => summary::add_pushed(conn, rows.into_iter())?,
+        None => summary::add_last(conn, usize::try_from(added).unwrap_or(0))?,
+    }
+    add_to_totals(conn, added, bytes - start_bytes)?;
     Ok(outcomes)
 }
 
