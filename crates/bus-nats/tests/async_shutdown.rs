@@ -7,10 +7,10 @@
 
 mod common;
 
+use bus_core::Bus;
 use bus_core::runtime::OwnedMessage;
-use bus_core::{Bus, Message};
 use bus_test::{assert_invariant, wait_until};
-use common::{T, TestNats, config, nats_available};
+use common::{T, TestNats, config, nats_available, next_run_acks};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -54,20 +54,5 @@ fn calls_cancelled_at_shutdown_leave_their_messages_pending_in_the_broker() {
     assert_eq!(s.pending, 10, "the broker keeps every unsettled message");
 
     // The next run gets all ten, the cancelled four included.
-    let next = Bus::builder()
-        .transport(Arc::new(
-            bus_nats::NatsTransport::connect(t.nats.config().clone()).unwrap(),
-        ))
-        .build();
-    next.subscriber("stuck")
-        .topic("async.pending")
-        .start(|_m: &Message<'_>| -> Result<(), std::io::Error> { Ok(()) })
-        .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(20), || next.stats().acked == 10),
-        "{:?}",
-        next.stats()
-    );
-    let report = next.shutdown(T);
-    assert_eq!(report.stats.acked, 10);
+    next_run_acks(t.nats.config().clone(), "async.pending", "stuck", 10);
 }

@@ -7,11 +7,11 @@
 
 mod common;
 
+use bus_core::Bus;
 use bus_core::runtime::OwnedMessage;
-use bus_core::{Bus, Message};
 use bus_nats::NatsTransport;
 use bus_test::{assert_invariant, wait_until};
-use common::{T, config, nats_available};
+use common::{T, config, nats_available, next_run_acks};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -233,19 +233,7 @@ fn shutdown_deadline_on_the_applications_runtime_leaves_stuck_calls_pending() {
     // The next run, on a runtime of its own, gets all ten.
     let mut own = cfg;
     own.runtime = None;
-    let next = Bus::builder()
-        .transport(Arc::new(NatsTransport::connect(own).unwrap()))
-        .build();
-    next.subscriber("stuck")
-        .topic("rt.stuck")
-        .start(|_m: &Message<'_>| -> Result<(), std::io::Error> { Ok(()) })
-        .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(20), || next.stats().acked == 10),
-        "{:?}",
-        next.stats()
-    );
-    assert_eq!(next.shutdown(T).stats.acked, 10);
+    next_run_acks(own, "rt.stuck", "stuck", 10);
     nats.delete_streams().unwrap();
 }
 

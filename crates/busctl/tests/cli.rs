@@ -291,26 +291,20 @@ fn a_killed_demo_over_sqlite_is_resumed_by_the_next_run() {
         .spawn()
         .unwrap();
     // Killed once the file holds work: some published, not all settled.
-    let started = std::time::Instant::now();
-    loop {
+    let published = || {
         let (ok, out, _) = busctl(&["queue", "show", "--data-dir", d, "--json"]);
-        let published = ok
-            .then(|| serde_json::from_str::<Value>(&out).ok())
+        ok.then(|| serde_json::from_str::<Value>(&out).ok())
             .flatten()
             .and_then(|v| {
                 v.as_array()
                     .map(|gs| gs.iter().map(|g| n(g, "published")).sum::<u64>())
             })
-            .unwrap_or(0);
-        if published > 1000 {
-            break;
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(60),
-            "no progress"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+            .unwrap_or(0)
+    };
+    assert!(
+        bus_test::wait_until(std::time::Duration::from_secs(60), || published() > 1000),
+        "no progress"
+    );
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
     let (ok, out, err) = busctl(&[

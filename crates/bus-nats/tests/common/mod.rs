@@ -39,3 +39,25 @@ impl Drop for TestNats {
 }
 
 pub const T: Duration = Duration::from_secs(5);
+
+/// What a shutdown left pending in the broker reaches the next run: a
+/// bus over a fresh transport on `config` (its own runtime) acks exactly
+/// `n` messages of `topic` in `group`.
+pub fn next_run_acks(config: NatsConfig, topic: &str, group: &str, n: u64) {
+    use bus_core::{Bus, Message};
+    let next = Bus::builder()
+        .transport(std::sync::Arc::new(
+            NatsTransport::connect(config).expect("connect to nats-server"),
+        ))
+        .build();
+    next.subscriber(group)
+        .topic(topic)
+        .start(|_m: &Message<'_>| -> Result<(), std::io::Error> { Ok(()) })
+        .unwrap();
+    assert!(
+        bus_test::wait_until(Duration::from_secs(20), || next.stats().acked == n),
+        "{:?}",
+        next.stats()
+    );
+    assert_eq!(next.shutdown(T).stats.acked, n);
+}
