@@ -39,15 +39,19 @@ pub(super) struct GroupQueue {
     ready: Condvar,
     /// Publishers wait here for room.
     space: Condvar,
-    /// Messages in the lanes, mirrored outside the lock for spinning consumers
-    /// (stored by pushes just after they unlock, by takes, evictions and
-    /// `drain` under the lock; see `unlock_with_count`). A hint, never
-    /// trusted: a consumer that sees it non-zero takes under the lock, and
-    /// one that sleeps registers under the lock, so it is stored relaxed (a
-    /// `SeqCst` store is a locked `xchg` on x86, twice per message). On a line
-    /// of its own, so spinning reads of it do not pull the lock's line from
-    /// the publisher.
-    queued: CachePadded<AtomicUsize>,
+    /// Whether the lanes hold a message, mirrored outside the lock for
+    /// spinning consumers: set by the push that makes them non-empty (just
+    /// after it unlocks, see `unlock_and_flag`), cleared under the lock by
+    /// the take that empties them and by `drain`. Only those two edges
+    /// write it: a count stored by every push and take moved this line
+    /// between the publisher's core and the consumer's twice per message
+    /// while the queue was backed up, and nobody reads more than "any?". A
+    /// hint, never trusted: a consumer that sees it set takes under the
+    /// lock, and one that sleeps registers under the lock, so it is stored
+    /// relaxed (a `SeqCst` store is a locked `xchg` on x86). On a line of its
+    /// own, so spinning reads of it do not pull the lock's line from the
+    /// publisher.
+    nonempty: CachePadded<AtomicBool>,
     /// Deliveries settled (acked, naked or termed): what [`Lanes::taken`]
     /// counts out, this counts back in. On a line of its own, written by
     /// whoever settles, so a take's lock line does not move for it.
@@ -81,9 +85,9 @@ impl Room<'_> {
         let Some(st) = self.st.as_mut() else { return };
         // Enqueued through the guard still in place: a push that panics
         // (allocation) leaves the slot for `drop` to give back.
-        let queued = self.queue.enqueue(st, env);
+        let first = self.queue.enqueue(st, env);
         if let Some(st) = self.st.take() {
-            self.queue.unlock_with_count(st, queued);
+            self.queue.unlock_and_flag(st, first);
         }
     }
 }
@@ -166,7 +170,7 @@ impl GroupQueue {
             state: LineMutex::new(Lanes::default()),
             ready: Condvar::new(),
             space: Condvar::new(),
-            queued: CachePadded::new(AtomicUsize::new(0)),
+            nonempty: CachePadded::new(AtomicBool::new(false)),
             settled: CachePadded::new(AtomicUsize::new(0)),
             parked: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
@@ -341,42 +345,45 @@ impl GroupQueue {
         Ok(())
     }
 
-    /// Enqueues, unlocks, then publishes the count (see `unlock_with_count`).
+    /// Enqueues, unlocks, then sets the hint (see `unlock_and_flag`).
     #[inline]
     fn push(&self, mut st: MutexGuard<'_, Lanes>, env: Envelope) {
-        let queued = self.enqueue(&mut st, env);
-        self.unlock_with_count(st, queued);
+        let first = self.enqueue(&mut st, env);
+        self.unlock_and_flag(st, first);
     }
 
-    /// Releases the lock, then stores `queued` (from [`enqueue`](Self::enqueue))
-    /// for spinning consumers: a consumer that sees the count
-    /// then finds the lock free. Stored under the lock, the count showed the
-    /// message to the consumer before the publisher let go, and the two
-    /// collided on the lock on every message (the consumer of an idle-ish
-    /// queue is there first).
+    /// Releases the lock, then, if this push made the lanes non-empty
+    /// (`first`, from [`enqueue`](Self::enqueue)), sets the hint for
+    /// spinning consumers: a consumer that sees it then finds the lock
+    /// free. Set under the lock, it showed the message to the consumer
+    /// before the publisher let go, and the two collided on the lock on
+    /// every message (the consumer of an idle-ish queue is there first).
     ///
-    /// The count may lag: it reads 0 until the store lands, and two
-    /// publishers' stores may land out of order. It is never *left* at 0
-    /// while a message waits: a push stores at least 1 after its message is
-    /// in, and every store under the lock (takes, evictions, `drain`) is
-    /// exact and ordered before any later push's store by the mutex. A
-    /// consumer that misses a message in the gap finds it under the lock
-    /// before it sleeps (`pop`).
+    /// The hint may lag: it reads clear until the store lands, and a late
+    /// store may set it after a take emptied the lanes (the next empty take
+    /// clears it). It is never *left* clear while a message waits: the
+    /// last clear was made under the lock by a take or `drain` that found
+    /// the lanes empty, so the first push after it (ordered after it by
+    /// the mutex) saw them empty and sets the hint after its message is in;
+    /// pushes after that one find it set. A consumer that misses a message
+    /// in the gap finds it under the lock before it sleeps (`pop`).
     #[inline]
-    fn unlock_with_count(&self, st: MutexGuard<'_, Lanes>, queued: usize) {
+    fn unlock_and_flag(&self, st: MutexGuard<'_, Lanes>, first: bool) {
         drop(st);
-        self.queued.store(queued, Relaxed);
+        if first {
+            self.nonempty.store(true, Relaxed);
+        }
     }
 
-    /// Enqueues and returns the lanes' count, for
-    /// [`unlock_with_count`](Self::unlock_with_count). Always inlined, as
+    /// Enqueues and says whether the lanes were empty before, for
+    /// [`unlock_and_flag`](Self::unlock_and_flag). Always inlined, as
     /// [`Room::push`] is: called out of line, an envelope the caller already
     /// holds is copied once more into the argument.
     #[inline(always)]
     #[must_use]
-    fn enqueue(&self, st: &mut MutexGuard<'_, Lanes>, env: Envelope) -> usize {
+    fn enqueue(&self, st: &mut MutexGuard<'_, Lanes>, env: Envelope) -> bool {
         st.lane(env.priority).push_back(env);
-        let queued = st.queued();
+        let first = st.queued() == 1;
         if st.consumers_waiting > st.consumers_signalled {
             st.consumers_signalled += 1;
             #[cfg(test)]
@@ -385,7 +392,7 @@ impl GroupQueue {
             }
             self.ready.notify_one();
         }
-        queued
+        first
     }
 
     /// Takes the highest-priority message, waiting up to `timeout`
@@ -413,7 +420,7 @@ impl GroupQueue {
             let backoff = Backoff::new();
             let mut yields = 0;
             loop {
-                if self.queued.load(Relaxed) > 0 {
+                if self.nonempty.load(Relaxed) {
                     if let Some(env) = self.try_pop() {
                         return Some(env);
                     }
@@ -484,17 +491,19 @@ impl GroupQueue {
         // popped last, so the envelope moves once: a `find_map` returning it
         // copied it once more on its way out.
         let Some(lane) = TAKE_ORDER.into_iter().find(|&l| !st.lanes[l].is_empty()) else {
-            // Corrects a count a publisher stored late (see `push`), so
-            // spinning consumers stop taking the lock for nothing.
-            if self.queued.load(Relaxed) != 0 {
-                self.queued.store(0, Relaxed);
+            // Clears a hint a publisher set late (see `unlock_and_flag`),
+            // so spinning consumers stop taking the lock for nothing.
+            if self.nonempty.load(Relaxed) {
+                self.nonempty.store(false, Relaxed);
             }
             return None;
         };
         // The bookkeeping first, so that the message moves once, from its
         // lane into the caller's slot (each move of an envelope is a
         // 184-byte memcpy).
-        self.queued.store(st.queued() - 1, Relaxed);
+        if st.queued() == 1 {
+            self.nonempty.store(false, Relaxed);
+        }
         st.depth -= 1;
         st.taken += 1;
         self.wake_publishers(st);
@@ -552,7 +561,7 @@ impl GroupQueue {
             out.extend(st.lanes[slot].drain(..));
         }
         st.depth -= out.len().min(st.depth);
-        self.queued.store(0, Relaxed);
+        self.nonempty.store(false, Relaxed);
         // Wake blocked publishers and sleeping consumers so they see `closed`.
         wake_tasks(&mut st);
         self.space.notify_all();
@@ -689,34 +698,66 @@ mod tests {
         assert_eq!(q.lock().notified.1, 1);
     }
 
-    /// A consumer that spins while a publisher's count has not landed yet
+    /// A consumer that spins while a publisher's hint has not landed yet
     /// still gets the message, from under the lock, before it would sleep.
     #[test]
-    fn a_message_whose_count_has_not_landed_is_still_taken() {
+    fn a_message_whose_hint_has_not_landed_is_still_taken() {
         let q = queue(4);
         {
             let mut st = q.lock();
             st.depth += 1;
-            let _count_not_stored = q.enqueue(&mut st, env(7));
+            let _hint_not_stored = q.enqueue(&mut st, env(7));
         }
-        assert_eq!(q.queued.load(Relaxed), 0);
+        assert!(!q.nonempty.load(Relaxed));
         let got = q.pop(Duration::from_secs(10), true, &AtomicBool::new(false));
         assert_eq!(got.map(|e| e.payload[0]), Some(7));
     }
 
-    /// Publishers store the count after unlocking, so it can arrive after
-    /// a consumer took the message: the next take that finds the lanes
-    /// empty sets it straight, or spinning consumers would keep locking an
-    /// empty queue.
+    /// Publishers set the hint after unlocking, so it can arrive after a
+    /// consumer took the message: the next take that finds the lanes empty
+    /// clears it, or spinning consumers would keep locking an empty queue.
     #[test]
-    fn a_count_stored_late_is_set_straight_by_an_empty_take() {
+    fn a_hint_set_late_is_cleared_by_an_empty_take() {
         let q = queue(4);
         q.room().expect("room").push(env(1));
-        assert_eq!(q.queued.load(Relaxed), 1);
+        assert!(q.nonempty.load(Relaxed));
         assert!(q.try_pop().is_some());
-        q.queued.store(1, Relaxed); // the publisher's late store
+        assert!(!q.nonempty.load(Relaxed), "the take that empties clears it");
+        q.nonempty.store(true, Relaxed); // the publisher's late store
         assert!(q.try_pop().is_none());
-        assert_eq!(q.queued.load(Relaxed), 0);
+        assert!(!q.nonempty.load(Relaxed));
+    }
+
+    /// The hint is written only on the edges: the push that makes the lanes
+    /// non-empty sets it and the take that empties them clears it; pushes
+    /// and takes in between leave it (and its cache line) alone. Whatever
+    /// the order of pushes and takes, it is set whenever a message waits.
+    #[test]
+    fn the_hint_is_set_whenever_a_message_waits() {
+        let q = queue(8);
+        let mut held = 0;
+        // Pushes and takes in a pattern that crosses empty many times.
+        for step in 0..200u32 {
+            if step % 3 == 2 || held == 8 {
+                if q.try_pop().is_some() {
+                    held -= 1;
+                }
+            } else {
+                q.room().expect("room").push(env(step as u8));
+                held += 1;
+            }
+            assert_eq!(q.nonempty.load(Relaxed), held > 0, "step {step}");
+        }
+        while q.try_pop().is_some() {}
+        assert!(!q.nonempty.load(Relaxed));
+        // A critical push after the lanes emptied sets it again, and a
+        // drain clears it.
+        q.room()
+            .expect("room")
+            .push(env(1).with_priority(Priority::Critical));
+        assert!(q.nonempty.load(Relaxed));
+        assert!(!q.drain().is_empty());
+        assert!(!q.nonempty.load(Relaxed));
     }
 
     /// A blocked publisher is woken once when the queue has drained to
