@@ -652,13 +652,17 @@ fn a_fan_out_waits_for_room_in_its_third_group_then_reaches_all_four() {
     }
 }
 
-/// Publishers of one topic hold several groups' locks at once; they take
-/// them in the order of the group list, which subscribes only extend. Four
-/// publishers into small blocking queues, with groups joining meanwhile,
-/// must neither deadlock nor lose or duplicate a copy.
+/// Publishers of one topic place their copies group by group, after
+/// reading each group's "full" hint without its lock. Four publishers into
+/// small blocking queues, with groups joining meanwhile, must neither
+/// deadlock nor lose or duplicate a copy, and a queue may go past its bound
+/// only by the publishers racing for its last slot (three here, besides
+/// the one that took it).
 #[test]
 fn concurrent_fan_outs_while_groups_join_lose_nothing() {
     const PER_PUBLISHER: usize = 2_000;
+    const CAPACITY: usize = 4;
+    const PUBLISHERS: usize = 4;
     let t = Arc::new(MemoryTransport::new());
     let block = OverflowPolicy::Block {
         timeout: Duration::from_secs(30),
@@ -677,12 +681,26 @@ fn concurrent_fan_outs_while_groups_join_lose_nothing() {
     let mut consumers: Vec<_> = (0..4)
         .map(|i| {
             consume(
-                t.subscribe(&topic(), &opts(&format!("g{i}"), 4, block))
+                t.subscribe(&topic(), &opts(&format!("g{i}"), CAPACITY, block))
                     .unwrap(),
             )
         })
         .collect();
-    let publishers: Vec<_> = (0..4)
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (t, done) = (Arc::clone(&t), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut deepest = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for d in t.queue_depths() {
+                    deepest = deepest.max(d.depth);
+                }
+                std::thread::yield_now();
+            }
+            deepest
+        })
+    };
+    let publishers: Vec<_> = (0..PUBLISHERS)
         .map(|p| {
             let t = Arc::clone(&t);
             std::thread::spawn(move || {
@@ -698,13 +716,19 @@ fn concurrent_fan_outs_while_groups_join_lose_nothing() {
         .collect();
     for i in 4..6 {
         let s = t
-            .subscribe(&topic(), &opts(&format!("g{i}"), 4, block))
+            .subscribe(&topic(), &opts(&format!("g{i}"), CAPACITY, block))
             .unwrap();
         consumers.push(consume(s));
     }
     for p in publishers {
         p.join().unwrap();
     }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let deepest = sampler.join().unwrap();
+    assert!(
+        deepest < CAPACITY + PUBLISHERS,
+        "a queue of capacity {CAPACITY} held {deepest} messages"
+    );
     while t.queue_depths().iter().any(|d| d.depth > 0) {
         std::thread::yield_now();
     }
