@@ -199,7 +199,8 @@ impl MemoryTransport {
 ///
 /// "Full" is read from each group's hint, without its lock
 /// ([`GroupQueue::has_room`]): a group that fills between that read and its
-/// copy takes the copy past its bound ([`GroupQueue::place`]), by at most
+/// copy takes the copy past its bound ([`GroupQueue::requeue`] with no
+/// limit), by at most
 /// one message per publisher racing for its last slots, rather than break
 /// the all-or-nothing. Holding every group's lock until all had room kept
 /// the bound exact, but each consumer then waited on its lock while the
@@ -216,24 +217,24 @@ fn fan_out(groups: &[Arc<Group>], envelope: Envelope) -> Result<Receipt, Envelop
         return Err(envelope);
     }
     let mut receipt = Receipt::copies(u32::try_from(groups.len()).unwrap_or(u32::MAX));
-    // The group's name is cloned only for the receipt: its refcount is a
-    // line other threads touch, and the common case needs no name.
     for g in rest {
-        if let Err(copy) = g.queue.place(envelope.clone()) {
-            receipt
-                .leftovers_mut()
-                .closed
-                .push((Arc::clone(&g.queue.name), copy));
+        if let Err(copy) = g.queue.requeue(envelope.clone(), usize::MAX) {
+            handed_back(&mut receipt, g, copy);
         }
     }
     // The last group gets the original: it moves once, into its lane.
-    if let Err(copy) = last.queue.place(envelope) {
-        receipt
-            .leftovers_mut()
-            .closed
-            .push((Arc::clone(&last.queue.name), copy));
+    if let Err(copy) = last.queue.requeue(envelope, usize::MAX) {
+        handed_back(&mut receipt, last, copy);
     }
     Ok(receipt)
+}
+
+/// Reports the copy `g` (closed mid-publish) handed back; only then is
+/// its name's refcount, a line other threads touch, written.
+#[cold]
+fn handed_back(receipt: &mut Receipt, g: &Group, copy: Envelope) {
+    let closed = &mut receipt.leftovers_mut().closed;
+    closed.push((Arc::clone(&g.queue.name), copy));
 }
 
 /// Puts a copy of `envelope` in each of `groups`, all or nothing: room is

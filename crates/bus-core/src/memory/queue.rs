@@ -241,29 +241,11 @@ impl GroupQueue {
     }
 
     /// Whether the queue had room when last told (a hint read without the
-    /// lock, for [`place`](Self::place)); `false` once it is closed.
+    /// lock, for a fan-out, which then places its copy with
+    /// [`requeue`](Self::requeue) past any bound); `false` once it is closed.
     #[inline]
     pub(super) fn has_room(&self) -> bool {
         !self.full.load(Relaxed) && !self.closed.load(SeqCst)
-    }
-
-    /// Enqueues a fan-out's copy that [`has_room`](Self::has_room) found
-    /// room for just before, without a reservation: if the queue filled in
-    /// between (another publisher took the last slot, or a redelivery), the
-    /// copy goes past the bound rather than break the publish's
-    /// all-or-nothing, by at most one message per publisher racing for it.
-    /// Hands the copy back if the queue was drained since. Left to the
-    /// compiler's judgment: forced inline into each call of a fan-out, the
-    /// publish ran about 3 % slower (1to4, A/B).
-    #[inline]
-    pub(super) fn place(&self, env: Envelope) -> Result<(), Envelope> {
-        let mut st = self.lock();
-        if self.closed.load(SeqCst) {
-            return Err(env);
-        }
-        self.grow(&mut st);
-        self.push(st, env);
-        Ok(())
     }
 
     /// Reserves room for one message per the overflow policy; `Err(())`
@@ -388,7 +370,9 @@ impl GroupQueue {
 
     /// Enqueues past the bound while fewer than `limit` slots are taken,
     /// unless the queue was drained (nobody would take the message). Hands
-    /// the message back otherwise.
+    /// the message back otherwise. With no limit it also places a fan-out's
+    /// copy (see `memory::fan_out`).
+    #[inline]
     pub(super) fn requeue(&self, env: Envelope, limit: usize) -> Result<(), Envelope> {
         let mut st = self.lock();
         if self.closed.load(SeqCst) || st.depth >= limit {
@@ -1002,7 +986,7 @@ mod tests {
         let q = queue(1);
         assert!(q.has_room());
         q.room().expect("room").push(env(1)); // the racing publisher
-        assert!(q.place(env(2)).is_ok());
+        assert!(q.requeue(env(2), usize::MAX).is_ok());
         assert_eq!(q.depth(), 2);
         assert!(!q.has_room());
         let order: Vec<u8> = std::iter::from_fn(|| q.try_pop())
@@ -1012,7 +996,10 @@ mod tests {
         assert!(q.has_room());
         // Drained: the copy is handed back, nothing counted.
         let _ = q.drain();
-        assert_eq!(q.place(env(3)).map_err(|e| e.payload[0]), Err(3));
+        assert_eq!(
+            q.requeue(env(3), usize::MAX).map_err(|e| e.payload[0]),
+            Err(3)
+        );
         assert_eq!(q.depth(), 0);
     }
 
