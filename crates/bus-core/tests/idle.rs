@@ -3,7 +3,7 @@
 //! is tested with the poll interval set to an hour.
 
 use bus_core::memory::MemoryTransport;
-use bus_core::time::{Clock, ManualClock};
+use bus_core::time::{Clock, ManualClock, Stamp};
 use bus_core::{
     Bus, BusConfig, CircuitState, Envelope, Guard, GuardProvider, Message, Outcome, Permit,
     Rejected, SimpleRetry, SubscribeOptions, Topic, Transport, TransportError,
@@ -222,6 +222,85 @@ fn shutdown_wakes_a_breaker_parked_worker() {
         .expect("shutdown did not return within its bound");
     assert_eq!(report.stuck_workers, 0);
     assert_eq!(report.dead_lettered_at_shutdown, 1, "{report:?}");
+    assert_invariant(&report.stats);
+}
+
+/// A clock whose stamps run at half the rate of its instants: the system
+/// clock's two forms drift apart the same way, only by parts per million.
+#[derive(Debug)]
+struct HalfRateStamps(ManualClock);
+
+impl Clock for HalfRateStamps {
+    fn now(&self) -> Instant {
+        self.0.now()
+    }
+    fn stamp(&self) -> Stamp {
+        let half = self.0.elapsed() / 2;
+        Stamp::from_nanos(1 << 40) + half
+    }
+    fn park_until(&self, deadline: Instant) {
+        self.0.park_until(deadline);
+    }
+}
+
+/// A breaker open until a stamp, as `bus-breaker` counts it.
+struct OpenUntilStamp {
+    clock: Arc<HalfRateStamps>,
+    until: Stamp,
+}
+
+impl Guard for OpenUntilStamp {
+    fn try_acquire(&self) -> Result<Permit, Rejected> {
+        let now = self.clock.stamp();
+        if now < self.until {
+            return Err(Rejected {
+                state: CircuitState::Open,
+                retry_after: self.until.saturating_since(now),
+            });
+        }
+        Ok(Permit::new(0))
+    }
+    fn record(&self, _: Permit, _: Outcome) {}
+}
+
+/// A breaker's `retry_after` is a stamp interval, so the worker times its
+/// pause by stamps: timed by instants, a pause on a clock whose two forms
+/// drift ends before the breaker's deadline, and the worker is refused
+/// again (one more `parked`, one more wait).
+#[test]
+fn a_breaker_pause_is_timed_by_the_stamps_the_breaker_counts_by() {
+    let clock = Arc::new(HalfRateStamps(ManualClock::new()));
+    let guard = Arc::new(OpenUntilStamp {
+        clock: Arc::clone(&clock),
+        until: clock.stamp() + Duration::from_secs(30),
+    });
+    let bus = Bus::builder()
+        .clock(Arc::clone(&clock) as _)
+        .guards(Arc::new(One(Arc::clone(&guard))))
+        .config(hour_poll())
+        .build();
+    let seen = Arc::new(AtomicUsize::new(0));
+    bus.subscriber("s")
+        .topic("t")
+        .start(ok_handler(&seen))
+        .unwrap();
+    bus.publish("t", &b"x"[..]).unwrap();
+    assert!(wait_until(SOON, || bus.stats().parked >= 1));
+    // 30 s of instants is 15 s of stamps: the breaker is still open. A
+    // pause timed by instants asks it again within microseconds of this
+    // advance; 200 ms is ample to see that.
+    clock.0.advance(Duration::from_secs(30));
+    assert!(
+        !wait_until(Duration::from_millis(200), || bus.stats().parked >= 2),
+        "the worker left its pause before the breaker's deadline"
+    );
+    clock.0.advance(Duration::from_secs(30));
+    assert!(
+        wait_until(SOON, || seen.load(SeqCst) == 1),
+        "the parked message was not resumed"
+    );
+    let report = within(move || bus.shutdown(SOON)).expect("shutdown returned");
+    assert_eq!(report.stats.parked, 1);
     assert_invariant(&report.stats);
 }
 

@@ -307,6 +307,9 @@ impl BusBuilder {
                 Arc::new(all)
             }
         };
+        // The system clock calibrates its counter on its first stamp (half
+        // a millisecond or more): here, not in the first delivery's timing.
+        let _ = self.clock.stamp();
         let counters = Arc::new(Counters::default());
         observer.attach(&Ledger(Arc::clone(&counters)));
         let bus = Bus {

@@ -48,13 +48,20 @@ impl Pipeline {
 
     /// A paused runner thread waits without taking messages, for `d` on
     /// `clock`; a stop ends the wait early (it unparks the runner's thread,
-    /// and a manual clock wakes it when advanced).
+    /// and a manual clock wakes it when advanced). Timed by stamps, as a
+    /// breaker times the `retry_after` it hands out: the system clock's
+    /// stamps run at the CPU counter's rate, not its instants', and a pause
+    /// timed by instants could end before the breaker's deadline and be
+    /// refused again.
     pub(super) fn pause(&self, clock: &dyn Clock, d: Duration) {
-        let until = clock.now().checked_add(d);
+        let until = clock.stamp() + d;
         while !self.subscriber.stop.load(Ordering::Acquire) {
-            match until {
-                Some(until) if clock.now() >= until => break,
-                Some(until) => clock.park_until(until),
+            let now = clock.stamp();
+            if now >= until {
+                break;
+            }
+            match clock.now().checked_add(until.saturating_since(now)) {
+                Some(deadline) => clock.park_until(deadline),
                 None => std::thread::park(),
             }
         }
