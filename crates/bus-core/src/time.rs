@@ -17,7 +17,7 @@
 //! sharing two cores) that was worth 15 % of the throughput. Stamps
 //! therefore measure durations by the counter: they drift from instants by
 //! the calibration's error (parts per million at most; 0.2 measured on the
-//! Xeon host) and by NTP's slewing, which the counter does not follow. So
+//! EPYC host) and by NTP's slewing, which the counter does not follow. So
 //! stamps are compared only with stamps of the same clock, and a wait a
 //! stamp interval decides (a breaker's `retry_after`) is timed by stamps
 //! too (`Pipeline::pause`).
