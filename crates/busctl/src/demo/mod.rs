@@ -376,7 +376,7 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
             std::thread::park_timeout(Duration::from_millis(20));
         }
     }
-    let report = bus.shutdown(args.drain_timeout);
+    let report = outcome::shut_down(&bus, args.drain_timeout);
     crate::log::release_bar();
     bar.finish_and_clear();
     let broker = nats.as_ref().map(|n| {

@@ -117,6 +117,28 @@ impl DemoError {
     }
 }
 
+/// Shuts the bus down, then says on stderr what the error log could not
+/// keep: its lines are the operator's record of what failed, and a run on
+/// a full disk loses them as surely as it loses dead letters.
+pub(crate) fn shut_down(bus: &bus::Bus, drain: std::time::Duration) -> ShutdownReport {
+    let report = bus.shutdown(drain);
+    if let Some(logger) = bus.logger() {
+        // Every report recorded before the shutdown is written, or has
+        // failed, once this returns; its own error is what is counted below.
+        let _ = logger.flush();
+        let c = logger.counters();
+        if c.write_failures > 0 || c.log_dropped > 0 {
+            eprintln!(
+                "warning: the error log is missing {} report lines: {} could not be written (a full disk or a missing directory), {} were shed while its writer was behind",
+                c.write_failures + c.log_dropped,
+                c.write_failures,
+                c.log_dropped
+            );
+        }
+    }
+    report
+}
+
 fn join(items: impl Iterator<Item = String>) -> String {
     items.collect::<Vec<_>>().join(", ")
 }
