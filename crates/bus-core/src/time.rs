@@ -14,7 +14,7 @@
 //! delivery takes cost about 9 ns each instead of 20, and, unlike the
 //! kernel's clock read, the counter read does not wait for the instructions
 //! before it to finish: on the memory transport's fan-out (four consumers
-//! sharing two cores) that was worth 15 % of the throughput. Stamps
+//! sharing two cores) that was worth 11-16 % of the throughput. Stamps
 //! therefore measure durations by the counter: they drift from instants by
 //! the calibration's error (parts per million at most; 0.2 measured on the
 //! EPYC host) and by NTP's slewing, which the counter does not follow. So

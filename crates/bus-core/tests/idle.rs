@@ -3,7 +3,7 @@
 //! is tested with the poll interval set to an hour.
 
 use bus_core::memory::MemoryTransport;
-use bus_core::time::{Clock, ManualClock, Stamp};
+use bus_core::time::{Clock, ManualClock, SharedClock, Stamp};
 use bus_core::{
     Bus, BusConfig, CircuitState, Envelope, Guard, GuardProvider, Message, Outcome, Permit,
     Rejected, SimpleRetry, SubscribeOptions, Topic, Transport, TransportError,
@@ -137,19 +137,29 @@ fn a_delayed_retry_reaches_a_sleeping_worker_when_due() {
     assert_invariant(&report.stats);
 }
 
-/// A guard open until a time on the bus's clock, like a breaker.
+/// A guard open until a stamp on the bus's clock, as `bus-breaker` counts
+/// its open state.
 struct OpenUntil {
-    clock: ManualClock,
-    until: Instant,
+    clock: SharedClock,
+    until: Stamp,
+}
+
+impl OpenUntil {
+    fn for_(clock: &SharedClock, open: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            clock: Arc::clone(clock),
+            until: clock.stamp() + open,
+        })
+    }
 }
 
 impl Guard for OpenUntil {
     fn try_acquire(&self) -> Result<Permit, Rejected> {
-        let now = self.clock.now();
+        let now = self.clock.stamp();
         if now < self.until {
             return Err(Rejected {
                 state: CircuitState::Open,
-                retry_after: self.until - now,
+                retry_after: self.until.saturating_since(now),
             });
         }
         Ok(Permit::new(0))
@@ -164,28 +174,34 @@ impl<G: Guard + 'static> GuardProvider for One<G> {
     }
 }
 
+/// A bus on `clock` whose subscriber `guard` keeps out: one message is
+/// published and the worker has been refused once. Returns the bus and the
+/// handler's call count.
+fn parked_by(clock: SharedClock, guard: Arc<OpenUntil>) -> (Bus, Arc<AtomicUsize>) {
+    let bus = Bus::builder()
+        .clock(clock)
+        .guards(Arc::new(One(guard)))
+        .config(hour_poll())
+        .build();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let started = bus.subscriber("s").topic("t").start(ok_handler(&seen));
+    assert!(started.is_ok(), "subscribe: {started:?}");
+    assert!(bus.publish("t", &b"x"[..]).is_ok());
+    assert!(wait_until(SOON, || bus.stats().parked >= 1));
+    (bus, seen)
+}
+
 /// A worker parked by an open breaker sleeps for the breaker's
 /// `retry_after` on the bus's clock, and resumes when that clock gets
 /// there (not an hour of real time later).
 #[test]
 fn a_breaker_parked_worker_resumes_when_the_clock_reaches_retry_after() {
     let clock = ManualClock::new();
-    let guard = Arc::new(OpenUntil {
-        clock: clock.clone(),
-        until: clock.now() + Duration::from_secs(30),
-    });
-    let bus = Bus::builder()
-        .clock(Arc::new(clock.clone()))
-        .guards(Arc::new(One(Arc::clone(&guard))))
-        .config(hour_poll())
-        .build();
-    let seen = Arc::new(AtomicUsize::new(0));
-    bus.subscriber("s")
-        .topic("t")
-        .start(ok_handler(&seen))
-        .unwrap();
-    bus.publish("t", &b"x"[..]).unwrap();
-    assert!(wait_until(SOON, || bus.stats().parked >= 1));
+    let shared: SharedClock = Arc::new(clock.clone());
+    let (bus, seen) = parked_by(
+        Arc::clone(&shared),
+        OpenUntil::for_(&shared, Duration::from_secs(30)),
+    );
     // Woken by an advance that stops short of retry_after: it sleeps on.
     clock.advance(Duration::from_secs(10));
     clock.advance(Duration::from_secs(20));
@@ -201,23 +217,8 @@ fn a_breaker_parked_worker_resumes_when_the_clock_reaches_retry_after() {
 /// Shutdown also ends a breaker's pause (an hour on a clock nobody moves).
 #[test]
 fn shutdown_wakes_a_breaker_parked_worker() {
-    let clock = ManualClock::new();
-    let guard = Arc::new(OpenUntil {
-        clock: clock.clone(),
-        until: clock.now() + HOUR,
-    });
-    let bus = Bus::builder()
-        .clock(Arc::new(clock.clone()))
-        .guards(Arc::new(One(Arc::clone(&guard))))
-        .config(hour_poll())
-        .build();
-    let seen = Arc::new(AtomicUsize::new(0));
-    bus.subscriber("s")
-        .topic("t")
-        .start(ok_handler(&seen))
-        .unwrap();
-    bus.publish("t", &b"x"[..]).unwrap();
-    assert!(wait_until(SOON, || bus.stats().parked >= 1));
+    let clock: SharedClock = Arc::new(ManualClock::new());
+    let (bus, _seen) = parked_by(Arc::clone(&clock), OpenUntil::for_(&clock, HOUR));
     let report = within(move || bus.shutdown(Duration::from_millis(100)))
         .expect("shutdown did not return within its bound");
     assert_eq!(report.stuck_workers, 0);
@@ -243,26 +244,6 @@ impl Clock for HalfRateStamps {
     }
 }
 
-/// A breaker open until a stamp, as `bus-breaker` counts it.
-struct OpenUntilStamp {
-    clock: Arc<HalfRateStamps>,
-    until: Stamp,
-}
-
-impl Guard for OpenUntilStamp {
-    fn try_acquire(&self) -> Result<Permit, Rejected> {
-        let now = self.clock.stamp();
-        if now < self.until {
-            return Err(Rejected {
-                state: CircuitState::Open,
-                retry_after: self.until.saturating_since(now),
-            });
-        }
-        Ok(Permit::new(0))
-    }
-    fn record(&self, _: Permit, _: Outcome) {}
-}
-
 /// A breaker's `retry_after` is a stamp interval, so the worker times its
 /// pause by stamps: timed by instants, a pause on a clock whose two forms
 /// drift ends before the breaker's deadline, and the worker is refused
@@ -270,22 +251,11 @@ impl Guard for OpenUntilStamp {
 #[test]
 fn a_breaker_pause_is_timed_by_the_stamps_the_breaker_counts_by() {
     let clock = Arc::new(HalfRateStamps(ManualClock::new()));
-    let guard = Arc::new(OpenUntilStamp {
-        clock: Arc::clone(&clock),
-        until: clock.stamp() + Duration::from_secs(30),
-    });
-    let bus = Bus::builder()
-        .clock(Arc::clone(&clock) as _)
-        .guards(Arc::new(One(Arc::clone(&guard))))
-        .config(hour_poll())
-        .build();
-    let seen = Arc::new(AtomicUsize::new(0));
-    bus.subscriber("s")
-        .topic("t")
-        .start(ok_handler(&seen))
-        .unwrap();
-    bus.publish("t", &b"x"[..]).unwrap();
-    assert!(wait_until(SOON, || bus.stats().parked >= 1));
+    let shared: SharedClock = Arc::clone(&clock) as _;
+    let (bus, seen) = parked_by(
+        Arc::clone(&shared),
+        OpenUntil::for_(&shared, Duration::from_secs(30)),
+    );
     // 30 s of instants is 15 s of stamps: the breaker is still open. A
     // pause timed by instants asks it again within microseconds of this
     // advance; 200 ms is ample to see that.

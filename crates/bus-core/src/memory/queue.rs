@@ -40,7 +40,7 @@ pub(super) struct GroupQueue {
     /// Publishers wait here for room.
     space: Condvar,
     /// Whether the lanes hold a message, mirrored outside the lock for
-    /// spinning consumers: set by the push that makes them non-empty (just
+    /// waiting consumers: set by the push that makes them non-empty (just
     /// after it unlocks, see `unlock_and_flag`), cleared under the lock by
     /// the take that empties them and by `drain`. Only those two edges
     /// write it: a count stored by every push and take moved this line
@@ -49,7 +49,7 @@ pub(super) struct GroupQueue {
     /// hint, never trusted: a consumer that sees it set takes under the
     /// lock, and one that sleeps registers under the lock, so it is stored
     /// relaxed (a `SeqCst` store is a locked `xchg` on x86). On a line of its
-    /// own, so spinning reads of it do not pull the lock's line from the
+    /// own, so a waiting consumer's reads of it do not pull the lock's line from the
     /// publisher.
     nonempty: CachePadded<AtomicBool>,
     /// Whether the queue is at or past its bound, mirrored outside the lock
@@ -392,7 +392,7 @@ impl GroupQueue {
 
     /// Releases the lock, then, if this push made the lanes non-empty
     /// (`first`, from [`enqueue`](Self::enqueue)), sets the hint for
-    /// spinning consumers: a consumer that sees it then finds the lock
+    /// waiting consumers: a consumer that sees it then finds the lock
     /// free. Set under the lock, it showed the message to the consumer
     /// before the publisher let go, and the two collided on the lock on
     /// every message (the consumer of an idle-ish queue is there first).
@@ -458,7 +458,7 @@ impl GroupQueue {
         woken: &AtomicBool,
     ) -> Option<Envelope> {
         if timeout.is_zero() {
-            return self.try_pop(); // a poll: no spinning
+            return self.try_pop(); // a poll: no waiting
         }
         if flowing {
             let mut yields = 0;
@@ -533,7 +533,7 @@ impl GroupQueue {
         // copied it once more on its way out.
         let Some(lane) = TAKE_ORDER.into_iter().find(|&l| !st.lanes[l].is_empty()) else {
             // Clears a hint a publisher set late (see `unlock_and_flag`),
-            // so spinning consumers stop taking the lock for nothing.
+            // so waiting consumers stop taking the lock for nothing.
             if self.nonempty.load(Relaxed) {
                 self.nonempty.store(false, Relaxed);
             }
@@ -740,7 +740,7 @@ mod tests {
         assert_eq!(q.lock().notified.1, 1);
     }
 
-    /// A consumer that spins while a publisher's hint has not landed yet
+    /// A consumer that waits while a publisher's hint has not landed yet
     /// still gets the message, from under the lock, before it would sleep.
     #[test]
     fn a_message_whose_hint_has_not_landed_is_still_taken() {
@@ -757,7 +757,7 @@ mod tests {
 
     /// Publishers set the hint after unlocking, so it can arrive after a
     /// consumer took the message: the next take that finds the lanes empty
-    /// clears it, or spinning consumers would keep locking an empty queue.
+    /// clears it, or waiting consumers would keep locking an empty queue.
     #[test]
     fn a_hint_set_late_is_cleared_by_an_empty_take() {
         let q = queue(4);
@@ -842,7 +842,7 @@ mod tests {
             })
             .collect();
         for round in 0..300u32 {
-            // Both asleep (past their spinning) before the push.
+            // Both asleep (past their yields) before the push.
             while q.waiting_consumers() < 2 {
                 std::thread::yield_now();
             }

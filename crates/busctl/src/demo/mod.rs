@@ -308,7 +308,7 @@ fn run_with(args: DemoArgs, spawn: &mut Spawn<'_>) -> Result<(), Box<dyn std::er
             // dependency down; left down, its parked messages would hold
             // the drain until the deadline.
             outage.store(false, Ordering::Relaxed);
-            let report = bus.shutdown(args.drain_timeout);
+            let report = outcome::shut_down(&bus, args.drain_timeout);
             let holds = report.stats.invariant_holds();
             if let Some(lost) = DemoError::check(&report, &refusals, holds) {
                 eprintln!("busctl: {lost}");

@@ -89,6 +89,20 @@ fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Res
     if status == 200 { Ok(value) } else { Err(value) }
 }
 
+/// Asks `probe` until it answers, for up to `secs`. The page is in another
+/// process with no event WebDriver can wait on, so this polls; every
+/// 100 ms, because each probe is a command to the driver.
+fn poll<T>(what: &str, secs: u64, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 impl Browser {
     /// Starts chromedriver and a headless chromium with a fresh profile.
     pub fn start() -> Self {
@@ -99,19 +113,30 @@ impl Browser {
             );
         }
         let port = free_port();
-        let driver = Command::new(CHROMEDRIVER)
+        let mut driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
+        // chromedriver says on stdout when it listens; the reader keeps
+        // draining the pipe until it exits, so a full pipe never stalls it.
+        let stdout = driver.stdout.take().expect("chromedriver's stdout");
         let driver = Driver(driver);
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                let Ok(line) = line else { break };
+                if line.contains("started successfully") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+        assert!(
+            ready.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "chromedriver did not start"
+        );
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while call(addr, "GET", "/status", None).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
         let profile = tempfile::tempdir().unwrap();
         let caps = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
@@ -169,26 +194,14 @@ impl Browser {
 
     /// Waits up to `secs` for `css` to match a displayed element.
     pub fn wait(&self, css: &str, secs: u64) -> Element {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(e) = self.all(css).into_iter().find(|e| self.displayed(e)) {
-                return e;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nothing matched {css} within {secs} s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        poll(&format!("an element matching {css}"), secs, || {
+            self.all(css).into_iter().find(|e| self.displayed(e))
+        })
     }
 
     /// Waits up to `secs` for `check` to hold.
     pub fn until(&self, what: &str, secs: u64, mut check: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !check() {
-            assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        poll(what, secs, || check().then_some(()));
     }
 
     pub fn displayed(&self, e: &Element) -> bool {
